@@ -1,0 +1,238 @@
+"""The stage graph of a run, fingerprints, and the orchestrator that skips finished stages.
+
+Each stage has an id (``prepare``, ``dpo``, ``r1/sample``, ...), the config sections that affect it, and the
+stages whose outputs it reads. Its *fingerprint* hashes those config values and the upstream fingerprints, so
+changing one stage's settings re-runs that stage and everything downstream of it, and nothing else. A stage is
+skipped iff its ``manifest.json`` exists and holds the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sipo.artifacts import RunDir, stable_hash
+from sipo.config import PipelineConfig, save_config, to_dict
+from sipo.errors import ConfigError, RunDirError
+
+logger = logging.getLogger(__name__)
+
+ROUND_STAGES = ("sample", "review", "rewrite", "combine", "filter", "realign")
+STAGE_NAMES = ("prepare", "sft", "dpo", *ROUND_STAGES, "dpo_lw", "modpo", "evaluate", "report")
+
+STAGE_HELP = {
+    "prepare": "build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
+    "sft": "build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
+    "dpo": "train one LoRA adapter per objective with DPO (round 1)",
+    "sample": "MOD-decode every conflicting training prompt at every sampling weight vector",
+    "review": "the reviewer adapter writes suggestions to improve each candidate on all objectives",
+    "rewrite": "MOD-decode a rewrite of each candidate that follows its review",
+    "combine": "keep the rewrite instead of the candidate when the implicit rewards say so",
+    "filter": "keep, per prompt, the best candidate that beats both original responses under every judge",
+    "realign": "DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
+    "dpo_lw": "baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
+    "modpo": "baseline: one adapter per weight vector trained with MODPO margins",
+    "evaluate": "decode the test prompts with every method at every weight vector and score them",
+    "report": "hypervolumes, Pareto fronts, report.json / summary.csv / pareto.png / report.md",
+}
+
+# Config keys (dotted) that define the run as a whole: a run directory holding another value is refused.
+IDENTITY_KEYS = ("objectives", "data.source", "model.name_or_path")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    round: int | None = None
+    config_keys: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"r{self.round}/{self.name}" if self.round is not None else self.name
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, its output folder, and paths of upstream outputs."""
+
+    cfg: PipelineConfig
+    run_dir: RunDir
+    stage: StageSpec
+    device: str
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Objects shared between stages of one ``sipo run`` (e.g. a loaded base model)."""
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir.stage_dir(self.stage.id)
+
+    @property
+    def round(self) -> int:
+        return self.stage.round or 1
+
+
+def _model_keys(cfg: PipelineConfig) -> tuple[str, ...]:
+    return ("model", "seed")
+
+
+def plan(cfg: PipelineConfig) -> list[StageSpec]:
+    """The stages of this config, in execution order."""
+    stages: list[StageSpec] = [StageSpec("prepare", None, ("data", "objectives", "seed"))]
+    base_upstream: tuple[str, ...] = ()
+    if needs_sft_stage(cfg):
+        stages.append(StageSpec("sft", None, ("sft", "objective_descriptions", *_model_keys(cfg)), ("prepare",)))
+        base_upstream = ("sft",)
+    stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
+    previous_adapters = "dpo"
+    for r in range(1, cfg.rounds + 1):
+        prefix = f"r{r}/"
+        stages += [
+            StageSpec("sample", r, ("sample", *_model_keys(cfg)), ("prepare", previous_adapters, *base_upstream)),
+            StageSpec("review", r, ("review", "objective_descriptions"), (prefix + "sample",)),
+            StageSpec("rewrite", r, ("rewrite", "objective_descriptions"), (prefix + "review",)),
+            StageSpec("combine", r, ("combine", "dpo.beta"), (prefix + "rewrite",)),
+            StageSpec("filter", r, ("filter", "soup_mode", "sample.grid", "dpo.beta"), (prefix + "combine",)),
+            StageSpec("realign", r, ("realign",), (prefix + "filter",)),
+        ]
+        previous_adapters = prefix + "realign"
+    for baseline in ("dpo_lw", "modpo"):
+        if baseline in cfg.methods:
+            stages.append(StageSpec(baseline, None, ("dpo", "eval.grid", *_model_keys(cfg)),
+                                    ("prepare", "dpo", *base_upstream)))
+    eval_upstream = tuple(s.id for s in stages if s.name in ("dpo", "realign", "dpo_lw", "modpo"))
+    stages.append(StageSpec("evaluate", None, ("eval", "methods", "soup_mode", "rounds", "data.synthetic"),
+                            ("prepare", *base_upstream, *eval_upstream)))
+    stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge"), ("evaluate",)))
+    return stages
+
+
+def needs_sft_stage(cfg: PipelineConfig) -> bool:
+    return cfg.sft.enabled or cfg.model.name_or_path == "random"
+
+
+def fingerprint(cfg: PipelineConfig, stage: StageSpec, upstream_fingerprints: dict[str, str]) -> str:
+    plain = OmegaConf.create(to_dict(cfg))
+    values = {key: OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(plain, key)}))["v"]
+              for key in stage.config_keys}
+    return stable_hash({"stage": stage.id, "config": values, "upstream": upstream_fingerprints})
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("sipo", "torch", "transformers", "peft", "trl", "accelerate"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def stage_function(name: str) -> Callable[[StageContext], dict[str, Any]]:
+    module = importlib.import_module(f"sipo.stages.{name}")
+    return module.run
+
+
+def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
+    """Refuse a run directory written by a config with other objectives, data source or model."""
+    saved = run_dir.root / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        old = OmegaConf.load(saved)
+    except Exception:
+        raise RunDirError(f"{saved}: unreadable; use a fresh run_dir") from None
+    new = OmegaConf.create(to_dict(cfg))
+    for key in IDENTITY_KEYS:
+        old_value, new_value = OmegaConf.select(old, key), OmegaConf.select(new, key)
+        if OmegaConf.is_config(old_value):
+            old_value = OmegaConf.to_container(old_value)
+        if OmegaConf.is_config(new_value):
+            new_value = OmegaConf.to_container(new_value)
+        if old_value != new_value:
+            raise RunDirError(
+                f"{saved}: run directory was written with {key}={old_value!r}, not {new_value!r}; "
+                "use a fresh run_dir")
+
+
+def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, force: Sequence[str] = (),
+                 dry_run: bool = False) -> list[dict[str, Any]]:
+    """Run every stage of ``cfg`` in order, skipping the finished ones.
+
+    Args:
+        only: stage ids (or names, meaning every round of it) to run; upstream stages must be finished.
+        force: stage ids or names to re-run even if finished.
+        dry_run: only validate and print the plan; nothing is written.
+
+    Returns:
+        One status dict per stage: id, status (``ran``/``skipped``/``planned``), seconds, counts.
+    """
+    from sipo.config import resolve_device
+
+    run_dir = RunDir(cfg.run_dir)
+    stages = plan(cfg)
+    known = {s.id for s in stages} | {s.name for s in stages}
+    for name in [*(only or ()), *force]:
+        if name not in known:
+            raise ConfigError(f"unknown stage '{name}' for this config (stages: {', '.join(s.id for s in stages)})")
+    if dry_run:
+        return [{"id": s.id, "status": "planned"} for s in stages]
+
+    check_run_dir(cfg, run_dir)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir.root / "config.yaml")
+    device = resolve_device(cfg)
+    fingerprints: dict[str, str] = {}
+    results = []
+    cache: dict[str, Any] = {}
+    for stage in stages:
+        upstream = {u: fingerprints[u] for u in stage.upstream}
+        fp = fingerprint(cfg, stage, upstream)
+        fingerprints[stage.id] = fp
+        selected = only is None or stage.id in only or stage.name in only
+        manifest = run_dir.read_manifest(stage.id)
+        forced = stage.id in force or stage.name in force
+        if manifest is not None and manifest.get("fingerprint") == fp and not forced:
+            logger.info("%-12s skipped (finished, settings unchanged)", stage.id)
+            results.append({"id": stage.id, "status": "skipped", "counts": manifest.get("counts", {})})
+            continue
+        if not selected:
+            raise RunDirError(f"stage '{stage.id}' is not finished (or its settings changed); run it first")
+        run_dir.invalidate(stage.id)
+        logger.info("%-12s running: %s", stage.id, STAGE_HELP[stage.name])
+        start = time.perf_counter()
+        ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
+        counts = stage_function(stage.name)(ctx) or {}
+        seconds = round(time.perf_counter() - start, 2)
+        run_dir.write_manifest(stage.id, {
+            "stage": stage.id,
+            "fingerprint": fp,
+            "upstream": upstream,
+            "counts": counts,
+            "seconds": seconds,
+            "versions": _library_versions(),
+            "git_sha": _git_sha(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, (dict, list)))
+        logger.info("%-12s done in %.1fs%s", stage.id, seconds, f": {summary}" if summary else "")
+        results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
+    return results

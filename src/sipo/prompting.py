@@ -1,0 +1,115 @@
+"""Review and rewrite prompts as data, and the parsers for what the model writes back.
+
+Templates live in ``sipo/templates/*.jinja`` (or any path given in the config) and are rendered with the
+objectives' names and descriptions, so nothing about "correctness and verbosity" is baked into code. The rendered
+text is the *user* turn; the model's chat template (``model.prompt_template``) is applied only when tokenizing.
+
+The parsers are total: any string (or garbage) maps to a cleaned string, ``""`` meaning "nothing usable".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from sipo.errors import ConfigError
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+# Lines a small model may emit when it runs on into a new turn of the template.
+_STOP_MARKERS = re.compile(
+    r"^\s*(question|response|review|rewrite|improved response|user|assistant|beginning of conversation)\s*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_LEADING_LABEL = re.compile(r"^\s*(review|rewrite|improved response|response|rewritten response)\s*:\s*", re.IGNORECASE)
+
+
+@lru_cache(maxsize=16)
+def _load_template(name_or_path: str) -> jinja2.Template:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = TEMPLATE_DIR / name_or_path
+    if not path.is_file():
+        raise ConfigError(f"prompt template not found: {name_or_path} (looked in {TEMPLATE_DIR} too)")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    try:
+        return env.from_string(path.read_text(encoding="utf-8"))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
+
+
+def join_words(words: Sequence[str]) -> str:
+    """``["a"]`` -> ``a``; ``["a", "b"]`` -> ``a and b``; ``["a", "b", "c"]`` -> ``a, b and c``."""
+    words = list(words)
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _objective_vars(objectives: Sequence[str], descriptions: Mapping[str, str]) -> dict:
+    adjectives = [ADJECTIVES.get(o, o) for o in objectives]
+    return {
+        "objectives": [{"name": o, "description": descriptions.get(o, o)} for o in objectives],
+        "objective_list": join_words(adjectives),
+    }
+
+
+ADJECTIVES = {
+    "correctness": "correct",
+    "verbosity": "verbose",
+    "coherence": "coherent",
+    "helpfulness": "helpful",
+    "complexity": "complex",
+    "safer": "safe",
+    "better": "helpful",
+    "harmlessness": "harmless",
+}
+"""How an objective reads after "more ..." in the templates; unknown names are used as they are."""
+
+
+def render(template: str, **variables) -> str:
+    try:
+        return _load_template(template).render(**variables).strip()
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"prompt template {template}: {exc.message}") from None
+
+
+def review_prompt(prompt: str, response: str, objectives: Sequence[str], descriptions: Mapping[str, str],
+                  template: str = "review.jinja") -> str:
+    """The user turn asking the reviewer to suggest improvements of ``response`` on every objective."""
+    return render(template, prompt=prompt, response=response, **_objective_vars(objectives, descriptions))
+
+
+def rewrite_prompt(prompt: str, response: str, review: str, objectives: Sequence[str],
+                   descriptions: Mapping[str, str], template: str = "rewrite.jinja") -> str:
+    """The user turn asking for a rewrite of ``response`` that follows ``review``."""
+    return render(template, prompt=prompt, response=response, review=review,
+                  **_objective_vars(objectives, descriptions))
+
+
+def _clean(text: object, *, keep_newlines: bool = False) -> str:
+    if not isinstance(text, str):
+        return ""
+    text = text.replace("\x00", "")
+    text = _LEADING_LABEL.sub("", text.strip(), count=1)
+    match = _STOP_MARKERS.search(text)
+    if match:
+        text = text[: match.start()]
+    if keep_newlines:
+        lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines()]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse_review(text: object) -> str:
+    """The review's suggestions, without an echoed label or a run-on into a new template turn; ``""`` if none."""
+    return _clean(text)
+
+
+def parse_rewrite(text: object) -> str:
+    """The rewritten response (line breaks kept); ``""`` if the model produced nothing usable."""
+    return _clean(text, keep_newlines=True)

@@ -1,0 +1,58 @@
+"""The combine and filter rules of SIPO, as pure functions of scores.
+
+combine (per MOD candidate): the round-1 adapters' implicit rewards decide whether the rewrite replaces the
+original sample.
+
+- ``not_dominated`` (the reference code, default): replace iff the rewrite is better on at least one objective,
+  i.e. ``not all(rewrite_o <= original_o)``.
+- ``no_worse`` (the paper's wording): replace iff the rewrite is better or equal on every objective.
+
+filter (per prompt): judges are the N round-1 adapters plus the soups at the sampling weights. A candidate
+survives iff it *strictly* beats both original responses (``y_c`` and ``y_r``) under *every* judge; of the
+survivors the one with the highest summed reward is kept; a prompt with no survivor is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+COMBINE_RULES = ("not_dominated", "no_worse")
+
+
+def rewrite_replaces(original: Mapping[str, float], rewrite: Mapping[str, float], rule: str) -> bool:
+    """Whether the rewrite replaces the original candidate under ``rule`` (keys: objectives)."""
+    keys = list(original)
+    if rule == "not_dominated":
+        return any(rewrite[k] > original[k] for k in keys)
+    if rule == "no_worse":
+        return all(rewrite[k] >= original[k] for k in keys)
+    raise ValueError(f"unknown combine rule {rule!r}; choose from {COMBINE_RULES}")
+
+
+def beats_both(candidate: Mapping[str, float], chosen: Mapping[str, float], rejected: Mapping[str, float]) -> bool:
+    """True iff ``candidate`` is strictly above both originals under every judge (keys: judge names)."""
+    return all(candidate[j] > chosen[j] and candidate[j] > rejected[j] for j in chosen)
+
+
+def select_candidate(
+    candidates: Sequence[tuple[str, Mapping[str, float]]],
+    chosen: Mapping[str, float],
+    rejected: Mapping[str, float],
+) -> str | None:
+    """The id of the surviving candidate with the highest summed judge reward, or None if none survives.
+
+    Args:
+        candidates: (candidate_id, judge name -> reward) for one prompt.
+        chosen, rejected: judge name -> reward of the prompt's two original responses.
+
+    Ties in the summed reward go to the candidate listed first, so the result does not depend on float noise
+    in an unstable sort.
+    """
+    best_id, best_total = None, float("-inf")
+    for candidate_id, scores in candidates:
+        if not beats_both(scores, chosen, rejected):
+            continue
+        total = sum(scores[j] for j in chosen)
+        if total > best_total:
+            best_id, best_total = candidate_id, total
+    return best_id
