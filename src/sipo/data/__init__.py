@@ -1,0 +1,124 @@
+"""Preference data sources and the pure logic of the ``prepare`` stage.
+
+A *source* is a callable ``fn(cfg: PipelineConfig) -> list[Pair]`` registered in :data:`SOURCES` under the name
+used by ``data.source``. Built in:
+
+- ``helpsteer``: nvidia/HelpSteer and HelpSteer2 rows (:mod:`sipo.data.helpsteer`);
+- ``pku_saferlhf``: PKU-SafeRLHF / -10K / BeaverTails rows (:mod:`sipo.data.pku_saferlhf`);
+- ``jsonl``: a user's own file, per-response scores or pairwise choices (:mod:`sipo.data.jsonl`).
+
+Add one with :func:`register_source` (build its pairs with :func:`make_pair` or
+:func:`pairs_from_scored_responses`, so that ids follow the same scheme). :func:`load_pairs` calls the configured
+source, drops duplicate pairs, checks the labels and logs the counts; :func:`make_splits` (in
+:mod:`sipo.data.splits`) turns the pairs into the train / train_conflict / validation / test splits.
+
+Example::
+
+    pairs = load_pairs(cfg)
+    splits = make_splits(pairs, cfg.objectives, conflict_fraction=cfg.data.conflict_fraction,
+                         test_fraction=cfg.data.test_fraction, validation_fraction=cfg.data.validation_fraction,
+                         seed=cfg.seed)
+    write_splits(splits, run_dir.stage_dir("prepare"))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sipo.config import PipelineConfig
+from sipo.data import helpsteer, jsonl, pku_saferlhf
+from sipo.data.jsonl import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
+from sipo.data.splits import (
+    Splits,
+    load_splits,
+    make_splits,
+    mixture_sizes,
+    pair_counts,
+    read_test_prompts,
+    read_train,
+    read_train_conflict,
+    read_validation,
+    split_sizes,
+    train_file,
+    write_splits,
+)
+from sipo.errors import ConfigError, DataError
+from sipo.records import Pair
+
+logger = logging.getLogger(__name__)
+
+SourceFn = Callable[[PipelineConfig], list[Pair]]
+"""A data source: the config in, the preference pairs (labelled for every objective) out."""
+
+SOURCES: dict[str, SourceFn] = {
+    "helpsteer": helpsteer.load,
+    "pku_saferlhf": pku_saferlhf.load,
+    "jsonl": jsonl.load,
+}
+
+
+def register_source(name: str, fn: SourceFn, *, replace: bool = False) -> None:
+    """Make ``fn`` available as ``data.source: name``; re-registering a name needs ``replace=True``."""
+    if name in SOURCES and SOURCES[name] is not fn and not replace:
+        raise ValueError(f"data source '{name}' is already registered")
+    SOURCES[name] = fn
+
+
+def load_pairs(cfg: PipelineConfig) -> list[Pair]:
+    """The configured source's pairs, without duplicate ``pair_id``s (the first is kept), in source order.
+
+    Raises:
+        ConfigError: unknown ``data.source`` or objectives the source does not have.
+        DataError: the data is missing or malformed, or gives no pair at all.
+    """
+    name = cfg.data.source
+    if name not in SOURCES:
+        raise ConfigError(f"config key 'data.source': unknown source '{name}' (choose from {', '.join(SOURCES)})")
+    objectives = list(cfg.objectives)
+    pairs: list[Pair] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for pair in SOURCES[name](cfg):
+        missing = [o for o in objectives if o not in pair.preferred]
+        if missing:
+            raise ValueError(f"source '{name}' returned pair {pair.pair_id} without a label for '{missing[0]}'")
+        if pair.pair_id in seen:
+            duplicates += 1
+            continue
+        seen.add(pair.pair_id)
+        pairs.append(pair)
+    if duplicates:
+        logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
+    if not pairs:
+        where = f"data.path={cfg.data.path}" if cfg.data.path else f"data.source={name}"
+        raise DataError(f"no preference pairs could be built ({where}): every prompt has a single response")
+    counts = pair_counts(pairs, objectives)
+    logger.info("%s: %d pairs over %d prompts, %d conflicting, ties per objective %s",
+                name, counts["pairs"], counts["prompts"], counts["conflicting_pairs"], counts["ties"])
+    return pairs
+
+
+__all__ = [
+    "SOURCES",
+    "SourceFn",
+    "Splits",
+    "is_conflict",
+    "load_pairs",
+    "load_splits",
+    "make_pair",
+    "make_splits",
+    "mixture_sizes",
+    "pair_counts",
+    "pair_id_for",
+    "pairs_from_scored_responses",
+    "prompt_id_for",
+    "read_test_prompts",
+    "read_train",
+    "read_train_conflict",
+    "read_validation",
+    "register_source",
+    "split_sizes",
+    "train_file",
+    "write_splits",
+]

@@ -1,0 +1,71 @@
+"""The ``helpsteer`` source: nvidia/HelpSteer and HelpSteer2 rows (the same columns).
+
+Each row is one response with five Likert scores (0-4)::
+
+    {"prompt": "...", "response": "...", "helpfulness": 3, "correctness": 4, "coherence": 4,
+     "complexity": 2, "verbosity": 2}
+
+A prompt has several rows (up to four in HelpSteer). Rows are grouped by prompt text, every two distinct responses
+of a prompt form a pair (all combinations, in order of first appearance), and under each objective the higher
+score wins; equal scores are a tie (``preferred[o] = None``), which the split drops from that objective's DPO
+data. Identical responses of one prompt are merged with their scores averaged (HelpSteer holds a few short answers,
+such as "Poetry", rated several times). The paper's HelpSteer objectives are ``[correctness, verbosity]``.
+
+``objectives`` must be score columns; the others are not read. ``data.path`` is a JSONL file or a folder of them,
+e.g. the output of ``datasets.load_dataset("nvidia/HelpSteer", split="train").to_json(path)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from sipo.config import PipelineConfig
+from sipo.data.jsonl import (
+    ScoredResponse,
+    get_score,
+    get_text,
+    iter_rows,
+    pairs_from_scored_responses,
+    resolve_data_files,
+)
+from sipo.errors import ConfigError, DataError
+from sipo.records import Pair
+
+SCORE_COLUMNS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+"""The HelpSteer / HelpSteer2 attributes, each a Likert score."""
+SCORE_RANGE = (0.0, 4.0)
+
+
+def check_objectives(objectives: Sequence[str]) -> None:
+    """Every objective must be a HelpSteer score column; raises ConfigError naming ``objectives``."""
+    for objective in objectives:
+        if objective not in SCORE_COLUMNS:
+            raise ConfigError(
+                f"config key 'objectives': '{objective}' is not a HelpSteer score column "
+                f"(available: {', '.join(SCORE_COLUMNS)})"
+            )
+
+
+def _read(files: Sequence[Path], objectives: Sequence[str]) -> Iterator[ScoredResponse]:
+    low, high = SCORE_RANGE
+    for file, line, row in iter_rows(files):
+        prompt = get_text(row, "prompt", file, line)
+        response = get_text(row, "response", file, line)
+        scores = {o: get_score(row, o, file, line, low=low, high=high) for o in objectives}
+        yield prompt, response, scores
+
+
+def load_helpsteer(path: str | Path | None, objectives: Sequence[str]) -> list[Pair]:
+    """Pairs of HelpSteer responses labelled per objective by their scores (see the module docstring)."""
+    check_objectives(objectives)
+    files = resolve_data_files(path)
+    rows = list(_read(files, objectives))
+    if not rows:
+        raise DataError("no rows found (data.path)", path=str(path))
+    return pairs_from_scored_responses(rows, objectives)
+
+
+def load(cfg: PipelineConfig) -> list[Pair]:
+    """The ``helpsteer`` source: ``data.path`` read for ``objectives``."""
+    return load_helpsteer(cfg.data.path, list(cfg.objectives))

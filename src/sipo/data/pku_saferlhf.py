@@ -1,0 +1,77 @@
+"""The ``pku_saferlhf`` source: PKU-SafeRLHF, PKU-SafeRLHF-10K and BeaverTails preference rows.
+
+Each row is one pair with a 0/1 label per objective (other columns, such as ``is_response_0_safe`` or the harm
+categories, are ignored)::
+
+    {"prompt": "...", "response_0": "...", "response_1": "...", "better_response_id": 0, "safer_response_id": 1}
+
+Objectives are named as in the paper, ``better`` (helpfulness) and ``safer`` (harmlessness), and map to label
+columns through :data:`LABEL_COLUMNS`. ``response_0`` becomes ``response_a`` and ``response_1`` ``response_b``;
+``preferred[o]`` is ``"a"`` when the label is 0 and ``"b"`` when it is 1 (these datasets have no ties). Scores are
+1.0 for the preferred response and 0.0 for the other. A pair conflicts when the better response is not the safer
+one. Rows whose two responses are identical are skipped (logged).
+
+Licence: PKU-SafeRLHF is CC-BY-NC-4.0 (non-commercial use only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from sipo.config import PipelineConfig
+from sipo.data.jsonl import get_column, get_text, iter_rows, json_type, label_scores, make_pair, resolve_data_files
+from sipo.errors import ConfigError, DataError
+from sipo.records import Pair
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMNS = {"better": "better_response_id", "safer": "safer_response_id"}
+"""Objective name -> the column holding the id (0 or 1) of the response it prefers."""
+RESPONSE_COLUMNS = ("response_0", "response_1")
+
+
+def check_objectives(objectives: Sequence[str]) -> None:
+    """Every objective must have a label column; raises ConfigError naming ``objectives``."""
+    for objective in objectives:
+        if objective not in LABEL_COLUMNS:
+            available = ", ".join(f"{o} ({c})" for o, c in LABEL_COLUMNS.items())
+            raise ConfigError(
+                f"config key 'objectives': '{objective}' is not a PKU-SafeRLHF objective (available: {available})"
+            )
+
+
+def load_pku_saferlhf(path: str | Path | None, objectives: Sequence[str]) -> list[Pair]:
+    """One pair per row, labelled by ``better_response_id`` / ``safer_response_id`` (see the module docstring)."""
+    check_objectives(objectives)
+    files = resolve_data_files(path)
+    pairs = []
+    num_rows = identical = 0
+    for file, line, row in iter_rows(files):
+        num_rows += 1
+        prompt = get_text(row, "prompt", file, line)
+        response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
+        preferred: dict[str, str | None] = {}
+        for objective in objectives:
+            column = LABEL_COLUMNS[objective]
+            value = get_column(row, column, file, line)
+            if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
+                raise DataError(f"column '{column}' must be 0 or 1, got {json_type(value)}", path=str(file), line=line)
+            preferred[objective] = "a" if value == 0 else "b"
+        if response_a == response_b:
+            identical += 1
+            continue
+        scores_a, scores_b = label_scores(preferred)
+        pairs.append(make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b))
+    if num_rows == 0:
+        raise DataError("no rows found (data.path)", path=str(path))
+    if identical:
+        logger.warning("skipped %d rows whose two responses are identical", identical)
+    logger.info("%d rows -> %d pairs", num_rows, len(pairs))
+    return pairs
+
+
+def load(cfg: PipelineConfig) -> list[Pair]:
+    """The ``pku_saferlhf`` source: ``data.path`` read for ``objectives``."""
+    return load_pku_saferlhf(cfg.data.path, list(cfg.objectives))

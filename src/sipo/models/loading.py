@@ -1,0 +1,326 @@
+"""Tokenizers and causal LMs: building tiny random ones, loading real ones, and the one tokenization helper.
+
+Every stage tokenizes a (prompt, response) pair through :func:`encode_prompt_response` (decoding uses its prompt half,
+:func:`encode_prompt`), so the tokens a model is trained on, decodes from and is scored on are the same.
+
+Example::
+
+    path = build_random_model(RandomModelConfig(), texts=None, out_dir="/tmp/tiny", seed=0)
+    tokenizer = load_tokenizer(path, cfg.model)
+    model = load_model(path, cfg.model, device="cpu")
+    prompt_ids, response_ids = encode_prompt_response(
+        tokenizer, format_prompt(tokenizer, "Tell me about Ava.", "plain"), "Ava likes red.", 256, 256)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from sipo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+    from sipo.config import ModelConfig, RandomModelConfig
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN = "[PAD]"
+BOS_TOKEN = "[BOS]"
+EOS_TOKEN = "[EOS]"
+UNK_TOKEN = "[UNK]"
+
+PLAIN_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+"""The paper's prompt format (the reference code's ``prompt_template``)."""
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The GPT-2 byte -> printable character table used by byte-level BPE (printable bytes map to themselves)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table = {}
+    extra = 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _word_pre_tokenizer():
+    from tokenizers import pre_tokenizers
+
+    # Metaspace keeps the spaces inside the tokens ("▁word"), so decoding restores the text exactly; newlines are
+    # tokens of their own and punctuation is split off words.
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", behavior="isolated"),
+            pre_tokenizers.Metaspace(prepend_scheme="first"),
+            pre_tokenizers.Punctuation(),
+        ]
+    )
+
+
+def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """A small tokenizer built with ``tokenizers``, wrapped as a Hugging Face fast tokenizer.
+
+    Args:
+        kind: ``byte`` (ids 0-2 are ``[PAD] [BOS] [EOS]``, id ``3 + b`` is byte ``b``: any text round-trips) or
+            ``word`` (``[PAD] [BOS] [EOS] [UNK]`` then the words and punctuation of ``texts`` and of the plain
+            prompt template, most frequent first; unknown words become ``[UNK]``).
+        texts: the corpus of a word-level vocabulary (ignored for ``byte``).
+
+    Returns:
+        A tokenizer that prepends ``[BOS]`` when ``add_special_tokens=True``, pads on the left, and has pad, bos and
+        eos tokens set. It has no chat template (``format_prompt`` falls back to the plain template).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "byte":
+        specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+        vocab = {tok: i for i, tok in enumerate(specials)}
+        for b, char in sorted(_bytes_to_unicode().items()):
+            vocab[char] = len(vocab)
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
+    elif kind == "word":
+        specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN]
+        pre_tokenizer = _word_pre_tokenizer()
+        counts: Counter[str] = Counter()
+        for text in [PLAIN_TEMPLATE.format(prompt=""), *(texts or ())]:
+            counts.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text))
+        vocab = {tok: i for i, tok in enumerate(specials)}
+        for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            vocab.setdefault(word, len(vocab))
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+        backend.pre_tokenizer = pre_tokenizer
+        backend.decoder = decoders.Metaspace(prepend_scheme="first")
+    else:
+        raise ConfigError(f"config key 'model.random.tokenizer': must be byte or word, got '{kind}'")
+    backend.add_special_tokens(specials)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, vocab[BOS_TOKEN])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=UNK_TOKEN if kind == "word" else None,
+        padding_side="left",
+    )
+
+
+def build_random_model(
+    settings: RandomModelConfig, texts: Iterable[str] | None, out_dir: str | Path, seed: int
+) -> Path:
+    """Build a tokenizer and a randomly initialised ``LlamaForCausalLM`` and save both as a Hugging Face model folder.
+
+    Args:
+        settings: the model's shape and tokenizer kind (``model.random``).
+        texts: the corpus of a word-level vocabulary (``settings.tokenizer == "word"``).
+        out_dir: the folder to write (``config.json``, ``model.safetensors``, tokenizer files).
+        seed: seeds the weight initialisation, so the same call gives the same weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(settings.tokenizer, texts)  # type: ignore[arg-type]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        num_key_value_heads=settings.num_key_value_heads,
+        intermediate_size=settings.intermediate_size,
+        max_position_embeddings=settings.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    logger.info("built a random Llama (%d parameters, vocabulary %d) in %s",
+                sum(p.numel() for p in model.parameters()), len(tokenizer), out_dir)
+    return out_dir
+
+
+def _looks_local(name: str) -> bool:
+    """True when ``name`` can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
+
+
+def _check_source(path: str | Path, model_cfg: ModelConfig) -> str:
+    """Resolve ``path`` and refuse pickle checkpoints unless ``model.allow_pickle``."""
+    source = str(path)
+    local = Path(source).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ConfigError(f"config key 'model.name_or_path': '{source}' is a file, expected a model folder")
+        has_safetensors = any(local.glob("*.safetensors"))
+        has_pickle = any(local.glob("*.bin")) or any(local.glob("*.pt")) or any(local.glob("*.pth"))
+        if has_pickle and not has_safetensors and not model_cfg.allow_pickle:
+            raise ConfigError(
+                f"config key 'model.allow_pickle': '{source}' holds only pickle (.bin) weights, which can run "
+                "arbitrary code when loaded; convert them to safetensors or set model.allow_pickle=true"
+            )
+        return str(local)
+    if _looks_local(source):
+        raise ConfigError(f"config key 'model.name_or_path': model folder '{source}' does not exist")
+    return source
+
+
+def load_tokenizer(path: str | Path, model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """Load a tokenizer for decoding and scoring: left padding, and a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    source = _check_source(path, model_cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key 'model.name_or_path': cannot load a tokenizer from '{source}' ({first})") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrainedModel:
+    """Load a causal LM in ``model.dtype`` onto ``device``, in eval mode.
+
+    Safetensors only unless ``model.allow_pickle``; remote code only if ``model.trust_remote_code``.
+
+    Raises:
+        ConfigError: the folder is missing, holds only pickle weights, or cannot be loaded.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if model_cfg.dtype not in _DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(_DTYPES)}, got '{model_cfg.dtype}'")
+    source = _check_source(path, model_cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=getattr(torch, model_cfg.dtype),
+            trust_remote_code=model_cfg.trust_remote_code,
+            use_safetensors=None if model_cfg.allow_pickle else True,
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key 'model.name_or_path': cannot load a model from '{source}' ({first})") from None
+    model.to(device)
+    model.eval()
+    return model
+
+
+def format_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, template: Literal["chat", "plain", "raw"] = "chat"
+) -> str:
+    """The text a model sees before its response.
+
+    ``chat``: the tokenizer's chat template with one user turn and the generation prompt (``plain`` when the
+    tokenizer has no chat template); ``plain``: ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``;
+    ``raw``: the prompt itself.
+    """
+    if template == "chat":
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
+        template = "plain"
+    if template == "plain":
+        return PLAIN_TEMPLATE.format(prompt=prompt)
+    if template == "raw":
+        return prompt
+    raise ConfigError(f"config key 'model.prompt_template': must be chat, plain or raw, got '{template}'")
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt_text: str, max_prompt_tokens: int | None) -> list[int]:
+    """Token ids of a formatted prompt, BOS included, truncated from the left to ``max_prompt_tokens``.
+
+    BOS is added by the tokenizer unless the text already starts with it (chat templates often write it).
+    Truncation keeps the end, where the generation prompt is; an empty prompt becomes ``[BOS]``.
+    """
+    bos = tokenizer.bos_token
+    add_special = not (bos and prompt_text.startswith(bos))
+    ids = list(tokenizer(prompt_text, add_special_tokens=add_special)["input_ids"])
+    if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+        ids = ids[len(ids) - max_prompt_tokens:]
+    if not ids:
+        if tokenizer.bos_token_id is None:
+            raise ValueError("cannot encode an empty prompt with a tokenizer that has no BOS token")
+        ids = [tokenizer.bos_token_id]
+    return ids
+
+
+def encode_response(tokenizer: PreTrainedTokenizerBase, response: str, max_response_tokens: int | None) -> list[int]:
+    """Token ids of a response followed by EOS, truncated from the right to ``max_response_tokens``.
+
+    A response cut by truncation loses its EOS: it did not end there.
+    """
+    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token")
+    ids.append(tokenizer.eos_token_id)
+    if max_response_tokens is not None:
+        ids = ids[:max_response_tokens]
+    return ids
+
+
+def encode_prompt_response(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_text: str,
+    response: str,
+    max_prompt_tokens: int | None,
+    max_response_tokens: int | None,
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids + EOS) of a formatted prompt and its response, tokenized separately.
+
+    The one tokenization shared by decoding, scoring and training; see :func:`encode_prompt` and
+    :func:`encode_response` for BOS, EOS and truncation.
+    """
+    return (
+        encode_prompt(tokenizer, prompt_text, max_prompt_tokens),
+        encode_response(tokenizer, response, max_response_tokens),
+    )
+
+
+def decode_response(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """Text of generated ids (up to, not including, the stop token), special tokens dropped."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def check_adapter_name(name: str) -> str:
+    """Adapter names become module keys: letters, digits, ``_`` and ``-`` only, and not ``__base__``."""
+    if name == "__base__" or not _SAFE_NAME.match(name):
+        raise ValueError(f"invalid adapter name '{name}' (letters, digits, '_' or '-'; '__base__' is reserved)")
+    return name

@@ -1,0 +1,382 @@
+"""Turn evaluated responses (:class:`~sipo.records.ScoreRow`) into the report of a run.
+
+:func:`make_report` is the pure core: it averages the rows into one point per (method, round, weight vector) and
+computes each method's Pareto front and hypervolume. :func:`build_report` calls it and writes, atomically, into
+``out_dir``::
+
+    report.json   the numbers (DESIGN.md §2), the source of every other view
+    scores.jsonl  one ScoreRow per method x weights x prompt (readable with load_score_rows)
+    summary.csv   one row per point: method, round, weights, per-objective mean and standard error, n, on_front
+    pareto.png    the fronts (sipo.report.plot)
+    report.md     a table of hypervolume and best score per objective, sorted by hypervolume, and the figure
+
+``report.json``::
+
+    {"schema_version": 1, "title": "", "objectives": ["correctness", "verbosity"], "judge": "oracle",
+     "reference_point": [0.0, 0.0], "reference_point_rule": "given",
+     "methods": {"sipo": {"method": "sipo", "round": 2,
+                          "points": [{"weights": {"correctness": 0.8, "verbosity": 0.2},
+                                      "scores": {"correctness": 0.81, "verbosity": 0.64},
+                                      "stderr": {"correctness": 0.01, "verbosity": 0.02}, "n": 200}, ...],
+                          "hypervolume": 0.42, "front": [0, 2, 3],
+                          "best": {"correctness": 0.93, "verbosity": 0.71}},
+                 "sipo@r1": {"method": "sipo", "round": 1, ...}, "mod": {...}, "sft": {...}}}
+
+- ``scores`` is the mean judge score over the point's ``n`` prompts; ``stderr`` is the standard error of that mean
+  (sample standard deviation / sqrt(n); ``null`` when n = 1).
+- Points are in weight order: the first objective's weight descending, then the next (the order of
+  :func:`sipo.config.weight_grid`).
+- ``front`` lists the indices into ``points`` of the method's non-dominated points; ``hypervolume`` is that of
+  the method's points (maximisation) against ``reference_point``, the same point for every method.
+- ``best`` is, per objective, the best mean score among the method's points.
+- **Rounds**: a method evaluated after several self-improvement rounds (``ScoreRow.round``) is keyed by its name
+  for its last round and ``<name>@r<k>`` for each earlier round ``k``; every entry also states ``method`` and
+  ``round``. A method with one round is keyed by its name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sipo.artifacts import atomic_write_json, atomic_write_text
+from sipo.config import ALL_METHODS, weights_tag
+from sipo.errors import DataError
+from sipo.pareto import default_reference_point, hypervolume, pareto_front
+from sipo.records import ScoreRow, iter_json_lines, write_jsonl
+from sipo.report.plot import FIGURE_NAME, plot_fronts, weights_label
+
+logger = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = 1
+DEFAULT_MARGIN = 0.05
+REPORT_FILES = ("report.json", "scores.jsonl", "summary.csv", FIGURE_NAME, "report.md")
+
+_WeightsKey = tuple[tuple[str, float], ...]
+
+
+def _weights_key(weights: Mapping[str, float]) -> _WeightsKey:
+    # Rounded so that 0.2 and 0.20000000000000004 (from different grid code paths) are one point.
+    return tuple(sorted((str(k), round(float(v), 10)) for k, v in weights.items()))
+
+
+def _weight_order(weights: Mapping[str, float], objectives: Sequence[str]) -> tuple[Any, ...]:
+    """Sort key: the first objective's weight descending, then the next, then any other keys."""
+    extra = tuple(sorted((k, -float(v)) for k, v in weights.items() if k not in objectives))
+    return tuple(-float(weights.get(o, 0.0)) for o in objectives) + extra
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS), method)
+
+
+def method_key(method: str, round_: int, last_round: int) -> str:
+    """The report key of a method at a round: ``sipo`` for its last round, ``sipo@r1`` for an earlier one."""
+    return method if round_ == last_round else f"{method}@r{round_}"
+
+
+def _check_rows(score_rows: Sequence[ScoreRow], objectives: Sequence[str]) -> None:
+    if not objectives:
+        raise DataError("no objectives to report")
+    if not score_rows:
+        raise DataError("no score rows to report")
+    seen: set[tuple[str, int, _WeightsKey, str]] = set()
+    for row in score_rows:
+        where = f"method={row.method} round={row.round} weights={weights_tag(row.weights)} prompt_id={row.prompt_id}"
+        for objective in objectives:
+            if objective not in row.scores:
+                raise DataError(f"score row ({where}) has no score for objective '{objective}'")
+            value = row.scores[objective]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DataError(f"score row ({where}) has a non-finite or non-numeric '{objective}' score: {value!r}")
+        key = (row.method, row.round, _weights_key(row.weights), row.prompt_id)
+        if key in seen:
+            raise DataError(f"duplicate score row ({where})")
+        seen.add(key)
+
+
+def _mean_and_stderr(values: Sequence[float]) -> tuple[float, float | None]:
+    mean = math.fsum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, statistics.stdev(values) / math.sqrt(len(values))
+
+
+def make_report(
+    score_rows: Sequence[ScoreRow],
+    objectives: Sequence[str],
+    *,
+    judge: str,
+    reference_point: Sequence[float] | None = None,
+    title: str = "",
+    margin: float = DEFAULT_MARGIN,
+) -> dict[str, Any]:
+    """The report dict (the content of ``report.json``, see the module docstring) of evaluated rows. Pure.
+
+    Args:
+        score_rows: one row per method x round x weights x prompt; every row needs a finite score per objective.
+        objectives: objective names, in the order of the score vectors and of ``reference_point``.
+        judge: name of the judge that produced the scores (stated in the report).
+        reference_point: hypervolume reference point, one value per objective; default
+            :func:`sipo.pareto.default_reference_point` over every method's points with ``margin``.
+
+    Raises:
+        DataError: no rows, a missing or non-finite score, a duplicated (method, round, weights, prompt) row, or a
+            reference point of the wrong length.
+    """
+    objectives = list(objectives)
+    _check_rows(score_rows, objectives)
+    if reference_point is not None and len(reference_point) != len(objectives):
+        raise DataError(
+            f"reference point {list(reference_point)} needs one value per objective ({len(objectives)})"
+        )
+
+    groups: dict[tuple[str, int], dict[_WeightsKey, list[ScoreRow]]] = defaultdict(lambda: defaultdict(list))
+    for row in score_rows:
+        groups[(row.method, int(row.round))][_weights_key(row.weights)].append(row)
+    last_round: dict[str, int] = {}
+    for method, round_ in groups:
+        last_round[method] = max(round_, last_round.get(method, round_))
+
+    entries: dict[str, dict[str, Any]] = {}
+    prompt_sets: dict[str, frozenset[str]] = {}
+    for method, round_ in sorted(groups, key=lambda mr: (_method_order(mr[0]), -mr[1])):
+        name = method_key(method, round_, last_round[method])
+        points = []
+        for rows in groups[(method, round_)].values():
+            weights = {k: float(v) for k, v in rows[0].weights.items()}
+            scores, stderr = {}, {}
+            for objective in objectives:
+                scores[objective], stderr[objective] = _mean_and_stderr([float(r.scores[objective]) for r in rows])
+            points.append({"weights": weights, "scores": scores, "stderr": stderr, "n": len(rows)})
+            prompt_sets[f"{name} {weights_tag(weights)}"] = frozenset(r.prompt_id for r in rows)
+        points.sort(key=lambda p: _weight_order(p["weights"], objectives))
+        entries[name] = {"method": method, "round": round_, "points": points}
+
+    if len(set(prompt_sets.values())) > 1:
+        sizes = sorted({len(s) for s in prompt_sets.values()})
+        logger.warning("report: the points were not all evaluated on the same prompts (sizes %s)", sizes)
+
+    vectors = {name: [[p["scores"][o] for o in objectives] for p in e["points"]] for name, e in entries.items()}
+    if reference_point is None:
+        reference = default_reference_point([v for vs in vectors.values() for v in vs], margin=margin)
+        rule = f"worst mean score minus {margin:g} x range, over all methods"
+    else:
+        reference = [float(x) for x in reference_point]
+        rule = "given"
+    for name, entry in entries.items():
+        entry["hypervolume"] = hypervolume(vectors[name], reference)
+        entry["front"] = pareto_front(vectors[name])
+        entry["best"] = {o: max(p["scores"][o] for p in entry["points"]) for o in objectives}
+        outside = sum(1 for v in vectors[name] if not all(x > r for x, r in zip(v, reference)))
+        if outside:
+            logger.warning(
+                "report: %d of %d points of %s do not beat the reference point %s on every objective; "
+                "they add nothing to its hypervolume", outside, len(vectors[name]), name, reference,
+            )
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "title": title,
+        "objectives": objectives,
+        "judge": judge,
+        "reference_point": reference,
+        "reference_point_rule": rule,
+        "methods": entries,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}"
+
+
+def _ranked(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return sorted(report["methods"].items(), key=lambda item: (-item[1]["hypervolume"], item[0]))
+
+
+def _n_label(points: Sequence[Mapping[str, Any]]) -> str:
+    ns = sorted({int(p["n"]) for p in points})
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """The summary table of a report dict alone (for README generators): one row per method, sorted by
+    hypervolume (best first), with its hypervolume, best mean score per objective, number of points and prompts
+    per point. The best value of each column is bold. Ends with a newline."""
+    objectives = list(report["objectives"])
+    ranked = _ranked(report)
+    columns = ["hypervolume"] + [f"best {o}" for o in objectives]
+    values = {name: [e["hypervolume"]] + [e["best"][o] for o in objectives] for name, e in ranked}
+    tops = [max(v[i] for v in values.values()) for i in range(len(columns))] if values else []
+    lines = [
+        "| method | " + " | ".join(columns) + " | points | prompts |",
+        "|---|" + "---:|" * (len(columns) + 2),
+    ]
+    for name, entry in ranked:
+        cells = [f"**{_fmt(v)}**" if v == top else _fmt(v) for v, top in zip(values[name], tops)]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {len(entry['points'])} | {_n_label(entry['points'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NAME) -> str:
+    """The whole ``report.md``: title, judge and reference point, the summary table, the figure and a table of
+    every point (mean ± standard error per objective)."""
+    objectives = list(report["objectives"])
+    reference = ", ".join(_fmt(x) for x in report["reference_point"])
+    rule = report.get("reference_point_rule", "")
+    parts = [
+        f"# {report.get('title') or 'SIPO evaluation report'}",
+        "",
+        f"- Judge: `{report['judge']}`",
+        f"- Objectives: {', '.join(objectives)} (higher is better)",
+        f"- Reference point: ({reference})" + (f" — {rule}" if rule else ""),
+        "",
+        "Hypervolume of each method's points (mean score per weight vector) against the reference point; "
+        "higher is better. Bold marks the best value of each column.",
+        "",
+        markdown_table(report),
+    ]
+    if figure:
+        parts += [f"![Pareto fronts]({figure})", ""]
+    parts += [
+        "## Points",
+        "",
+        "Mean ± standard error over the prompts; *front* marks the method's non-dominated points.",
+        "",
+        "| method | weights | " + " | ".join(objectives) + " | n | front |",
+        "|---|---|" + "---:|" * len(objectives) + "---:|:---:|",
+    ]
+    for name, entry in _ranked(report):
+        front = set(entry["front"])
+        for index, point in enumerate(entry["points"]):
+            cells = []
+            for o in objectives:
+                err = point["stderr"].get(o)
+                cells.append(_fmt(point["scores"][o]) + ("" if err is None else f" ± {_fmt(err)}"))
+            lines = f"| {name} | {weights_label(point['weights'], objectives)} | " + " | ".join(cells)
+            parts.append(lines + f" | {point['n']} | {'✓' if index in front else ''} |")
+    return "\n".join(parts) + "\n"
+
+
+def summary_csv(report: Mapping[str, Any]) -> str:
+    """``summary.csv``: one row per point (method, round, weights, ``<objective>_mean``, ``<objective>_stderr``,
+    n, on_front), methods in report order, points in weight order; an undefined standard error is empty."""
+    objectives = list(report["objectives"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["method", "round", "weights"]
+    for o in objectives:
+        header += [f"{o}_mean", f"{o}_stderr"]
+    writer.writerow(header + ["n", "on_front"])
+    for name, entry in report["methods"].items():
+        front = set(entry["front"])
+        for index, point in enumerate(entry["points"]):
+            row: list[Any] = [name, entry["round"], weights_tag(point["weights"])]
+            for o in objectives:
+                err = point["stderr"].get(o)
+                row += [repr(float(point["scores"][o])), "" if err is None else repr(float(err))]
+            writer.writerow(row + [point["n"], index in front])
+    return buffer.getvalue()
+
+
+def _sorted_rows(score_rows: Sequence[ScoreRow], objectives: Sequence[str]) -> list[ScoreRow]:
+    return sorted(
+        score_rows,
+        key=lambda r: (_method_order(r.method), r.round, _weight_order(r.weights, objectives), r.prompt_id),
+    )
+
+
+def build_report(
+    score_rows: Sequence[ScoreRow],
+    objectives: Sequence[str],
+    *,
+    judge: str,
+    out_dir: Path,
+    reference_point: list[float] | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
+    (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
+
+    ``report.json`` is written last, so its presence means the other four are complete.
+    """
+    report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "scores.jsonl", _sorted_rows(score_rows, report["objectives"]))
+    atomic_write_text(out_dir / "summary.csv", summary_csv(report))
+    plot_fronts(report, out_dir / FIGURE_NAME)
+    atomic_write_text(out_dir / "report.md", report_markdown(report))
+    atomic_write_json(out_dir / "report.json", report)
+    for name, entry in _ranked(report):
+        logger.info("report: %s hypervolume %.4g (%d points)", name, entry["hypervolume"], len(entry["points"]))
+    return report
+
+
+def _number_map(value: Any, field: str, path: str, line: int) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise DataError(f"'{field}' must be an object of numbers", path=path, line=line)
+    out = {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise DataError(f"'{field}.{key}' must be a number, got {number!r}", path=path, line=line)
+        out[str(key)] = float(number)
+    return out
+
+
+def load_score_rows(path: str | Path) -> list[ScoreRow]:
+    """Read ScoreRows from JSONL (``evaluate/scores.jsonl`` or a report's ``scores.jsonl``).
+
+    Raises:
+        DataError: the file is missing, or a line is not a valid ScoreRow (naming the file and line).
+    """
+    path_str = str(path)
+    rows = []
+    for line, obj in iter_json_lines(path):
+        for field in ("method", "prompt_id"):
+            if not isinstance(obj.get(field), str):
+                raise DataError(f"'{field}' must be a string", path=path_str, line=line)
+        round_ = obj.get("round", 1)
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+            raise DataError(f"'round' must be an integer >= 1, got {round_!r}", path=path_str, line=line)
+        response = obj.get("response", "")
+        if not isinstance(response, str):
+            raise DataError("'response' must be a string", path=path_str, line=line)
+        rows.append(
+            ScoreRow(
+                method=obj["method"],
+                weights=_number_map(obj.get("weights", {}), "weights", path_str, line),
+                prompt_id=obj["prompt_id"],
+                response=response,
+                scores=_number_map(obj.get("scores"), "scores", path_str, line),
+                round=round_,
+            )
+        )
+    return rows
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """Load ``report.json`` (a file, or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise DataError("report not found", path=str(path))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+    if not isinstance(report, dict) or not {"objectives", "judge", "reference_point", "methods"} <= set(report):
+        raise DataError("not a sipo report (needs objectives, judge, reference_point, methods)", path=str(path))
+    return report

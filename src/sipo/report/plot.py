@@ -1,0 +1,142 @@
+"""Draw the Pareto fronts of a report dict (``report.json``) to a PNG.
+
+One colour and marker per method (the same ones in every report), each method's points joined in weight order
+(except ``dpo``, whose per-objective models are separate points, and single-point methods such as ``sft``, drawn
+as one large marker), standard-error bars, the two end points labelled with their weights, filled markers for the
+method's non-dominated points and hollow ones for dominated points. Earlier self-improvement rounds
+(``sipo@r1``) are dashed and paler. Two objectives give one scatter plot; N > 2 objectives give a grid with one
+subplot per pair of objectives (projections); one objective gives a strip plot per method.
+
+Rendering uses matplotlib's Agg canvas directly (no pyplot, no display, no global figure state); the file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sipo.artifacts import atomic_path
+from sipo.config import weights_tag
+
+FIGURE_NAME = "pareto.png"
+
+_STYLES: dict[str, tuple[str, str]] = {
+    "sft": ("#000000", "*"),
+    "dpo": ("#7f7f7f", "s"),
+    "dpo_soups": ("#1f77b4", "o"),
+    "mod": ("#ff7f0e", "^"),
+    "dpo_lw": ("#2ca02c", "D"),
+    "modpo": ("#9467bd", "v"),
+    "sipo": ("#d62728", "P"),
+}
+_EXTRA_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
+_EXTRA_MARKERS = ("X", "h", "p", "<", ">", "d")
+_UNJOINED = frozenset({"dpo"})
+
+
+def weights_label(weights: Mapping[str, float], objectives: Sequence[str]) -> str:
+    """A short label of a weight vector in objective order, e.g. ``(0.8, 0.2)``; ``–`` for no weights; the full
+    tag (``a0.5-b0.5``) when the weights are keyed by something other than the objectives."""
+    if not weights:
+        return "–"
+    if set(weights) <= set(objectives):
+        return "(" + ", ".join(f"{float(weights.get(o, 0.0)):g}" for o in objectives) + ")"
+    return weights_tag(weights)
+
+
+def _styles(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    bases = sorted({_base(name, entry) for name, entry in report["methods"].items()} - set(_STYLES))
+    styles = dict(_STYLES)
+    for i, base in enumerate(bases):
+        styles[base] = (_EXTRA_COLOURS[i % len(_EXTRA_COLOURS)], _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)])
+    return styles
+
+
+def _base(name: str, entry: Mapping[str, Any]) -> str:
+    return str(entry.get("method", name.split("@", 1)[0]))
+
+
+def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Sequence[str], dims: tuple[int, int],
+                 style: tuple[str, str]) -> Any:
+    """Draw one method's points on one pair of objectives; returns the legend handle."""
+    from matplotlib.lines import Line2D
+
+    colour, marker = style
+    earlier_round = "@" in name
+    alpha = 0.5 if earlier_round else 1.0
+    points = entry["points"]
+    front = set(entry.get("front", []))
+    x_obj, y_obj = objectives[dims[0]], objectives[dims[1]]
+    xs = [p["scores"][x_obj] for p in points]
+    ys = [p["scores"][y_obj] for p in points]
+    single = len(points) == 1
+    size = 14 if single and marker == "*" else 10 if single else 6
+    joined = len(points) > 1 and _base(name, entry) not in _UNJOINED
+    linestyle = ("--" if earlier_round else "-") if joined else "none"
+    if joined:
+        ax.plot(xs, ys, linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, zorder=2)
+    for index, (x, y) in enumerate(zip(xs, ys)):
+        ax.plot([x], [y], linestyle="none", marker=marker, markersize=size, color=colour, alpha=alpha,
+                markerfacecolor=colour if index in front else "white", markeredgewidth=1.2, zorder=3)
+    xerr = [p["stderr"].get(x_obj) for p in points]
+    yerr = [p["stderr"].get(y_obj) for p in points]
+    if any(e is not None for e in xerr + yerr):
+        ax.errorbar(xs, ys, xerr=[e or 0.0 for e in xerr], yerr=[e or 0.0 for e in yerr], fmt="none",
+                    ecolor=colour, alpha=0.35 * alpha, elinewidth=0.8, capsize=0, zorder=1)
+    if len(points) > 1:
+        for index in sorted({0, len(points) - 1}):
+            ax.annotate(weights_label(points[index]["weights"], objectives), (xs[index], ys[index]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour, alpha=alpha)
+    return Line2D([], [], linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, marker=marker,
+                  markersize=min(size, 10), label=name)
+
+
+def _draw_single_objective(ax: Any, report: Mapping[str, Any], styles: Mapping[str, tuple[str, str]]) -> None:
+    objective = report["objectives"][0]
+    names = list(report["methods"])
+    for position, name in enumerate(names):
+        entry = report["methods"][name]
+        colour, marker = styles[_base(name, entry)]
+        ys = [p["scores"][objective] for p in entry["points"]]
+        ax.plot([position] * len(ys), ys, linestyle="none", marker=marker, color=colour, markersize=8, label=name)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel(f"mean {objective}")
+
+
+def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
+    """Render the report's fronts to the PNG ``path`` (written atomically) and return ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    objectives = list(report["objectives"])
+    styles = _styles(report)
+    pairs = list(itertools.combinations(range(len(objectives)), 2))
+    ncols = min(3, max(1, len(pairs)))
+    nrows = max(1, math.ceil(len(pairs) / ncols))
+    fig = Figure(figsize=(5.2 * ncols + 1.8, 4.4 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    if not pairs:
+        _draw_single_objective(axes[0], report, styles)
+    for ax, dims in zip(axes, pairs):
+        for name, entry in report["methods"].items():
+            handles[name] = _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)])
+        ax.set_xlabel(f"mean {objectives[dims[0]]}")
+        ax.set_ylabel(f"mean {objectives[dims[1]]}")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(pairs) or 1:]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+                   title="filled: on the method's front", title_fontsize=7)
+    title = report.get("title") or "Pareto fronts"
+    fig.suptitle(f"{title} (judge: {report['judge']}; higher is better)", fontsize=10)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path

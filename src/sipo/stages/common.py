@@ -1,0 +1,193 @@
+"""Mechanics shared by the stages: where models live, loading them once, sharded resumable work.
+
+Sharding: long stages split their items into shards of ``SHARD_SIZE`` prompts, write each finished shard
+atomically under ``<stage>/shards/``, and merge them at the end by key. A killed stage therefore loses at most the
+shard in progress, and with several processes (``accelerate launch``) each rank does the shards ``i`` with
+``i % world_size == rank``; rank 0 merges after a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sipo.artifacts import RunDir
+from sipo.config import PipelineConfig
+from sipo.logging_utils import process_rank
+from sipo.pipeline import StageContext, needs_sft_stage
+from sipo.records import Pair, read_jsonl, to_row, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SHARD_SIZE = 16
+"""Prompts per shard of generation and scoring work."""
+
+
+def base_model_path(cfg: PipelineConfig, run_dir: RunDir) -> str:
+    """The model every adapter is trained on: the sft stage's output, or the configured model."""
+    if needs_sft_stage(cfg):
+        return str(run_dir.path("sft", "model"))
+    from sipo.models.loading import resolve_model_source
+
+    return resolve_model_source(cfg.model)
+
+
+def adapter_name(objective: str, round_: int) -> str:
+    """peft adapter name of an objective's policy after ``round_`` (0: the round-1 DPO adapter)."""
+    return f"r{round_}_{objective}"
+
+
+def adapter_dir(run_dir: RunDir, objective: str, round_: int) -> Path:
+    """Folder of an objective's adapter after ``round_`` realignments (0: the DPO adapter)."""
+    if round_ == 0:
+        return run_dir.path("dpo", objective)
+    return run_dir.path(f"r{round_}/realign", objective)
+
+
+def load_bank(ctx: StageContext, adapters: Mapping[str, Path]):
+    """The base model with the named adapters loaded (one copy of the base, cached across stages)."""
+    from sipo.models.adapters import AdapterBank
+    from sipo.models.loading import load_model, load_tokenizer
+
+    path = base_model_path(ctx.cfg, ctx.run_dir)
+    key = ("bank", path)
+    if key not in ctx.cache:
+        ctx.cache.clear()
+        tokenizer = load_tokenizer(path, ctx.cfg.model)
+        model = load_model(path, ctx.cfg.model, ctx.device)
+        ctx.cache[key] = (AdapterBank(model), tokenizer)
+    bank, tokenizer = ctx.cache[key]
+    for name, directory in adapters.items():
+        bank.load_adapter(name, directory)
+    return bank, tokenizer
+
+
+def format_prompts(tokenizer, prompts: Sequence[str], cfg: PipelineConfig) -> list[str]:
+    from sipo.models.loading import format_prompt
+
+    return [format_prompt(tokenizer, p, cfg.model.prompt_template) for p in prompts]
+
+
+def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
+    return read_jsonl(ctx.run_dir.path("prepare", "train_conflict.jsonl"), Pair)
+
+
+def _barrier() -> None:
+    if process_rank()[1] > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[int]:
+    """Indices of the shards (of ``items``) that process ``rank`` of ``world_size`` works on."""
+    return [i for i in range(len(items)) if i % world_size == rank]
+
+
+def run_sharded(
+    out_dir: Path,
+    items: Sequence[T],
+    work: Callable[[Sequence[T]], list[Any]],
+    *,
+    key: Callable[[dict], Any],
+    shard_size: int = SHARD_SIZE,
+    desc: str = "",
+) -> list[dict]:
+    """Apply ``work`` to shards of ``items``, resumably and across processes; return all rows sorted by ``key``.
+
+    Every shard's rows (records or dicts) are written to ``out_dir/shards/NNNNN.jsonl`` atomically; a shard file
+    that exists is not recomputed. Rows are merged by ``key`` (not by file order), so the result does not depend
+    on the number of processes.
+    """
+    rank, world_size = process_rank()
+    shard_dir = out_dir / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    pieces = list(chunks(items, shard_size))
+    mine = shard(pieces, rank, world_size)
+    done = 0
+    start = time.perf_counter()
+    for index in mine:
+        path = shard_dir / f"{index:05d}.jsonl"
+        if not path.is_file():
+            rows = work(pieces[index])
+            write_jsonl(path, rows)
+        done += 1
+        if desc:
+            logger.info("%s: shard %d/%d done (%.0fs)", desc, done, len(mine), time.perf_counter() - start)
+    _barrier()
+    rows: list[dict] = []
+    for index in range(len(pieces)):
+        path = shard_dir / f"{index:05d}.jsonl"
+        with open(path, encoding="utf-8") as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    rows.sort(key=key)
+    return rows
+
+
+def finish_shards(out_dir: Path) -> None:
+    """Remove the shard files once the merged output is written (rank 0 only, after a barrier)."""
+    _barrier()
+    if process_rank()[0] != 0:
+        return
+    shard_dir = out_dir / "shards"
+    if shard_dir.is_dir():
+        for path in shard_dir.iterdir():
+            path.unlink()
+        os.rmdir(shard_dir)
+
+
+def rows_of(records: Sequence[Any]) -> list[dict]:
+    return [to_row(r) for r in records]
+
+
+def soup_name(weights: Mapping[str, float], round_: int) -> str:
+    """peft adapter name of the soup of round-``round_`` adapters at ``weights``."""
+    from sipo.config import weights_tag
+
+    return f"soup_r{round_}_" + weights_tag(weights).replace(".", "p")
+
+
+def judge_rewards(ctx: StageContext, bank, tokenizer, candidates: Sequence[Any], judges: Sequence[str]
+                  ) -> dict[str, list[float]]:
+    """Implicit reward of every candidate under every judge adapter (reference log-probs computed once)."""
+    from sipo.scoring.implicit import implicit_rewards
+
+    cfg = ctx.cfg
+    prompts = format_prompts(tokenizer, [c.prompt for c in candidates], cfg)
+    rewards = implicit_rewards(bank, tokenizer, prompts, [c.response for c in candidates], judges=judges,
+                               beta=cfg.dpo.beta, batch_size=cfg.sample.decode.batch_size,
+                               max_prompt_tokens=cfg.model.max_prompt_tokens,
+                               max_response_tokens=cfg.model.max_response_tokens)
+    return {name: [float(x) for x in values] for name, values in rewards.items()}
+
+
+def load_tokenizer_only(ctx: StageContext):
+    """The base model's tokenizer (from the cache when a bank is loaded)."""
+    from sipo.models.loading import load_tokenizer
+
+    path = base_model_path(ctx.cfg, ctx.run_dir)
+    cached = ctx.cache.get(("bank", path))
+    return cached[1] if cached else load_tokenizer(path, ctx.cfg.model)
+
+
+def preference_examples(tokenizer, pairs: Sequence[Pair], objective: str, cfg: PipelineConfig) -> list[dict]:
+    """trl-style ``{prompt, chosen, rejected}`` rows of one objective (ties skipped, prompts templated)."""
+    rows = []
+    for pair, prompt in zip(pairs, format_prompts(tokenizer, [p.prompt for p in pairs], cfg)):
+        chosen_rejected = pair.chosen_rejected(objective)
+        if chosen_rejected is not None:
+            rows.append({"prompt": prompt, "chosen": chosen_rejected[0], "rejected": chosen_rejected[1]})
+    return rows

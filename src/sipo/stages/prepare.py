@@ -1,0 +1,58 @@
+"""Stage ``prepare``: per-objective preference pairs, conflict flags and the splits, from ``data.source``.
+
+Writes ``prepare/train_<objective>.jsonl`` (each objective's DPO mixture with ``data.conflict_fraction``
+conflicting pairs), ``prepare/train_conflict.jsonl`` (one conflicting pair per training prompt: what SIPO
+improves on), ``prepare/validation.jsonl``, ``prepare/test_prompts.jsonl`` and ``prepare/sft.jsonl``
+(``{prompt, completion}`` rows for the optional ``sft`` stage). Counts go to the manifest.
+
+    sipo stage prepare configs/smoke.yaml run_dir=runs/smoke
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipo.pipeline import StageContext
+from sipo.records import write_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+def sft_rows(cfg, splits) -> list[dict]:
+    """SFT data: the synthetic benchmark's own; otherwise every distinct training response."""
+    if cfg.data.source == "synthetic":
+        from sipo.synthetic.sft_data import sft_examples
+
+        return sft_examples(cfg, cfg.objective_descriptions)
+    seen, rows = set(), []
+    for pairs in splits.train.values():
+        for pair in pairs:
+            for response in (pair.response_a, pair.response_b):
+                if (pair.prompt_id, response) not in seen:
+                    seen.add((pair.prompt_id, response))
+                    rows.append({"prompt": pair.prompt, "completion": response})
+    return rows
+
+
+def run(ctx: StageContext) -> dict:
+    from sipo.data import load_pairs
+    from sipo.data.splits import make_splits, write_splits
+
+    cfg = ctx.cfg
+    pairs = load_pairs(cfg)
+    splits = make_splits(
+        pairs, list(cfg.objectives), conflict_fraction=cfg.data.conflict_fraction,
+        test_fraction=cfg.data.test_fraction, validation_fraction=cfg.data.validation_fraction, seed=cfg.seed,
+        max_train_pairs=cfg.data.max_train_pairs, max_conflict_prompts=cfg.data.max_conflict_prompts,
+        max_test_prompts=cfg.data.max_test_prompts)
+    if cfg.data.source == "synthetic":
+        from sipo.synthetic.writer import test_prompts
+
+        splits.test_prompts = test_prompts(cfg)[: cfg.data.max_test_prompts or None]
+    write_splits(splits, ctx.out_dir)
+    counts = dict(splits.counts)
+    counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", sft_rows(cfg, splits))
+    counts["test_prompts"] = len(splits.test_prompts)
+    logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
+                len(pairs), len(splits.train_conflict), len(splits.test_prompts))
+    return counts

@@ -1,0 +1,49 @@
+"""Stage ``realign``: DPO + alpha * NLL on the selected responses, from each objective's previous adapter.
+
+For every objective ``o`` and every selected response ``s`` the new pairs are ``(x, s > y_a)`` and
+``(x, s > y_b)`` (both original responses of the conflicting pair). Training starts from, and is referenced to,
+that objective's adapter of the previous round. Reads ``rK/filter/selected.jsonl``; writes
+``rK/realign/<objective>/``.
+
+    sipo stage realign configs/smoke.yaml run_dir=runs/smoke
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from sipo.artifacts import atomic_path
+from sipo.pipeline import StageContext
+from sipo.records import Selection, read_jsonl
+from sipo.stages.common import adapter_dir, base_model_path, format_prompts, load_tokenizer_only
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext) -> dict:
+    from sipo.training.dpo import train_dpo_adapter
+
+    cfg = ctx.cfg
+    selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
+    tokenizer = load_tokenizer_only(ctx)
+    prompts = format_prompts(tokenizer, [s.prompt for s in selected], cfg)
+    examples = [{"prompt": p, "chosen": s.response, "rejected": other}
+                for p, s in zip(prompts, selected) for other in (s.response_a, s.response_b)]
+    counts: dict = {"selected": len(selected), "pairs": len(examples)}
+    for objective in cfg.objectives:
+        init = adapter_dir(ctx.run_dir, objective, ctx.round - 1)
+        out = ctx.out_dir / objective
+        if not examples:
+            logger.warning("realign: the filter kept no response; the %s adapter is carried over unchanged",
+                           objective)
+            with atomic_path(out) as tmp:
+                shutil.copytree(init, tmp)
+            continue
+        logger.info("realign: %s adapter on %d pairs (alpha=%g)", objective, len(examples), cfg.realign.alpha)
+        counts[f"metrics_{objective}"] = train_dpo_adapter(
+            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+            out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
+            device=ctx.device, dtype=cfg.model.dtype, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
+            reference="init")
+    return counts

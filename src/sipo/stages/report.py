@@ -1,0 +1,50 @@
+"""Stage ``report``: hypervolume, Pareto fronts, tables and the figure, from ``evaluate/scores.jsonl``.
+
+Writes ``report/report.json``, ``report/scores.jsonl``, ``report/summary.csv``, ``report/pareto.png`` and
+``report/report.md``. ``sipo report RUN_DIR`` runs it again on a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sipo.artifacts import RunDir
+from sipo.config import PipelineConfig
+from sipo.errors import RunDirError
+from sipo.pipeline import StageContext
+from sipo.records import ScoreRow, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
+    from sipo.report.build import build_report
+
+    scores_path = run_dir.path("evaluate", "scores.jsonl")
+    if not scores_path.is_file():
+        raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
+    rows = read_jsonl(scores_path, ScoreRow)
+    report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
+                          reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name)
+    for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
+        logger.info("report: %-12s hypervolume %.4f", name, method["hypervolume"])
+    return {"methods": len(report["methods"]),
+            "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()}}
+
+
+def run(ctx: StageContext) -> dict:
+    return write_report(ctx.cfg, ctx.run_dir)
+
+
+def report_run_dir(path: str) -> Path:
+    """Rebuild the report of a finished run directory; returns the report folder."""
+    from sipo.config import load_config
+
+    run_dir = RunDir(path)
+    saved = run_dir.root / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"{saved}: not found; is {path} a sipo run directory?")
+    cfg = load_config(saved, [f"run_dir={path}"])
+    write_report(cfg, run_dir)
+    return run_dir.path("report")

@@ -1,0 +1,54 @@
+"""Stage ``rewrite``: MOD decoding, with the candidate's own weights, of a rewrite that follows its review.
+
+Reads ``rK/sample/candidates.jsonl`` and ``rK/review/reviews.jsonl`` (joined by ``candidate_id``); writes
+``rK/rewrite/rewrites.jsonl`` (a :class:`~sipo.records.Candidate` with ``source="rewrite"`` per candidate that
+had a usable review; an unusable review or rewrite is counted and skipped).
+
+    sipo stage rewrite configs/smoke.yaml run_dir=runs/smoke
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipo.pipeline import StageContext
+from sipo.prompting import parse_rewrite, rewrite_prompt
+from sipo.records import Candidate, Review, read_jsonl, write_jsonl
+from sipo.stages.common import adapter_dir, adapter_name, finish_shards, format_prompts, load_bank, run_sharded
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    previous = ctx.round - 1
+    adapters = {adapter_name(o, previous): adapter_dir(ctx.run_dir, o, previous) for o in cfg.objectives}
+    bank, tokenizer = load_bank(ctx, adapters)
+    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
+    reviews = {r.candidate_id: r for r in read_jsonl(ctx.run_dir.path(f"r{ctx.round}/review", "reviews.jsonl"),
+                                                       Review)}
+    todo = [c for c in candidates if reviews.get(c.candidate_id) and reviews[c.candidate_id].review]
+    decode = cfg.rewrite.decode
+
+    def work(shard) -> list[Candidate]:
+        from sipo.decoding.mod import mod_generate
+
+        texts = [rewrite_prompt(c.prompt, c.response, reviews[c.candidate_id].review, cfg.objectives,
+                                cfg.objective_descriptions, cfg.rewrite.template) for c in shard]
+        mixes = [{adapter_name(o, previous): c.weights[o] for o in cfg.objectives} for c in shard]
+        outputs = mod_generate(bank, tokenizer, format_prompts(tokenizer, texts, cfg), mixes,
+                               max_new_tokens=decode.max_new_tokens, temperature=decode.temperature,
+                               top_p=decode.top_p, batch_size=decode.batch_size, seed=cfg.seed,
+                               max_prompt_tokens=cfg.model.max_prompt_tokens + 2 * cfg.model.max_response_tokens)
+        return [Candidate(candidate_id=c.candidate_id, prompt_id=c.prompt_id, prompt=c.prompt,
+                          response=parse_rewrite(raw), weights=c.weights, source="rewrite")
+                for c, raw in zip(shard, outputs)]
+
+    rows = run_sharded(ctx.out_dir, todo, work, key=lambda r: r["candidate_id"], desc="rewrite")
+    usable = [r for r in rows if r["response"]]
+    count = write_jsonl(ctx.out_dir / "rewrites.jsonl", usable)
+    finish_shards(ctx.out_dir)
+    logger.info("rewrite: %d rewrites for %d candidates (%d without a usable review, %d empty rewrites)",
+                count, len(candidates), len(candidates) - len(todo), len(rows) - len(usable))
+    return {"candidates": len(candidates), "rewrites": count, "skipped_no_review": len(candidates) - len(todo),
+            "empty_rewrites": len(rows) - len(usable)}

@@ -1,0 +1,123 @@
+"""Training wrappers over trl: LoRA DPO adapters (:mod:`sipo.training.dpo`) and supervised fine-tuning
+(:mod:`sipo.training.sft`).
+
+This module holds what both share: the mapping of :class:`sipo.config.TrainSettings` onto
+``transformers.TrainingArguments`` fields, the dtype/precision rule, and the atomic, rank-0-only save of an output
+folder. Import the trainers from their modules (``from sipo.training.dpo import train_dpo_adapter``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sipo.artifacts import atomic_path
+from sipo.config import TrainSettings
+from sipo.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32" | "bfloat16" | "float16"`` (or a torch dtype) -> the torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ConfigError(f"config key 'model.dtype': unsupported dtype {dtype}")
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be float32, bfloat16 or float16, got '{dtype}'")
+    return DTYPES[dtype]
+
+
+def is_cpu(device: str | torch.device) -> bool:
+    return torch.device(device).type == "cpu"
+
+
+def training_arguments_kwargs(
+    train: TrainSettings,
+    *,
+    output_dir: str | Path,
+    seed: int,
+    device: str | torch.device,
+    dtype: str | torch.dtype,
+    logging_steps: int = 10,
+    full_fine_tuning: bool = False,
+) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields that our settings decide, shared by the DPO and SFT configs.
+
+    Precision follows the model's dtype, one dtype everywhere: float32 trains in float32; bfloat16 loads the
+    weights in bf16 and autocasts in bf16; float16 autocasts in fp16 (CUDA only, and only for LoRA, whose adapter
+    weights peft keeps in float32: full fine-tuning of fp16 weights cannot unscale fp16 gradients).
+    Nothing is reported (``report_to="none"``) and no checkpoint is saved (``save_strategy="no"``);
+    ``output_dir`` is only a scratch folder. The device placement (one process or ``accelerate launch``) is left to
+    the Trainer; ``use_cpu`` is set for ``device="cpu"``.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    cpu = is_cpu(device)
+    if torch_dtype == torch.float16 and (cpu or full_fine_tuning):
+        where = "on CPU" if cpu else "for full fine-tuning"
+        raise ConfigError(f"config key 'model.dtype': float16 training is not supported {where}; use bfloat16 or float32")
+    return {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        "learning_rate": train.learning_rate,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps,
+        "per_device_train_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "warmup_ratio": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "lr_scheduler_type": train.lr_scheduler,
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "bf16": torch_dtype == torch.bfloat16,
+        "fp16": torch_dtype == torch.float16,
+        "use_cpu": cpu,
+        "logging_strategy": "steps",
+        "logging_steps": logging_steps,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "push_to_hub": False,
+        "dataloader_num_workers": 0,
+    }
+
+
+@contextlib.contextmanager
+def atomic_output_dir(accelerator: Any, out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out_dir`` that is renamed onto it when the block succeeds.
+
+    Safe under ``accelerate launch``: every rank enters the block (so collective state-dict gathers work) and gets
+    the same path, only the main process creates and renames the folder, and all ranks wait for the rename.
+    Write into the folder from the main process only.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    if accelerator.is_main_process:
+        with atomic_path(out_dir) as tmp:
+            paths = [str(tmp)]
+            if accelerator.num_processes > 1:
+                broadcast_object_list(paths, from_process=0)
+            yield tmp
+            accelerator.wait_for_everyone()
+    else:
+        paths = [None]
+        broadcast_object_list(paths, from_process=0)
+        yield Path(paths[0])
+        accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability of ``model`` to 0 (done on the base model before LoRA wraps it, so that the
+    reference pass is deterministic while LoRA's own dropout, added later, still applies)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
