@@ -11,7 +11,7 @@ Everything here is a pure function of ``cfg.seed`` and ``cfg.data.synthetic``:
   one held-out core phrasing: its test prompts use that core and no training prompt of that entity does, while
   every core (and every entity) still appears in training.
 
-``prompt_id`` is :func:`sipo.artifacts.stable_hash` of the prompt text.
+``prompt_id`` is a hash of the prompt text, the same scheme as every data source (:mod:`sipo.data.jsonl`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sipo.artifacts import stable_hash
 from sipo.errors import ConfigError
 from sipo.records import PromptRecord
 
@@ -74,8 +73,11 @@ def fact_question(name: str, attribute: str) -> str:
 
 
 def prompt_id_for(prompt: str) -> str:
-    """The stable id of a prompt: a hash of its text."""
-    return stable_hash(prompt)
+    """The stable id of a prompt: the id scheme of every data source (:func:`sipo.data.jsonl.prompt_id_for`)."""
+    # Imported here: ``sipo.data`` may register this benchmark as a source, so a top-level import could cycle.
+    from sipo.data.jsonl import prompt_id_for as data_prompt_id
+
+    return data_prompt_id(prompt)
 
 
 @dataclass(frozen=True)
