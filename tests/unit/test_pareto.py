@@ -109,7 +109,7 @@ point_lists = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(points=point_lists, data=st.data())
 def test_pareto_front_invariant_to_input_order(points, data):
     order = data.draw(st.permutations(range(len(points))))
@@ -119,7 +119,7 @@ def test_pareto_front_invariant_to_input_order(points, data):
     assert front == shuffled_front
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(points=point_lists)
 def test_pareto_front_matches_the_definition(points):
     """A point is on the front iff no other point dominates it (brute force over all pairs)."""
@@ -178,7 +178,7 @@ def _hv2d_brute(points, ref):
     return total
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(points=st.lists(st.tuples(st.integers(-2, 6), st.integers(-2, 6)), max_size=10))
 def test_hypervolume_2d_matches_brute_force(points):
     assert hypervolume(points, [0, 0]) == pytest.approx(_hv2d_brute(points, (0, 0)))

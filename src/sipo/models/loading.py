@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -315,12 +314,3 @@ def decode_response(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> s
     """Text of generated ids (up to, not including, the stop token), special tokens dropped."""
     return tokenizer.decode(list(ids), skip_special_tokens=True)
 
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
-def check_adapter_name(name: str) -> str:
-    """Adapter names become module keys: letters, digits, ``_`` and ``-`` only, and not ``__base__``."""
-    if name == "__base__" or not _SAFE_NAME.match(name):
-        raise ValueError(f"invalid adapter name '{name}' (letters, digits, '_' or '-'; '__base__' is reserved)")
-    return name

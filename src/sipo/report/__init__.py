@@ -14,7 +14,7 @@ from sipo.report.build import (
     report_markdown,
     summary_csv,
 )
-from sipo.report.plot import FIGURE_NAME, plot_fronts, weights_label
+from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
 
 __all__ = [
     "FIGURE_NAME",
@@ -24,6 +24,7 @@ __all__ = [
     "make_report",
     "markdown_table",
     "method_key",
+    "ordered_methods",
     "plot_fronts",
     "read_report",
     "report_markdown",

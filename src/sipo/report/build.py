@@ -52,7 +52,7 @@ from sipo.config import ALL_METHODS, weights_tag
 from sipo.errors import DataError
 from sipo.pareto import default_reference_point, hypervolume, pareto_front
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
-from sipo.report.plot import FIGURE_NAME, plot_fronts, weights_label
+from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
 
 def summary_csv(report: Mapping[str, Any]) -> str:
     """``summary.csv``: one row per point (method, round, weights, ``<objective>_mean``, ``<objective>_stderr``,
-    n, on_front), methods in report order, points in weight order; an undefined standard error is empty."""
+    n, on_front), methods in :func:`~sipo.report.plot.ordered_methods` order, points in weight order; an
+    undefined standard error is empty."""
     objectives = list(report["objectives"])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -279,7 +280,8 @@ def summary_csv(report: Mapping[str, Any]) -> str:
     for o in objectives:
         header += [f"{o}_mean", f"{o}_stderr"]
     writer.writerow(header + ["n", "on_front"])
-    for name, entry in report["methods"].items():
+    for name in ordered_methods(report):
+        entry = report["methods"][name]
         front = set(entry["front"])
         for index, point in enumerate(entry["points"]):
             row: list[Any] = [name, entry["round"], weights_tag(point["weights"])]
@@ -319,8 +321,9 @@ def build_report(
     plot_fronts(report, out_dir / FIGURE_NAME)
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     atomic_write_json(out_dir / "report.json", report)
-    for name, entry in _ranked(report):
-        logger.info("report: %s hypervolume %.4g (%d points)", name, entry["hypervolume"], len(entry["points"]))
+    num_points = sum(len(e["points"]) for e in report["methods"].values())
+    logger.info("report: wrote %s (%d methods, %d points, %d rows)", out_dir, len(report["methods"]), num_points,
+                len(score_rows))
     return report
 
 

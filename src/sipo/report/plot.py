@@ -5,7 +5,8 @@ One colour and marker per method (the same ones in every report), each method's 
 as one large marker), standard-error bars, the two end points labelled with their weights, filled markers for the
 method's non-dominated points and hollow ones for dominated points. Earlier self-improvement rounds
 (``sipo@r1``) are dashed and paler. Two objectives give one scatter plot; N > 2 objectives give a grid with one
-subplot per pair of objectives (projections); one objective gives a strip plot per method.
+subplot per pair of objectives (projections), where points are not joined (a weight lattice has no path order)
+and the simplex vertices (one-hot weights) are labelled; one objective gives a strip plot per method.
 
 Rendering uses matplotlib's Agg canvas directly (no pyplot, no display, no global figure state); the file is written
 atomically.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import atomic_path
-from sipo.config import weights_tag
+from sipo.config import ALL_METHODS, weights_tag
 
 FIGURE_NAME = "pareto.png"
 
@@ -48,6 +49,20 @@ def weights_label(weights: Mapping[str, float], objectives: Sequence[str]) -> st
     return weights_tag(weights)
 
 
+def ordered_methods(report: Mapping[str, Any]) -> list[str]:
+    """The report's method keys in a stable display order: the order of ``sipo.config.ALL_METHODS`` (other
+    methods after it, by name), the last round before earlier ones. ``report.json`` on disk has sorted keys, so
+    views of a loaded report use this rather than the dict order."""
+
+    def key(name: str) -> tuple[int, str, int]:
+        entry = report["methods"][name]
+        base = _base(name, entry)
+        position = ALL_METHODS.index(base) if base in ALL_METHODS else len(ALL_METHODS)
+        return (position, base, -int(entry.get("round", 1)))
+
+    return sorted(report["methods"], key=key)
+
+
 def _styles(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     bases = sorted({_base(name, entry) for name, entry in report["methods"].items()} - set(_STYLES))
     styles = dict(_STYLES)
@@ -58,6 +73,14 @@ def _styles(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
 
 def _base(name: str, entry: Mapping[str, Any]) -> str:
     return str(entry.get("method", name.split("@", 1)[0]))
+
+
+def _labelled(points: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[int]:
+    """Indices of the points to label with their weights: the two ends of the path for two objectives, the
+    vertices of the simplex (one-hot weights) for more."""
+    if len(objectives) == 2:
+        return sorted({0, len(points) - 1})
+    return [i for i, p in enumerate(points) if p["weights"] and math.isclose(max(p["weights"].values()), 1.0)]
 
 
 def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Sequence[str], dims: tuple[int, int],
@@ -75,7 +98,8 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
     ys = [p["scores"][y_obj] for p in points]
     single = len(points) == 1
     size = 14 if single and marker == "*" else 10 if single else 6
-    joined = len(points) > 1 and _base(name, entry) not in _UNJOINED
+    # A weight grid over N > 2 objectives is a lattice, not a path: joining its points in any order draws zigzags.
+    joined = len(objectives) == 2 and len(points) > 1 and _base(name, entry) not in _UNJOINED
     linestyle = ("--" if earlier_round else "-") if joined else "none"
     if joined:
         ax.plot(xs, ys, linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, zorder=2)
@@ -88,7 +112,7 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
         ax.errorbar(xs, ys, xerr=[e or 0.0 for e in xerr], yerr=[e or 0.0 for e in yerr], fmt="none",
                     ecolor=colour, alpha=0.35 * alpha, elinewidth=0.8, capsize=0, zorder=1)
     if len(points) > 1:
-        for index in sorted({0, len(points) - 1}):
+        for index in _labelled(points, objectives):
             ax.annotate(weights_label(points[index]["weights"], objectives), (xs[index], ys[index]),
                         textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour, alpha=alpha)
     return Line2D([], [], linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, marker=marker,
@@ -97,7 +121,7 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
 
 def _draw_single_objective(ax: Any, report: Mapping[str, Any], styles: Mapping[str, tuple[str, str]]) -> None:
     objective = report["objectives"][0]
-    names = list(report["methods"])
+    names = ordered_methods(report)
     for position, name in enumerate(names):
         entry = report["methods"][name]
         colour, marker = styles[_base(name, entry)]
@@ -124,7 +148,8 @@ def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
     if not pairs:
         _draw_single_objective(axes[0], report, styles)
     for ax, dims in zip(axes, pairs):
-        for name, entry in report["methods"].items():
+        for name in ordered_methods(report):
+            entry = report["methods"][name]
             handles[name] = _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)])
         ax.set_xlabel(f"mean {objectives[dims[0]]}")
         ax.set_ylabel(f"mean {objectives[dims[1]]}")

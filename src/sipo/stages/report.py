@@ -13,18 +13,17 @@ from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig
 from sipo.errors import RunDirError
 from sipo.pipeline import StageContext
-from sipo.records import ScoreRow, read_jsonl
 
 logger = logging.getLogger(__name__)
 
 
 def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
-    from sipo.report.build import build_report
+    from sipo.report import build_report, load_score_rows
 
     scores_path = run_dir.path("evaluate", "scores.jsonl")
     if not scores_path.is_file():
         raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
-    rows = read_jsonl(scores_path, ScoreRow)
+    rows = load_score_rows(scores_path)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name)
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):

@@ -1,0 +1,244 @@
+"""Supervised fine-tuning data of the synthetic benchmark (DESIGN.md §3).
+
+Four kinds of ``{"prompt": <raw user turn>, "completion": <text>}`` examples, for training prompts only:
+
+* ``answers``: a sample of the writer's rated answers (confabulations included: that is the base behaviour);
+* ``facts``: short question-and-answer facts that teach the *truth* of every attribute of every entity, the
+  unknown ones included (``"What is Kara's colour?"`` -> ``"Kara's colour is red."``), several copies each;
+* ``reviews``: a writer answer reviewed in the review language below, the prompt rendered by
+  :func:`sipo.prompting.review_prompt` with the config's review template;
+* ``rewrites``: a writer answer rewritten to follow its review (wrong statements corrected, missing attributes
+  added with their true values: a Pareto-better response), the prompt rendered by
+  :func:`sipo.prompting.rewrite_prompt`.
+
+The review language (one sentence; clauses in a fixed order, fixes in the response's order, then additions in
+attribute order)::
+
+    The response can be more correct and verbose by changing Kara's colour from blue to red, adding Kara's city.
+    The response is already correct and verbose.          (nothing to improve)
+
+``changing ...`` clauses appear only when ``correctness`` is an objective, ``adding ...`` clauses only when
+``verbosity`` is; ``correct and verbose`` is the templates' ``objective_list``. :func:`read_review` parses it back
+and :func:`apply_review` carries it out, so a rewrite demo is literally its review applied.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sipo import prompting
+from sipo.synthetic.oracle import parse_response
+from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
+from sipo.synthetic.writer import rated_rows, writer_answer
+
+ANSWERS_PER_PROMPT = 1
+"""Writer answers per training prompt in the SFT data (drawn from the rated rows)."""
+FACT_COPIES = 4
+"""Copies of each (entity, attribute) question-and-answer fact."""
+DEMOS_PER_PROMPT = 1
+"""Review demonstrations and rewrite demonstrations per training prompt (each)."""
+_MAX_REDRAWS = 20
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def synthetic_descriptions() -> dict[str, str]:
+    """The default descriptions of the benchmark's objectives, shown in the review prompt."""
+    return {
+        "correctness": "the share of stated facts that are true",
+        "verbosity": "the number of facts the response states",
+    }
+
+
+@dataclass(frozen=True)
+class ReviewPlan:
+    """What a review asks for: wrong facts to change (``(stated, corrected)``) and ``(entity, attribute)`` to add."""
+
+    fixes: tuple[tuple[Fact, Fact], ...] = ()
+    additions: tuple[tuple[str, str], ...] = ()
+
+
+def _objective_list(objectives: Sequence[str]) -> str:
+    return prompting.join_words([prompting.ADJECTIVES.get(o, o) for o in objectives])
+
+
+def plan_review(world: World, prompt: str, response: str, objectives: Sequence[str]) -> ReviewPlan:
+    """The ideal review of ``response`` (the oracle's knowledge): its wrong facts about the prompt's entity and the
+    attributes it does not state."""
+    entity = world.find_entity(prompt)
+    if entity is None:
+        return ReviewPlan()
+    fixes: list[tuple[Fact, Fact]] = []
+    stated: set[str] = set()
+    for _, fact in parse_response(world, response):
+        if fact is None or fact.entity != entity.name:
+            continue
+        stated.add(fact.attribute)
+        truth = Fact(entity.name, fact.attribute, entity.truth[fact.attribute])
+        if "correctness" in objectives and fact != truth and (fact, truth) not in fixes:
+            fixes.append((fact, truth))
+    additions = []
+    if "verbosity" in objectives:
+        additions = [(entity.name, a) for a in world.attributes if a not in stated]
+    return ReviewPlan(tuple(fixes), tuple(additions))
+
+
+def review_text(plan: ReviewPlan, objectives: Sequence[str]) -> str:
+    """A plan in the review language (see the module docstring)."""
+    clauses = [f"changing {old.entity}'s {old.attribute} from {old.value} to {new.value}" for old, new in plan.fixes]
+    clauses += [f"adding {name}'s {attribute}" for name, attribute in plan.additions]
+    if not clauses:
+        return f"The response is already {_objective_list(objectives)}."
+    return f"The response can be more {_objective_list(objectives)} by {', '.join(clauses)}."
+
+
+def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
+    """``["Kara", "'", "s", "colour"]`` -> ``("Kara", "colour")``; None unless an entity's attribute."""
+    if len(words) != 4 or words[1] != "'" or words[2].lower() != "s" or words[3].lower() not in world.attributes:
+        return None
+    entity = world.find_entity(words[0])
+    return (entity.name, words[3].lower()) if entity is not None else None
+
+
+def read_review(world: World, review: object) -> ReviewPlan:
+    """Parse a review written in the review language; clauses that do not parse are ignored (never raises)."""
+    if not isinstance(review, str) or " by " not in review:
+        return ReviewPlan()
+    fixes, additions = [], []
+    for clause in review.split(" by ", 1)[1].split(","):
+        words = _WORD.findall(clause.replace("\u2019", "'"))
+        if words and words[-1] == ".":
+            words = words[:-1]
+        verb = words[0].lower() if words else ""
+        if verb == "changing" and len(words) == 9 and words[5].lower() == "from" and words[7].lower() == "to":
+            subject = _subject(world, words[1:5])
+            if subject is None:
+                continue
+            old = world.parse_sentence(f"{subject[0]}'s {subject[1]} is {words[6]}")
+            new = world.parse_sentence(f"{subject[0]}'s {subject[1]} is {words[8]}")
+            if old is not None and new is not None:
+                fixes.append((old, new))
+        elif verb == "adding" and len(words) == 5:
+            subject = _subject(world, words[1:5])
+            if subject is not None:
+                additions.append(subject)
+    return ReviewPlan(tuple(fixes), tuple(additions))
+
+
+def apply_review(world: World, response: str, plan: ReviewPlan) -> str:
+    """Carry out ``plan``: change each wrong fact to its correction in place, then add each missing attribute
+    with its true value (the world's truth: what the model should know)."""
+    sentences = []
+    stated: set[tuple[str, str]] = set()
+    corrections = {old: new for old, new in plan.fixes}
+    for text, fact in parse_response(world, response):
+        if fact is None:
+            sentences.append(text + ".")
+            continue
+        fact = corrections.get(fact, fact)
+        stated.add((fact.entity, fact.attribute))
+        sentences.append(fact_sentence(fact.entity, fact.attribute, fact.value))
+    for name, attribute in plan.additions:
+        if (name, attribute) not in stated:
+            stated.add((name, attribute))
+            sentences.append(fact_sentence(name, attribute, world.entity(name).truth[attribute]))
+    return " ".join(sentences)
+
+
+def _improvable_answer(world: World, entity_name: str, rng: random.Random, objectives: Sequence[str],
+                       prompt: str) -> tuple[str, ReviewPlan]:
+    """A writer answer with something to improve (if one turns up in a few draws)."""
+    entity = world.entity(entity_name)
+    for _ in range(_MAX_REDRAWS):
+        answer = writer_answer(world, entity, rng)
+        plan = plan_review(world, prompt, answer, objectives)
+        if plan.fixes or plan.additions:
+            break
+    return answer, plan
+
+
+def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | None = None, *,
+                         answers_per_prompt: int = ANSWERS_PER_PROMPT, fact_copies: int = FACT_COPIES,
+                         demos_per_prompt: int = DEMOS_PER_PROMPT) -> dict[str, list[dict[str, str]]]:
+    """The SFT examples grouped by kind: ``answers``, ``facts``, ``reviews``, ``rewrites`` (see the module
+    docstring).
+
+    Args:
+        cfg: the pipeline config (seed, ``data.synthetic``, ``objectives``, ``review.template``,
+            ``rewrite.template``).
+        objective_descriptions: descriptions rendered into the review prompt; default
+            :func:`synthetic_descriptions`. The review and rewrite stages must render with the same mapping.
+    """
+    world = build_world(cfg)
+    objectives = check_objectives(cfg.objectives)
+    descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
+    seed = world.seed
+
+    by_prompt: dict[str, list[dict]] = {}
+    for row in rated_rows(cfg):
+        by_prompt.setdefault(row["prompt"], []).append(row)
+    answers = []
+    for prompt in world.train_prompts:
+        rng = random.Random(f"sipo-synthetic-sft-answers:{seed}:{prompt.prompt_id}")
+        rows = by_prompt[prompt.prompt]
+        for row in rng.sample(rows, min(answers_per_prompt, len(rows))):
+            answers.append({"prompt": prompt.prompt, "completion": row["response"]})
+
+    facts = [{"prompt": fact_question(e.name, a), "completion": fact_sentence(e.name, a, e.truth[a])}
+             for _ in range(fact_copies) for e in world.entities for a in world.attributes]
+
+    reviews, rewrites = [], []
+    for prompt in world.train_prompts:
+        for k in range(demos_per_prompt):
+            rng = random.Random(f"sipo-synthetic-sft-review:{seed}:{prompt.prompt_id}:{k}")
+            response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt)
+            reviews.append({
+                "prompt": prompting.review_prompt(prompt.prompt, response, objectives, descriptions,
+                                                  template=cfg.review.template),
+                "completion": review_text(plan, objectives),
+            })
+            rng = random.Random(f"sipo-synthetic-sft-rewrite:{seed}:{prompt.prompt_id}:{k}")
+            response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt)
+            review = review_text(plan, objectives)
+            rewrites.append({
+                "prompt": prompting.rewrite_prompt(prompt.prompt, response, review, objectives, descriptions,
+                                                   template=cfg.rewrite.template),
+                "completion": apply_review(world, response, read_review(world, review)),
+            })
+    return {"answers": answers, "facts": facts, "reviews": reviews, "rewrites": rewrites}
+
+
+def sft_examples(cfg: Any, objective_descriptions: Mapping[str, str] | None = None,
+                 **counts: int) -> list[dict[str, str]]:
+    """All SFT examples (every kind of :func:`sft_examples_by_kind`), in a seeded shuffled order.
+
+    Returns:
+        ``[{"prompt": <raw user turn>, "completion": <text>}, ...]``
+    """
+    groups = sft_examples_by_kind(cfg, objective_descriptions, **counts)
+    examples = [example for kind in ("answers", "facts", "reviews", "rewrites") for example in groups[kind]]
+    random.Random(f"sipo-synthetic-sft-order:{cfg.seed}").shuffle(examples)
+    return examples
+
+
+def all_texts(cfg: Any, objective_descriptions: Mapping[str, str] | None = None) -> list[str]:
+    """Every string a word-level tokenizer must cover: all prompts (test prompts too), rated responses, SFT
+    prompts and completions, every name, attribute and value, and the review language's fixed sentences.
+    Duplicates removed, order stable."""
+    world = build_world(cfg)
+    objectives = check_objectives(cfg.objectives)
+    texts = [world.vocabulary_text()]
+    texts += [p.prompt for p in world.train_prompts] + [p.prompt for p in world.test_prompts]
+    texts += [row["response"] for row in rated_rows(cfg)]
+    texts.append(review_text(ReviewPlan(), objectives))
+    for group in sft_examples_by_kind(cfg, objective_descriptions).values():
+        for example in group:
+            texts += [example["prompt"], example["completion"]]
+    return list(dict.fromkeys(texts))
+
+
+__all__ = ["ReviewPlan", "all_texts", "apply_review", "plan_review", "read_review", "review_text", "sft_examples",
+           "sft_examples_by_kind", "synthetic_descriptions"]

@@ -1,0 +1,107 @@
+"""The writer of the synthetic benchmark: rated responses whose errors grow with length (DESIGN.md §3).
+
+An answer states a random number of the entity's attributes (1 to ``num_attributes``, uniform), one fact
+sentence each, in a random order. Known attributes are stated truly; attributes the writer does not know are
+stated with the entity's one *confabulated* value, the same everywhere. The longer the answer, the more likely it
+contains the unknown attributes: half of the time the writer picks the attributes it knows first (so only long
+answers reach the unknown ones), otherwise it picks them uniformly at random. Long answers are therefore more
+verbose but less correct, and about half of the pairs conflict at the default config (``conflict_share``).
+
+The rows have the per-objective form of HelpSteer, scored by the oracle::
+
+    {"prompt": "Tell me about Kara.", "response": "Kara's pet is cat. Kara's colour is red.",
+     "correctness": 0.5, "verbosity": 0.3333333333333333}
+
+Training prompts only: no row uses a test prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sipo.records import Pair
+from sipo.synthetic.oracle import score_response
+from sipo.synthetic.world import Entity, World, build_world, check_objectives, fact_sentence
+
+logger = logging.getLogger(__name__)
+
+KNOWN_FIRST_PROBABILITY = 0.5
+"""How often an answer takes the attributes the writer knows before the ones it does not (else uniform)."""
+_MAX_REDRAWS = 20
+
+
+def writer_answer(world: World, entity: Entity, rng: random.Random) -> str:
+    """One answer of the writer about ``entity`` (see the module docstring), drawn with ``rng``."""
+    attributes = list(world.attributes)
+    count = rng.randint(1, len(attributes))
+    if rng.random() < KNOWN_FIRST_PROBABILITY:
+        known = [a for a in attributes if a not in entity.confabulated]
+        unknown = [a for a in attributes if a in entity.confabulated]
+        rng.shuffle(known)
+        rng.shuffle(unknown)
+        chosen = (known + unknown)[:count]
+    else:
+        chosen = rng.sample(attributes, count)
+    rng.shuffle(chosen)
+    return " ".join(fact_sentence(entity.name, a, entity.stated_value(a)) for a in chosen)
+
+
+def distinct_answers(world: World, entity: Entity, rng: random.Random, count: int) -> list[str]:
+    """``count`` writer answers, redrawing repeats (a few times at most, so tiny worlds may keep one)."""
+    answers: list[str] = []
+    for _ in range(count):
+        answer = writer_answer(world, entity, rng)
+        for _ in range(_MAX_REDRAWS):
+            if answer not in answers:
+                break
+            answer = writer_answer(world, entity, rng)
+        answers.append(answer)
+    return answers
+
+
+def rated_rows(cfg: Any) -> list[dict]:
+    """``responses_per_prompt`` rated writer answers for every training prompt, in prompt order.
+
+    Returns:
+        rows ``{prompt, response, correctness, verbosity}``; scores from the oracle.
+    """
+    world = build_world(cfg)
+    per_prompt = cfg.data.synthetic.responses_per_prompt
+    rows = []
+    for prompt in world.train_prompts:
+        rng = random.Random(f"sipo-synthetic-writer:{world.seed}:{prompt.prompt_id}")
+        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt):
+            rows.append({"prompt": prompt.prompt, "response": response,
+                         **score_response(world, prompt.prompt, response)})
+    return rows
+
+
+def pairs_from_rows(rows: Sequence[dict], objectives: Sequence[str]) -> list[Pair]:
+    """Every pair of distinct responses per prompt, labelled per objective by the higher score (tie: None).
+
+    The pair builder shared by every data source (:func:`sipo.data.jsonl.pairs_from_scored_responses`).
+    """
+    from sipo.data.jsonl import pairs_from_scored_responses  # here: sipo.data may import this module
+
+    scored = [(r["prompt"], r["response"], {o: r[o] for o in objectives}) for r in rows]
+    return pairs_from_scored_responses(scored, list(objectives))
+
+
+def load_pairs(cfg: Any) -> list[Pair]:
+    """The ``synthetic`` data source: pairs of the writer's rated answers, for ``cfg.objectives``."""
+    objectives = check_objectives(cfg.objectives)
+    pairs = pairs_from_rows(rated_rows(cfg), objectives)
+    logger.info("synthetic: %d pairs, %.1f%% conflicting", len(pairs), 100 * conflict_share(pairs))
+    return pairs
+
+
+def conflict_share(pairs: Sequence[Pair]) -> float:
+    """Share of ``pairs`` whose objectives prefer different responses (0.0 for no pairs)."""
+    return sum(p.conflict for p in pairs) / len(pairs) if pairs else 0.0
+
+
+__all__ = ["KNOWN_FIRST_PROBABILITY", "conflict_share", "distinct_answers", "load_pairs", "pairs_from_rows",
+           "rated_rows", "writer_answer"]

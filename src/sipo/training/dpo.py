@@ -1,0 +1,527 @@
+"""LoRA preference training with trl's ``DPOTrainer`` and the losses of :mod:`sipo.losses`.
+
+One entry point, :func:`train_dpo_adapter`, trains one LoRA adapter on the base model and writes it (and only it)
+to ``out_dir`` as ``adapter_config.json`` + ``adapter_model.safetensors``, loadable with
+``PeftModel.from_pretrained(base, out_dir)``. It serves four stages and baselines through ``loss``:
+
+- ``dpo``: round-1 DPO per objective (reference = the base model);
+- ``dpo_nll``: SIPO re-alignment, DPO + alpha * NLL(chosen), started from a round-1 adapter (``init_adapter``)
+  and referenced to that round-1 model (``reference="init"``);
+- ``dpo_lw``: DPO-LW, ``sum_o w_o DPO_o`` with each objective's label of the pair (examples carry
+  ``preference_signs``: one of +1 / -1 / 0 per objective, +1 meaning that objective prefers ``chosen``);
+- ``modpo``: MODPO, DPO on the first objective with a margin from the others (examples carry ``margin``: the
+  N - 1 values ``r_o(x, chosen) - r_o(x, rejected)`` for o = 2..N, implicit rewards including beta).
+
+The loss hook: trl 1.x computes log-probs and the loss inline in ``DPOTrainer._compute_loss``, with no narrower
+hook taking the four log-prob tensors, so :class:`SipoDPOTrainer` overrides ``compute_loss``: one forward of the
+policy through trl's fused LM head (``fused_lm_head=True``, which returns per-token log-probs), the reference
+log-probs through trl's public ``compute_ref_log_probs`` (which picks the base model, the frozen ``ref`` adapter or
+a separate reference model exactly as trl does), then our pure loss. Everything else (data preparation,
+collation, PEFT wrapping, reference-adapter copy, distributed training) is trl's.
+
+Example::
+
+    metrics = train_dpo_adapter(base_model_path="runs/demo/sft/model", tokenizer=tok, examples=rows,
+                                out_dir="runs/demo/dpo/correctness", beta=0.1, lora=LoraSettings(),
+                                train=TrainSettings(), seed=0, device="cpu", dtype="float32")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from sipo import losses as sipo_losses
+from sipo.config import LoraSettings, TrainSettings
+from sipo.errors import DataError
+from sipo.training import (
+    atomic_output_dir,
+    disable_dropout,
+    resolve_dtype,
+    training_arguments_kwargs,
+)
+
+logger = logging.getLogger(__name__)
+
+LossName = Literal["dpo", "dpo_nll", "dpo_lw", "modpo"]
+LOSSES: tuple[str, ...] = ("dpo", "dpo_nll", "dpo_lw", "modpo")
+PREFERENCE_SIGNS = "preference_signs"
+"""Example column for ``dpo_lw``: N values in {+1, 0, -1}, +1 if objective o prefers ``chosen``."""
+MARGIN = "margin"
+"""Example column for ``modpo``: N - 1 values ``r_o(x, chosen) - r_o(x, rejected)`` for objectives 2..N."""
+ADAPTER = "default"
+"""Name of the trained adapter inside the PeftModel (trl's ``ref`` adapter, if any, is never saved)."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which pure loss of :mod:`sipo.losses` the trainer calls, with its parameters."""
+
+    name: LossName = "dpo"
+    nll_alpha: float = 0.0
+    """Weight of NLL(chosen) for ``dpo_nll``."""
+    objective_weights: tuple[float, ...] | None = None
+    """``w`` for ``dpo_lw`` and ``modpo`` (``w[0]`` is MODPO's target objective)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss '{self.name}' (choose from {', '.join(LOSSES)})")
+        if self.name != "dpo_nll" and self.nll_alpha != 0.0:
+            raise ValueError(f"nll_alpha is only used by loss='dpo_nll' (got loss='{self.name}')")
+        needs_weights = self.name in ("dpo_lw", "modpo")
+        if needs_weights and not self.objective_weights:
+            raise ValueError(f"loss='{self.name}' needs objective_weights")
+        if not needs_weights and self.objective_weights is not None:
+            raise ValueError(f"objective_weights is only used by dpo_lw and modpo (got loss='{self.name}')")
+        if self.name == "modpo" and len(self.objective_weights or ()) < 2:
+            raise ValueError("loss='modpo' needs at least two objective weights")
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """Per-example columns, beyond prompt/chosen/rejected, that this loss reads from the batch."""
+        return {"dpo_lw": (PREFERENCE_SIGNS,), "modpo": (MARGIN,)}.get(self.name, ())
+
+    @property
+    def extra_widths(self) -> dict[str, int]:
+        n = len(self.objective_weights or ())
+        return {"dpo_lw": {PREFERENCE_SIGNS: n}, "modpo": {MARGIN: n - 1}}.get(self.name, {})
+
+
+@dataclass
+class PreferenceCollator(DataCollatorForPreference):
+    """trl's preference collator, also passing per-example float columns (``margin``, ``preference_signs``)
+    through as ``(batch_size, width)`` tensors."""
+
+    extra_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super().torch_call(examples)
+        for name in self.extra_columns:
+            output[name] = torch.tensor([example[name] for example in examples], dtype=torch.float32)
+        return output
+
+
+class SipoDPOTrainer(DPOTrainer):
+    """``DPOTrainer`` whose loss is one of the pure functions of :mod:`sipo.losses` (see the module docstring).
+
+    ``step_records`` keeps, for every training micro-batch, the loss and the reward statistics (gathered over
+    processes), so callers and tests can read exactly what was optimised.
+    """
+
+    def __init__(self, *args: Any, loss_spec: LossSpec, **kwargs: Any):
+        self.loss_spec = loss_spec
+        self.step_records: list[dict[str, float]] = []
+        self._sipo_metrics: dict[str, list[float]] = defaultdict(list)
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # Our examples arrive tokenized (see `_preference_dataset`); trl 1.16 would re-tokenize them from text.
+        if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        for name in self.loss_spec.extra_columns:
+            if name not in self._signature_columns:
+                self._signature_columns.append(name)
+
+    def sequence_log_probs(self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs of each completion summed over its tokens (prompt and padding masked).
+
+        Shape: ``(2 * batch_size,)``, chosen rows first, as the collator stacks them.
+        """
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=labels,
+            use_cache=False,
+            fused_lm_head=True,
+        )
+        seq_len = completion_mask.size(1) - 1
+        return outputs.log_probs[:, -seq_len:].sum(dim=1)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            raise NotImplementedError("SipoDPOTrainer computes losses only; evaluation with outputs is not supported")
+        mode = "train" if self.model.training else "eval"
+        policy_chosen_logps, policy_rejected_logps = self.sequence_log_probs(model, inputs).chunk(2, dim=0)
+        if self.precompute_ref_logps:
+            reference_chosen_logps = inputs["ref_chosen_logps"]
+            reference_rejected_logps = inputs["ref_rejected_logps"]
+        else:
+            ref_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+            ref_model = self.ref_model if self.ref_model is not None else model
+            reference_chosen_logps, reference_rejected_logps = self.compute_ref_log_probs(ref_model, ref_inputs)
+        logps = (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+
+        spec = self.loss_spec
+        extra: dict[str, float] = {}
+        if spec.name == "dpo":
+            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_loss(*logps, beta=self.beta)
+        elif spec.name == "dpo_nll":
+            chosen_token_counts = inputs["completion_mask"][:, 1:].chunk(2, dim=0)[0].sum(dim=1)
+            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_nll_loss(
+                *logps, chosen_token_counts, beta=self.beta, alpha=spec.nll_alpha
+            )
+            nll = sipo_losses.sequence_nll(policy_chosen_logps.detach(), chosen_token_counts)
+            extra["nll"] = self.accelerator.gather_for_metrics(nll).mean().item()
+        elif spec.name == "dpo_lw":
+            signs = inputs[PREFERENCE_SIGNS]
+            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_lw_loss(
+                *logps, signs, spec.objective_weights, beta=self.beta
+            )
+        else:
+            losses, chosen_rewards, rejected_rewards = sipo_losses.modpo_loss(
+                *logps, inputs[MARGIN], spec.objective_weights, beta=self.beta
+            )
+        loss = losses.mean()
+        self._record(mode, loss.detach(), chosen_rewards, rejected_rewards, inputs, extra)
+        return loss
+
+    def _record(self, mode, loss, chosen_rewards, rejected_rewards, inputs, extra) -> None:
+        gather = self.accelerator.gather_for_metrics
+        margins = chosen_rewards - rejected_rewards
+        if self.loss_spec.name == "dpo_lw":
+            # Share of (weighted, non-tied) objective labels that the implicit reward margin agrees with.
+            signs = inputs[PREFERENCE_SIGNS].to(margins.dtype)
+            w = torch.as_tensor(self.loss_spec.objective_weights, dtype=margins.dtype, device=margins.device)
+            agree = ((signs * margins.unsqueeze(1)) > 0).to(margins.dtype)
+            labelled = (signs.abs() * w).sum(dim=1).clamp(min=1e-12)
+            accuracy = (agree * signs.abs() * w).sum(dim=1) / labelled
+        else:
+            accuracy = (margins > 0).to(margins.dtype)
+        record = {
+            "loss": gather(loss).mean().item(),
+            "rewards/chosen": gather(chosen_rewards).mean().item(),
+            "rewards/rejected": gather(rejected_rewards).mean().item(),
+            "rewards/margins": gather(margins).mean().item(),
+            "rewards/accuracies": gather(accuracy).mean().item(),
+            **extra,
+        }
+        for key, value in record.items():
+            if key != "loss":
+                self._sipo_metrics[f"{mode}/{key}"].append(value)
+        if mode == "train":
+            self.step_records.append(record)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "" if mode == "train" else "eval_"
+        for key in [k for k in self._sipo_metrics if k.startswith(f"{mode}/")]:
+            values = self._sipo_metrics.pop(key)
+            logs[prefix + key.split("/", 1)[1]] = sum(values) / len(values)
+        super().log(logs, start_time)
+
+
+def to_trl_dpo_config(
+    train: TrainSettings,
+    *,
+    output_dir: str | Path,
+    beta: float,
+    seed: int,
+    device: str | torch.device,
+    dtype: str | torch.dtype,
+    max_length: int | None = 1024,
+    logging_steps: int = 10,
+) -> DPOConfig:
+    """Map our training settings onto ``trl.DPOConfig`` (the one place that does so).
+
+    ``output_dir`` is scratch space (no checkpoint is saved there). trl's own loss settings (``loss_type``) are left
+    at their defaults because :class:`SipoDPOTrainer` computes the loss; dropout is disabled by
+    :func:`train_dpo_adapter` on the base model before LoRA is attached, so ``disable_dropout`` is off here and
+    LoRA dropout applies.
+    """
+    return DPOConfig(
+        **training_arguments_kwargs(
+            train, output_dir=output_dir, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
+        ),
+        beta=beta,
+        max_length=max_length,
+        disable_dropout=False,
+    )
+
+
+def _load_tokenizer(tokenizer: PreTrainedTokenizerBase | str | Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _preference_dataset(
+    examples: Sequence[Mapping[str, Any]],
+    spec: LossSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_tokens: int | None,
+    max_response_tokens: int | None,
+) -> Dataset:
+    """Check the examples (row numbers are 1-based positions in ``examples``) and tokenize them.
+
+    Tokenization is the project's one shared rule (:func:`sipo.models.loading.encode_prompt` and
+    ``encode_response``: prompt and response tokenized separately, BOS once, EOS after the response, prompt
+    truncated from the left and response from the right), so the log-probs trained on are exactly those that
+    scoring computes. trl then receives ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` and skips its own
+    tokenization (see :meth:`SipoDPOTrainer._prepare_dataset`).
+    """
+    from sipo.models.loading import encode_prompt, encode_response
+
+    if not examples:
+        raise DataError("no preference examples to train on")
+    widths = spec.extra_widths
+    rows = []
+    for i, example in enumerate(examples, start=1):
+        texts = {}
+        for key in ("prompt", "chosen", "rejected"):
+            value = example.get(key)
+            if not isinstance(value, str):
+                raise DataError(f"preference example {i}: '{key}' must be a string, got {type(value).__name__}")
+            texts[key] = value
+        row: dict[str, Any] = {
+            "prompt_ids": encode_prompt(tokenizer, texts["prompt"], max_prompt_tokens),
+            "chosen_ids": encode_response(tokenizer, texts["chosen"], max_response_tokens),
+            "rejected_ids": encode_response(tokenizer, texts["rejected"], max_response_tokens),
+        }
+        for key, width in widths.items():
+            value = example.get(key)
+            if isinstance(value, (int, float)) and width == 1:
+                value = [value]
+            if not isinstance(value, (list, tuple)) or len(value) != width:
+                raise DataError(f"preference example {i}: '{key}' must be a list of {width} numbers for loss '{spec.name}'")
+            values = [float(v) for v in value]
+            if not all(math.isfinite(v) for v in values):
+                raise DataError(f"preference example {i}: '{key}' has a non-finite value")
+            if key == PREFERENCE_SIGNS and any(v not in (-1.0, 0.0, 1.0) for v in values):
+                raise DataError(f"preference example {i}: '{key}' values must be +1, 0 or -1")
+            row[key] = values
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def build_dpo_trainer(
+    *,
+    base_model_path: str | Path,
+    tokenizer: PreTrainedTokenizerBase | str | Path,
+    examples: Sequence[Mapping[str, Any]],
+    output_dir: str | Path,
+    beta: float,
+    lora: LoraSettings | None,
+    train: TrainSettings,
+    seed: int,
+    device: str,
+    dtype: str | torch.dtype,
+    init_adapter: str | Path | None = None,
+    nll_alpha: float = 0.0,
+    loss: LossName | None = None,
+    objective_weights: Sequence[float] | None = None,
+    reference: Literal["base", "init"] = "base",
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    logging_steps: int = 10,
+    trust_remote_code: bool = False,
+) -> SipoDPOTrainer:
+    """Build (but do not run) the trainer of :func:`train_dpo_adapter`; ``output_dir`` is scratch space.
+
+    The policy is ``base + adapter ADAPTER``: a fresh LoRA adapter with the shape of ``lora``, or, with
+    ``init_adapter``, that saved adapter made trainable (its LoRA shape is read from the adapter; ``lora`` is
+    ignored). The reference is the base model (``reference="base"``) or the initial policy
+    (``reference="init"``: base + a frozen copy of ``init_adapter``, the re-alignment setting).
+    """
+    if reference not in ("base", "init"):
+        raise ValueError(f"reference must be 'base' or 'init', got '{reference}'")
+    if loss is None:
+        loss = "dpo_nll" if nll_alpha else "dpo"
+    spec = LossSpec(
+        name=loss,
+        nll_alpha=nll_alpha,
+        objective_weights=tuple(float(w) for w in objective_weights) if objective_weights is not None else None,
+    )
+    tokenizer = _load_tokenizer(tokenizer, trust_remote_code)
+    dataset = _preference_dataset(examples, spec, tokenizer, max_prompt_tokens, max_response_tokens)
+    # Truncation already happened per part (prompt from the left, response from the right) when tokenizing.
+    args = to_trl_dpo_config(
+        train, output_dir=output_dir, beta=beta, seed=seed, device=device, dtype=dtype, max_length=None,
+        logging_steps=logging_steps,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
+    )
+    disable_dropout(model)
+    peft_config = None
+    if init_adapter is None:
+        if lora is None:
+            raise ValueError("lora settings are required when training a new adapter (init_adapter is None)")
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        # trl sees a PeftModel without a ref_model and adds a frozen copy of this adapter named "ref", used for the
+        # reference log-probs: the re-alignment reference, base + round-1 adapter.
+        model = PeftModel.from_pretrained(model, str(init_adapter), adapter_name=ADAPTER, is_trainable=True)
+    collator = PreferenceCollator(
+        pad_token_id=tokenizer.pad_token_id,
+        max_length=args.max_length,
+        truncation_mode=args.truncation_mode,
+        pad_to_multiple_of=args.pad_to_multiple_of,
+        extra_columns=spec.extra_columns,
+    )
+    trainer = SipoDPOTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        loss_spec=spec,
+    )
+    peft_model = trainer.model
+    if init_adapter is not None and reference == "base" and "ref" in peft_model.peft_config:
+        # Reference = the base model: without a "ref" adapter trl disables all adapters for the reference pass.
+        peft_model.delete_adapter("ref")
+        peft_model.set_adapter(ADAPTER)
+    return trainer
+
+
+def save_adapter(trainer: SipoDPOTrainer, out_dir: str | Path) -> None:
+    """Write the trained adapter (only it: no base weights, no ``ref`` copy, no tokenizer) to ``out_dir``, atomically
+    and from the main process; every process must call this."""
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model)
+    with atomic_output_dir(accelerator, out_dir) as tmp:
+        if accelerator.is_main_process:
+            model = accelerator.unwrap_model(trainer.model)
+            model.save_pretrained(str(tmp), state_dict=state_dict, selected_adapters=[ADAPTER], safe_serialization=True)
+
+
+def train_dpo_adapter(
+    *,
+    base_model_path: str | Path,
+    tokenizer: PreTrainedTokenizerBase | str | Path,
+    examples: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    beta: float,
+    lora: LoraSettings | None,
+    train: TrainSettings,
+    seed: int,
+    device: str,
+    dtype: str | torch.dtype,
+    init_adapter: str | Path | None = None,
+    nll_alpha: float = 0.0,
+    loss: LossName | None = None,
+    objective_weights: Sequence[float] | None = None,
+    reference: Literal["base", "init"] = "base",
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    logging_steps: int = 10,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Train one LoRA adapter on ``base_model_path`` with a preference loss and save it to ``out_dir``.
+
+    Args:
+        base_model_path: the base model folder (e.g. the SFT model); the adapter is always relative to it.
+        tokenizer: a tokenizer or its folder. Its pad token is set to EOS if it has none.
+        examples: rows with ``prompt`` (the formatted prompt text, template applied), ``chosen`` and ``rejected``
+            (response texts; EOS is appended), plus ``preference_signs`` for ``dpo_lw`` or ``margin`` for
+            ``modpo`` (see the module docstring). Other keys are ignored.
+        out_dir: the adapter folder to write (replaced atomically).
+        beta: DPO's KL strength.
+        lora: LoRA shape of a new adapter (ignored with ``init_adapter``).
+        train: optimisation settings.
+        seed: seeds the LoRA initialisation and the data order.
+        device: ``cpu`` or a CUDA device string; under ``accelerate launch`` the Trainer places each process.
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (see :func:`sipo.training.training_arguments_kwargs`).
+        init_adapter: start from this saved adapter (re-alignment) instead of a fresh one.
+        nll_alpha: NLL weight for ``loss="dpo_nll"``.
+        loss: ``dpo``, ``dpo_nll``, ``dpo_lw`` or ``modpo``; None picks ``dpo_nll`` when ``nll_alpha`` is
+            non-zero, else ``dpo``.
+        objective_weights: ``w`` for ``dpo_lw`` / ``modpo``, one per objective in the order of the example columns.
+        reference: ``base`` or ``init`` (the initial policy, base + ``init_adapter``).
+        max_prompt_tokens: keep this many prompt tokens (the end of the prompt); None keeps all.
+        max_response_tokens: keep this many response tokens, EOS included (the start); None keeps all.
+        logging_steps: optimizer steps between trainer log lines.
+
+    Returns:
+        ``{"steps", "examples", "train_loss", "first_loss", "final_loss", "reward_accuracy", "reward_margin",
+        "seconds"}``: ``train_loss`` is the Trainer's mean loss over training; ``first_loss`` the loss of the
+        first micro-batch; ``final_*`` and ``reward_*`` are means over the micro-batches of the last optimizer
+        step.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
+        trainer = build_dpo_trainer(
+            base_model_path=base_model_path,
+            tokenizer=tokenizer,
+            examples=examples,
+            output_dir=scratch,
+            beta=beta,
+            lora=lora,
+            train=train,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            init_adapter=init_adapter,
+            nll_alpha=nll_alpha,
+            loss=loss,
+            objective_weights=objective_weights,
+            reference=reference,
+            max_prompt_tokens=max_prompt_tokens,
+            max_response_tokens=max_response_tokens,
+            logging_steps=logging_steps,
+            trust_remote_code=trust_remote_code,
+        )
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+        save_adapter(trainer, out_dir)
+    metrics = summarize_records(trainer.step_records, train.gradient_accumulation_steps)
+    metrics.update(
+        steps=int(trainer.state.global_step),
+        examples=len(examples),
+        train_loss=float(result.training_loss),
+        seconds=round(seconds, 3),
+    )
+    logger.info(
+        "%s: %d steps on %d pairs in %.1fs, final loss %.4f, reward accuracy %.3f -> %s",
+        trainer.loss_spec.name, metrics["steps"], len(examples), seconds, metrics["final_loss"], metrics["reward_accuracy"], out_dir,
+    )
+    return metrics
+
+
+def summarize_records(records: Sequence[Mapping[str, float]], last: int) -> dict[str, float]:
+    """First loss, and the means over the last ``last`` micro-batches (one optimizer step) of loss and rewards."""
+    if not records:
+        return {"first_loss": math.nan, "final_loss": math.nan, "reward_accuracy": math.nan, "reward_margin": math.nan}
+    tail = records[-max(1, last):]
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in tail) / len(tail)
+
+    return {
+        "first_loss": records[0]["loss"],
+        "final_loss": mean("loss"),
+        "reward_accuracy": mean("rewards/accuracies"),
+        "reward_margin": mean("rewards/margins"),
+    }
