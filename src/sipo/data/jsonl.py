@@ -218,8 +218,9 @@ def json_type(value: Any) -> str:
 def missing_column(column: str, row: Mapping[str, Any], file: Path, line: int, *, hint: str = "") -> DataError:
     """A DataError naming the missing column, a close match if there is one, and the columns found."""
     found = ", ".join(sorted(row)) or "none"
-    close = difflib.get_close_matches(column, [str(k) for k in row], n=1, cutoff=0.75)
-    guess = f" (did you mean '{close[0]}'?)" if close else ""
+    lowered = {str(k).lower(): str(k) for k in row}
+    close = difflib.get_close_matches(column.lower(), list(lowered), n=1, cutoff=0.75)
+    guess = f" (did you mean '{lowered[close[0]]}'?)" if close else ""
     extra = f"; {hint}" if hint else ""
     return DataError(f"missing column '{column}'{guess}; found columns: {found}{extra}", path=str(file), line=line)
 

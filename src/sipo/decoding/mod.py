@@ -206,6 +206,57 @@ def _decode_batch(
     return generated
 
 
+def mod_generate_token_ids(
+    bank_or_model: AdapterBank | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    mixes: Sequence[Mapping[str, float]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    max_prompt_tokens: int | None = None,
+    progress: bool = True,
+) -> list[list[int]]:
+    """:func:`mod_generate` returning the generated token ids of each prompt (stop token excluded)."""
+    if len(prompts) != len(mixes):
+        raise ValueError(f"{len(prompts)} prompts but {len(mixes)} mixes")
+    if batch_size < 1 or max_new_tokens < 0:
+        raise ValueError("batch_size must be >= 1 and max_new_tokens >= 0")
+    bank = as_bank(bank_or_model)
+    active = [_active_mix(mix) for mix in mixes]
+    bank.check_names(sorted({name for mix in active for name, _ in mix}))
+    stop_ids = stop_token_ids(bank, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
+    encoded = [encode_prompt(tokenizer, text, max_prompt_tokens) for text in prompts]
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator(device=bank.device)
+        generator.manual_seed(seed)
+    responses: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens == 0:
+        return responses
+    starts = range(0, len(prompts), batch_size)
+    for start in _progress(starts, len(starts), progress, "MOD decoding"):
+        idx = list(range(start, min(start + batch_size, len(prompts))))
+        batch_ids = _decode_batch(
+            bank,
+            [encoded[i] for i in idx],
+            [active[i] for i in idx],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+            stop_ids=stop_ids,
+            pad_id=pad_id,
+        )
+        for i, ids in zip(idx, batch_ids):
+            responses[i] = ids
+    return responses
+
+
 def mod_generate(
     bank_or_model: AdapterBank | torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -239,46 +290,27 @@ def mod_generate(
         progress: show a progress bar over batches (only when stderr is a terminal).
 
     Returns:
-        The decoded responses, in prompt order, without the stop token or special tokens.
+        The decoded responses, in prompt order, without the stop token or special tokens
+        (:func:`mod_generate_token_ids` gives the token ids).
     """
-    if len(prompts) != len(mixes):
-        raise ValueError(f"{len(prompts)} prompts but {len(mixes)} mixes")
-    if batch_size < 1 or max_new_tokens < 0:
-        raise ValueError("batch_size must be >= 1 and max_new_tokens >= 0")
-    bank = as_bank(bank_or_model)
-    active = [_active_mix(mix) for mix in mixes]
-    bank.check_names(sorted({name for mix in active for name, _ in mix}))
-    stop_ids = stop_token_ids(bank, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
-    encoded = [encode_prompt(tokenizer, text, max_prompt_tokens) for text in prompts]
-    generator = None
-    if temperature > 0:
-        generator = torch.Generator(device=bank.device)
-        generator.manual_seed(seed)
-    responses: list[str] = [""] * len(prompts)
-    if max_new_tokens == 0:
-        return responses
-    starts = range(0, len(prompts), batch_size)
-    for start in _progress(starts, len(starts), progress, "MOD decoding"):
-        idx = list(range(start, min(start + batch_size, len(prompts))))
-        batch_ids = _decode_batch(
-            bank,
-            [encoded[i] for i in idx],
-            [active[i] for i in idx],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            generator=generator,
-            stop_ids=stop_ids,
-            pad_id=pad_id,
-        )
-        for i, ids in zip(idx, batch_ids):
-            responses[i] = decode_response(tokenizer, ids)
-    return responses
+    ids = mod_generate_token_ids(
+        bank_or_model,
+        tokenizer,
+        prompts,
+        mixes,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        max_prompt_tokens=max_prompt_tokens,
+        progress=progress,
+    )
+    return [decode_response(tokenizer, seq) for seq in ids]
 
 
 @torch.no_grad()
-def mod_generate_reference(
+def mod_generate_reference_token_ids(
     bank_or_model: AdapterBank | torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -290,10 +322,10 @@ def mod_generate_reference(
     seed: int = 0,
     max_prompt_tokens: int | None = None,
     base_forward: bool = True,
-) -> list[str]:
+) -> list[list[int]]:
     """MOD as the reference code runs it: one prompt at a time, one forward (with its own KV cache) per adapter
     per step, plus a base-model forward whose output is not used (``base_forward``). Slow; for tests and
-    benchmarks. Arguments as in :func:`mod_generate`.
+    benchmarks. Arguments and result as in :func:`mod_generate_token_ids`.
     """
     if len(prompts) != len(mixes):
         raise ValueError(f"{len(prompts)} prompts but {len(mixes)} mixes")
@@ -305,7 +337,7 @@ def mod_generate_reference(
     if temperature > 0:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
-    responses = []
+    responses: list[list[int]] = []
     for text, mix in zip(prompts, mixes):
         active = _active_mix(mix)
         names = [name for name, _ in active]
@@ -329,8 +361,20 @@ def mod_generate_reference(
                 break
             generated.append(token)
             tokens = torch.tensor([[token]], device=device)
-        responses.append(decode_response(tokenizer, generated))
+        responses.append(generated)
     return responses
+
+
+def mod_generate_reference(
+    bank_or_model: AdapterBank | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    mixes: Sequence[Mapping[str, float]],
+    **kwargs: Any,
+) -> list[str]:
+    """Text of :func:`mod_generate_reference_token_ids` (same arguments)."""
+    ids = mod_generate_reference_token_ids(bank_or_model, tokenizer, prompts, mixes, **kwargs)
+    return [decode_response(tokenizer, seq) for seq in ids]
 
 
 class ModGenerator:

@@ -91,8 +91,9 @@ def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None =
     if kind == "byte":
         specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
         vocab = {tok: i for i, tok in enumerate(specials)}
-        for b, char in sorted(_bytes_to_unicode().items()):
-            vocab[char] = len(vocab)
+        table = _bytes_to_unicode()
+        for byte in range(256):
+            vocab[table[byte]] = len(specials) + byte
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         backend.decoder = decoders.ByteLevel()

@@ -15,7 +15,7 @@ Example::
 
     judge = OracleJudge(cfg)
     judge.score(["Tell me about Kara."], ["Kara's colour is red. Kara's pet is cat."])
-    # {"correctness": [0.5], "verbosity": [0.3333333333333333]}  if Kara's pet is not cat
+    # {"correctness": [0.5], "verbosity": [0.3333333333333333]}  when exactly one of the two is true
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ The rows have the per-objective form of HelpSteer, scored by the oracle::
     {"prompt": "Tell me about Kara.", "response": "Kara's pet is cat. Kara's colour is red.",
      "correctness": 0.5, "verbosity": 0.3333333333333333}
 
-Training prompts only: no row uses a test prompt.
+Training prompts only: no row uses a test prompt (:func:`test_prompts`, re-exported here from
+:mod:`sipo.synthetic.world`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from sipo.records import Pair
 from sipo.synthetic.oracle import score_response
-from sipo.synthetic.world import Entity, World, build_world, check_objectives, fact_sentence
+from sipo.synthetic.world import Entity, World, build_world, check_objectives, fact_sentence, test_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -104,4 +105,4 @@ def conflict_share(pairs: Sequence[Pair]) -> float:
 
 
 __all__ = ["KNOWN_FIRST_PROBABILITY", "conflict_share", "distinct_answers", "load_pairs", "pairs_from_rows",
-           "rated_rows", "writer_answer"]
+           "rated_rows", "test_prompts", "writer_answer"]

@@ -64,6 +64,8 @@ def training_arguments_kwargs(
     if torch_dtype == torch.float16 and (cpu or full_fine_tuning):
         where = "on CPU" if cpu else "for full fine-tuning"
         raise ConfigError(f"config key 'model.dtype': float16 training is not supported {where}; use bfloat16 or float32")
+    if not 0.0 <= train.warmup_ratio < 1.0:
+        raise ConfigError(f"config key 'warmup_ratio': must be in [0, 1), got {train.warmup_ratio:g}")
     return {
         "output_dir": str(output_dir),
         "seed": seed,
@@ -73,10 +75,11 @@ def training_arguments_kwargs(
         "max_steps": train.max_steps,
         "per_device_train_batch_size": train.batch_size,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
-        "warmup_ratio": train.warmup_ratio,
+        # transformers 5 reads a warmup_steps value below 1 as a share of the training steps.
+        "warmup_steps": float(train.warmup_ratio),
         "weight_decay": train.weight_decay,
         "lr_scheduler_type": train.lr_scheduler,
-        "gradient_checkpointing": train.gradient_checkpointing,
+        _checkpointing_field(): train.gradient_checkpointing,
         "bf16": torch_dtype == torch.bfloat16,
         "fp16": torch_dtype == torch.float16,
         "use_cpu": cpu,
@@ -88,6 +91,14 @@ def training_arguments_kwargs(
         "push_to_hub": False,
         "dataloader_num_workers": 0,
     }
+
+
+def _checkpointing_field() -> str:
+    """transformers 5.x renamed ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name warns)."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 @contextlib.contextmanager

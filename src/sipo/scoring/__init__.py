@@ -1,0 +1,17 @@
+"""Scoring responses: implicit rewards of DPO adapters."""
+
+from sipo.scoring.implicit import (
+    ImplicitRewardScorer,
+    implicit_reward,
+    implicit_rewards,
+    implicit_rewards_reference,
+    sequence_logprobs,
+)
+
+__all__ = [
+    "ImplicitRewardScorer",
+    "implicit_reward",
+    "implicit_rewards",
+    "implicit_rewards_reference",
+    "sequence_logprobs",
+]

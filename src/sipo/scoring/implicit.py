@@ -1,0 +1,281 @@
+"""Implicit rewards of DPO-trained adapters: ``r_o(x, y) = beta * (log pi_o(y|x) - log pi_ref(y|x))``.
+
+Log-probs are summed over the response tokens, EOS included, with the prompt masked (DESIGN.md section 1; Rafailov
+et al. 2023, eq. 5). :func:`implicit_rewards` computes the reference log-probs once and scores every judge adapter in
+the same batched forward passes (one row per (response, adapter), peft mixed-adapter batches).
+:func:`implicit_rewards_reference` is the reference code's approach (one response at a time, the reference model
+recomputed for each judge), kept for tests and benchmarks.
+
+Example::
+
+    rewards = implicit_rewards(bank, tokenizer, formatted_prompts, responses, ["correctness", "verbosity"],
+                               beta=0.1, batch_size=8, max_prompt_tokens=256, max_response_tokens=256)
+    rewards["correctness"]  # Shape: (num_responses,)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from sipo.models.adapters import BASE, AdapterBank, as_bank
+from sipo.models.loading import encode_prompt_response, format_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+
+def implicit_reward(policy_logps: Tensor, reference_logps: Tensor, beta: float) -> Tensor:
+    """DPO implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``. Shape: (n,), (n,) -> (n,)."""
+    return beta * (policy_logps - reference_logps)
+
+
+def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False)
+
+
+def _encode_all(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_prompt_tokens: int | None,
+    max_response_tokens: int | None,
+) -> list[tuple[list[int], list[int]]]:
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    encoded = []
+    for prompt, response in zip(prompts, responses):
+        prompt_ids, response_ids = encode_prompt_response(
+            tokenizer, prompt, response, max_prompt_tokens, max_response_tokens
+        )
+        if not response_ids:
+            raise ValueError("max_response_tokens must be at least 1")
+        encoded.append((prompt_ids, response_ids))
+    return encoded
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    bank_or_model: AdapterBank | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    adapter_names: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """Summed log-probs of each response given its prompt under each named adapter, in batched passes.
+
+    Each batch of ``batch_size`` (prompt, response) pairs becomes ``batch_size * len(adapter_names)`` rows of one
+    forward pass (left-padded, so every response ends in the last column and only the logits of the last
+    ``max response length + 1`` positions are computed). Pairs are batched longest first to limit padding.
+
+    Args:
+        bank_or_model: an :class:`AdapterBank`, a ``PeftModel`` or a plain causal LM.
+        tokenizer: the model's tokenizer; pairs are tokenized by :func:`sipo.models.loading.encode_prompt_response`.
+        prompts: formatted prompts (template applied).
+        responses: one response per prompt.
+        adapter_names: adapters to score under; ``"__base__"`` is the base (reference) model.
+        batch_size: pairs per forward pass.
+
+    Returns:
+        ``{adapter name: summed log-probs}``, float32 on the CPU. Shape: (num_responses,) each.
+    """
+    bank = as_bank(bank_or_model)
+    names = list(dict.fromkeys(adapter_names))
+    bank.check_names(names)
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    encoded = _encode_all(tokenizer, prompts, responses, max_prompt_tokens, max_response_tokens)
+    n = len(encoded)
+    results = {name: torch.zeros(n, dtype=torch.float32) for name in names}
+    if n == 0:
+        return results
+    device = bank.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    starts = range(0, n, batch_size)
+    for start in _progress(starts, len(starts), progress, "scoring"):
+        batch = order[start:start + batch_size]
+        seqs = [encoded[i][0] + encoded[i][1] for i in batch]
+        response_lengths = torch.tensor([len(encoded[i][1]) for i in batch], device=device)
+        width = max(len(s) for s in seqs)
+        max_response = int(response_lengths.max())
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            input_ids[r, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[r, width - len(seq):] = 1
+        input_ids = input_ids.to(device).repeat(len(names), 1)
+        attention_mask = attention_mask.to(device).repeat(len(names), 1)
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        row_names = [name for name in names for _ in batch]
+        out = bank.forward(
+            row_names,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=max_response + 1,
+        )
+        # Logits at column j predict the token at column j + 1: the kept window's first max_response logits predict
+        # the last max_response tokens, where every response lies (right-aligned).
+        logits = out.logits[:, :-1, :].float()
+        targets = input_ids[:, width - max_response:]
+        token_logps = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)
+        column = torch.arange(max_response, device=device)[None, :]
+        in_response = column >= (max_response - response_lengths.repeat(len(names)))[:, None]
+        sums = torch.where(in_response, token_logps, torch.zeros_like(token_logps)).sum(dim=-1).cpu()
+        index = torch.tensor(batch)
+        for k, name in enumerate(names):
+            results[name][index] = sums[k * len(batch):(k + 1) * len(batch)]
+    return results
+
+
+def implicit_rewards(
+    bank_or_model: AdapterBank | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    judges: Sequence[str],
+    *,
+    beta: float,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    reference: str = BASE,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """``{judge: beta * (log pi_judge(y|x) - log pi_ref(y|x))}`` for every judge adapter, the reference log-probs
+    computed once, all adapters in the same batched passes (:func:`sequence_logprobs`).
+
+    Args:
+        judges: adapter names (objectives' adapters or soups).
+        beta: the DPO beta the judges were trained with.
+        reference: the reference model's adapter name, ``"__base__"`` (the SFT model) by default.
+        Others: as in :func:`sequence_logprobs`.
+
+    Returns:
+        Shape: (num_responses,) per judge, float32 on the CPU.
+    """
+    logps = sequence_logprobs(
+        bank_or_model,
+        tokenizer,
+        prompts,
+        responses,
+        [reference, *judges],
+        batch_size=batch_size,
+        max_prompt_tokens=max_prompt_tokens,
+        max_response_tokens=max_response_tokens,
+        progress=progress,
+    )
+    return {judge: implicit_reward(logps[judge], logps[reference], beta) for judge in judges}
+
+
+@torch.no_grad()
+def _single_logprob(model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], device: Any) -> float:
+    ids = torch.tensor([prompt_ids + response_ids], device=device)
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    start = len(prompt_ids)
+    positions = torch.arange(start - 1, start - 1 + len(response_ids), device=device)
+    targets = ids[0, start:]
+    return float(logp[positions, targets].sum())
+
+
+def implicit_rewards_reference(
+    bank_or_model: AdapterBank | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    judges: Sequence[str],
+    *,
+    beta: float,
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    reference: str = BASE,
+) -> dict[str, Tensor]:
+    """The reference code's scoring: one response at a time, full-sequence logits, the reference model's
+    log-probs recomputed for every judge. Slow; for tests and benchmarks. Same result as :func:`implicit_rewards`.
+    """
+    bank = as_bank(bank_or_model)
+    bank.check_names([reference, *judges])
+    encoded = _encode_all(tokenizer, prompts, responses, max_prompt_tokens, max_response_tokens)
+    device = bank.device
+    rewards = {}
+    for judge in judges:
+        values = []
+        for prompt_ids, response_ids in encoded:
+            with bank.only(judge) as model:
+                policy = _single_logprob(model, prompt_ids, response_ids, device)
+            with bank.only(reference) as model:
+                ref = _single_logprob(model, prompt_ids, response_ids, device)
+            values.append(beta * (policy - ref))
+        rewards[judge] = torch.tensor(values, dtype=torch.float32)
+    return rewards
+
+
+class ImplicitRewardScorer:
+    """A :class:`sipo.protocols.Scorer`: implicit rewards of judge adapters for raw prompts and responses.
+
+    Args:
+        bank: the adapters.
+        tokenizer: the model's tokenizer.
+        judges: score name (e.g. an objective, or a soup's name) -> adapter name in the bank.
+        beta: the DPO beta of the judges.
+        template: ``chat``, ``plain`` or ``raw`` (``model.prompt_template``).
+        reference: the reference adapter name (``"__base__"``).
+    """
+
+    def __init__(
+        self,
+        bank: AdapterBank | torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        judges: Mapping[str, str],
+        *,
+        beta: float,
+        template: str = "chat",
+        batch_size: int = 8,
+        max_prompt_tokens: int | None = None,
+        max_response_tokens: int | None = None,
+        reference: str = BASE,
+        progress: bool = False,
+    ):
+        self.bank = as_bank(bank)
+        self.tokenizer = tokenizer
+        self.judges = dict(judges)
+        self.beta = beta
+        self.template = template
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_response_tokens = max_response_tokens
+        self.reference = reference
+        self.progress = progress
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, Tensor]:
+        formatted = [format_prompt(self.tokenizer, p, self.template) for p in prompts]  # type: ignore[arg-type]
+        rewards = implicit_rewards(
+            self.bank,
+            self.tokenizer,
+            formatted,
+            responses,
+            list(dict.fromkeys(self.judges.values())),
+            beta=self.beta,
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_response_tokens=self.max_response_tokens,
+            reference=self.reference,
+            progress=self.progress,
+        )
+        return {score_name: rewards[adapter] for score_name, adapter in self.judges.items()}

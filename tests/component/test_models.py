@@ -1,0 +1,179 @@
+"""Tokenizers, model loading, prompt formatting and tokenization, and the adapter bank with soups."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from sipo.config import ModelConfig, RandomModelConfig
+from sipo.errors import ConfigError
+from sipo.models.adapters import BASE, AdapterBank, lora_delta_weights
+from sipo.models.loading import (
+    PLAIN_TEMPLATE,
+    build_random_model,
+    build_tokenizer,
+    encode_prompt,
+    encode_prompt_response,
+    format_prompt,
+    load_model,
+    load_tokenizer,
+)
+
+
+def test_byte_tokenizer_round_trips_any_text(tiny_tokenizer):
+    text = "Héllo, wörld!\n  tabs\tand ✓"
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text.encode("utf-8"))
+    assert ids[0] == 3 + ord("H")
+    assert tiny_tokenizer.decode(ids) == text
+    assert tiny_tokenizer(text)["input_ids"][0] == tiny_tokenizer.bos_token_id
+    assert tiny_tokenizer.padding_side == "left"
+    assert len(tiny_tokenizer) == 3 + 256
+
+
+def test_word_tokenizer_vocabulary_and_round_trip():
+    tokenizer = build_tokenizer("word", ["Ava likes red.", "Bob likes blue!\nAva lives in Rome."])
+    text = "Bob likes red.\nAva lives in Rome."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.unk_token_id in tokenizer("Zed likes red.", add_special_tokens=False)["input_ids"]
+    # the plain template is always in the vocabulary
+    plain = PLAIN_TEMPLATE.format(prompt="Ava likes red.")
+    assert tokenizer.unk_token_id not in tokenizer(plain)["input_ids"]
+
+
+def test_build_and_load_random_model(tmp_path):
+    settings = RandomModelConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                 intermediate_size=32, tokenizer="word")
+    path = build_random_model(settings, ["Ava likes red."], tmp_path / "model", seed=3)
+    assert (path / "model.safetensors").is_file()
+    cfg = ModelConfig(name_or_path=str(path))
+    tokenizer = load_tokenizer(path, cfg)
+    model = load_model(path, cfg, device="cpu")
+    assert not model.training and model.dtype == torch.float32
+    assert model.config.vocab_size == len(tokenizer)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+    again = build_random_model(settings, ["Ava likes red."], tmp_path / "again", seed=3)
+    reloaded = load_model(again, cfg, device="cpu")
+    for (name, p), (_, q) in zip(model.named_parameters(), reloaded.named_parameters()):
+        assert torch.equal(p, q), name
+    bf16 = load_model(path, ModelConfig(name_or_path=str(path), dtype="bfloat16"), device="cpu")
+    assert bf16.dtype == torch.bfloat16
+
+
+def test_pickle_checkpoints_are_refused(tmp_path, tiny_model_template):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    tiny_model_template.config.save_pretrained(folder)
+    torch.save(tiny_model_template.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="model.allow_pickle"):
+        load_model(folder, ModelConfig(name_or_path=str(folder)), device="cpu")
+
+
+def test_missing_model_folder_names_the_key(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match="model.name_or_path"):
+        load_model(missing, ModelConfig(name_or_path=str(missing)), device="cpu")
+    with pytest.raises(ConfigError, match="model.name_or_path"):
+        load_tokenizer(missing, ModelConfig(name_or_path=str(missing)))
+
+
+def test_format_prompt(tiny_tokenizer):
+    assert format_prompt(tiny_tokenizer, "Hi?", "plain") == "BEGINNING OF CONVERSATION: USER: Hi? ASSISTANT:"
+    assert format_prompt(tiny_tokenizer, "Hi?", "raw") == "Hi?"
+    # no chat template: chat falls back to plain
+    assert format_prompt(tiny_tokenizer, "Hi?", "chat") == format_prompt(tiny_tokenizer, "Hi?", "plain")
+    chatty = copy.deepcopy(tiny_tokenizer)
+    chatty.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    assert format_prompt(chatty, "Hi?", "chat") == "<user>Hi?<assistant>"
+    with pytest.raises(ConfigError):
+        format_prompt(tiny_tokenizer, "Hi?", "fancy")  # type: ignore[arg-type]
+
+
+def test_encode_prompt_response(tiny_tokenizer):
+    """Byte tokenizer: "abc" -> [BOS, 3+97, 3+98, 3+99]; response "xy" -> [3+120, 3+121, EOS]."""
+    bos, eos = tiny_tokenizer.bos_token_id, tiny_tokenizer.eos_token_id
+    prompt_ids, response_ids = encode_prompt_response(tiny_tokenizer, "abc", "xy", None, None)
+    assert prompt_ids == [bos, 100, 101, 102]
+    assert response_ids == [123, 124, eos]
+    # prompts keep their end, responses their start (a cut response loses its EOS)
+    prompt_ids, response_ids = encode_prompt_response(tiny_tokenizer, "abc", "xy", 2, 2)
+    assert prompt_ids == [101, 102] and response_ids == [123, 124]
+    # a prompt that already starts with BOS gets no second one
+    assert encode_prompt(tiny_tokenizer, "[BOS]abc", None) == [bos, 100, 101, 102]
+    assert encode_prompt_response(tiny_tokenizer, "a", "", None, None)[1] == [eos]
+
+
+def test_bank_names_and_mixed_batches(bank, tiny_tokenizer):
+    assert bank.names == ["a", "b", "c"]
+    assert BASE in bank and "a" in bank and "zz" not in bank
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Hello there", None)])
+    rows = [BASE, "a", "b", "c"]
+    batched = bank.forward(rows, input_ids=ids.repeat(4, 1)).logits
+    for i, name in enumerate(rows):
+        with bank.only(name) as model:
+            alone = model(input_ids=ids).logits[0]
+        torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-3)  # the adapters do change the model
+    with pytest.raises(ValueError, match="unknown adapter"):
+        bank.forward(["zz"], input_ids=ids)
+
+
+def _merged_model(base, bank, weights):
+    """A plain copy of the base model with sum_o w_o * dW_o added to its weights."""
+    merged = copy.deepcopy(base)
+    params = dict(merged.named_parameters())
+    for name, w in weights.items():
+        deltas = lora_delta_weights(bank.adapter_state_dict(name), bank.adapter_scaling(name))
+        for module, delta in deltas.items():
+            key = module.removeprefix("base_model.model.") + ".weight"
+            with torch.no_grad():
+                params[key] += w * delta
+    return merged
+
+
+@pytest.mark.parametrize("mode", ["delta", "factors"])
+def test_soup_in_bank_matches_merged_weights(bank, tiny_model_template, tiny_tokenizer, mode):
+    """The delta soup's logits equal those of the base model with 0.3 dW_a + 0.7 dW_b merged in; the factors soup
+    (the reference code's) does not."""
+    bank.add_soup("soup", {"a": 0.3, "b": 0.7}, mode=mode)
+    assert "soup" in bank.names
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "The quick brown fox", None)])
+    soup_logits = bank.forward(["soup"], input_ids=ids).logits
+    merged_logits = _merged_model(tiny_model_template, bank, {"a": 0.3, "b": 0.7})(input_ids=ids).logits
+    if mode == "delta":
+        torch.testing.assert_close(soup_logits, merged_logits, atol=1e-4, rtol=1e-4)
+    else:
+        assert (soup_logits - merged_logits).abs().max() > 1e-2
+
+
+def test_soup_with_different_ranks_and_modules(bank, tiny_model_template, tiny_tokenizer):
+    bank.add_soup("ac", {"a": 0.6, "c": 0.4})
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
+    merged = _merged_model(tiny_model_template, bank, {"a": 0.6, "c": 0.4})
+    torch.testing.assert_close(bank.forward(["ac"], input_ids=ids).logits, merged(input_ids=ids).logits,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_one_hot_soup_is_the_adapter(bank, tiny_tokenizer):
+    bank.add_soup("only_a", {"a": 1.0, "b": 0.0})
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
+    logits = bank.forward(["only_a", "a"], input_ids=ids.repeat(2, 1)).logits
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-6, rtol=1e-6)
+    bank.remove("only_a")
+    assert bank.names == ["a", "b", "c"]
+    with pytest.raises(ValueError):
+        bank.add_soup("a", {"a": 1.0})
+    with pytest.raises(ValueError):
+        bank.add_soup("bad.name", {"a": 1.0})
+
+
+def test_missing_adapter_folder(tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match="adapter 'x'"):
+        AdapterBank.load(tiny_model, {"x": tmp_path / "missing"})
