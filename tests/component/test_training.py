@@ -201,6 +201,8 @@ def test_trainer_optimises_our_pure_loss(loss, round1_adapter, base_dir, tokeniz
                   nll_alpha=0.5 if loss == "dpo_nll" else 0.0, objective_weights=weights,
                   train=_train(max_steps=1, batch_size=len(examples))),
     )
+    assert "ref" not in trainer.model.peft_config  # reference = base: adapters disabled
+    assert all(p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" in n)
     trainer.train()
     first = trainer.step_records[0]
     assert first["rewards/chosen"] != 0.0

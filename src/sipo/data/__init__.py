@@ -92,7 +92,9 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
         logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
     if not pairs:
         where = f"data.path={cfg.data.path}" if cfg.data.path else f"data.source={name}"
-        raise DataError(f"no preference pairs could be built ({where}): each pair needs two distinct responses to one prompt")
+        raise DataError(
+            f"no preference pairs could be built ({where}): each pair needs two distinct responses to one prompt"
+        )
     counts = pair_counts(pairs, objectives)
     logger.info("%s: %d pairs over %d prompts, %d conflicting, ties per objective %s",
                 name, counts["pairs"], counts["prompts"], counts["conflicting_pairs"], counts["ties"])

@@ -162,8 +162,8 @@ def pairs_from_scored_responses(responses: Iterable[ScoredResponse], objectives:
         for (resp_a, sc_a), (resp_b, sc_b) in itertools.combinations(averaged.items(), 2):
             pairs.append(make_pair(prompt, resp_a, resp_b, preferred_by_score(sc_a, sc_b, objectives), sc_a, sc_b))
     logger.info(
-        "%d rows, %d prompts -> %d pairs (%d prompts with a single distinct response dropped, "
-        "%d duplicate responses merged)", num_rows, len(grouped), len(pairs), single, merged,
+        "%d rows, %d prompts -> %d pairs (dropped %d prompt(s) with a single distinct response, "
+        "merged %d duplicate response(s))", num_rows, len(grouped), len(pairs), single, merged,
     )
     return pairs
 

@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sipo.config import PipelineConfig
-from sipo.data.jsonl import get_column, get_text, iter_rows, json_type, label_scores, make_pair, resolve_data_files
+from sipo.data.jsonl import (
+    get_column,
+    get_text,
+    iter_rows,
+    json_type,
+    label_scores,
+    make_pair,
+    resolve_data_files,
+)
 from sipo.errors import ConfigError, DataError
 from sipo.records import Pair
 
