@@ -55,7 +55,15 @@ SOURCES: dict[str, SourceFn] = {
     "helpsteer": helpsteer.load,
     "pku_saferlhf": pku_saferlhf.load,
     "jsonl": jsonl.load,
+    "synthetic": lambda cfg: _synthetic_pairs(cfg),
 }
+
+
+def _synthetic_pairs(cfg: PipelineConfig) -> list[Pair]:
+    # Imported lazily: the synthetic benchmark imports helpers from this package.
+    from sipo.synthetic.writer import load_pairs as synthetic_load_pairs
+
+    return synthetic_load_pairs(cfg)
 
 
 def register_source(name: str, fn: SourceFn, *, replace: bool = False) -> None:

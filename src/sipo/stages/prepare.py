@@ -48,11 +48,12 @@ def run(ctx: StageContext) -> dict:
     if cfg.data.source == "synthetic":
         from sipo.synthetic.writer import test_prompts
 
+        # The benchmark holds out (entity, phrasing) combinations of its own; no training pair uses them.
         splits.test_prompts = test_prompts(cfg)[: cfg.data.max_test_prompts or None]
+        splits.counts["test_prompts"] = len(splits.test_prompts)
     write_splits(splits, ctx.out_dir)
     counts = dict(splits.counts)
     counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", sft_rows(cfg, splits))
-    counts["test_prompts"] = len(splits.test_prompts)
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
                 len(pairs), len(splits.train_conflict), len(splits.test_prompts))
     return counts
