@@ -31,7 +31,8 @@ def run(ctx: StageContext) -> dict:
         metrics = train_dpo_adapter(
             base_model_path=base, tokenizer=tokenizer, examples=examples, out_dir=ctx.out_dir / objective,
             beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed, device=ctx.device,
-            dtype=cfg.model.dtype)
+            dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
+            max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code)
         counts[f"pairs_{objective}"] = len(examples)
         counts[f"metrics_{objective}"] = metrics
     return counts

@@ -44,6 +44,7 @@ def run(ctx: StageContext) -> dict:
         counts[f"metrics_{objective}"] = train_dpo_adapter(
             base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
             out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
-            device=ctx.device, dtype=cfg.model.dtype, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
+            device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
+            max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
             reference="init")
     return counts

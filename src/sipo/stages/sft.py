@@ -60,7 +60,10 @@ def run(ctx: StageContext) -> dict:
     examples = [{"prompt": format_prompt(tokenizer, r["prompt"], cfg.model.prompt_template),
                  "completion": r["completion"]} for r in rows]
     counts["metrics"] = train_sft(model_path=source, tokenizer=tokenizer, examples=examples, out_dir=out,
-                                  train=cfg.sft.train, seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype)
+                                  train=cfg.sft.train, seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype,
+                                  max_prompt_tokens=cfg.model.max_prompt_tokens,
+                                  max_response_tokens=cfg.model.max_response_tokens,
+                                  trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.name_or_path == "random":
         shutil.rmtree(ctx.out_dir / "init", ignore_errors=True)
     return counts
