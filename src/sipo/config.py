@@ -209,6 +209,32 @@ class RealignStageConfig:
 
 
 @dataclass
+class RewardModelSpec:
+    """One Hugging Face sequence-classification reward model and which output heads score which objective."""
+
+    name_or_path: str = MISSING
+    heads: dict[str, int] = field(default_factory=dict)
+    """Objective -> output index (logit column), e.g. ``{correctness: 1, verbosity: 4}`` for a multi-head model."""
+    sign: dict[str, float] = field(default_factory=dict)
+    """Objective -> multiplier applied before the transform, e.g. ``{harmlessness: -1}`` for a cost model."""
+
+
+@dataclass
+class RewardModelConfig:
+    """Reward-model judge (``eval.judge: reward_model``): score = sign * (raw - shift) / scale."""
+
+    models: list[RewardModelSpec] = field(default_factory=list)
+    shift: float = 0.0
+    scale: float = 1.0
+    """E.g. shift 10, scale 20 for the RLHFlow DPA model: the paper's ``(s - 10) / 20``."""
+    prompt_format: str = "chat"
+    """``chat`` (the reward model tokenizer's chat template), ``beaver`` (``BEGINNING OF CONVERSATION: USER: {prompt}
+    ASSISTANT:{response}``) or ``plain`` (prompt, newline, response)."""
+    batch_size: int = 8
+    max_length: int = 1024
+
+
+@dataclass
 class EvalStageConfig:
     judge: str = "implicit"
     """``implicit`` (round-1 adapters' implicit rewards), ``oracle`` (synthetic benchmark), ``reward_model`` or
@@ -217,6 +243,7 @@ class EvalStageConfig:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     reference_point: Optional[list[float]] = None
     """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
 
 @dataclass
@@ -367,6 +394,15 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("combine.rule", "must be not_dominated or no_worse")
     if cfg.eval.judge not in JUDGES:
         _fail("eval.judge", f"unknown judge '{cfg.eval.judge}' (choose from {', '.join(JUDGES)})")
+    if cfg.eval.judge == "reward_model":
+        scored = [o for spec in cfg.eval.reward_model.models for o in spec.heads]
+        missing = [o for o in objs if o not in scored]
+        if missing:
+            _fail("eval.reward_model.models", f"no reward model head scores objective '{missing[0]}'")
+        if cfg.eval.reward_model.scale == 0:
+            _fail("eval.reward_model.scale", "must not be 0")
+        if cfg.eval.reward_model.prompt_format not in ("chat", "beaver", "plain"):
+            _fail("eval.reward_model.prompt_format", "must be chat, beaver or plain")
     if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
         _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
     _check_grid("sample.grid", cfg.sample.grid, len(objs))
