@@ -217,6 +217,8 @@ class RewardModelSpec:
     """Objective -> output index (logit column), e.g. ``{correctness: 1, verbosity: 4}`` for a multi-head model."""
     sign: dict[str, float] = field(default_factory=dict)
     """Objective -> multiplier applied before the transform, e.g. ``{harmlessness: -1}`` for a cost model."""
+    prompt_format: Optional[str] = None
+    """This model's input format; default ``eval.reward_model.prompt_format``."""
 
 
 @dataclass
@@ -229,7 +231,8 @@ class RewardModelConfig:
     """E.g. shift 10, scale 20 for the RLHFlow DPA model: the paper's ``(s - 10) / 20``."""
     prompt_format: str = "chat"
     """``chat`` (the reward model tokenizer's chat template), ``beaver`` (``BEGINNING OF CONVERSATION: USER: {prompt}
-    ASSISTANT:{response}``) or ``plain`` (prompt, newline, response)."""
+    ASSISTANT:{response}``), ``dpa`` (the RLHFlow DPA rating instruction), ``plain`` (prompt, newline, response)
+    or any template containing ``{prompt}`` and ``{response}``."""
     batch_size: int = 8
     max_length: int = 1024
 
@@ -401,8 +404,16 @@ def validate(cfg: PipelineConfig) -> None:
             _fail("eval.reward_model.models", f"no reward model head scores objective '{missing[0]}'")
         if cfg.eval.reward_model.scale == 0:
             _fail("eval.reward_model.scale", "must not be 0")
-        if cfg.eval.reward_model.prompt_format not in ("chat", "beaver", "plain"):
-            _fail("eval.reward_model.prompt_format", "must be chat, beaver or plain")
+        from sipo.scoring.reward_model import check_prompt_format
+
+        check_prompt_format(cfg.eval.reward_model.prompt_format)
+        for i, spec in enumerate(cfg.eval.reward_model.models):
+            if spec.prompt_format is not None:
+                check_prompt_format(spec.prompt_format, f"eval.reward_model.models[{i}].prompt_format")
+    if cfg.eval.judge == "length":
+        from sipo.scoring.length import check_length_objectives
+
+        check_length_objectives(objs)
     if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
         _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
     _check_grid("sample.grid", cfg.sample.grid, len(objs))

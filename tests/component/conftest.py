@@ -15,11 +15,21 @@ from sipo.models.adapters import AdapterBank
 from sipo.models.loading import build_tokenizer
 
 ADAPTER_SPECS = {
-    # name: (rank, lora_alpha, target modules); "c" has another rank, scaling and set of target modules.
-    "a": (4, 8, ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    "b": (4, 8, ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    "c": (2, 2, ["q_proj", "v_proj", "down_proj"]),
+    # name: (rank, lora_alpha, target modules); "gamma" has another rank, scaling and set of target modules.
+    "alpha": (4, 8, ["q_proj", "k_proj", "v_proj", "o_proj"]),
+    "beta": (4, 8, ["q_proj", "k_proj", "v_proj", "o_proj"]),
+    "gamma": (2, 2, ["q_proj", "v_proj", "down_proj"]),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads' spinning makes
+    the tests several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,11 @@ def _greedy_with_generate(model, tokenizer, prompt: str, max_new_tokens: int) ->
     return generated[: generated.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in generated else generated
 
 
-@pytest.mark.parametrize("adapter", ["a", "c"])
+@pytest.mark.parametrize("adapter", ["alpha", "gamma"])
 def test_one_hot_mix_is_plain_greedy_decoding(bank, tiny_tokenizer, adapter):
     """MOD with w = one-hot on an adapter == greedy decoding of that adapter, token for token, with three prompts of
     different lengths in one left-padded batch (and a zero weight on another adapter, which is dropped)."""
-    mixes = [{adapter: 1.0, "b": 0.0}] * len(PROMPTS)
+    mixes = [{adapter: 1.0, "beta": 0.0}] * len(PROMPTS)
     got = mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mixes, max_new_tokens=NEW_TOKENS, batch_size=3)
     with bank.only(adapter) as model:
         expected = [_greedy_with_generate(model, tiny_tokenizer, p, NEW_TOKENS) for p in PROMPTS]
@@ -47,15 +47,15 @@ def test_plain_model_without_adapters(tiny_model, tiny_tokenizer):
     expected = [_greedy_with_generate(tiny_model, tiny_tokenizer, p, NEW_TOKENS) for p in PROMPTS]
     assert got == expected
     with pytest.raises(ValueError, match="unknown adapter"):
-        mod_generate(tiny_model, tiny_tokenizer, ["x"], [{"a": 1.0}], max_new_tokens=2)
+        mod_generate(tiny_model, tiny_tokenizer, ["x"], [{"alpha": 1.0}], max_new_tokens=2)
 
 
 def test_batched_mod_equals_reference_loop(bank, tiny_tokenizer):
     """A 0.3/0.7 mix, and different mixes for different prompts of one batch (batch_size 2 over 3 prompts)."""
-    same = [{"a": 0.3, "b": 0.7}] * 3
+    same = [{"alpha": 0.3, "beta": 0.7}] * 3
     assert mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, same, max_new_tokens=NEW_TOKENS) == \
         mod_generate_reference_token_ids(bank, tiny_tokenizer, PROMPTS, same, max_new_tokens=NEW_TOKENS)
-    mixed = [{"a": 0.3, "b": 0.7}, {"c": 1.0}, {"a": 0.2, "b": 0.3, "c": 0.5}]
+    mixed = [{"alpha": 0.3, "beta": 0.7}, {"gamma": 1.0}, {"alpha": 0.2, "beta": 0.3, "gamma": 0.5}]
     batched = mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mixed, max_new_tokens=NEW_TOKENS, batch_size=2)
     reference = mod_generate_reference_token_ids(bank, tiny_tokenizer, PROMPTS, mixed, max_new_tokens=NEW_TOKENS)
     assert batched == reference
@@ -67,7 +67,7 @@ def test_rows_stop_on_eos_independently(bank, tiny_tokenizer):
     """Make the 3rd token that prompt 0 generates a stop token: prompt 0 stops there (and leaves the batch, its
     rows dropped from the KV cache) while the others go on; every prompt's output is its unstopped output cut at
     the first stop token."""
-    mix = [{"a": 0.5, "b": 0.5}] * 3
+    mix = [{"alpha": 0.5, "beta": 0.5}] * 3
     free = mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mix, max_new_tokens=NEW_TOKENS)
     stop = free[0][2]
     expected = [ids[: ids.index(stop)] if stop in ids else ids for ids in free]
@@ -79,7 +79,7 @@ def test_rows_stop_on_eos_independently(bank, tiny_tokenizer):
 
 def test_sampling_is_reproducible_with_a_seed(bank, tiny_tokenizer):
     kwargs = {"max_new_tokens": NEW_TOKENS, "temperature": 1.0, "top_p": 0.9, "batch_size": 2}
-    mix = [{"a": 0.4, "b": 0.6}] * 3
+    mix = [{"alpha": 0.4, "beta": 0.6}] * 3
     first = mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mix, seed=5, **kwargs)
     assert mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mix, seed=5, **kwargs) == first
     assert mod_generate_token_ids(bank, tiny_tokenizer, PROMPTS, mix, seed=6, **kwargs) != first
@@ -91,19 +91,19 @@ def test_sampling_is_reproducible_with_a_seed(bank, tiny_tokenizer):
 
 def test_bad_arguments(bank, tiny_tokenizer):
     with pytest.raises(ValueError, match="mixes"):
-        mod_generate(bank, tiny_tokenizer, PROMPTS, [{"a": 1.0}], max_new_tokens=2)
+        mod_generate(bank, tiny_tokenizer, PROMPTS, [{"alpha": 1.0}], max_new_tokens=2)
     with pytest.raises(ValueError, match="non-zero"):
-        mod_generate(bank, tiny_tokenizer, ["x"], [{"a": 0.0}], max_new_tokens=2)
-    assert mod_generate(bank, tiny_tokenizer, ["x"], [{"a": 1.0}], max_new_tokens=0) == [""]
+        mod_generate(bank, tiny_tokenizer, ["x"], [{"alpha": 0.0}], max_new_tokens=2)
+    assert mod_generate(bank, tiny_tokenizer, ["x"], [{"alpha": 1.0}], max_new_tokens=0) == [""]
 
 
 def test_mod_generator_formats_prompts_and_maps_names(bank, tiny_tokenizer):
     settings = DecodeSettings(max_new_tokens=NEW_TOKENS, batch_size=2)
     generator = ModGenerator(bank, tiny_tokenizer, settings, template="plain",
-                             adapter_names={"correctness": "a", "verbosity": "b"})
+                             adapter_names={"correctness": "alpha", "verbosity": "beta"})
     assert isinstance(generator, Generator)
     mixes = [{"correctness": 0.3, "verbosity": 0.7}] * 2
     got = generator.generate(PROMPTS[:2], mixes)
     formatted = [format_prompt(tiny_tokenizer, p, "plain") for p in PROMPTS[:2]]
-    assert got == mod_generate(bank, tiny_tokenizer, formatted, [{"a": 0.3, "b": 0.7}] * 2,
+    assert got == mod_generate(bank, tiny_tokenizer, formatted, [{"alpha": 0.3, "beta": 0.7}] * 2,
                                max_new_tokens=NEW_TOKENS)

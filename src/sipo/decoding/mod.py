@@ -116,9 +116,13 @@ def stop_token_ids(bank: AdapterBank, tokenizer: PreTrainedTokenizerBase) -> set
 
 
 def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False)
+    from sipo.logging_utils import progress_enabled
+
+    show = enabled and sys.stderr.isatty() and progress_enabled()
+    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 @torch.no_grad()
@@ -230,7 +234,13 @@ def mod_generate_token_ids(
     bank.check_names(sorted({name for mix in active for name, _ in mix}))
     stop_ids = stop_token_ids(bank, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
-    encoded = [encode_prompt(tokenizer, text, max_prompt_tokens) for text in prompts]
+    encoded = [encode_prompt(tokenizer, text, None) for text in prompts]
+    if max_prompt_tokens is not None:
+        too_long = sum(len(ids) > max_prompt_tokens for ids in encoded)
+        if too_long:
+            logger.warning("%d of %d prompts are longer than %d tokens; their start is cut off",
+                           too_long, len(prompts), max_prompt_tokens)
+            encoded = [ids[-max_prompt_tokens:] for ids in encoded]
     generator = None
     if temperature > 0:
         generator = torch.Generator(device=bank.device)
@@ -238,9 +248,11 @@ def mod_generate_token_ids(
     responses: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens == 0:
         return responses
+    # Prompts of similar length share a batch, so that little of it is padding.
+    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     starts = range(0, len(prompts), batch_size)
     for start in _progress(starts, len(starts), progress, "MOD decoding"):
-        idx = list(range(start, min(start + batch_size, len(prompts))))
+        idx = order[start:start + batch_size]
         batch_ids = _decode_batch(
             bank,
             [encoded[i] for i in idx],
@@ -284,8 +296,8 @@ def mod_generate(
         temperature: 0 for greedy decoding (the paper's setting), else the sampling temperature.
         top_p: nucleus mass for sampling.
         batch_size: prompts per batch; each batch runs ``sum(active adapters of its prompts)`` rows per forward.
-        seed: seeds the sampling generator (one per call, consumed batch after batch): the same call with the same
-            seed and batch size gives the same texts.
+        seed: seeds the sampling generator (one per call, consumed batch after batch; prompts are batched longest
+            first): the same call with the same seed and batch size gives the same texts.
         max_prompt_tokens: longer prompts keep their last tokens (callers that drop long prompts check first).
         progress: show a progress bar over batches (only when stderr is a terminal).
 

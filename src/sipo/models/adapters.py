@@ -46,9 +46,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 def check_adapter_name(name: str) -> str:
-    """Adapter names become module keys: letters, digits, ``_`` and ``-`` only, and not ``__base__``."""
-    if name == BASE or not _SAFE_NAME.match(name):
-        raise ValueError(f"invalid adapter name '{name}' (letters, digits, '_' or '-'; '{BASE}' is reserved)")
+    """Adapter names become module keys: letters, digits, ``_`` and ``-`` only, not ``__base__``, and not a part
+    of peft's parameter prefix ``lora_`` (peft may then re-initialise the adapter's weights when loading)."""
+    if name == BASE or not _SAFE_NAME.match(name) or name in "lora_":
+        raise ValueError(
+            f"invalid adapter name '{name}' (letters, digits, '_' or '-'; not '{BASE}' nor a part of 'lora_')"
+        )
     return name
 
 
@@ -182,28 +185,49 @@ class AdapterBank:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.model.eval()
+        self._sources: dict[str, tuple[str, int]] = {}
+        """Loaded adapter -> (folder, weights file mtime): loading the same files again is a no-op."""
+        self._soups: dict[str, tuple[Any, ...]] = {}
+        """Soup -> its recipe (weights, mode, ingredients' sources): adding the same soup again is a no-op."""
 
     @classmethod
     def load(cls, base_model: PreTrainedModel, adapters: Mapping[str, str | Path]) -> AdapterBank:
-        """Load saved LoRA adapters (``{name: adapter folder}``) onto ``base_model``, which is modified in place.
+        """A bank over ``base_model`` (modified in place) with saved LoRA adapters ``{name: adapter folder}``.
 
         Raises:
             ConfigError: an adapter folder does not exist or has no ``adapter_config.json``.
         """
+        bank = cls(base_model)
+        for name, path in adapters.items():
+            bank.load_adapter(name, path)
+        return bank
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a saved LoRA adapter as ``name``. Loading the same unchanged folder again does nothing; another
+        folder (or changed files) under a loaded name replaces that adapter.
+
+        Raises:
+            ConfigError: the folder does not exist or has no ``adapter_config.json``.
+        """
         from peft import PeftModel
 
-        model: torch.nn.Module = base_model
-        for name, path in adapters.items():
-            check_adapter_name(name)
-            path = Path(path)
-            if not (path / "adapter_config.json").is_file():
-                raise ConfigError(f"adapter '{name}': '{path}' is not a saved LoRA adapter (no adapter_config.json)")
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            else:
-                model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
-            logger.info("loaded adapter '%s' from %s", name, path)
-        return cls(model)
+        check_adapter_name(name)
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter '{name}': '{path}' is not a saved LoRA adapter (no adapter_config.json)")
+        weights = sorted(path.glob("adapter_model.*"))
+        source = (str(path.resolve()), max((w.stat().st_mtime_ns for w in weights), default=0))
+        if self._sources.get(name) == source and name in self.names:
+            return
+        if name in self.names:
+            self.remove(name)
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self._sources[name] = source
+        logger.info("loaded adapter '%s' from %s", name, path)
 
     @property
     def is_peft(self) -> bool:
@@ -264,14 +288,19 @@ class AdapterBank:
         from peft import LoraConfig, set_peft_model_state_dict
 
         check_adapter_name(name)
-        if name in self.names:
-            raise ValueError(f"adapter '{name}' already exists")
         if not self.is_peft:
             raise ValueError("the bank holds no adapters to make a soup of")
         self.check_names(list(weights))
         if BASE in weights:
             raise ValueError(f"'{BASE}' cannot be part of a soup (it has no update; give the others less weight)")
         active = [n for n, w in weights.items() if w != 0]
+        recipe = (tuple((n, float(weights[n])) for n in active), mode, tuple(self._soup_source(n) for n in active))
+        if name in self.names:
+            if self._soups.get(name) == recipe:
+                return
+            if name not in self._soups:
+                raise ValueError(f"adapter '{name}' already exists and is not a soup")
+            self.remove(name)
         soup = interpolate_lora(
             {n: self.adapter_state_dict(n) for n in active},
             {n: self.adapter_scaling(n) for n in active},
@@ -300,13 +329,19 @@ class AdapterBank:
                 f"soup '{name}' did not load cleanly (unexpected {result.unexpected_keys[:3]}, missing {missing[:3]})"
             )
         self.model.eval()
+        self._soups[name] = recipe
         logger.info("soup '%s' = %s (%s, rank %d)", name, dict(weights), mode, soup.rank)
+
+    def _soup_source(self, name: str) -> Any:
+        return self._sources.get(name) or self._soups.get(name) or name
 
     def remove(self, name: str) -> None:
         """Delete an adapter (e.g. a soup that is no longer needed) and free its weights."""
         check_adapter_name(name)
         self.check_names([name])
         self.model.delete_adapter(name)
+        self._sources.pop(name, None)
+        self._soups.pop(name, None)
 
     def forward(self, adapter_names: Sequence[str], **kwargs: Any) -> Any:
         """One forward pass whose row ``i`` uses adapter ``adapter_names[i]`` (``"__base__"``: none)."""

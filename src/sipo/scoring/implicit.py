@@ -38,9 +38,13 @@ def implicit_reward(policy_logps: Tensor, reference_logps: Tensor, beta: float) 
 
 
 def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False)
+    from sipo.logging_utils import progress_enabled
+
+    show = enabled and sys.stderr.isatty() and progress_enabled()
+    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 def _encode_all(
@@ -61,6 +65,17 @@ def _encode_all(
             raise ValueError("max_response_tokens must be at least 1")
         encoded.append((prompt_ids, response_ids))
     return encoded
+
+
+_ROWS_PER_CHUNK = 8
+"""Rows whose log-softmax is computed at once (float32), so a batch's logits are not copied whole."""
+
+
+def _masked_logprob_sums(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """sum_j mask[:, j] * log_softmax(logits)[:, j, targets[:, j]] in float32. Shapes: (n, T, V), (n, T), (n, T)."""
+    logits = logits.float()
+    token_logps = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)
+    return torch.where(mask, token_logps, torch.zeros_like(token_logps)).sum(dim=-1)
 
 
 @torch.no_grad()
@@ -132,12 +147,14 @@ def sequence_logprobs(
         )
         # Logits at column j predict the token at column j + 1: the kept window's first max_response logits predict
         # the last max_response tokens, where every response lies (right-aligned).
-        logits = out.logits[:, :-1, :].float()
         targets = input_ids[:, width - max_response:]
-        token_logps = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)
         column = torch.arange(max_response, device=device)[None, :]
         in_response = column >= (max_response - response_lengths.repeat(len(names)))[:, None]
-        sums = torch.where(in_response, token_logps, torch.zeros_like(token_logps)).sum(dim=-1).cpu()
+        sums = torch.cat([
+            _masked_logprob_sums(out.logits[rows, :-1, :], targets[rows], in_response[rows])
+            for rows in torch.arange(len(row_names), device=device).split(_ROWS_PER_CHUNK)
+        ]).cpu()
+        del out
         index = torch.tensor(batch)
         for k, name in enumerate(names):
             results[name][index] = sums[k * len(batch):(k + 1) * len(batch)]
