@@ -184,12 +184,13 @@ def _decode_batch(
         scores = combine_logprobs(dense, weights)
         next_tokens = select_next_tokens(scores, temperature=temperature, top_p=top_p, generator=generator)
         finished = torch.isin(next_tokens, stop)
-        for i, (p, token) in enumerate(zip(alive, next_tokens.tolist())):
-            if not finished[i]:
+        finished_list = finished.tolist()
+        for p, token, done in zip(alive, next_tokens.tolist(), finished_list):
+            if not done:
                 generated[p].append(token)
-        if bool(finished.all()):
+        if all(finished_list):
             break
-        if bool(finished.any()):
+        if any(finished_list):
             # Finished prompts leave the batch: their rows are dropped from the inputs and the KV cache.
             keep_prompt = (~finished).nonzero().squeeze(-1)
             new_index = torch.full((len(alive),), -1, dtype=torch.long, device=device)

@@ -344,12 +344,21 @@ class AdapterBank:
         self._soups.pop(name, None)
 
     def forward(self, adapter_names: Sequence[str], **kwargs: Any) -> Any:
-        """One forward pass whose row ``i`` uses adapter ``adapter_names[i]`` (``"__base__"``: none)."""
+        """One forward pass whose row ``i`` uses adapter ``adapter_names[i]`` (``"__base__"``: none).
+
+        ``logits_to_keep`` is dropped for models whose forward does not take it (they return all logits).
+        """
         names = list(adapter_names)
         self.check_names(names)
+        if "logits_to_keep" in kwargs and not self._takes("logits_to_keep"):
+            kwargs.pop("logits_to_keep")
         if self.is_peft:
             return self.model(**kwargs, adapter_names=names)
         return self.model(**kwargs)
+
+    def _takes(self, argument: str) -> bool:
+        params = inspect.signature(self.base_model.forward).parameters
+        return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
     @property
     def cache_argument(self) -> str:

@@ -151,7 +151,7 @@ def sequence_logprobs(
         column = torch.arange(max_response, device=device)[None, :]
         in_response = column >= (max_response - response_lengths.repeat(len(names)))[:, None]
         sums = torch.cat([
-            _masked_logprob_sums(out.logits[rows, :-1, :], targets[rows], in_response[rows])
+            _masked_logprob_sums(out.logits[rows, -(max_response + 1):-1, :], targets[rows], in_response[rows])
             for rows in torch.arange(len(row_names), device=device).split(_ROWS_PER_CHUNK)
         ]).cpu()
         del out

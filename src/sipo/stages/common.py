@@ -191,3 +191,12 @@ def preference_examples(tokenizer, pairs: Sequence[Pair], objective: str, cfg: P
         if chosen_rejected is not None:
             rows.append({"prompt": prompt, "chosen": chosen_rejected[0], "rejected": chosen_rejected[1]})
     return rows
+
+
+def training_union(ctx: StageContext) -> list[Pair]:
+    """Every pair of every objective's training mixture, once, sorted by pair_id."""
+    unique: dict[str, Pair] = {}
+    for objective in ctx.cfg.objectives:
+        for pair in read_jsonl(ctx.run_dir.path("prepare", f"train_{objective}.jsonl"), Pair):
+            unique[pair.pair_id] = pair
+    return [unique[k] for k in sorted(unique)]

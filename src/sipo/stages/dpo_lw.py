@@ -1,0 +1,48 @@
+"""Stage ``dpo_lw`` (baseline DPO-LW): one LoRA adapter per evaluation weight vector ``w``, trained on
+``sum_o w_o * DPO_o`` where each objective labels the same pair (possibly in opposite directions; a tie adds 0).
+
+Reads every ``prepare/train_<objective>.jsonl`` (their union, once per pair); writes ``dpo_lw/<weights>/``.
+With a one-hot ``w`` this is plain DPO on that objective's pairs.
+
+    sipo stage dpo_lw configs/smoke.yaml run_dir=runs/smoke 'methods=[dpo_lw]'
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipo.config import weight_grid, weights_tag
+from sipo.pipeline import StageContext
+from sipo.stages.common import base_model_path, format_prompts, load_tokenizer_only, training_union
+
+logger = logging.getLogger(__name__)
+
+
+def preference_signs(preferred: dict, objectives) -> list[float]:
+    """+1 if the objective prefers response a (our ``chosen`` column), -1 if b, 0 on a tie."""
+    return [{"a": 1.0, "b": -1.0}.get(preferred.get(o), 0.0) for o in objectives]
+
+
+def run(ctx: StageContext) -> dict:
+    from sipo.training.dpo import PREFERENCE_SIGNS, train_dpo_adapter
+
+    cfg = ctx.cfg
+    objs = list(cfg.objectives)
+    pairs = training_union(ctx)
+    tokenizer = load_tokenizer_only(ctx)
+    prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
+    counts: dict = {"pairs": len(pairs)}
+    for w in weight_grid(objs, cfg.eval.grid):
+        examples = [{"prompt": prompt, "chosen": p.response_a, "rejected": p.response_b,
+                     PREFERENCE_SIGNS: preference_signs(p.preferred, objs)}
+                    for p, prompt in zip(pairs, prompts)
+                    if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
+        tag = weights_tag(w)
+        logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
+        counts[f"metrics_{tag}"] = train_dpo_adapter(
+            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+            out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed,
+            device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw", objective_weights=[w[o] for o in objs],
+            max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
+            trust_remote_code=cfg.model.trust_remote_code)
+    return counts

@@ -1,0 +1,88 @@
+"""Stage ``modpo`` (baseline MODPO, Zhou et al. 2024): one LoRA adapter per evaluation weight vector ``w``.
+
+For each ``w`` the *target* objective is the one with the largest weight (the first on a tie): the adapter is
+trained with DPO on the target's pairs, with the other objectives' implicit rewards (their round-1 DPO adapters,
+``r_o = beta * log pi_o / pi_ref``) as a margin weighted by ``w`` (:func:`sipo.losses.modpo_loss`). The margins
+are computed once for every pair and cached in ``modpo/margins.jsonl``. A one-hot ``w`` is plain DPO on that
+objective.
+
+Reads ``prepare/train_<objective>.jsonl`` and ``dpo/<objective>/``; writes ``modpo/<weights>/``.
+
+    sipo stage modpo configs/smoke.yaml run_dir=runs/smoke 'methods=[modpo]'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sipo.artifacts import atomic_write_text
+from sipo.config import weight_grid, weights_tag
+from sipo.pipeline import StageContext
+from sipo.records import Candidate, Pair, read_jsonl
+from sipo.stages.common import (adapter_dir, adapter_name, base_model_path, format_prompts, judge_rewards,
+                                load_bank, training_union)
+
+logger = logging.getLogger(__name__)
+
+
+def target_objective(weights: dict[str, float]) -> str:
+    """The objective MODPO trains on directly: the largest weight, the first listed on a tie."""
+    return max(weights, key=lambda o: (weights[o], -list(weights).index(o)))
+
+
+def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, list[float]]]:
+    """pair_id -> {"a": [r_o per objective], "b": [...]}, computed once and cached in margins.jsonl."""
+    cache = ctx.out_dir / "margins.jsonl"
+    if cache.is_file():
+        with open(cache, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return {r["pair_id"]: {"a": r["a"], "b": r["b"]} for r in rows}
+    cfg = ctx.cfg
+    judges = [adapter_name(o, 0) for o in cfg.objectives]
+    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
+    cands = [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt,
+                       response=p.response_a if side == "a" else p.response_b, weights={})
+             for p in pairs for side in ("a", "b")]
+    rewards = judge_rewards(ctx, bank, tokenizer, cands, judges)
+    result = {p.pair_id: {side: [rewards[j][2 * i + k] for j in judges] for k, side in enumerate(("a", "b"))}
+              for i, p in enumerate(pairs)}
+    atomic_write_text(cache, "".join(json.dumps({"pair_id": pid, **r}) + "\n" for pid, r in sorted(result.items())))
+    return result
+
+
+def run(ctx: StageContext) -> dict:
+    from sipo.stages.common import load_tokenizer_only
+    from sipo.training.dpo import MARGIN, train_dpo_adapter
+
+    cfg = ctx.cfg
+    objs = list(cfg.objectives)
+    train = {o: read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) for o in objs}
+    union = training_union(ctx)
+    rewards = pair_rewards(ctx, union)
+    tokenizer = load_tokenizer_only(ctx)
+    counts: dict = {"pairs_scored": len(union)}
+    for w in weight_grid(objs, cfg.eval.grid):
+        target = target_objective(w)
+        others = [o for o in objs if o != target]
+        examples = []
+        pairs = train[target]
+        for p, prompt in zip(pairs, format_prompts(tokenizer, [p.prompt for p in pairs], cfg)):
+            chosen_side = p.preferred[target]
+            if chosen_side is None:
+                continue
+            rejected_side = "b" if chosen_side == "a" else "a"
+            r = rewards[p.pair_id]
+            margin = [r[chosen_side][objs.index(o)] - r[rejected_side][objs.index(o)] for o in others]
+            chosen, rejected = p.chosen_rejected(target)
+            examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, MARGIN: margin})
+        tag = weights_tag(w)
+        logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
+        counts[f"metrics_{tag}"] = train_dpo_adapter(
+            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+            out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed,
+            device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
+            objective_weights=[w[target]] + [w[o] for o in others],
+            max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
+            trust_remote_code=cfg.model.trust_remote_code)
+    return counts
