@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import MISSING, OmegaConf
@@ -64,7 +64,7 @@ class ModelConfig:
     """Prompts longer than this (after templating) are dropped and counted."""
     max_response_tokens: int = 256
     """Responses are truncated to this many tokens for training and scoring."""
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Where converted models (e.g. the SmolLM2 GGUF) are cached; default ``$SIPO_CACHE`` or ``~/.cache/sipo``."""
     random: RandomModelConfig = field(default_factory=RandomModelConfig)
 
@@ -86,18 +86,18 @@ class SyntheticConfig:
 class DataConfig:
     source: str = "helpsteer"
     """``helpsteer``, ``pku_saferlhf``, ``jsonl`` or ``synthetic``."""
-    path: Optional[str] = None
+    path: str | None = None
     """A local JSONL file or a folder of them (``synthetic`` needs none)."""
     conflict_fraction: float = 0.6
     """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
     test_fraction: float = 0.2
     """Share of prompts held out for evaluation (split by prompt, seeded)."""
     validation_fraction: float = 0.1
-    max_train_pairs: Optional[int] = None
+    max_train_pairs: int | None = None
     """Cap on the training mixture per objective (None: all)."""
-    max_conflict_prompts: Optional[int] = None
+    max_conflict_prompts: int | None = None
     """Cap on the train_conflict prompts that sample/review/rewrite/filter work on (None: all)."""
-    max_test_prompts: Optional[int] = None
+    max_test_prompts: int | None = None
     """Cap on the evaluation prompts (None: all)."""
     response_columns: dict[str, str] = field(default_factory=dict)
     """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
@@ -152,7 +152,7 @@ class WeightGrid:
 
     resolution: int = 5
     interior_only: bool = False
-    explicit: Optional[list[list[float]]] = None
+    explicit: list[list[float]] | None = None
     """Explicit weight vectors (each of length N, summing to 1); overrides ``resolution``."""
 
 
@@ -174,7 +174,7 @@ class SampleStageConfig:
 
 @dataclass
 class ReviewStageConfig:
-    reviewer: Optional[str] = None
+    reviewer: str | None = None
     """Objective whose round-1 adapter writes the reviews (default: the first objective)."""
     template: str = "review.jinja"
     """A file under ``sipo/templates/`` or a path."""
@@ -217,7 +217,7 @@ class RewardModelSpec:
     """Objective -> output index (logit column), e.g. ``{correctness: 1, verbosity: 4}`` for a multi-head model."""
     sign: dict[str, float] = field(default_factory=dict)
     """Objective -> multiplier applied before the transform, e.g. ``{harmlessness: -1}`` for a cost model."""
-    prompt_format: Optional[str] = None
+    prompt_format: str | None = None
     """This model's input format; default ``eval.reward_model.prompt_format``."""
 
 
@@ -244,7 +244,7 @@ class EvalStageConfig:
     ``length``."""
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=False))
     decode: DecodeSettings = field(default_factory=DecodeSettings)
-    reference_point: Optional[list[float]] = None
+    reference_point: list[float] | None = None
     """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 

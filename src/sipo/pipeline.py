@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from sipo.artifacts import RunDir, stable_hash
 from sipo.config import PipelineConfig, save_config, to_dict
 from sipo.errors import ConfigError, RunDirError
+from sipo.logging_utils import process_rank
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +50,21 @@ STAGE_HELP = {
 IDENTITY_KEYS = ("objectives", "data.source", "model.name_or_path")
 
 
+# Stages that every process runs (training under DDP, generation/scoring sharded by prompt); the others run on
+# rank 0 while the other ranks wait.
+DISTRIBUTED_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "realign", "dpo_lw", "modpo", "evaluate")
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str
     round: int | None = None
     config_keys: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
+
+    @property
+    def distributed(self) -> bool:
+        return self.name in DISTRIBUTED_STAGES
 
     @property
     def id(self) -> str:
@@ -196,9 +206,13 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     if dry_run:
         return [{"id": s.id, "status": "planned"} for s in stages]
 
+    rank, world_size = process_rank()
+    main = rank == 0
     check_run_dir(cfg, run_dir)
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir.root / "config.yaml")
+    if main:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir.root / "config.yaml")
+    barrier()
     device = resolve_device(cfg)
     fingerprints: dict[str, str] = {}
     results = []
@@ -216,18 +230,28 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
             continue
         if not selected:
             raise RunDirError(f"stage '{stage.id}' is not finished (or its settings changed); run it first")
-        run_dir.invalidate(stage.id)
+        barrier()
+        if main:
+            run_dir.invalidate(stage.id)
+        barrier()
         logger.info("%-12s running: %s", stage.id, STAGE_HELP[stage.name])
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
-        counts = stage_function(stage.name)(ctx) or {}
+        counts: dict[str, Any] = {}
+        if main or stage.distributed:
+            counts = stage_function(stage.name)(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
+        barrier()
+        if not main:
+            results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
+            continue
         run_dir.write_manifest(stage.id, {
             "stage": stage.id,
             "fingerprint": fp,
             "upstream": upstream,
             "counts": counts,
             "seconds": seconds,
+            "processes": world_size,
             "versions": _library_versions(),
             "git_sha": _git_sha(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -235,4 +259,13 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         summary = ", ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, (dict, list)))
         logger.info("%-12s done in %.1fs%s", stage.id, seconds, f": {summary}" if summary else "")
         results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
+    barrier()
     return results
+
+
+def barrier() -> None:
+    """Wait for every process of an ``accelerate launch`` / torchrun job (a no-op in a single process)."""
+    if process_rank()[1] > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()

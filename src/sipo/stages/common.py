@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig
 from sipo.logging_utils import process_rank
-from sipo.pipeline import StageContext, needs_sft_stage
-from sipo.records import Pair, read_jsonl, to_row, write_jsonl
+from sipo.pipeline import StageContext, barrier, needs_sft_stage
+from sipo.records import Pair, read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +80,6 @@ def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
     return read_jsonl(ctx.run_dir.path("prepare", "train_conflict.jsonl"), Pair)
 
 
-def _barrier() -> None:
-    if process_rank()[1] > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-
-
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -127,7 +120,7 @@ def run_sharded(
         done += 1
         if desc:
             logger.info("%s: shard %d/%d done (%.0fs)", desc, done, len(mine), time.perf_counter() - start)
-    _barrier()
+    barrier()
     rows: list[dict] = []
     for index in range(len(pieces)):
         path = shard_dir / f"{index:05d}.jsonl"
@@ -139,7 +132,7 @@ def run_sharded(
 
 def finish_shards(out_dir: Path) -> None:
     """Remove the shard files once the merged output is written (rank 0 only, after a barrier)."""
-    _barrier()
+    barrier()
     if process_rank()[0] != 0:
         return
     shard_dir = out_dir / "shards"
@@ -149,8 +142,11 @@ def finish_shards(out_dir: Path) -> None:
         os.rmdir(shard_dir)
 
 
-def rows_of(records: Sequence[Any]) -> list[dict]:
-    return [to_row(r) for r in records]
+def write_output(path: Path, rows: Sequence[Any]) -> int:
+    """Write a stage's merged output (rank 0 only: every rank holds the same rows); returns the row count."""
+    if process_rank()[0] != 0:
+        return len(rows)
+    return write_jsonl(path, rows)
 
 
 def soup_name(weights: Mapping[str, float], round_: int) -> str:

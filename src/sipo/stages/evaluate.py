@@ -18,9 +18,17 @@ from dataclasses import dataclass
 
 from sipo.config import weight_grid, weights_tag
 from sipo.pipeline import StageContext
-from sipo.records import PromptRecord, ScoreRow, read_jsonl, write_jsonl
-from sipo.stages.common import (adapter_dir, adapter_name, finish_shards, format_prompts, load_bank, run_sharded,
-                                soup_name)
+from sipo.records import PromptRecord, ScoreRow, read_jsonl
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    finish_shards,
+    format_prompts,
+    load_bank,
+    run_sharded,
+    soup_name,
+    write_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ def run(ctx: StageContext) -> dict:
     rows = run_sharded(ctx.out_dir, items, work, shard_size=max(1, len(jobs)) * 8,
                        key=lambda r: (r["method"], r["round"], weights_tag(r["weights"]), r["prompt_id"]),
                        desc="evaluate")
-    count = write_jsonl(ctx.out_dir / "scores.jsonl", rows)
+    count = write_output(ctx.out_dir / "scores.jsonl", rows)
     finish_shards(ctx.out_dir)
     logger.info("evaluate: %d responses (%d points x %d prompts), judge %s", count, len(jobs), len(prompts),
                 cfg.eval.judge)

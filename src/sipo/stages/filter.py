@@ -16,8 +16,14 @@ from sipo.config import weight_grid
 from sipo.pipeline import StageContext
 from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl, write_jsonl
 from sipo.selection import beats_both, select_candidate
-from sipo.stages.common import (adapter_dir, adapter_name, judge_rewards, load_bank, read_conflict_pairs,
-                                soup_name)
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    judge_rewards,
+    load_bank,
+    read_conflict_pairs,
+    soup_name,
+)
 
 logger = logging.getLogger(__name__)
 

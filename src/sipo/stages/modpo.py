@@ -20,8 +20,15 @@ from sipo.artifacts import atomic_write_text
 from sipo.config import weight_grid, weights_tag
 from sipo.pipeline import StageContext
 from sipo.records import Candidate, Pair, read_jsonl
-from sipo.stages.common import (adapter_dir, adapter_name, base_model_path, format_prompts, judge_rewards,
-                                load_bank, training_union)
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    base_model_path,
+    format_prompts,
+    judge_rewards,
+    load_bank,
+    training_union,
+)
 
 logger = logging.getLogger(__name__)
 

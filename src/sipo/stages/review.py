@@ -12,8 +12,16 @@ import logging
 
 from sipo.pipeline import StageContext
 from sipo.prompting import parse_review, review_prompt
-from sipo.records import Candidate, Review, read_jsonl, write_jsonl
-from sipo.stages.common import adapter_dir, adapter_name, finish_shards, format_prompts, load_bank, run_sharded
+from sipo.records import Candidate, Review, read_jsonl
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    finish_shards,
+    format_prompts,
+    load_bank,
+    run_sharded,
+    write_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ def run(ctx: StageContext) -> dict:
                 for c, raw in zip(shard, outputs)]
 
     rows = run_sharded(ctx.out_dir, candidates, work, key=lambda r: r["candidate_id"], desc="review")
-    count = write_jsonl(ctx.out_dir / "reviews.jsonl", rows)
+    count = write_output(ctx.out_dir / "reviews.jsonl", rows)
     finish_shards(ctx.out_dir)
     unparsed = sum(1 for r in rows if not r["review"])
     logger.info("review: %d reviews by %s (%d empty after parsing)", count, reviewer, unparsed)

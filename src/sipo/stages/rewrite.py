@@ -13,8 +13,16 @@ import logging
 
 from sipo.pipeline import StageContext
 from sipo.prompting import parse_rewrite, rewrite_prompt
-from sipo.records import Candidate, Review, read_jsonl, write_jsonl
-from sipo.stages.common import adapter_dir, adapter_name, finish_shards, format_prompts, load_bank, run_sharded
+from sipo.records import Candidate, Review, read_jsonl
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    finish_shards,
+    format_prompts,
+    load_bank,
+    run_sharded,
+    write_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,7 @@ def run(ctx: StageContext) -> dict:
 
     rows = run_sharded(ctx.out_dir, todo, work, key=lambda r: r["candidate_id"], desc="rewrite")
     usable = [r for r in rows if r["response"]]
-    count = write_jsonl(ctx.out_dir / "rewrites.jsonl", usable)
+    count = write_output(ctx.out_dir / "rewrites.jsonl", usable)
     finish_shards(ctx.out_dir)
     logger.info("rewrite: %d rewrites for %d candidates (%d without a usable review, %d empty rewrites)",
                 count, len(candidates), len(candidates) - len(todo), len(rows) - len(usable))

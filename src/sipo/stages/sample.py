@@ -12,9 +12,17 @@ import logging
 
 from sipo.config import weight_grid, weights_tag
 from sipo.pipeline import StageContext
-from sipo.records import Candidate, write_jsonl
-from sipo.stages.common import (adapter_dir, adapter_name, finish_shards, format_prompts, load_bank,
-                                read_conflict_pairs, run_sharded)
+from sipo.records import Candidate
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    finish_shards,
+    format_prompts,
+    load_bank,
+    read_conflict_pairs,
+    run_sharded,
+    write_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ def run(ctx: StageContext) -> dict:
         ]
 
     rows = run_sharded(ctx.out_dir, pairs, work, key=lambda r: r["candidate_id"], desc="sample")
-    count = write_jsonl(ctx.out_dir / "candidates.jsonl", rows)
+    count = write_output(ctx.out_dir / "candidates.jsonl", rows)
     finish_shards(ctx.out_dir)
     empty = sum(1 for r in rows if not r["response"].strip())
     logger.info("sample: %d candidates for %d prompts x %d weight vectors (%d empty)",
