@@ -132,3 +132,32 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+
+
+def _format_logs(logs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """Route the Trainer's metric dicts to our logger instead of stdout (library code never prints).
+
+    A progress bar stays when progress is enabled (rank 0, ``SIPO_NO_PROGRESS`` unset); the metrics it would
+    print go to the ``sipo.training`` logger at DEBUG, with one INFO line at the end of training.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    from sipo.logging_utils import progress_enabled
+
+    class _LogMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                level = logging.INFO if "train_runtime" in logs else logging.DEBUG
+                logger.log(level, "step %d/%d: %s", state.global_step, state.max_steps, _format_logs(logs))
+
+    class _Progress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            _LogMetrics().on_log(args, state, control, logs=logs)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_Progress() if progress_enabled() else _LogMetrics())

@@ -51,6 +51,7 @@ from sipo.errors import DataError
 from sipo.training import (
     atomic_output_dir,
     disable_dropout,
+    quiet_trainer,
     resolve_dtype,
     training_arguments_kwargs,
 )
@@ -396,6 +397,7 @@ def build_dpo_trainer(
         peft_config=peft_config,
         loss_spec=spec,
     )
+    quiet_trainer(trainer)
     peft_model = trainer.model
     if init_adapter is not None and reference == "base" and "ref" in peft_model.peft_config:
         # Reference = the base model: without a "ref" adapter trl disables all adapters for the reference pass.

@@ -25,7 +25,7 @@ from trl import SFTConfig, SFTTrainer
 
 from sipo.config import TrainSettings
 from sipo.errors import DataError
-from sipo.training import atomic_output_dir, resolve_dtype, training_arguments_kwargs
+from sipo.training import atomic_output_dir, quiet_trainer, resolve_dtype, training_arguments_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def train_sft(
             train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        quiet_trainer(trainer)
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
