@@ -77,7 +77,7 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
     orig_scores = oracle([o.prompt for o, _ in paired], [o.response for o, _ in paired])
     kept = {c.candidate.candidate_id for c in combined if c.replaced}
     verdicts: dict[str, dict[str, int]] = {"kept": {}, "discarded": {}}
-    for (o, r), rs, os_ in zip(paired, rw_scores, orig_scores):
+    for (o, _rewrite), rs, os_ in zip(paired, rw_scores, orig_scores):
         group = "kept" if o.candidate_id in kept else "discarded"
         verdict = compare(rs, os_, objectives)
         verdicts[group][verdict] = verdicts[group].get(verdict, 0) + 1
