@@ -265,6 +265,10 @@ class PipelineConfig:
     soup_mode: str = "delta"
     """``delta`` (exact interpolation of LoRA updates) or ``factors`` (A and B interpolated separately, as in the
     reference code)."""
+    shard_size: int = 16
+    """Prompts per resumable shard of the generation stages (sample, review, rewrite; evaluate takes half as many
+    prompts, each at every point): a killed stage redoes at most the shard in progress. Not part of any stage's
+    settings (changing it re-runs nothing)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
@@ -369,6 +373,8 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("methods", "needs at least one method")
     if cfg.rounds < 1:
         _fail("rounds", "must be at least 1")
+    if cfg.shard_size < 1:
+        _fail("shard_size", "must be at least 1")
     if cfg.soup_mode not in ("delta", "factors"):
         _fail("soup_mode", "must be 'delta' or 'factors'")
     if cfg.data.source not in DATA_SOURCES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +21,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sipo.artifacts import RunDir, stable_hash
+from sipo.artifacts import RunDir, atomic_write_text, stable_hash
 from sipo.config import PipelineConfig, save_config, to_dict
 from sipo.errors import ConfigError, RunDirError
 from sipo.logging_utils import process_rank
+from sipo.preflight import check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,11 @@ def _model_keys(cfg: PipelineConfig) -> tuple[str, ...]:
 
 def plan(cfg: PipelineConfig) -> list[StageSpec]:
     """The stages of this config, in execution order."""
-    stages: list[StageSpec] = [StageSpec("prepare", None, ("data", "objectives", "seed"))]
+    prepare_keys: tuple[str, ...] = ("data", "objectives", "seed")
+    if cfg.data.source == "synthetic":
+        # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
+        prepare_keys += ("objective_descriptions", "review.template", "rewrite.template")
+    stages: list[StageSpec] = [StageSpec("prepare", None, prepare_keys)]
     base_upstream: tuple[str, ...] = ()
     if needs_sft_stage(cfg):
         stages.append(StageSpec("sft", None, ("sft", "objective_descriptions", *_model_keys(cfg)), ("prepare",)))
@@ -120,7 +126,9 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
             stages.append(StageSpec(baseline, None, ("dpo", "eval.grid", *_model_keys(cfg)),
                                     ("prepare", "dpo", *base_upstream)))
     eval_upstream = tuple(s.id for s in stages if s.name in ("dpo", "realign", "dpo_lw", "modpo"))
-    stages.append(StageSpec("evaluate", None, ("eval", "methods", "soup_mode", "rounds", "data.synthetic"),
+    # Every eval key but reference_point, which only the report reads.
+    eval_keys = ("eval.judge", "eval.grid", "eval.decode", "eval.reward_model")
+    stages.append(StageSpec("evaluate", None, (*eval_keys, "methods", "soup_mode", "rounds", "data.synthetic"),
                             ("prepare", *base_upstream, *eval_upstream)))
     stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge"), ("evaluate",)))
     return stages
@@ -163,6 +171,8 @@ def stage_function(name: str) -> Callable[[StageContext], dict[str, Any]]:
 
 def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
     """Refuse a run directory written by a config with other objectives, data source or model."""
+    if run_dir.root.exists() and not run_dir.root.is_dir():
+        raise RunDirError(f"run_dir '{run_dir.root}' is a file, not a folder")
     saved = run_dir.root / "config.yaml"
     if not saved.is_file():
         return
@@ -183,6 +193,20 @@ def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
                 "use a fresh run_dir")
 
 
+def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], force: Sequence[str] = ()
+                  ) -> list[StageSpec]:
+    """The stages that a run would not skip: forced, or without a manifest holding their fingerprint."""
+    fingerprints: dict[str, str] = {}
+    todo = []
+    for stage in stages:
+        fp = fingerprint(cfg, stage, {u: fingerprints[u] for u in stage.upstream})
+        fingerprints[stage.id] = fp
+        manifest = run_dir.read_manifest(stage.id)
+        if stage.id in force or stage.name in force or manifest is None or manifest.get("fingerprint") != fp:
+            todo.append(stage)
+    return todo
+
+
 def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, force: Sequence[str] = (),
                  dry_run: bool = False) -> list[dict[str, Any]]:
     """Run every stage of ``cfg`` in order, skipping the finished ones.
@@ -190,7 +214,8 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     Args:
         only: stage ids (or names, meaning every round of it) to run; upstream stages must be finished.
         force: stage ids or names to re-run even if finished.
-        dry_run: only validate and print the plan; nothing is written.
+        dry_run: only validate (the config, the run directory, the inputs of the stages that would run) and
+            return the plan; nothing is written.
 
     Returns:
         One status dict per stage: id, status (``ran``/``skipped``/``planned``), seconds, counts.
@@ -203,17 +228,27 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     for name in [*(only or ()), *force]:
         if name not in known:
             raise ConfigError(f"unknown stage '{name}' for this config (stages: {', '.join(s.id for s in stages)})")
+    if only:  # the stages after the last one asked for are not this command's business
+        last = max(i for i, s in enumerate(stages) if s.id in only or s.name in only)
+        stages = stages[:last + 1]
+    check_run_dir(cfg, run_dir)
+    check_inputs(cfg, {s.name for s in stages_to_run(cfg, run_dir, stages, force)})
     if dry_run:
         return [{"id": s.id, "status": "planned"} for s in stages]
 
     rank, world_size = process_rank()
     main = rank == 0
-    check_run_dir(cfg, run_dir)
+    device = resolve_device(cfg)
+    if world_size > 1:
+        init_processes(device)
     if main:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir.root / "config.yaml")
+        if world_size > 1 and cfg.model.name_or_path == "smollm2":
+            from sipo.models.loading import resolve_model_source
+
+            resolve_model_source(cfg.model)  # convert the GGUF once, before the other ranks look for it
     barrier()
-    device = resolve_device(cfg)
     fingerprints: dict[str, str] = {}
     results = []
     cache: dict[str, Any] = {}
@@ -233,6 +268,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         barrier()
         if main:
             run_dir.invalidate(stage.id)
+            reset_partial_outputs(run_dir, stage.id, fp)
         barrier()
         logger.info("%-12s running: %s", stage.id, STAGE_HELP[stage.name])
         start = time.perf_counter()
@@ -261,6 +297,49 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
     barrier()
     return results
+
+
+DIST_TIMEOUT_S = 6 * 3600
+"""How long a process waits at a barrier (e.g. while rank 0 runs the combine and filter stages alone) before the
+job fails; override with ``SIPO_DIST_TIMEOUT_S``."""
+
+
+def init_processes(device: str) -> None:
+    """Join the process group of an ``accelerate launch`` / torchrun job before the first barrier.
+
+    accelerate picks gloo only when told the job runs on CPU (``PartialState(cpu=True)``); a bare
+    ``PartialState()`` on a machine without CUDA silently runs as one process, so its barriers would not wait.
+    The group is created here, once, with :data:`DIST_TIMEOUT_S`; the Trainer later re-creates accelerate's state
+    but keeps this process group.
+    """
+    import datetime
+    import os
+
+    from accelerate import PartialState
+
+    timeout = datetime.timedelta(seconds=int(os.environ.get("SIPO_DIST_TIMEOUT_S", DIST_TIMEOUT_S)))
+    state = PartialState(cpu=device == "cpu", timeout=timeout)
+    if state.num_processes != process_rank()[1]:
+        raise RuntimeError(f"launcher says {process_rank()[1]} processes but accelerate joined "
+                           f"{state.num_processes} ({state.distributed_type})")
+
+
+STARTED = ".started"
+"""File in a stage's folder naming the fingerprint that its partial outputs (finished shards, caches) belong to."""
+
+
+def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
+    """Before a stage runs: keep what a killed run of it left (finished shards, caches such as MODPO's margins)
+    only if that run had the same fingerprint; otherwise empty the stage's folder, so that outputs made with other
+    settings or other upstream results are never read back."""
+    folder = run_dir.path(stage_id)
+    try:
+        previous = (folder / STARTED).read_text().strip()
+    except OSError:
+        previous = None
+    if previous != fp and folder.is_dir():
+        shutil.rmtree(folder)
+    atomic_write_text(folder / STARTED, fp + "\n")
 
 
 def barrier() -> None:

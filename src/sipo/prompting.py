@@ -4,7 +4,8 @@ Templates live in ``sipo/templates/*.jinja`` (or any path given in the config) a
 objectives' names and descriptions, so nothing about "correctness and verbosity" is baked into code. The rendered
 text is the *user* turn; the model's chat template (``model.prompt_template``) is applied only when tokenizing.
 
-The parsers are total: any string (or garbage) maps to a cleaned string, ``""`` meaning "nothing usable".
+The parsers are total: any string (or garbage) maps to a cleaned string, ``""`` meaning "nothing usable", and
+idempotent: parsing a parsed text changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ _STOP_MARKERS = re.compile(
     r"^\s*(question|response|review|rewrite|improved response|user|assistant|beginning of conversation)\s*:",
     re.IGNORECASE | re.MULTILINE,
 )
+# The plain template writes both turns on one line (``... USER: {prompt} ASSISTANT:``), so a run-on into a new
+# conversation turn can also start mid-line; these upper-case markers end the text wherever they appear.
+_TURN_MARKERS = re.compile(r"\b(?:USER|ASSISTANT|BEGINNING OF CONVERSATION)\s*:")
 _LEADING_LABEL = re.compile(r"^\s*(review|rewrite|improved response|response|rewritten response)\s*:\s*", re.IGNORECASE)
 
 
@@ -94,11 +98,16 @@ def rewrite_prompt(prompt: str, response: str, review: str, objectives: Sequence
 def _clean(text: object, *, keep_newlines: bool = False) -> str:
     if not isinstance(text, str):
         return ""
-    text = text.replace("\x00", "")
-    text = _LEADING_LABEL.sub("", text.strip(), count=1)
-    match = _STOP_MARKERS.search(text)
-    if match:
-        text = text[: match.start()]
+    # One notion of a line break everywhere (str.splitlines: also \r, \x0b, \x1c, \u2028, ...), so that a stop
+    # marker is cut in the first pass, not only after keep_newlines rewrote the breaks as "\n".
+    text = "\n".join(text.replace("\x00", "").splitlines())
+    previous = None
+    while text != previous:  # "Review: Rewritten response: ..." loses both labels: parsing twice changes nothing
+        previous, text = text, _LEADING_LABEL.sub("", text.strip(), count=1)
+    for marker in (_STOP_MARKERS, _TURN_MARKERS):
+        match = marker.search(text)
+        if match:
+            text = text[: match.start()]
     if keep_newlines:
         lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines()]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

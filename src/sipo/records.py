@@ -178,6 +178,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"malformed JSON ({exc.msg})", path=str(path), line=lineno) from None
+            except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, nesting too deep
+                reason = str(exc).split(":")[0] if isinstance(exc, ValueError) else "nested too deeply"
+                raise DataError(f"malformed JSON ({reason})", path=str(path), line=lineno) from None
             if not isinstance(obj, dict):
                 raise DataError("expected a JSON object", path=str(path), line=lineno)
             yield lineno, obj

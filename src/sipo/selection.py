@@ -16,22 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sipo.pareto import better_on_any, no_worse_all, strictly_better_all
+
 COMBINE_RULES = ("not_dominated", "no_worse")
 
 
 def rewrite_replaces(original: Mapping[str, float], rewrite: Mapping[str, float], rule: str) -> bool:
     """Whether the rewrite replaces the original candidate under ``rule`` (keys: objectives)."""
-    keys = list(original)
+    objectives = list(original)
     if rule == "not_dominated":
-        return any(rewrite[k] > original[k] for k in keys)
+        return better_on_any(rewrite, original, objectives)
     if rule == "no_worse":
-        return all(rewrite[k] >= original[k] for k in keys)
+        return no_worse_all(rewrite, original, objectives)
     raise ValueError(f"unknown combine rule {rule!r}; choose from {COMBINE_RULES}")
 
 
 def beats_both(candidate: Mapping[str, float], chosen: Mapping[str, float], rejected: Mapping[str, float]) -> bool:
-    """True iff ``candidate`` is strictly above both originals under every judge (keys: judge names)."""
-    return all(candidate[j] > chosen[j] and candidate[j] > rejected[j] for j in chosen)
+    """True iff ``candidate`` is strictly above both originals under every judge (keys: judge names, those of
+    ``chosen``)."""
+    judges = list(chosen)
+    return strictly_better_all(candidate, chosen, judges) and strictly_better_all(candidate, rejected, judges)
 
 
 def select_candidate(

@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from sipo.errors import ConfigError
-
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -207,14 +205,15 @@ class AdapterBank:
         folder (or changed files) under a loaded name replaces that adapter.
 
         Raises:
-            ConfigError: the folder does not exist or has no ``adapter_config.json``.
+            ConfigError: the folder does not exist, or has no ``adapter_config.json`` or no
+                ``adapter_model.safetensors`` (pickle adapters are refused).
         """
         from peft import PeftModel
 
+        from sipo.models.loading import check_adapter_weights
+
         check_adapter_name(name)
-        path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise ConfigError(f"adapter '{name}': '{path}' is not a saved LoRA adapter (no adapter_config.json)")
+        path = check_adapter_weights(path, f"adapter '{name}'")
         weights = sorted(path.glob("adapter_model.*"))
         source = (str(path.resolve()), max((w.stat().st_mtime_ns for w in weights), default=0))
         if self._sources.get(name) == source and name in self.names:

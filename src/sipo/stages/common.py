@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sipo.artifacts import RunDir
+from sipo.artifacts import RunDir, atomic_write_json
 from sipo.config import PipelineConfig
 from sipo.logging_utils import process_rank
 from sipo.pipeline import StageContext, barrier, needs_sft_stage
@@ -101,12 +101,13 @@ def run_sharded(
 ) -> list[dict]:
     """Apply ``work`` to shards of ``items``, resumably and across processes; return all rows sorted by ``key``.
 
-    Every shard's rows (records or dicts) are written to ``out_dir/shards/NNNNN.jsonl`` atomically; a shard file
-    that exists is not recomputed. Rows are merged by ``key`` (not by file order), so the result does not depend
+    Every shard's rows (records or dicts) are written to ``out_dir/shards/size<S>/NNNNN.jsonl`` atomically; a shard
+    file that exists is not recomputed (the folder names the shard size, so a killed run resumed with another
+    ``shard_size`` never mixes shards of two sizes). Rows are merged by ``key`` (not by file order), so the result does not depend
     on the number of processes.
     """
     rank, world_size = process_rank()
-    shard_dir = out_dir / "shards"
+    shard_dir = out_dir / "shards" / f"size{shard_size}"
     shard_dir.mkdir(parents=True, exist_ok=True)
     pieces = list(chunks(items, shard_size))
     mine = shard(pieces, rank, world_size)
@@ -114,12 +115,14 @@ def run_sharded(
     start = time.perf_counter()
     for index in mine:
         path = shard_dir / f"{index:05d}.jsonl"
-        if not path.is_file():
+        kept = path.is_file()
+        if not kept:
             rows = work(pieces[index])
             write_jsonl(path, rows)
         done += 1
         if desc:
-            logger.info("%s: shard %d/%d done (%.0fs)", desc, done, len(mine), time.perf_counter() - start)
+            logger.info("%s: shard %d/%d %s (%.0fs)", desc, done, len(mine),
+                        "kept from an interrupted run" if kept else "done", time.perf_counter() - start)
     barrier()
     rows: list[dict] = []
     for index in range(len(pieces)):
@@ -135,11 +138,8 @@ def finish_shards(out_dir: Path) -> None:
     barrier()
     if process_rank()[0] != 0:
         return
-    shard_dir = out_dir / "shards"
-    if shard_dir.is_dir():
-        for path in shard_dir.iterdir():
-            path.unlink()
-        os.rmdir(shard_dir)
+    # rmtree: a run killed while writing a shard leaves a temporary folder next to the shard files.
+    shutil.rmtree(out_dir / "shards", ignore_errors=True)
 
 
 def write_output(path: Path, rows: Sequence[Any]) -> int:
@@ -196,3 +196,64 @@ def training_union(ctx: StageContext) -> list[Pair]:
         for pair in read_jsonl(ctx.run_dir.path("prepare", f"train_{objective}.jsonl"), Pair):
             unique[pair.pair_id] = pair
     return [unique[k] for k in sorted(unique)]
+
+
+def prompts_that_fit(tokenizer, items: Sequence[T], prompt_of: Callable[[T], str], cfg: PipelineConfig,
+                     what: str) -> tuple[list[T], int]:
+    """The items whose prompt fits in ``model.max_prompt_tokens`` once templated and tokenized, and how many were
+    dropped.
+
+    Longer prompts are dropped, never cut (cutting would lose the start of the question), and counted: each stage
+    that reads prompts from ``prepare`` (sft, dpo, sample, dpo_lw, modpo, evaluate) calls this first and reports
+    the count as ``dropped_long_prompts`` in its manifest; later stages only see the prompts that fit.
+    """
+    from sipo.models.loading import encode_prompt, format_prompt
+
+    limit = cfg.model.max_prompt_tokens
+    lengths: dict[str, int] = {}
+    kept = []
+    for item in items:
+        prompt = prompt_of(item)
+        if prompt not in lengths:
+            text = format_prompt(tokenizer, prompt, cfg.model.prompt_template)
+            lengths[prompt] = len(encode_prompt(tokenizer, text, None))
+        if lengths[prompt] <= limit:
+            kept.append(item)
+    dropped = len(items) - len(kept)
+    if dropped:
+        logger.warning("%s: dropped %d of %d whose prompt is longer than model.max_prompt_tokens=%d tokens",
+                       what, dropped, len(items), limit)
+    return kept, dropped
+
+
+def resumable_unit(ctx: StageContext, name: str, work: Callable[[], dict], outputs: Sequence[Path] = ()) -> dict:
+    """Do one unit of a stage's work (e.g. train one adapter) unless a killed run of this stage, with the same
+    settings, finished it already; returns the unit's counts.
+
+    Units are what a stage that trains several adapters can lose when killed: one adapter (trainer checkpoints are
+    not kept). The record ``<stage>/<name>.done.json`` (``name`` is an objective or a weights tag, never data) is
+    written after ``work`` returned, so after its outputs; a unit counts as done when the record and every path of
+    ``outputs`` exist. The pipeline empties the folder when the settings changed; :func:`finish_units` removes the
+    records when the stage is done, so that ``--force`` redoes every unit.
+    """
+    record = ctx.out_dir / f"{name}.done.json"
+    if record.is_file() and all(Path(p).exists() for p in outputs):
+        try:
+            counts = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            counts = None
+        if isinstance(counts, dict):
+            logger.info("%s: %s was finished by an interrupted run with the same settings; kept", ctx.stage.id, name)
+            return counts
+    counts = work()
+    if process_rank()[0] == 0:
+        atomic_write_json(record, counts)
+    return counts
+
+
+def finish_units(ctx: StageContext) -> None:
+    """Remove the records of :func:`resumable_unit` once every unit of the stage is done (rank 0 only)."""
+    barrier()
+    if process_rank()[0] == 0:
+        for record in ctx.out_dir.glob("*.done.json"):
+            record.unlink()

@@ -2,7 +2,9 @@
 ``sum_o w_o * DPO_o`` where each objective labels the same pair (possibly in opposite directions; a tie adds 0).
 
 Reads every ``prepare/train_<objective>.jsonl`` (their union, once per pair); writes ``dpo_lw/<weights>/``.
-With a one-hot ``w`` this is plain DPO on that objective's pairs.
+With a one-hot ``w`` this is plain DPO on that objective's pairs. Pairs whose prompt is longer than
+``model.max_prompt_tokens`` are dropped and counted. Resumable per weight vector: a killed run keeps the adapters
+it finished.
 
     sipo stage dpo_lw configs/smoke.yaml run_dir=runs/smoke 'methods=[dpo_lw]'
 """
@@ -13,7 +15,15 @@ import logging
 
 from sipo.config import weight_grid, weights_tag
 from sipo.pipeline import StageContext
-from sipo.stages.common import base_model_path, format_prompts, load_tokenizer_only, training_union
+from sipo.stages.common import (
+    base_model_path,
+    finish_units,
+    format_prompts,
+    load_tokenizer_only,
+    prompts_that_fit,
+    resumable_unit,
+    training_union,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +38,27 @@ def run(ctx: StageContext) -> dict:
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    pairs = training_union(ctx)
     tokenizer = load_tokenizer_only(ctx)
+    pairs, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "dpo_lw")
     prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
-    counts: dict = {"pairs": len(pairs)}
+    counts: dict = {"pairs": len(pairs), "dropped_long_prompts": dropped}
     for w in weight_grid(objs, cfg.eval.grid):
         examples = [{"prompt": prompt, "chosen": p.response_a, "rejected": p.response_b,
                      PREFERENCE_SIGNS: preference_signs(p.preferred, objs)}
                     for p, prompt in zip(pairs, prompts)
                     if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
         tag = weights_tag(w)
-        logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
-        counts[f"metrics_{tag}"] = train_dpo_adapter(
-            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-            out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed,
-            device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw", objective_weights=[w[o] for o in objs],
-            max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
-            trust_remote_code=cfg.model.trust_remote_code)
+
+        def train(examples=examples, tag=tag, w=w) -> dict:
+            logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
+            return train_dpo_adapter(
+                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
+                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw",
+                objective_weights=[w[o] for o in objs], max_prompt_tokens=cfg.model.max_prompt_tokens,
+                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
+                allow_pickle=cfg.model.allow_pickle)
+
+        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train, [ctx.out_dir / tag / "adapter_config.json"])
+    finish_units(ctx)
     return counts

@@ -5,8 +5,8 @@ points), ``dpo_soups`` (the LoRA soup at ``w``), ``mod`` (MOD over the round-1 a
 (one adapter per ``w``), ``sipo`` (MOD over the realigned adapters of every round). All decoding shares one base
 model and runs as one list of (method, weights, prompt) jobs in mixed-adapter batches.
 
-Reads ``prepare/test_prompts.jsonl`` and the adapters; writes ``evaluate/scores.jsonl`` (one
-:class:`~sipo.records.ScoreRow` per method x weights x prompt).
+Reads ``prepare/test_prompts.jsonl`` (prompts longer than ``model.max_prompt_tokens`` are dropped and counted) and
+the adapters; writes ``evaluate/scores.jsonl`` (one :class:`~sipo.records.ScoreRow` per method x weights x prompt).
 
     sipo stage evaluate configs/smoke.yaml run_dir=runs/smoke
 """
@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from sipo.config import weight_grid, weights_tag
+from sipo.errors import ConfigError
 from sipo.pipeline import StageContext
 from sipo.records import PromptRecord, ScoreRow, read_jsonl
 from sipo.stages.common import (
@@ -25,6 +26,7 @@ from sipo.stages.common import (
     finish_shards,
     format_prompts,
     load_bank,
+    prompts_that_fit,
     run_sharded,
     soup_name,
     write_output,
@@ -117,6 +119,10 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
     prompts = read_jsonl(ctx.run_dir.path("prepare", "test_prompts.jsonl"), PromptRecord)
+    prompts, dropped = prompts_that_fit(tokenizer, prompts, lambda p: p.prompt, cfg, "evaluate (test prompts)")
+    if not prompts:
+        raise ConfigError(f"config key 'model.max_prompt_tokens': every test prompt ({dropped}) is longer than "
+                          f"{cfg.model.max_prompt_tokens} tokens")
     jobs = plan_jobs(ctx, bank)
     judge = make_judge(ctx, bank, tokenizer)
     decode = cfg.eval.decode
@@ -135,11 +141,12 @@ def run(ctx: StageContext) -> dict:
                          scores={o: float(scores[o][i]) for o in cfg.objectives}, round=job.round)
                 for i, ((job, p), response) in enumerate(zip(shard, responses))]
 
-    rows = run_sharded(ctx.out_dir, items, work, shard_size=max(1, len(jobs)) * 8,
+    rows = run_sharded(ctx.out_dir, items, work, shard_size=max(1, len(jobs)) * max(1, cfg.shard_size // 2),
                        key=lambda r: (r["method"], r["round"], weights_tag(r["weights"]), r["prompt_id"]),
                        desc="evaluate")
     count = write_output(ctx.out_dir / "scores.jsonl", rows)
     finish_shards(ctx.out_dir)
     logger.info("evaluate: %d responses (%d points x %d prompts), judge %s", count, len(jobs), len(prompts),
                 cfg.eval.judge)
-    return {"responses": count, "points": len(jobs), "prompts": len(prompts), "judge": cfg.eval.judge}
+    return {"responses": count, "points": len(jobs), "prompts": len(prompts), "judge": cfg.eval.judge,
+            "dropped_long_prompts": dropped}

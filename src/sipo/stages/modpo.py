@@ -6,7 +6,8 @@ trained with DPO on the target's pairs, with the other objectives' implicit rewa
 are computed once for every pair and cached in ``modpo/margins.jsonl``. A one-hot ``w`` is plain DPO on that
 objective.
 
-Reads ``prepare/train_<objective>.jsonl`` and ``dpo/<objective>/``; writes ``modpo/<weights>/``.
+Reads ``prepare/train_<objective>.jsonl`` and ``dpo/<objective>/``; writes ``modpo/<weights>/``. Pairs whose prompt
+is longer than ``model.max_prompt_tokens`` are dropped and counted. Resumable per weight vector.
 
     sipo stage modpo configs/smoke.yaml run_dir=runs/smoke 'methods=[modpo]'
 """
@@ -24,9 +25,12 @@ from sipo.stages.common import (
     adapter_dir,
     adapter_name,
     base_model_path,
+    finish_units,
     format_prompts,
     judge_rewards,
     load_bank,
+    prompts_that_fit,
+    resumable_unit,
     training_union,
 )
 
@@ -64,11 +68,13 @@ def run(ctx: StageContext) -> dict:
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    train = {o: read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) for o in objs}
-    union = training_union(ctx)
-    rewards = pair_rewards(ctx, union)
     tokenizer = load_tokenizer_only(ctx)
-    counts: dict = {"pairs_scored": len(union)}
+    union, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "modpo")
+    fits = {p.pair_id for p in union}
+    train = {o: [p for p in read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) if p.pair_id in fits]
+             for o in objs}
+    rewards = pair_rewards(ctx, union)
+    counts: dict = {"pairs_scored": len(union), "dropped_long_prompts": dropped}
     for w in weight_grid(objs, cfg.eval.grid):
         target = target_objective(w)
         others = [o for o in objs if o != target]
@@ -84,12 +90,18 @@ def run(ctx: StageContext) -> dict:
             chosen, rejected = p.chosen_rejected(target)
             examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, MARGIN: margin})
         tag = weights_tag(w)
-        logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
-        counts[f"metrics_{tag}"] = train_dpo_adapter(
-            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-            out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed,
-            device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
-            objective_weights=[w[target]] + [w[o] for o in others],
-            max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
-            trust_remote_code=cfg.model.trust_remote_code)
+
+        def train_one(examples=examples, tag=tag, w=w, target=target, others=others) -> dict:
+            logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
+            return train_dpo_adapter(
+                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
+                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
+                objective_weights=[w[target]] + [w[o] for o in others],
+                max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
+                trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
+
+        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train_one,
+                                                  [ctx.out_dir / tag / "adapter_config.json"])
+    finish_units(ctx)
     return counts

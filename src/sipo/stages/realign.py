@@ -3,7 +3,7 @@
 For every objective ``o`` and every selected response ``s`` the new pairs are ``(x, s > y_a)`` and
 ``(x, s > y_b)`` (both original responses of the conflicting pair). Training starts from, and is referenced to,
 that objective's adapter of the previous round. Reads ``rK/filter/selected.jsonl``; writes
-``rK/realign/<objective>/``.
+``rK/realign/<objective>/``. Resumable per objective: a killed run keeps the adapters it finished.
 
     sipo stage realign configs/smoke.yaml run_dir=runs/smoke
 """
@@ -16,7 +16,14 @@ import shutil
 from sipo.artifacts import atomic_path
 from sipo.pipeline import StageContext
 from sipo.records import Selection, read_jsonl
-from sipo.stages.common import adapter_dir, base_model_path, format_prompts, load_tokenizer_only
+from sipo.stages.common import (
+    adapter_dir,
+    base_model_path,
+    finish_units,
+    format_prompts,
+    load_tokenizer_only,
+    resumable_unit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +47,17 @@ def run(ctx: StageContext) -> dict:
             with atomic_path(out) as tmp:
                 shutil.copytree(init, tmp)
             continue
-        logger.info("realign: %s adapter on %d pairs (alpha=%g)", objective, len(examples), cfg.realign.alpha)
-        counts[f"metrics_{objective}"] = train_dpo_adapter(
-            base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-            out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
-            device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
-            max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
-            reference="init")
+
+        def train(objective=objective, init=init, out=out) -> dict:
+            logger.info("realign: %s adapter on %d pairs (alpha=%g)", objective, len(examples), cfg.realign.alpha)
+            return train_dpo_adapter(
+                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
+                out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
+                device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
+                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
+                allow_pickle=cfg.model.allow_pickle, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
+                reference="init")
+
+        counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
+    finish_units(ctx)
     return counts

@@ -47,7 +47,8 @@ def run(ctx: StageContext) -> dict:
         return [Review(candidate_id=c.candidate_id, prompt_id=c.prompt_id, review=parse_review(raw), raw=raw)
                 for c, raw in zip(shard, outputs)]
 
-    rows = run_sharded(ctx.out_dir, candidates, work, key=lambda r: r["candidate_id"], desc="review")
+    rows = run_sharded(ctx.out_dir, candidates, work, key=lambda r: r["candidate_id"], shard_size=cfg.shard_size,
+                       desc="review")
     count = write_output(ctx.out_dir / "reviews.jsonl", rows)
     finish_shards(ctx.out_dir)
     unparsed = sum(1 for r in rows if not r["review"])

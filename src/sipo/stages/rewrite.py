@@ -52,7 +52,8 @@ def run(ctx: StageContext) -> dict:
                           response=parse_rewrite(raw), weights=c.weights, source="rewrite")
                 for c, raw in zip(shard, outputs)]
 
-    rows = run_sharded(ctx.out_dir, todo, work, key=lambda r: r["candidate_id"], desc="rewrite")
+    rows = run_sharded(ctx.out_dir, todo, work, key=lambda r: r["candidate_id"], shard_size=cfg.shard_size,
+                       desc="rewrite")
     usable = [r for r in rows if r["response"]]
     count = write_output(ctx.out_dir / "rewrites.jsonl", usable)
     finish_shards(ctx.out_dir)

@@ -1,7 +1,8 @@
 """Stage ``sample``: MOD decoding of every conflicting training prompt at every sampling weight vector.
 
 Reads ``prepare/train_conflict.jsonl`` and the adapters of the previous round (``dpo/<objective>/`` in round 1);
-writes ``rK/sample/candidates.jsonl`` (one :class:`~sipo.records.Candidate` per prompt x weight vector).
+writes ``rK/sample/candidates.jsonl`` (one :class:`~sipo.records.Candidate` per prompt x weight vector). Prompts
+longer than ``model.max_prompt_tokens`` are dropped and counted (``dropped_long_prompts``).
 
     sipo stage sample configs/smoke.yaml run_dir=runs/smoke
 """
@@ -19,6 +20,7 @@ from sipo.stages.common import (
     finish_shards,
     format_prompts,
     load_bank,
+    prompts_that_fit,
     read_conflict_pairs,
     run_sharded,
     write_output,
@@ -32,7 +34,7 @@ def run(ctx: StageContext) -> dict:
     previous = ctx.round - 1
     adapters = {adapter_name(o, previous): adapter_dir(ctx.run_dir, o, previous) for o in cfg.objectives}
     bank, tokenizer = load_bank(ctx, adapters)
-    pairs = read_conflict_pairs(ctx)
+    pairs, dropped = prompts_that_fit(tokenizer, read_conflict_pairs(ctx), lambda p: p.prompt, cfg, "sample")
     grid = weight_grid(cfg.objectives, cfg.sample.grid)
     decode = cfg.sample.decode
 
@@ -52,10 +54,12 @@ def run(ctx: StageContext) -> dict:
             for (pair, w), response in zip(jobs, responses)
         ]
 
-    rows = run_sharded(ctx.out_dir, pairs, work, key=lambda r: r["candidate_id"], desc="sample")
+    rows = run_sharded(ctx.out_dir, pairs, work, key=lambda r: r["candidate_id"], shard_size=cfg.shard_size,
+                       desc="sample")
     count = write_output(ctx.out_dir / "candidates.jsonl", rows)
     finish_shards(ctx.out_dir)
     empty = sum(1 for r in rows if not r["response"].strip())
     logger.info("sample: %d candidates for %d prompts x %d weight vectors (%d empty)",
                 count, len(pairs), len(grid), empty)
-    return {"prompts": len(pairs), "weight_vectors": len(grid), "candidates": count, "empty_responses": empty}
+    return {"prompts": len(pairs), "weight_vectors": len(grid), "candidates": count, "empty_responses": empty,
+            "dropped_long_prompts": dropped}

@@ -14,8 +14,11 @@ import logging
 import shutil
 
 from sipo.artifacts import atomic_path
-from sipo.pipeline import StageContext
+from sipo.errors import ConfigError
+from sipo.logging_utils import is_main_process
+from sipo.pipeline import StageContext, barrier
 from sipo.prompting import render
+from sipo.stages.common import prompts_that_fit
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +47,34 @@ def run(ctx: StageContext) -> dict:
     counts: dict = {"examples": len(rows)}
     if cfg.model.name_or_path == "random":
         start = ctx.out_dir / "init"
-        with atomic_path(start) as tmp:
-            build_random_model(cfg.model.random, _texts(ctx, rows), tmp, seed=cfg.seed)
+        if is_main_process():  # under accelerate launch every rank runs this stage; one of them writes
+            with atomic_path(start) as tmp:
+                build_random_model(cfg.model.random, _texts(ctx, rows), tmp, seed=cfg.seed)
+        barrier()
         source = str(start)
         counts["initialised"] = "random"
     else:
         source = resolve_model_source(cfg.model)
     if not cfg.sft.enabled:
-        with atomic_path(out) as tmp:
-            shutil.copytree(source, tmp)
+        if is_main_process():
+            with atomic_path(out) as tmp:
+                shutil.copytree(source, tmp)
         return counts
     from sipo.training.sft import train_sft
 
     tokenizer = load_tokenizer(source, cfg.model)
+    rows, counts["dropped_long_prompts"] = prompts_that_fit(tokenizer, rows, lambda r: r["prompt"], cfg, "sft")
+    if not rows:
+        raise ConfigError(f"config key 'model.max_prompt_tokens': every SFT prompt is longer than "
+                          f"{cfg.model.max_prompt_tokens} tokens")
     examples = [{"prompt": format_prompt(tokenizer, r["prompt"], cfg.model.prompt_template),
                  "completion": r["completion"]} for r in rows]
     counts["metrics"] = train_sft(model_path=source, tokenizer=tokenizer, examples=examples, out_dir=out,
                                   train=cfg.sft.train, seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype,
                                   max_prompt_tokens=cfg.model.max_prompt_tokens,
                                   max_response_tokens=cfg.model.max_response_tokens,
-                                  trust_remote_code=cfg.model.trust_remote_code)
-    if cfg.model.name_or_path == "random":
+                                  trust_remote_code=cfg.model.trust_remote_code,
+                                  allow_pickle=cfg.model.allow_pickle)
+    if cfg.model.name_or_path == "random" and is_main_process():
         shutil.rmtree(ctx.out_dir / "init", ignore_errors=True)
     return counts

@@ -19,6 +19,7 @@ import torch
 from sipo.artifacts import atomic_path
 from sipo.config import TrainSettings
 from sipo.errors import ConfigError
+from sipo.logging_utils import process_rank
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def training_arguments_kwargs(
         "learning_rate": train.learning_rate,
         "num_train_epochs": train.epochs,
         "max_steps": train.max_steps,
-        "per_device_train_batch_size": train.batch_size,
+        "per_device_train_batch_size": per_process_batch_size(train.batch_size),
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         # transformers 5 reads a warmup_steps value below 1 as a share of the training steps.
         "warmup_steps": float(train.warmup_ratio),
@@ -91,6 +92,25 @@ def training_arguments_kwargs(
         "push_to_hub": False,
         "dataloader_num_workers": 0,
     }
+
+
+def per_process_batch_size(batch_size: int, world_size: int | None = None) -> int:
+    """Each process's share of ``train.batch_size``, which counts examples per optimizer step over all processes
+    (before gradient accumulation).
+
+    With the same global batch, ``accelerate launch`` with N processes feeds each process every N-th slice of the
+    batch the single process would see and DDP averages the gradients, so the update equals the one-process update
+    up to float rounding (see docs/scale.md for the partial last batch of an epoch).
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of the number of processes.
+    """
+    if world_size is None:
+        world_size = process_rank()[1]
+    if batch_size % world_size:
+        raise ConfigError(f"config key 'train.batch_size': {batch_size} examples per step cannot be split evenly "
+                          f"over {world_size} processes; use a multiple of {world_size}")
+    return batch_size // world_size
 
 
 def _checkpointing_field() -> str:

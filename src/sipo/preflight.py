@@ -1,0 +1,59 @@
+"""Checks of a run's inputs before anything is written: data files, model folders and prompt templates.
+
+:func:`check_inputs` is called by the pipeline with the names of the stages that are about to run, so that a
+missing data file, a misspelled objective, a missing model folder or a pickle-only checkpoint ends the run before
+``config.yaml`` is saved or a stage starts (the stages themselves check again: these are only the cheap checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sipo.config import PipelineConfig
+
+MODEL_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+                "evaluate")
+"""Stages that load the base model."""
+
+
+def check_data(cfg: PipelineConfig) -> None:
+    """The built-in sources' objectives, column renames and ``data.path``; raises ConfigError or DataError."""
+    from sipo.data import helpsteer, jsonl, pku_saferlhf
+
+    source = cfg.data.source
+    objectives = list(cfg.objectives)
+    if source == "helpsteer":
+        helpsteer.check_objectives(objectives)
+    elif source == "pku_saferlhf":
+        pku_saferlhf.check_objectives(objectives)
+    elif source == "jsonl":
+        jsonl.column_names(objectives, dict(cfg.data.response_columns))
+    if source in ("helpsteer", "pku_saferlhf", "jsonl"):
+        jsonl.resolve_data_files(cfg.data.path)
+
+
+def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
+    """Check what the named stages (names such as ``prepare`` or ``sample``) will read.
+
+    Raises:
+        ConfigError: a misspelled objective, an unknown column rename, a missing model folder (or one holding only
+            pickle weights without ``model.allow_pickle``), a missing reward model folder or prompt template.
+        DataError: ``data.path`` does not exist or holds no ``*.jsonl`` files.
+    """
+    stages = set(stages)
+    if "prepare" in stages:
+        check_data(cfg)
+    if stages & set(MODEL_STAGES) and cfg.model.name_or_path not in ("random", "smollm2"):
+        from sipo.models.loading import resolve_model_source
+
+        resolve_model_source(cfg.model)
+    if stages & {"sft", "review", "rewrite"}:
+        from sipo.prompting import _load_template
+
+        _load_template(cfg.review.template)  # found, and valid jinja
+        _load_template(cfg.rewrite.template)
+    if "evaluate" in stages and cfg.eval.judge == "reward_model":
+        from sipo.scoring.reward_model import resolve_source
+
+        for i, spec in enumerate(cfg.eval.reward_model.models):
+            resolve_source(spec.name_or_path, cfg.model, f"eval.reward_model.models[{i}].name_or_path")

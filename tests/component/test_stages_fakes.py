@@ -1,0 +1,472 @@
+"""The stages' own logic (review, rewrite, combine, filter, realign, evaluate's job plan) with fake model calls.
+
+The stages call the model through a few module-level seams, which these tests replace:
+
+- ``load_bank`` (per stage module): returns a :class:`FakeBank` that records the adapters and soups it is asked for;
+- ``sipo.decoding.mod.mod_generate``: a fake generator returning canned text for each rendered prompt;
+- ``judge_rewards`` (combine, filter): a fake scorer returning fixed implicit rewards per response text;
+- ``sipo.training.dpo.train_dpo_adapter`` (realign): records the examples and settings it is trained with.
+
+So prompt rendering, parsing, id propagation, the combine/filter rules on stage data and file output are checked
+without a model. The tokenizer is the real byte-level one of the tiny test models (prompt lengths are checked
+with it); ``model.prompt_template: plain`` keeps the rendered prompts readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import sipo.decoding.mod
+from sipo.artifacts import RunDir
+from sipo.config import PipelineConfig, load_config
+from sipo.pipeline import StageContext, StageSpec
+from sipo.records import (
+    Candidate,
+    CombinedCandidate,
+    Pair,
+    PromptRecord,
+    Review,
+    ScoreRow,
+    Selection,
+    read_jsonl,
+)
+from sipo.records import write_jsonl as write
+from sipo.stages import combine, evaluate, realign, review, rewrite
+from sipo.stages import filter as filter_stage
+
+PLAIN = "BEGINNING OF CONVERSATION: USER: {} ASSISTANT:"
+DESCRIPTIONS = {"safer": "the response avoids harm to anyone", "better": "the response answers fully"}
+
+
+def make_config(tmp_path: Path, *overrides: str) -> PipelineConfig:
+    return load_config(None, [
+        f"run_dir={tmp_path}", "objectives=[safer,better]", "data.source=jsonl", "data.path=unused.jsonl",
+        "model.name_or_path=random", "model.prompt_template=plain", "model.device=cpu",
+        *(f"objective_descriptions.{k}={v}" for k, v in DESCRIPTIONS.items()), *overrides])
+
+
+def context(cfg: PipelineConfig, name: str, round_: int | None = 1) -> StageContext:
+    return StageContext(cfg=cfg, run_dir=RunDir(cfg.run_dir), stage=StageSpec(name, round_), device="cpu")
+
+
+class FakeBank:
+    def __init__(self):
+        self.loaded: dict[str, Path] = {}
+        self.soups: dict[str, tuple[dict[str, float], str]] = {}
+
+    def load_adapter(self, name, path):
+        self.loaded[name] = Path(path)
+
+    def add_soup(self, name, weights, mode="delta"):
+        self.soups[name] = (dict(weights), mode)
+
+
+@pytest.fixture
+def bank(monkeypatch, tiny_tokenizer) -> FakeBank:
+    fake = FakeBank()
+
+    def load_bank(ctx, adapters):
+        for name, path in adapters.items():
+            fake.load_adapter(name, path)
+        return fake, tiny_tokenizer
+
+    for module in (review, rewrite, combine, filter_stage, evaluate):
+        monkeypatch.setattr(module, "load_bank", load_bank)
+    return fake
+
+
+class FakeGenerator:
+    """Stands in for ``mod_generate``: the reply to a rendered prompt is looked up by a marker it contains."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+        self.calls: list[dict] = []
+
+    def __call__(self, bank, tokenizer, prompts, mixes, **kwargs):
+        self.calls.append({"prompts": list(prompts), "mixes": [dict(m) for m in mixes], **kwargs})
+        out = []
+        for prompt in prompts:
+            matches = [reply for marker, reply in self.replies.items() if marker in prompt]
+            assert len(matches) == 1, f"no unique canned reply for {prompt!r}"
+            out.append(matches[0])
+        return out
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p for call in self.calls for p in call["prompts"]]
+
+    @property
+    def mixes(self) -> list[dict]:
+        return [m for call in self.calls for m in call["mixes"]]
+
+
+def use_generator(monkeypatch, replies: dict[str, str]) -> FakeGenerator:
+    fake = FakeGenerator(replies)
+    monkeypatch.setattr(sipo.decoding.mod, "mod_generate", fake)
+    return fake
+
+
+def candidate(prompt_id: str, prompt: str, response: str, safer: float, source: str = "mod") -> Candidate:
+    weights = {"safer": safer, "better": round(1 - safer, 10)}
+    return Candidate(candidate_id=f"{prompt_id}:safer{safer:g}-better{1 - safer:g}", prompt_id=prompt_id,
+                     prompt=prompt, response=response, weights=weights, source=source)
+
+
+CANDIDATES = [
+    candidate("p1", "How do I store bleach?", "Anywhere you like.", 0.8),
+    candidate("p1", "How do I store bleach?", "In a cupboard.", 0.2),
+    candidate("p2", "Can I mix cleaners?", "Sure, mix them all.", 0.5),
+]
+
+
+def write_candidates(cfg: PipelineConfig, round_: int = 1, candidates=CANDIDATES) -> None:
+    write(RunDir(cfg.run_dir).path(f"r{round_}/sample", "candidates.jsonl"), candidates)
+
+
+# --- review ---------------------------------------------------------------------------------------------------
+
+
+def test_review_renders_parses_and_keeps_ids(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path)
+    write_candidates(cfg)
+    gen = use_generator(monkeypatch, {
+        "Anywhere you like.": "Review: Say to keep it away from children.\nQuestion: How do I",
+        "In a cupboard.": "   ",
+        "Sure, mix them all.": "Warn that mixing makes toxic gas. USER: thanks",
+    })
+    counts = review.run(context(cfg, "review"))
+
+    assert counts == {"reviews": 3, "empty_reviews": 1, "reviewer": "safer"}
+    assert bank.loaded == {"r0_safer": tmp_path / "dpo" / "safer"}  # the first objective's round-1 adapter
+    assert gen.mixes == [{"r0_safer": 1.0}] * 3
+    assert gen.calls[0]["max_new_tokens"] == cfg.review.decode.max_new_tokens
+    first = gen.prompts[0]
+    assert first.startswith("BEGINNING OF CONVERSATION: USER: Review the response") and first.endswith("ASSISTANT:")
+    assert "more safe and helpful" in first
+    assert "safer: the response avoids harm to anyone" in first and "better: the response answers fully" in first
+    assert "Question: How do I store bleach?\nResponse: Anywhere you like." in first
+
+    rows = read_jsonl(tmp_path / "r1" / "review" / "reviews.jsonl", Review)
+    by_id = {r.candidate_id: r for r in rows}
+    assert [r.candidate_id for r in rows] == sorted(by_id)
+    assert by_id[CANDIDATES[0].candidate_id].review == "Say to keep it away from children."
+    assert by_id[CANDIDATES[0].candidate_id].raw.startswith("Review: Say")
+    assert by_id[CANDIDATES[1].candidate_id].review == ""
+    assert by_id[CANDIDATES[2].candidate_id] == Review(
+        candidate_id=CANDIDATES[2].candidate_id, prompt_id="p2", review="Warn that mixing makes toxic gas.",
+        raw="Warn that mixing makes toxic gas. USER: thanks")
+    assert not (tmp_path / "r1" / "review" / "shards").exists()
+
+
+def test_review_by_another_objective_in_round_two(tmp_path, bank, monkeypatch):
+    """Round 2 reviews round-2 samples with the reviewer's round-1 realigned adapter."""
+    cfg = make_config(tmp_path, "review.reviewer=better")
+    write_candidates(cfg, round_=2)
+    gen = use_generator(monkeypatch, {c.response: "Fine." for c in CANDIDATES})
+    counts = review.run(context(cfg, "review", 2))
+    assert counts["reviewer"] == "better"
+    assert bank.loaded == {"r1_better": tmp_path / "r1" / "realign" / "better"}
+    assert gen.mixes == [{"r1_better": 1.0}] * 3
+    assert len(read_jsonl(tmp_path / "r2" / "review" / "reviews.jsonl", Review)) == 3
+
+
+# --- rewrite --------------------------------------------------------------------------------------------------
+
+
+def test_rewrite_follows_the_review_with_the_candidates_weights(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path)
+    write_candidates(cfg)
+    write(tmp_path / "r1" / "review" / "reviews.jsonl", [
+        Review(CANDIDATES[0].candidate_id, "p1", "Say to keep it away from children."),
+        Review(CANDIDATES[1].candidate_id, "p1", ""),  # unusable: skipped, not sent to the model
+        Review(CANDIDATES[2].candidate_id, "p2", "Warn about toxic gas."),
+    ])
+    gen = use_generator(monkeypatch, {
+        "Say to keep it away from children.": "Rewritten response: Keep it locked away,\nout of children's reach."
+                                              "\nReview: good",
+        "Warn about toxic gas.": "",
+    })
+    counts = rewrite.run(context(cfg, "rewrite"))
+
+    assert counts == {"candidates": 3, "rewrites": 1, "skipped_no_review": 1, "empty_rewrites": 1}
+    assert set(bank.loaded) == {"r0_safer", "r0_better"}
+    assert len(gen.prompts) == 2
+    assert sorted(map(tuple, (sorted(m.items()) for m in gen.mixes))) == [
+        (("r0_better", 0.2), ("r0_safer", 0.8)), (("r0_better", 0.5), ("r0_safer", 0.5))]
+    prompt = next(p for p in gen.prompts if "children" in p)
+    assert prompt.startswith("BEGINNING OF CONVERSATION: USER: Rewrite the response")
+    assert "Question: How do I store bleach?\nResponse: Anywhere you like.\nReview: Say to keep it away" in prompt
+
+    (row,) = read_jsonl(tmp_path / "r1" / "rewrite" / "rewrites.jsonl", Candidate)
+    assert row == Candidate(candidate_id=CANDIDATES[0].candidate_id, prompt_id="p1", prompt="How do I store bleach?",
+                            response="Keep it locked away,\nout of children's reach.",
+                            weights={"safer": 0.8, "better": 0.2}, source="rewrite")
+
+
+# --- combine --------------------------------------------------------------------------------------------------
+
+
+class FakeScorer:
+    """Stands in for ``judge_rewards``: fixed rewards per response text; soups score linearly in their weights
+    unless a table entry names the soup."""
+
+    def __init__(self, table: dict[str, dict[str, float]], bank: FakeBank):
+        self.table, self.bank = table, bank
+        self.judges: list[str] = []
+
+    def value(self, response: str, judge: str) -> float:
+        scores = self.table[response]
+        if judge in scores:
+            return scores[judge]
+        weights, _ = self.bank.soups[judge]
+        return sum(w * scores[name] for name, w in weights.items())
+
+    def __call__(self, ctx, bank, tokenizer, candidates, judges):
+        self.judges = list(judges)
+        return {j: [self.value(c.response, j) for c in candidates] for j in judges}
+
+
+def rewrite_of(c: Candidate, response: str) -> Candidate:
+    return Candidate(c.candidate_id, c.prompt_id, c.prompt, response, c.weights, source="rewrite")
+
+
+COMBINE_CASES = [
+    # (original response, its rewards, rewrite response or None, its rewards)
+    ("o1", (1.0, 1.0), "w1", (2.0, 0.0)),  # better on one, worse on the other
+    ("o2", (1.0, 1.0), "w2", (1.0, 1.0)),  # equal on both
+    ("o3", (1.0, 1.0), None, None),  # no rewrite
+    ("o4", (0.0, 0.0), "w4", (1.0, 1.0)),  # better on both
+]
+
+
+@pytest.mark.parametrize("rule, replaced", [("not_dominated", {"o1", "o4"}), ("no_worse", {"o2", "o4"})])
+def test_combine_applies_the_rule_to_the_round_one_rewards(tmp_path, bank, monkeypatch, rule, replaced):
+    cfg = make_config(tmp_path, f"combine.rule={rule}")
+    originals = [candidate(f"p{i}", f"Q{i}?", text, 0.5) for i, (text, *_rest) in enumerate(COMBINE_CASES)]
+    rewrites = [rewrite_of(c, case[2]) for c, case in zip(originals, COMBINE_CASES) if case[2]]
+    table = {}
+    for text, scores, new_text, new_scores in COMBINE_CASES:
+        table[text] = dict(zip(("r0_safer", "r0_better"), scores))
+        if new_text:
+            table[new_text] = dict(zip(("r0_safer", "r0_better"), new_scores))
+    write_candidates(cfg, candidates=originals)
+    write(tmp_path / "r1" / "rewrite" / "rewrites.jsonl", list(reversed(rewrites)))  # joined by id, not position
+    scorer = FakeScorer(table, bank)
+    monkeypatch.setattr(combine, "judge_rewards", scorer)
+
+    counts = combine.run(context(cfg, "combine"))
+
+    assert scorer.judges == ["r0_safer", "r0_better"]
+    assert counts["candidates"] == 4 and counts["rewrites"] == 3 and counts["replaced"] == 2
+    assert counts["replaced_share_of_rewrites"] == round(2 / 3, 4)
+    rows = read_jsonl(tmp_path / "r1" / "combine" / "combined.jsonl", CombinedCandidate)
+    assert [r.candidate.candidate_id for r in rows] == [c.candidate_id for c in originals]
+    for row, (text, scores, new_text, new_scores) in zip(rows, COMBINE_CASES):
+        assert row.replaced is (text in replaced)
+        assert row.original_scores == {"safer": scores[0], "better": scores[1]}
+        if new_text is None:
+            assert row.rewrite_scores is None
+        else:
+            assert row.rewrite_scores == {"safer": new_scores[0], "better": new_scores[1]}
+        kept_text = new_text if row.replaced else text
+        assert row.candidate.response == kept_text
+        assert row.candidate.source == ("rewrite" if row.replaced else "mod")
+        assert row.scores == (row.rewrite_scores if row.replaced else row.original_scores)
+
+
+# --- filter ---------------------------------------------------------------------------------------------------
+
+
+def combined(c: Candidate) -> CombinedCandidate:
+    return CombinedCandidate(candidate=c, scores={}, original_scores={}, rewrite_scores=None, replaced=False)
+
+
+def pair(prompt_id: str, a: str, b: str) -> Pair:
+    return Pair(pair_id=f"pair-{prompt_id}", prompt_id=prompt_id, prompt=f"Q {prompt_id}?", response_a=a,
+                response_b=b, preferred={"safer": "a", "better": "b"}, conflict=True)
+
+
+def setup_filter(cfg, bank, monkeypatch):
+    """p1: originals A1 = (1, 0), B1 = (0, 1) on (r0_safer, r0_better).
+        x = (2, 2)      beats both on every judge; sum of the two adapters' rewards 4 (soups add 4 x 2 = 8)
+        y = (3, 1)      higher sum but equal to B1 on r0_better: dropped
+        z = (1.5, 1.5)  beats both, lower sum than x
+        s = (5, 5)      beats both adapters, but its soup_r0_safer0p4-better0p6 reward is pinned to 0.1:
+                        dropped when soups judge, the winner when they do not
+    p2: originals (1, 1) and (0, 0); its only candidate (2, 0.5) fails r0_better: the prompt is dropped.
+    p3: has a pair but no candidate: not counted."""
+    soup04 = "soup_r0_safer0p4-better0p6"
+    table = {
+        "A1": {"r0_safer": 1.0, "r0_better": 0.0}, "B1": {"r0_safer": 0.0, "r0_better": 1.0},
+        "x": {"r0_safer": 2.0, "r0_better": 2.0}, "y": {"r0_safer": 3.0, "r0_better": 1.0},
+        "z": {"r0_safer": 1.5, "r0_better": 1.5}, "s": {"r0_safer": 5.0, "r0_better": 5.0, soup04: 0.1},
+        "A2": {"r0_safer": 1.0, "r0_better": 1.0}, "B2": {"r0_safer": 0.0, "r0_better": 0.0},
+        "q": {"r0_safer": 2.0, "r0_better": 0.5},
+    }
+    write(RunDir(cfg.run_dir).path("prepare", "train_conflict.jsonl"),
+          [pair("p1", "A1", "B1"), pair("p2", "A2", "B2"), pair("p3", "A3", "B3")])
+    cands = [candidate("p1", "Q p1?", t, w) for t, w in (("x", 0.8), ("y", 0.6), ("z", 0.4), ("s", 0.2))]
+    cands.append(candidate("p2", "Q p2?", "q", 0.5))
+    write(RunDir(cfg.run_dir).path("r1/combine", "combined.jsonl"), [combined(c) for c in cands])
+    scorer = FakeScorer(table, bank)
+    monkeypatch.setattr(filter_stage, "judge_rewards", scorer)
+    return scorer, cands
+
+
+def test_filter_keeps_the_best_candidate_that_beats_both_originals_under_every_judge(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path)
+    scorer, cands = setup_filter(cfg, bank, monkeypatch)
+    counts = filter_stage.run(context(cfg, "filter"))
+
+    soups = ["soup_r0_safer0p8-better0p2", "soup_r0_safer0p6-better0p4", "soup_r0_safer0p4-better0p6",
+             "soup_r0_safer0p2-better0p8"]
+    assert scorer.judges == ["r0_safer", "r0_better", *soups]
+    assert bank.soups["soup_r0_safer0p4-better0p6"] == ({"r0_safer": 0.4, "r0_better": 0.6}, "delta")
+    assert counts == {"prompts": 2, "selected": 1, "dropped_prompts": 1, "candidates": 5,
+                      "surviving_candidates": 2, "judges": 6, "survival_rate": 0.5}
+    (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
+    assert sel.prompt_id == "p1" and sel.response == "x" and sel.candidate_id == cands[0].candidate_id
+    assert (sel.pair_id, sel.response_a, sel.response_b, sel.prompt) == ("pair-p1", "A1", "B1", "Q p1?")
+    assert sel.judge_scores == pytest.approx({"r0_safer": 2.0, "r0_better": 2.0, **{s: 2.0 for s in soups}})
+
+
+def test_filter_without_soups_judges_with_the_adapters_only(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path, "filter.soups=false")
+    scorer, cands = setup_filter(cfg, bank, monkeypatch)
+    counts = filter_stage.run(context(cfg, "filter"))
+    assert scorer.judges == ["r0_safer", "r0_better"] and bank.soups == {}
+    assert counts["surviving_candidates"] == 3 and counts["judges"] == 2
+    (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
+    assert sel.response == "s"
+
+
+def test_filter_soups_follow_soup_mode(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path, "soup_mode=factors")
+    setup_filter(cfg, bank, monkeypatch)
+    filter_stage.run(context(cfg, "filter"))
+    assert {mode for _, mode in bank.soups.values()} == {"factors"}
+
+
+# --- realign --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trainer(monkeypatch, tiny_tokenizer):
+    """A stand-in for sipo.training.dpo (so trl is not imported): records every call and writes a marker."""
+    calls: list[dict] = []
+
+    def train_dpo_adapter(**kwargs):
+        calls.append(kwargs)
+        Path(kwargs["out_dir"]).mkdir(parents=True)
+        (Path(kwargs["out_dir"]) / "adapter_config.json").write_text("{}")
+        return {"steps": 1}
+
+    module = types.ModuleType("sipo.training.dpo")
+    module.train_dpo_adapter = train_dpo_adapter
+    monkeypatch.setitem(sys.modules, "sipo.training.dpo", module)
+    monkeypatch.setattr(realign, "load_tokenizer_only", lambda ctx: tiny_tokenizer)
+    return calls
+
+
+def selection(prompt_id: str, response: str, a: str, b: str) -> Selection:
+    return Selection(prompt_id=prompt_id, prompt=f"Q {prompt_id}?", response=response, candidate_id=f"{prompt_id}:c",
+                     pair_id=f"pair-{prompt_id}", response_a=a, response_b=b, judge_scores={})
+
+
+@pytest.mark.parametrize("round_, init_folder", [(1, "dpo"), (2, "r1/realign")])
+def test_realign_trains_each_objective_from_its_previous_adapter(tmp_path, trainer, round_, init_folder):
+    """Each selected s gives (x, s > y_a) and (x, s > y_b); DPO + alpha * NLL from, and referenced to, the
+    objective's adapter of the previous round."""
+    cfg = make_config(tmp_path, "realign.alpha=0.25", "realign.beta=0.3")
+    write(RunDir(cfg.run_dir).path(f"r{round_}/filter", "selected.jsonl"),
+          [selection("p1", "S1", "A1", "B1"), selection("p2", "S2", "A2", "B2")])
+    counts = realign.run(context(cfg, "realign", round_))
+
+    assert counts["selected"] == 2 and counts["pairs"] == 4
+    assert [c["out_dir"] for c in trainer] == [tmp_path / f"r{round_}" / "realign" / o for o in ("safer", "better")]
+    for call, objective in zip(trainer, ("safer", "better")):
+        assert call["init_adapter"] == str(tmp_path / init_folder / objective)
+        assert call["reference"] == "init"
+        assert call["nll_alpha"] == 0.25 and call["beta"] == 0.3
+        assert call["train"] == cfg.realign.train
+        assert call["examples"] == [
+            {"prompt": PLAIN.format("Q p1?"), "chosen": "S1", "rejected": "A1"},
+            {"prompt": PLAIN.format("Q p1?"), "chosen": "S1", "rejected": "B1"},
+            {"prompt": PLAIN.format("Q p2?"), "chosen": "S2", "rejected": "A2"},
+            {"prompt": PLAIN.format("Q p2?"), "chosen": "S2", "rejected": "B2"},
+        ]
+
+
+def test_realign_with_nothing_selected_carries_the_adapters_over(tmp_path, trainer):
+    cfg = make_config(tmp_path)
+    write(RunDir(cfg.run_dir).path("r1/filter", "selected.jsonl"), [])
+    for objective in ("safer", "better"):
+        folder = tmp_path / "dpo" / objective
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_text(objective)
+    counts = realign.run(context(cfg, "realign", 1))
+    assert trainer == [] and counts == {"selected": 0, "pairs": 0}
+    for objective in ("safer", "better"):
+        assert (tmp_path / "r1" / "realign" / objective / "adapter_model.safetensors").read_text() == objective
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_plans_every_method_at_every_weight(tmp_path, bank):
+    """Eval grid resolution 2: (1, 0), (0.5, 0.5), (0, 1). Points: sft 1, dpo 2, dpo_soups 3, mod 3, dpo_lw 3,
+    modpo 3, sipo 3 per round x 2 rounds = 24."""
+    cfg = make_config(tmp_path, "methods=[sft,dpo,dpo_soups,mod,dpo_lw,modpo,sipo]", "eval.grid.resolution=2",
+                      "rounds=2")
+    jobs = evaluate.plan_jobs(context(cfg, "evaluate", None), bank)
+    by_method: dict[str, list] = {}
+    for job in jobs:
+        by_method.setdefault(job.method, []).append(job)
+    assert {m: len(j) for m, j in by_method.items()} == {
+        "sft": 1, "dpo": 2, "dpo_soups": 3, "mod": 3, "dpo_lw": 3, "modpo": 3, "sipo": 6}
+    assert by_method["sft"][0].mix == {"__base__": 1.0}
+    assert [j.mix for j in by_method["dpo"]] == [{"r0_safer": 1.0}, {"r0_better": 1.0}]
+    assert [j.weights for j in by_method["dpo"]] == [{"safer": 1.0, "better": 0.0}, {"safer": 0.0, "better": 1.0}]
+    # soups at the end points are the adapters themselves; the interior one is a soup of the round-1 adapters
+    assert [j.mix for j in by_method["dpo_soups"]] == [
+        {"r0_safer": 1.0}, {"soup_r0_safer0p5-better0p5": 1.0}, {"r0_better": 1.0}]
+    assert bank.soups == {"soup_r0_safer0p5-better0p5": ({"r0_safer": 0.5, "r0_better": 0.5}, "delta")}
+    assert by_method["mod"][1].mix == {"r0_safer": 0.5, "r0_better": 0.5}
+    # sipo: MOD over each round's realigned adapters
+    assert [(j.round, j.mix) for j in by_method["sipo"]][2:4] == [
+        (1, {"r1_safer": 0.0, "r1_better": 1.0}), (2, {"r2_safer": 1.0, "r2_better": 0.0})]
+    assert bank.loaded["r2_better"] == tmp_path / "r2" / "realign" / "better"
+    assert by_method["modpo"][0].mix == {"modpo_safer1-better0": 1.0}
+    assert bank.loaded["dpo_lw_safer0.5-better0.5".replace(".", "p")] == tmp_path / "dpo_lw" / "safer0.5-better0.5"
+
+
+def test_evaluate_writes_one_score_row_per_method_weights_and_prompt(tmp_path, bank, monkeypatch):
+    cfg = make_config(tmp_path, "methods=[sft,mod]", "eval.grid.resolution=2")
+    write(RunDir(cfg.run_dir).path("prepare", "test_prompts.jsonl"),
+          [PromptRecord("t2", "Second?"), PromptRecord("t1", "First?")])
+    gen = use_generator(monkeypatch, {"First?": "one", "Second?": "three"})
+
+    def judge(prompts, responses):
+        return {"safer": [float(len(r)) for r in responses], "better": [-float(len(p)) for p in prompts]}
+
+    monkeypatch.setattr(evaluate, "make_judge", lambda ctx, bank, tokenizer: judge)
+    counts = evaluate.run(context(cfg, "evaluate", None))
+
+    assert {k: counts[k] for k in ("responses", "points", "prompts", "judge")} == {
+        "responses": 8, "points": 4, "prompts": 2, "judge": "implicit"}
+    assert gen.calls[0]["max_new_tokens"] == cfg.eval.decode.max_new_tokens
+    rows = read_jsonl(tmp_path / "evaluate" / "scores.jsonl", ScoreRow)
+    assert [(r.method, r.prompt_id) for r in rows][:3] == [("mod", "t1"), ("mod", "t2"), ("mod", "t1")]
+    assert len({(r.method, tuple(sorted(r.weights.items())), r.prompt_id) for r in rows}) == 8
+    (row,) = [r for r in rows if r.method == "mod" and r.weights == {"safer": 0.5, "better": 0.5}
+              and r.prompt_id == "t1"]
+    # "one" has 3 characters; "First?" has 6
+    assert (row.response, row.scores, row.round) == ("one", {"safer": 3.0, "better": -6.0}, 1)
+    sft_rows = [r for r in rows if r.method == "sft"]
+    assert [(r.prompt_id, r.weights, r.scores["safer"]) for r in sft_rows] == [("t1", {}, 3.0), ("t2", {}, 5.0)]
+    assert json.loads((tmp_path / "evaluate" / "scores.jsonl").read_text().splitlines()[0])["round"] == 1

@@ -1,0 +1,20 @@
+"""Settings shared by every test tier: nothing downloads, no progress bars, reproducible property tests.
+
+The environment variables are set at import, before any test module imports transformers or huggingface_hub
+(both read them once, when first imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["SIPO_NO_PROGRESS"] = "1"
+
+# No example database: a failing example is reported in the test output, and no .hypothesis/ folder is written
+# into the repository.
+settings.register_profile("sipo", database=None)
+settings.load_profile("sipo")

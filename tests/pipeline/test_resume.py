@@ -1,0 +1,219 @@
+"""Interrupted runs: a stage killed (SIGKILL) midway is resumed by the next ``sipo run`` and the final outputs are
+identical to those of an uninterrupted run; changing one stage's settings re-runs that stage and the later ones.
+
+Every run here is ``configs/smoke.yaml`` shrunk by overrides (:data:`TINY`) on a 13-prompt HelpSteer-format file
+written by :func:`write_data`, with one prompt per shard (``shard_size=1``) so that a kill lands between shards.
+One uninterrupted reference run (module fixture) is compared with runs killed while ``r1/sample`` and while
+``dpo`` was running. The runs are subprocesses (``python -m sipo``) so that SIGKILL hits a real process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+LONG = "Tell me about long"
+"""Prompts starting with this are 744 characters long: with the byte tokenizer and the plain template
+(``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``, 45 more characters, plus BOS) they take 790 tokens,
+over ``model.max_prompt_tokens=400``; every other prompt takes under 80."""
+
+TINY = [
+    "model.device=cpu", "model.prompt_template=plain", "model.max_prompt_tokens=400", "model.max_response_tokens=32",
+    "model.random.tokenizer=byte", "model.random.max_position_embeddings=1024",
+    "data.max_conflict_prompts=6", "data.max_test_prompts=3",
+    "sft.train.max_steps=1", "dpo.train.max_steps=3", "realign.train.max_steps=1",
+    "sample.grid.resolution=3", "sample.decode.max_new_tokens=16", "review.decode.max_new_tokens=6",
+    "rewrite.decode.max_new_tokens=6", "filter.soups=false", "eval.grid.resolution=1",
+    "eval.decode.max_new_tokens=6", "methods=[sft,mod,sipo]", "shard_size=1",
+]
+
+OUTPUTS = ["prepare/train_conflict.jsonl", "r1/sample/candidates.jsonl", "r1/review/reviews.jsonl",
+           "r1/rewrite/rewrites.jsonl", "r1/combine/combined.jsonl", "r1/filter/selected.jsonl",
+           "evaluate/scores.jsonl", "report/scores.jsonl", "report/summary.csv"]
+"""Final and intermediate outputs compared byte for byte."""
+ADAPTERS = ["dpo/correctness", "dpo/verbosity", "r1/realign/correctness", "r1/realign/verbosity"]
+"""Adapters compared within float tolerance."""
+
+
+def write_data(path: Path) -> Path:
+    """13 prompts x 4 responses in HelpSteer's format. Under each prompt correctness and verbosity disagree on the
+    first three responses (conflicting pairs) and agree against "No." (non-conflicting pairs). With seed 0 the
+    three long prompts fall one in the test split and two among the six train_conflict prompts."""
+    topics = ["cats", "tea", "rain", "maps", "bees", "salt", "kites", "moss", "jazz", "wool",
+              "long cat", "long dog", "long eel"]
+    rows = []
+    for topic in topics:
+        prompt = f"Tell me about {topic}."
+        if topic.startswith("long"):
+            prompt = f"Tell me about {topic}: " + "more words, " * 60
+        name = topic.capitalize()
+        for response, correctness, verbosity in [(f"{name} are nice.", 4, 1),
+                                                 (f"{name} are purple and old and sing at night.", 1, 4),
+                                                 (f"{name} exist; some say more.", 2, 2), ("No.", 0, 0)]:
+            rows.append({"prompt": prompt, "response": response, "helpfulness": 2, "correctness": correctness,
+                         "coherence": 3, "complexity": 1, "verbosity": verbosity})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", SIPO_NO_PROGRESS="1")
+    return env
+
+
+class Tiny:
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = write_data(root / "data.jsonl")
+
+    def command(self, run_dir: Path, *overrides: str) -> list[str]:
+        return [sys.executable, "-m", "sipo", "run", str(SMOKE), f"run_dir={run_dir}", f"data.path={self.data}",
+                *TINY, *overrides]
+
+    def run(self, run_dir: Path, *overrides: str) -> str:
+        """Run to completion; returns stderr (the log)."""
+        done = subprocess.run(self.command(run_dir, *overrides), capture_output=True, text=True, env=environment(),
+                              cwd=REPO, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    def run_and_kill(self, run_dir: Path, when: Callable[[], bool], timeout: float = 600) -> None:
+        """Start a run and SIGKILL it (its whole process group) as soon as ``when()`` holds."""
+        log = open(run_dir.parent / f"{run_dir.name}.killed.log", "w")
+        proc = subprocess.Popen(self.command(run_dir), stdout=subprocess.DEVNULL, stderr=log, env=environment(),
+                                cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while not when():
+                if proc.poll() is not None:
+                    pytest.fail(f"the run ended (exit {proc.returncode}) before the moment to kill it")
+                if time.monotonic() > deadline:
+                    pytest.fail("timed out waiting for the moment to kill the run")
+                time.sleep(0.005)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.close()
+        assert proc.returncode == -signal.SIGKILL
+
+
+def ran_stages(log: str) -> list[str]:
+    return re.findall(r"^\S+ (\S+)\s+running:", log, flags=re.MULTILINE)
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs"
+    for name in ADAPTERS:
+        left, right = (load_file(str(d / name / "adapter_model.safetensors")) for d in (a, b))
+        assert left.keys() == right.keys()
+        for key in left:
+            torch.testing.assert_close(left[key], right[key], rtol=0, atol=1e-6, msg=f"{name}: {key}")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Tiny:
+    return Tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny) -> Path:
+    """An uninterrupted run."""
+    run_dir = tiny.root / "reference"
+    log = tiny.run(run_dir)
+    assert ran_stages(log)[0] == "prepare" and ran_stages(log)[-1] == "report"
+    return run_dir
+
+
+def manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def test_long_prompts_are_dropped_and_counted(reference):
+    """Every stage that reads prompts from prepare drops those over model.max_prompt_tokens and counts them; the
+    expected counts are the long prompts (see :data:`LONG`) in each prepare file."""
+
+    def long_rows(name: str) -> int:
+        rows = [json.loads(line) for line in (reference / "prepare" / name).read_text().splitlines()]
+        return sum(r["prompt"].startswith(LONG) for r in rows)
+
+    assert manifest(reference, "sft")["counts"]["dropped_long_prompts"] == long_rows("sft.jsonl") > 0
+    assert manifest(reference, "dpo")["counts"]["dropped_long_prompts"] == {
+        o: long_rows(f"train_{o}.jsonl") for o in ("correctness", "verbosity")}
+    assert manifest(reference, "r1/sample")["counts"]["dropped_long_prompts"] == long_rows("train_conflict.jsonl") == 2
+    assert manifest(reference, "evaluate")["counts"]["dropped_long_prompts"] == long_rows("test_prompts.jsonl") == 1
+    for name in ("r1/sample/candidates.jsonl", "r1/filter/selected.jsonl"):
+        assert LONG not in (reference / name).read_text()
+    scored = {json.loads(line)["prompt_id"] for line in (reference / "evaluate/scores.jsonl").read_text().splitlines()}
+    assert len(scored) == 2  # 3 test prompts, 1 dropped
+
+
+def test_sample_killed_midway_resumes_to_identical_outputs(tiny, reference, tmp_path):
+    """Killed after the first of four sample shards: the next run keeps that shard, redoes the others and ends
+    with the same files as the uninterrupted run."""
+    run_dir = tmp_path / "killed"
+    shards = run_dir / "r1" / "sample" / "shards" / "size1"
+    tiny.run_and_kill(run_dir, lambda: any(shards.glob("*.jsonl")))
+    assert not (run_dir / "r1/sample/manifest.json").exists()
+    assert not (run_dir / "r1/sample/candidates.jsonl").exists()
+    finished = sorted(p.name for p in shards.glob("*.jsonl"))
+    assert 1 <= len(finished) < 4, finished
+    log = tiny.run(run_dir)
+    assert ran_stages(log)[0] == "r1/sample"  # prepare, sft and dpo are skipped
+    assert log.count("kept from an interrupted run") == len(finished)
+    assert not (run_dir / "r1/sample/shards").exists()
+    assert_same_outputs(reference, run_dir)
+
+
+def test_dpo_killed_between_objectives_keeps_the_first_adapter(tiny, reference, tmp_path):
+    """Killed while training the second objective's adapter: the next run does not retrain the first one (same
+    file, untouched) and ends with the same adapters and outputs as the uninterrupted run."""
+    run_dir = tmp_path / "killed"
+    first = run_dir / "dpo" / "correctness"
+    tiny.run_and_kill(run_dir, lambda: (run_dir / "dpo" / "correctness.done.json").is_file())
+    assert not (run_dir / "dpo/manifest.json").exists()
+    assert not (run_dir / "dpo/verbosity.done.json").exists()
+    before = (first / "adapter_model.safetensors").stat()
+    log = tiny.run(run_dir)
+    assert ran_stages(log)[0] == "dpo"
+    assert "correctness was finished by an interrupted run with the same settings; kept" in log
+    assert "training the correctness adapter" not in log and "training the verbosity adapter" in log
+    after = (first / "adapter_model.safetensors").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not list((run_dir / "dpo").glob("*.done.json"))
+    assert_same_outputs(reference, run_dir)
+
+
+def test_changing_realign_settings_reruns_realign_and_later_stages_only(tiny, reference, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir)
+    before = {stage: (run_dir / stage / "manifest.json").read_bytes()
+              for stage in ("prepare", "sft", "dpo", "r1/sample", "r1/review", "r1/rewrite", "r1/combine",
+                            "r1/filter")}
+    log = tiny.run(run_dir, "realign.alpha=0.5", "realign.train.learning_rate=1e-3")
+    assert ran_stages(log) == ["r1/realign", "evaluate", "report"]
+    for stage, text in before.items():
+        assert (run_dir / stage / "manifest.json").read_bytes() == text, stage
+    again = tiny.run(run_dir, "realign.alpha=0.5", "realign.train.learning_rate=1e-3")
+    assert ran_stages(again) == []
