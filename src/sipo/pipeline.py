@@ -241,6 +241,8 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     device = resolve_device(cfg)
     if world_size > 1:
         init_processes(device)
+    else:
+        warn_if_launch_lost_processes()
     if main:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir.root / "config.yaml")
@@ -340,6 +342,21 @@ def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
     if previous != fp and folder.is_dir():
         shutil.rmtree(folder)
     atomic_write_text(folder / STARTED, fp + "\n")
+
+
+def warn_if_launch_lost_processes() -> None:
+    """Warn when ``accelerate launch --cpu --num_processes N`` (N > 1) started this single process.
+
+    accelerate's CPU mode starts several processes only through mpirun; otherwise it runs the script once, with
+    ``MASTER_ADDR`` set but no ``WORLD_SIZE``.
+    """
+    import os
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and os.environ.get("MASTER_ADDR") \
+            and "WORLD_SIZE" not in os.environ:
+        logger.warning("accelerate launch --cpu started one process (it needs mpirun for more); for several CPU "
+                       "processes use: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m sipo ... "
+                       "or torchrun --nproc_per_node N -m sipo ...")
 
 
 def barrier() -> None:

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 LONG = "Tell me about long"
-"""Prompts starting with this are 744 characters long: with the byte tokenizer and the plain template
-(``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``, 45 more characters, plus BOS) they take 790 tokens,
+"""Prompts starting with this are 744 characters long (24 + 60 x 12): with the byte tokenizer and the plain template
+(``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``, 44 more characters, plus BOS) they take 789 tokens,
 over ``model.max_prompt_tokens=400``; every other prompt takes under 80."""
 
 TINY = [

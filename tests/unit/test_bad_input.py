@@ -210,13 +210,14 @@ def test_every_user_error_is_a_sipo_error():
 
 
 def test_prompts_that_fit_drops_and_counts():
-    """Byte tokenizer, plain template: a prompt of n ASCII characters takes 1 (BOS) + 45 (template) + n tokens, so
-    with a limit of 56 a 10-character prompt fits (56 tokens) and an 11-character one does not (57)."""
+    """Byte tokenizer, plain template: a prompt of n ASCII characters takes 1 (BOS) + 44 (``BEGINNING OF
+    CONVERSATION: USER: `` is 33 characters, `` ASSISTANT:`` 11) + n tokens, so with a limit of 55 a 10-character
+    prompt fits (55 tokens) and an 11-character one does not (56)."""
     from sipo.config import load_config
     from sipo.models.loading import build_tokenizer
     from sipo.stages.common import prompts_that_fit
 
-    cfg = load_config(SMOKE, ["run_dir=/unused", "model.max_prompt_tokens=56", "model.prompt_template=plain"])
+    cfg = load_config(SMOKE, ["run_dir=/unused", "model.max_prompt_tokens=55", "model.prompt_template=plain"])
     tokenizer = build_tokenizer("byte")
     items = ["a" * 10, "b" * 11, "c" * 3, "a" * 10, "d" * 200]
     kept, dropped = prompts_that_fit(tokenizer, items, lambda p: p, cfg, "test")

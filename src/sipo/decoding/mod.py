@@ -143,13 +143,19 @@ def _decode_batch(
     max_adapters = max(len(mix) for mix in mixes)
     row_prompt, row_slot, row_adapter, row_ids = [], [], [], []
     weights = torch.zeros(num_prompts, max_adapters)
+    entries = []
     for p, mix in enumerate(mixes):
         for slot, (name, w) in enumerate(mix):
-            row_prompt.append(p)
-            row_slot.append(slot)
-            row_adapter.append(name)
-            row_ids.append(prompt_ids[p])
+            entries.append((p, slot, name))
             weights[p, slot] = w
+    # Rows are grouped by adapter, so each adapter's rows are one contiguous slice of the batch (AdapterBank.forward
+    # then adds each LoRA update to a slice); dropping finished prompts keeps the groups contiguous.
+    adapter_order = {name: k for k, name in enumerate(dict.fromkeys(name for _, _, name in entries))}
+    for p, slot, name in sorted(entries, key=lambda e: (adapter_order[e[2]], e[0])):
+        row_prompt.append(p)
+        row_slot.append(slot)
+        row_adapter.append(name)
+        row_ids.append(prompt_ids[p])
     num_rows = len(row_ids)
     width = max(len(ids) for ids in row_ids)
     input_ids = torch.full((num_rows, width), pad_id, dtype=torch.long)

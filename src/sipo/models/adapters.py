@@ -187,6 +187,9 @@ class AdapterBank:
         """Loaded adapter -> (folder, weights file mtime): loading the same files again is a no-op."""
         self._soups: dict[str, tuple[Any, ...]] = {}
         """Soup -> its recipe (weights, mode, ingredients' sources): adding the same soup again is a no-op."""
+        self._lora_layers: tuple[Any, list[torch.nn.Module] | None] | None = None
+        """(model id, adapter names) -> the model's LoRA linear layers (None: a layer type the grouped forward does
+        not handle); see :meth:`forward`."""
 
     @classmethod
     def load(cls, base_model: PreTrainedModel, adapters: Mapping[str, str | Path]) -> AdapterBank:
@@ -225,6 +228,7 @@ class AdapterBank:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
         self.model.eval()
+        self._lora_layers = None
         self._sources[name] = source
         logger.info("loaded adapter '%s' from %s", name, path)
 
@@ -328,6 +332,7 @@ class AdapterBank:
                 f"soup '{name}' did not load cleanly (unexpected {result.unexpected_keys[:3]}, missing {missing[:3]})"
             )
         self.model.eval()
+        self._lora_layers = None
         self._soups[name] = recipe
         logger.info("soup '%s' = %s (%s, rank %d)", name, dict(weights), mode, soup.rank)
 
@@ -339,21 +344,89 @@ class AdapterBank:
         check_adapter_name(name)
         self.check_names([name])
         self.model.delete_adapter(name)
+        self._lora_layers = None
         self._sources.pop(name, None)
         self._soups.pop(name, None)
 
     def forward(self, adapter_names: Sequence[str], **kwargs: Any) -> Any:
         """One forward pass whose row ``i`` uses adapter ``adapter_names[i]`` (``"__base__"``: none).
 
-        ``logits_to_keep`` is dropped for models whose forward does not take it (they return all logits).
+        The result is that of peft's mixed-adapter batches (``model(..., adapter_names=...)``), computed faster for
+        plain LoRA on linear layers: every LoRA layer runs its base layer on all rows, then adds each adapter's
+        update ``scaling * B(A(x))`` to that adapter's rows, a slice when the rows are contiguous (callers group
+        rows by adapter). Other cases (DoRA and other variants, LoRA on embeddings, merged adapters, training mode)
+        go through peft. ``logits_to_keep`` is dropped for models whose forward does not take it (they return all
+        logits).
         """
         names = list(adapter_names)
         self.check_names(names)
         if "logits_to_keep" in kwargs and not self._takes("logits_to_keep"):
             kwargs.pop("logits_to_keep")
-        if self.is_peft:
+        if not self.is_peft:
+            return self.model(**kwargs)
+        groups = _row_groups(names, self.device)
+        layers = self._grouped_layers([name for name, _ in groups])
+        if layers is None:
             return self.model(**kwargs, adapter_names=names)
-        return self.model(**kwargs)
+        base_rows = [BASE] * len(names)
+
+        def base_only(module: torch.nn.Module, args: Any, kw: dict[str, Any]) -> Any:
+            # peft's own mixed-batch argument: "__base__" rows get the base layer alone.
+            return args, {**kw, "adapter_names": base_rows}
+
+        def add_updates(module: Any, args: Any, kw: dict[str, Any], output: Tensor) -> Tensor:
+            x = args[0] if args else kw["x"]
+            for name, rows in groups:
+                if name not in module.lora_A:
+                    continue
+                lora_a = module.lora_A[name]
+                sub = x[rows] if isinstance(rows, slice) else x.index_select(0, rows)
+                update = module.lora_B[name](lora_a(module.lora_dropout[name](sub.to(lora_a.weight.dtype))))
+                update = (update * module.scaling[name]).to(output.dtype)
+                if isinstance(rows, slice):
+                    output[rows].add_(update)
+                else:
+                    output.index_add_(0, rows, update)
+            return output
+
+        handles = []
+        try:
+            for layer in layers:
+                handles.append(layer.register_forward_pre_hook(base_only, with_kwargs=True))
+                handles.append(layer.register_forward_hook(add_updates, with_kwargs=True))
+            return self.model(**kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _grouped_layers(self, names: Sequence[str]) -> list[torch.nn.Module] | None:
+        """The LoRA layers :meth:`forward` hooks for adapters ``names``, or None when peft must run the batch."""
+        from peft.tuners.lora.layer import Linear as LoraLinear
+        from peft.tuners.lora.layer import LoraLayer
+        from peft.utils import AuxiliaryTrainingWrapper
+
+        if self.model.training:
+            return None
+        key = (id(self.model), tuple(self.names))
+        if self._lora_layers is None or self._lora_layers[0] != key:
+            layers: list[torch.nn.Module] | None = []
+            for module in self.model.modules():
+                if isinstance(module, LoraLayer):
+                    if type(module) is not LoraLinear:
+                        layers = None
+                        break
+                    layers.append(module)
+                elif isinstance(module, AuxiliaryTrainingWrapper):
+                    layers = None  # modules_to_save / trainable tokens: peft routes adapter names into them too
+                    break
+            self._lora_layers = (key, layers)
+        layers = self._lora_layers[1]
+        if layers is None:
+            return None
+        for layer in layers:
+            if layer.merged or any(name in layer.lora_variant or layer.use_dora.get(name, False) for name in names):
+                return None
+        return layers
 
     def _takes(self, argument: str) -> bool:
         params = inspect.signature(self.base_model.forward).parameters
@@ -391,6 +464,23 @@ class AdapterBank:
             yield self.model
         finally:
             self.model.set_adapter(previous, inference_mode=True)
+
+
+def _row_groups(names: Sequence[str], device: torch.device) -> list[tuple[str, slice | Tensor]]:
+    """The rows of each adapter other than ``"__base__"``, in first-appearance order: a slice when they are
+    contiguous, else an index tensor."""
+    rows: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        rows.setdefault(name, []).append(index)
+    groups: list[tuple[str, slice | Tensor]] = []
+    for name, indices in rows.items():
+        if name == BASE:
+            continue
+        if indices[-1] - indices[0] + 1 == len(indices):
+            groups.append((name, slice(indices[0], indices[-1] + 1)))
+        else:
+            groups.append((name, torch.tensor(indices, device=device)))
+    return groups
 
 
 def as_bank(bank_or_model: AdapterBank | torch.nn.Module) -> AdapterBank:
