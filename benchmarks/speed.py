@@ -49,6 +49,7 @@ OBJECTIVES = ("obj0", "obj1")
 MIX = {"obj0": 0.3, "obj1": 0.7}
 SOUPS = {f"soup{int(w * 10)}": {"obj0": w, "obj1": 1.0 - w} for w in (0.2, 0.4, 0.6, 0.8)}
 BETA = 0.1
+LEXICON_SIZE = 8000
 WORDS = (
     "the a model answer question safe helpful short long because river mountain city light water paper data "
     "learn write read explain simple careful reason result value number small large green blue quiet fast slow "
@@ -81,17 +82,30 @@ QUICK = Settings(mod_reference_prompts=4, score_reference_responses=24, repeats=
 # --------------------------------------------------------------------------------------------------- model set-up
 
 
-def _random_model_dir(root: Path, seed: int) -> Path:
-    """A random Llama (hidden 256, 4 layers, byte-level vocabulary) saved as a model folder.
+def _lexicon(size: int, seed: int) -> list[str]:
+    """``size`` made-up words of two or three syllables (the random model's vocabulary)."""
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    generator = torch.Generator().manual_seed(seed)
+    words: dict[str, None] = {}
+    while len(words) < size:
+        count = 2 + int(torch.randint(0, 2, (1,), generator=generator))
+        picks = torch.randint(0, len(syllables), (count,), generator=generator).tolist()
+        words.setdefault("".join(syllables[i] for i in picks))
+    return list(words)
 
-    The EOS row of the output layer is zeroed, so EOS gets logit 0 while the other tokens' logits spread around 0
-    with a standard deviation near 1.6: greedy decoding never stops early and every run decodes exactly the same
-    number of tokens (equal work for every decoder compared)."""
+
+def _random_model_dir(root: Path, seed: int) -> Path:
+    """A random Llama (hidden 256, 4 layers, a word-level vocabulary of 8000 made-up words) saved as a model folder.
+
+    Word-level tokens give texts the token counts a subword tokenizer gives real text (a byte-level vocabulary
+    would make every text about five times longer in tokens). The EOS row of the output layer is zeroed, so EOS
+    gets logit 0 while the other tokens' logits spread around 0 with a standard deviation near 1.6: greedy
+    decoding never stops early and every decoder compared decodes exactly the same number of tokens."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from sipo.models.loading import build_tokenizer
 
-    tokenizer = build_tokenizer("byte")
+    tokenizer = build_tokenizer("word", [" ".join(_lexicon(LEXICON_SIZE, seed)) + "."])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=256,
@@ -173,20 +187,26 @@ def _bank(model_dir: Path, adapters: dict[str, Path], soups: bool) -> tuple[Any,
     return bank, tokenizer
 
 
-def _texts(count: int, low: int, high: int, seed: int) -> list[str]:
+def _texts(words: Sequence[str], count: int, low: int, high: int, seed: int) -> list[str]:
+    """``count`` sentences of ``low`` to ``high`` words drawn from ``words``."""
     generator = torch.Generator().manual_seed(seed)
     texts = []
     for _ in range(count):
         length = int(torch.randint(low, high + 1, (1,), generator=generator))
-        picks = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
-        texts.append(" ".join(WORDS[i] for i in picks).capitalize() + ".")
+        picks = torch.randint(0, len(words), (length,), generator=generator).tolist()
+        texts.append(" ".join(words[i] for i in picks) + ".")
     return texts
 
 
-def _prompts(tokenizer: Any, count: int, seed: int) -> list[str]:
+def _words(model: str, seed: int) -> list[str]:
+    return _lexicon(LEXICON_SIZE, seed) if model == "random" else list(WORDS)
+
+
+def _prompts(tokenizer: Any, words: Sequence[str], count: int, seed: int) -> list[str]:
+    """Prompts of 8 to 40 words, formatted with the model's chat template (the plain template without one)."""
     from sipo.models.loading import format_prompt
 
-    return [format_prompt(tokenizer, text, "chat") for text in _texts(count, 4, 24, seed)]
+    return [format_prompt(tokenizer, text, "chat") for text in _texts(words, count, 8, 40, seed)]
 
 
 # ------------------------------------------------------------------------------------------------------ timing

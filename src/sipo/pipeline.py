@@ -106,11 +106,14 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
     stages: list[StageSpec] = [StageSpec("prepare", None, prepare_keys)]
     base_upstream: tuple[str, ...] = ()
     if needs_sft_stage(cfg):
-        stages.append(StageSpec("sft", None, ("sft", "objective_descriptions", *_model_keys(cfg)), ("prepare",)))
+        # A random model's word vocabulary covers the rendered review and rewrite templates.
+        sft_keys = ("sft", "objective_descriptions", "review.template", "rewrite.template")
+        stages.append(StageSpec("sft", None, (*sft_keys, *_model_keys(cfg)), ("prepare",)))
         base_upstream = ("sft",)
     stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
     previous_adapters = "dpo"
-    for r in range(1, cfg.rounds + 1):
+    # The self-improvement rounds only feed the `sipo` method.
+    for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 0) + 1):
         prefix = f"r{r}/"
         stages += [
             StageSpec("sample", r, ("sample", *_model_keys(cfg)), ("prepare", previous_adapters, *base_upstream)),

@@ -158,7 +158,8 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
         with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
                 row = record if isinstance(record, dict) else to_row(record)
-                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                # Field order is the dataclass order and weights keep the objectives' order, so rows are stable.
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
             f.flush()
             os.fsync(f.fileno())
