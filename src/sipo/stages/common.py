@@ -1,9 +1,16 @@
 """Mechanics shared by the stages: where models live, loading them once, sharded resumable work.
 
-Sharding: long stages split their items into shards of ``SHARD_SIZE`` prompts, write each finished shard
+Sharding: long stages split their items into shards of ``shard_size`` prompts, write each finished shard
 atomically under ``<stage>/shards/``, and merge them at the end by key. A killed stage therefore loses at most the
 shard in progress, and with several processes (``accelerate launch``) each rank does the shards ``i`` with
 ``i % world_size == rank``; rank 0 merges after a barrier.
+
+What a kill (SIGKILL, power loss) costs, by stage: sample, review, rewrite and evaluate lose at most one shard;
+dpo, realign, dpo_lw and modpo lose at most the adapter being trained (:func:`resumable_unit`; no trainer
+checkpoints are written: they keep optimizer and RNG state as pickle files, which this project never loads);
+prepare, sft, combine, filter and report start over. Partial work is kept only for a run with the same settings
+(the pipeline empties the stage's folder otherwise), and a resumed run ends with the same files as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -245,6 +252,10 @@ def resumable_unit(ctx: StageContext, name: str, work: Callable[[], dict], outpu
         if isinstance(counts, dict):
             logger.info("%s: %s was finished by an interrupted run with the same settings; kept", ctx.stage.id, name)
             return counts
+    if process_rank()[0] == 0:  # what a killed attempt at this unit left: atomic-write and trainer scratch folders
+        for stale in ctx.out_dir.glob(f".{name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier()
     counts = work()
     if process_rank()[0] == 0:
         atomic_write_json(record, counts)
@@ -257,3 +268,24 @@ def finish_units(ctx: StageContext) -> None:
     if process_rank()[0] == 0:
         for record in ctx.out_dir.glob("*.done.json"):
             record.unlink()
+
+
+def reuse_dpo_endpoint(ctx: StageContext, weights: Mapping[str, float]) -> bool:
+    """For a one-hot ``weights``, DPO-LW and MODPO reduce to plain DPO on that objective: copy its round-1 DPO
+    adapter to ``<stage>/<weights>/`` instead of training the same model again. Returns whether it did."""
+    import shutil
+
+    from sipo.artifacts import atomic_path
+    from sipo.config import weights_tag
+
+    active = [o for o, w in weights.items() if w > 0]
+    if len(active) != 1:
+        return False
+    out = ctx.out_dir / weights_tag(weights)
+    if process_rank()[0] == 0:
+        with atomic_path(out) as tmp:
+            shutil.copytree(adapter_dir(ctx.run_dir, active[0], 0), tmp)
+    barrier()
+    logger.info("%s: %s is plain DPO on %s; reusing its round-1 adapter", ctx.stage.name, weights_tag(weights),
+                active[0])
+    return True

@@ -22,6 +22,7 @@ from sipo.stages.common import (
     load_tokenizer_only,
     prompts_that_fit,
     resumable_unit,
+    reuse_dpo_endpoint,
     training_union,
 )
 
@@ -43,6 +44,8 @@ def run(ctx: StageContext) -> dict:
     prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
     counts: dict = {"pairs": len(pairs), "dropped_long_prompts": dropped}
     for w in weight_grid(objs, cfg.eval.grid):
+        if reuse_dpo_endpoint(ctx, w):
+            continue
         examples = [{"prompt": prompt, "chosen": p.response_a, "rejected": p.response_b,
                      PREFERENCE_SIGNS: preference_signs(p.preferred, objs)}
                     for p, prompt in zip(pairs, prompts)

@@ -31,6 +31,7 @@ from sipo.stages.common import (
     load_bank,
     prompts_that_fit,
     resumable_unit,
+    reuse_dpo_endpoint,
     training_union,
 )
 
@@ -76,6 +77,8 @@ def run(ctx: StageContext) -> dict:
     rewards = pair_rewards(ctx, union)
     counts: dict = {"pairs_scored": len(union), "dropped_long_prompts": dropped}
     for w in weight_grid(objs, cfg.eval.grid):
+        if reuse_dpo_endpoint(ctx, w):
+            continue
         target = target_objective(w)
         others = [o for o in objs if o != target]
         examples = []
