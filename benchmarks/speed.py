@@ -38,7 +38,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,19 @@ class Settings:
     mod_reference_prompts: int = 16
     """Prompts the slow MOD reference decodes (with fewer, its time is extrapolated per generated token)."""
     responses: int = 256
-    score_prompts: int = 32
-    """Distinct prompts among the scored (prompt, response) pairs."""
+    responses_per_prompt: int = 8
+    """Scored responses share prompts, as the candidates of one prompt decoded at several MOD weights do."""
     score_batch_size: int = 8
     score_reference_responses: int = 256
     """Responses the slow scoring reference scores (with fewer, its time is extrapolated per response)."""
     repeats: int = 3
-    """Timed rounds of the fast paths (medians are reported)."""
+    """Timed rounds of the fast paths, after one warm-up run (medians are reported)."""
 
 
 FULL = Settings()
-QUICK = Settings(mod_reference_prompts=4, score_reference_responses=32)
+QUICK = Settings(mod_reference_prompts=2, responses=32, score_reference_responses=8, repeats=2)
+"""Under a minute on 2 idle cores: the references' time is extrapolated from a few items (and the output says so),
+and scoring runs on 32 responses (the batched and the reference times are per the same 32)."""
 
 
 # --------------------------------------------------------------------------------------------------- model set-up
@@ -223,12 +225,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def _rounds(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """One untimed warm-up run of each function, then ``repeats`` rounds that run each once, interleaved (so load
-    from other processes hits all of them alike). Returns the wall times and the warm-up results."""
+    from other processes hits all of them alike). Returns the wall times and the last results."""
     results = {name: fn() for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(_timed(fn)[0])
+            elapsed, results[name] = _timed(fn)
+            times[name].append(elapsed)
     return times, results
 
 
@@ -268,7 +271,7 @@ def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Setti
 
     # Correctness first: the reference loop (timed once: it is slow) against the batched decoder.
     subset = _spread(len(prompts), settings.mod_reference_prompts)
-    fast_ids = mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)
+    fast_ids = mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)  # also warms up
     t_ref_measured, ref_ids = _timed(lambda: mod_generate_reference_token_ids(
         bank, tokenizer, [prompts[i] for i in subset], [mixes[i] for i in subset], max_new_tokens=settings.new_tokens,
     ))
@@ -286,6 +289,8 @@ def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Setti
     generate_same = sum(a == b for a, b in zip(results["generate"], results["one_hot"]))
     print(f"check: one-adapter batched decoding == model.generate greedy for {generate_same}/{len(prompts)} prompts "
           f"-> {'OK' if generate_same == len(prompts) else 'MISMATCH'}")
+    if results["mod"] != fast_ids:
+        raise SystemExit("the batched MOD decoder is not deterministic")
     changed = sum(a != b for a, b in zip(results["mod"], results["one_hot"]))
     print(f"check: the 0.3/0.7 mix changes the output of {changed}/{len(prompts)} prompts against adapter "
           f"{OBJECTIVES[0]} alone (the adapters matter)")
@@ -345,16 +350,16 @@ def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: S
     from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
 
     judges = [*OBJECTIVES, *SOUPS]
-    pool = _prompts(tokenizer, words, settings.score_prompts, seed + 3)
-    prompts = [pool[i % len(pool)] for i in range(settings.responses)]
-    responses = _texts(words, settings.responses, 16, 96, seed + 7)
+    pool = _prompts(tokenizer, words, -(-settings.responses // settings.responses_per_prompt), seed + 3)
+    prompts = [pool[i // settings.responses_per_prompt] for i in range(settings.responses)]
+    responses = _texts(words, settings.responses, 8, 56, seed + 7)  # up to ~64 tokens, as MOD decodes here
 
     def fast() -> dict[str, torch.Tensor]:
         return implicit_rewards(bank, tokenizer, prompts, responses, judges, beta=BETA,
                                 batch_size=settings.score_batch_size)
 
     subset = _spread(len(prompts), settings.score_reference_responses)
-    fast_scores = fast()
+    fast_scores = fast()  # also warms up
     t_ref_measured, ref_scores = _timed(lambda: implicit_rewards_reference(
         bank, tokenizer, [prompts[i] for i in subset], [responses[i] for i in subset], judges, beta=BETA,
     ))
@@ -366,32 +371,35 @@ def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: S
     if not ok:
         raise SystemExit("batched scoring does not reproduce the reference rewards")
 
-    times, _ = _rounds({"fast": fast}, settings.repeats)
-    t_fast = statistics.median(times["fast"])
+    times = [_timed(fast)[0] for _ in range(settings.repeats)]
+    t_fast = statistics.median(times)
     if len(subset) == len(prompts):
         t_ref, ref_note = t_ref_measured, "measured on all responses, once"
     else:
         t_ref = t_ref_measured / len(subset) * len(prompts)
         ref_note = (f"EXTRAPOLATED: measured on {len(subset)}/{len(prompts)} responses ({t_ref_measured:.1f} s), "
                     "scaled per response")
-    work = f"{len(prompts)} responses x {len(judges)} judges"
+    work = f"{len(prompts)} responses ({len(pool)} prompts) x {len(judges)} judges"
     rows.append(Row("scoring reference (1 response, ref per judge)", t_ref, work, ref_note))
     rows.append(Row(f"scoring batched (batch {settings.score_batch_size}, ref once)", t_fast, work,
-                    _times_note(times["fast"])))
+                    _times_note(times)))
     return t_ref / t_fast
 
 
 def measure_rss(model_dir: Path, adapters: dict[str, Path], args: argparse.Namespace, rows: list[Row]) -> float:
     """Peak RSS of two fresh processes doing the same decoding work, one with 2 adapters loaded, one with 6."""
-    peaks = {}
-    for count in (2, 6):
+    children = {}
+    for count in (2, 6):  # both at once: each process's own peak is what counts
         command = [sys.executable, __file__, "--rss-child", str(count), "--model", args.model,
                    "--model-dir", str(model_dir), "--adapters", json.dumps({k: str(v) for k, v in adapters.items()}),
                    "--threads", str(args.threads), "--seed", str(args.seed)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"memory subprocess failed:\n{done.stderr[-2000:]}")
-        peaks[count] = json.loads(done.stdout.strip().splitlines()[-1])
+        children[count] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = {}
+    for count, child in children.items():
+        stdout, stderr = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"memory subprocess failed:\n{stderr[-2000:]}")
+        peaks[count] = json.loads(stdout.strip().splitlines()[-1])
     for count in (2, 6):
         peak = peaks[count]
         rows.append(Row(f"peak RSS, {count} adapters loaded", None, f"{peak['max_rss_mb']:.0f} MB",
@@ -429,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="fewer items for the slow references (their time extrapolated, and said so)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds of the fast paths (default 3, 2 with --quick)")
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--adapters", default=None, help=argparse.SUPPRESS)
@@ -445,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     hf_logging.disable_progress_bar()
     settings = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        settings = replace(settings, repeats=max(1, args.repeats))
     started = time.perf_counter()
     print(f"sipo speed benchmark: model={args.model} quick={args.quick} threads={args.threads} seed={args.seed} "
           f"torch={torch.__version__} cpus={os.cpu_count()} ({platform.machine()}) "

@@ -66,6 +66,7 @@ def test_bad_data_row(tmp_path):
     assert not list(run_dir.rglob("manifest.json"))
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     data = bad_data(tmp_path)
     result = sipo("--debug", "run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}",
@@ -75,10 +76,13 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "fragment"), [
-    (["sample.grid.explicit=[[0.5,0.4]]"], "config key 'sample.grid.explicit[0]': weights must sum to 1"),
-    (["model.name_or_path=/nonexistent/model"], "config key 'model.name_or_path': model folder '/nonexistent/model'"),
-    (["data.path=/nonexistent/rows.jsonl"], "/nonexistent/rows.jsonl: no such file or folder (data.path)"),
-], ids=["weights", "model-path", "data-path"])
+    pytest.param(["sample.grid.explicit=[[0.5,0.4]]"], "config key 'sample.grid.explicit[0]': weights must sum to 1",
+                 id="weights"),
+    pytest.param(["model.name_or_path=/nonexistent/model"],
+                 "config key 'model.name_or_path': model folder '/nonexistent/model'", id="model-path"),
+    pytest.param(["data.path=/nonexistent/rows.jsonl"], "/nonexistent/rows.jsonl: no such file or folder (data.path)",
+                 id="data-path", marks=pytest.mark.slow),
+])
 def test_config_mistake_is_the_only_line(tmp_path, overrides, fragment):
     """Mistakes caught before any stage starts print nothing but the error, and write nothing."""
     run_dir = tmp_path / "run"

@@ -78,6 +78,101 @@ def _masked_logprob_sums(logits: Tensor, targets: Tensor, mask: Tensor) -> Tenso
     return torch.where(mask, token_logps, torch.zeros_like(token_logps)).sum(dim=-1)
 
 
+def _pad(seqs: Sequence[list[int]], pad_id: int, left: bool) -> tuple[Tensor, Tensor]:
+    """(ids, attention mask) of ``seqs`` padded to one width, on the left or the right. Shape: (len(seqs), width)."""
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[r, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[r, cols] = 1
+    return ids, mask
+
+
+def _chunked_sums(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """:func:`_masked_logprob_sums` a few rows at a time (on the CPU). Shapes: (n, T, V), (n, T), (n, T) -> (n,)."""
+    rows = torch.arange(logits.shape[0], device=logits.device).split(_ROWS_PER_CHUNK)
+    return torch.cat([_masked_logprob_sums(logits[r], targets[r], mask[r]) for r in rows]).cpu()
+
+
+def _batch_logprobs(
+    bank: AdapterBank, names: list[str], pairs: list[tuple[list[int], list[int]]], pad_id: int
+) -> Tensor:
+    """Summed response log-probs of ``pairs`` under each name, one forward of ``len(names) * len(pairs)`` rows
+    (name-major). Pairs are left-padded, so every response ends in the last column and only the logits of the last
+    ``max response length + 1`` positions are computed. Shape: (len(names) * len(pairs),)."""
+    device = bank.device
+    input_ids, attention_mask = _pad([prompt + response for prompt, response in pairs], pad_id, left=True)
+    width = input_ids.shape[1]
+    response_lengths = torch.tensor([len(response) for _, response in pairs], device=device)
+    max_response = int(response_lengths.max())
+    input_ids = input_ids.to(device).repeat(len(names), 1)
+    attention_mask = attention_mask.to(device).repeat(len(names), 1)
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    out = bank.forward(
+        [name for name in names for _ in pairs],
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        logits_to_keep=max_response + 1,
+    )
+    # Logits at column j predict the token at column j + 1: the kept window's first max_response logits predict
+    # the last max_response tokens, where every response lies (right-aligned).
+    targets = input_ids[:, width - max_response:]
+    column = torch.arange(max_response, device=device)[None, :]
+    in_response = column >= (max_response - response_lengths.repeat(len(names)))[:, None]
+    return _chunked_sums(out.logits[:, -(max_response + 1):-1, :], targets, in_response)
+
+
+def _batch_logprobs_shared_prompts(
+    bank: AdapterBank, names: list[str], pairs: list[tuple[list[int], list[int]]], pad_id: int
+) -> Tensor:
+    """:func:`_batch_logprobs` for a batch in which several responses share a prompt: each distinct prompt runs
+    once per name (left-padded, with a KV cache), the cache rows are copied to that prompt's responses, and the
+    responses (right-padded) run on top of it. Same result, fewer token positions computed."""
+    device = bank.device
+    prompts = list(dict.fromkeys(tuple(prompt) for prompt, _ in pairs))
+    prompt_of = {prompt: u for u, prompt in enumerate(prompts)}
+    prompt_ids, prompt_mask = _pad([list(p) for p in prompts], pad_id, left=True)
+    prompt_ids = prompt_ids.to(device).repeat(len(names), 1)
+    prompt_mask = prompt_mask.to(device).repeat(len(names), 1)
+    cache = bank.new_cache()
+    cache_arg = bank.cache_argument
+    first = bank.forward(
+        [name for name in names for _ in prompts],
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(dim=-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_arg: cache},
+    ).logits[:, -1, :]  # the last prompt position predicts the first response token
+    # Row (name k, pair b) of the response pass continues row (name k, prompt of b) of the prompt pass.
+    pair_prompt = torch.tensor([prompt_of[tuple(prompt)] for prompt, _ in pairs], device=device)
+    source = (torch.arange(len(names), device=device)[:, None] * len(prompts) + pair_prompt[None, :]).reshape(-1)
+    cache.batch_select_indices(source)
+    response_ids, response_mask = _pad([response for _, response in pairs], pad_id, left=False)
+    response_ids = response_ids.to(device).repeat(len(names), 1)
+    response_mask = response_mask.to(device).repeat(len(names), 1)
+    prompt_lengths = torch.tensor([len(prompt) for prompt, _ in pairs], device=device).repeat(len(names))
+    positions = prompt_lengths[:, None] + torch.arange(response_ids.shape[1], device=device)[None, :]
+    rest = bank.forward(
+        [name for name in names for _ in pairs],
+        input_ids=response_ids,
+        attention_mask=torch.cat([prompt_mask[source], response_mask], dim=-1),
+        position_ids=positions,
+        use_cache=True,
+        **{cache_arg: cache},
+    ).logits
+    mask = response_mask.bool()
+    sums = _chunked_sums(first[source][:, None, :], response_ids[:, :1], mask[:, :1])
+    if response_ids.shape[1] > 1:
+        sums = sums + _chunked_sums(rest[:, :-1, :], response_ids[:, 1:], mask[:, 1:])
+    return sums
+
+
 @torch.no_grad()
 def sequence_logprobs(
     bank_or_model: AdapterBank | torch.nn.Module,
@@ -95,7 +190,9 @@ def sequence_logprobs(
 
     Each batch of ``batch_size`` (prompt, response) pairs becomes ``batch_size * len(adapter_names)`` rows of one
     forward pass (left-padded, so every response ends in the last column and only the logits of the last
-    ``max response length + 1`` positions are computed). Pairs are batched longest first to limit padding.
+    ``max response length + 1`` positions are computed). Pairs are batched longest first to limit padding. When
+    prompts repeat (several responses to one prompt), pairs are batched by prompt and each distinct prompt of a
+    batch is run once per adapter, its KV cache shared by its responses.
 
     Args:
         bank_or_model: an :class:`AdapterBank`, a ``PeftModel`` or a plain causal LM.
@@ -118,43 +215,20 @@ def sequence_logprobs(
     results = {name: torch.zeros(n, dtype=torch.float32) for name in names}
     if n == 0:
         return results
-    device = bank.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    if len({tuple(prompt) for prompt, _ in encoded}) < n:
+        # Responses of one prompt next to each other (longest prompts first, then longest responses).
+        order = sorted(range(n), key=lambda i: (-len(encoded[i][0]), encoded[i][0], -len(encoded[i][1]), i))
+    else:
+        order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     starts = range(0, n, batch_size)
     for start in _progress(starts, len(starts), progress, "scoring"):
         batch = order[start:start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in batch]
-        response_lengths = torch.tensor([len(encoded[i][1]) for i in batch], device=device)
-        width = max(len(s) for s in seqs)
-        max_response = int(response_lengths.max())
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            input_ids[r, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[r, width - len(seq):] = 1
-        input_ids = input_ids.to(device).repeat(len(names), 1)
-        attention_mask = attention_mask.to(device).repeat(len(names), 1)
-        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-        row_names = [name for name in names for _ in batch]
-        out = bank.forward(
-            row_names,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-            logits_to_keep=max_response + 1,
-        )
-        # Logits at column j predict the token at column j + 1: the kept window's first max_response logits predict
-        # the last max_response tokens, where every response lies (right-aligned).
-        targets = input_ids[:, width - max_response:]
-        column = torch.arange(max_response, device=device)[None, :]
-        in_response = column >= (max_response - response_lengths.repeat(len(names)))[:, None]
-        sums = torch.cat([
-            _masked_logprob_sums(out.logits[rows, -(max_response + 1):-1, :], targets[rows], in_response[rows])
-            for rows in torch.arange(len(row_names), device=device).split(_ROWS_PER_CHUNK)
-        ]).cpu()
-        del out
+        pairs = [encoded[i] for i in batch]
+        if len({tuple(prompt) for prompt, _ in pairs}) < len(pairs):
+            sums = _batch_logprobs_shared_prompts(bank, names, pairs, pad_id)
+        else:
+            sums = _batch_logprobs(bank, names, pairs, pad_id)
         index = torch.tensor(batch)
         for k, name in enumerate(names):
             results[name][index] = sums[k * len(batch):(k + 1) * len(batch)]
