@@ -344,6 +344,13 @@ def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
         previous = None
     if previous != fp and folder.is_dir():
         shutil.rmtree(folder)
+    elif folder.is_dir():
+        # Temporary files of writes that a kill interrupted (atomic_path's ".<name>.<random>.tmp").
+        for leftover in sorted(folder.rglob(".*.tmp"), reverse=True):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
     atomic_write_text(folder / STARTED, fp + "\n")
 
 

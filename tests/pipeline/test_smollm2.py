@@ -50,10 +50,13 @@ def test_reduced_smollm2_preset_reports_every_method(tmp_path, monkeypatch):
     assert report["objectives"] == ["correctness", "verbosity"]
     assert report["judge"] == "implicit"
     assert set(report["methods"]) == set(ALL_METHODS)
+    # Test prompts longer than model.max_prompt_tokens are dropped (and counted) before decoding.
+    evaluated = json.loads((run_dir / "evaluate" / "manifest.json").read_text())["counts"]["prompts"]
+    assert 1 <= evaluated <= 2
     for name, method in report["methods"].items():
         assert method["points"], name
         for point in method["points"]:
-            assert point["n"] == 2  # two test prompts per point
+            assert point["n"] == evaluated  # every evaluated test prompt, once per point
     rows = [json.loads(line) for line in (run_dir / "evaluate" / "scores.jsonl").read_text().splitlines()]
     assert any(row["response"].strip() for row in rows)  # an instruction-tuned model answers
     manifest = json.loads((run_dir / "prepare" / "manifest.json").read_text())
