@@ -80,6 +80,11 @@ class SyntheticConfig:
     responses_per_prompt: int = 4
     num_train_prompts: int = 400
     num_test_prompts: int = 48
+    answers_per_prompt: int = 1
+    """The writer's rated answers per training prompt that also go into the SFT data (the base behaviour, confabulations
+    included; at most ``responses_per_prompt``)."""
+    fact_copies: int = 4
+    """Copies of each (entity, attribute) question-and-answer fact in the SFT data (they teach the truth)."""
 
 
 @dataclass

@@ -31,6 +31,7 @@ from sipo.synthetic import (
     synthetic_descriptions,
 )
 from sipo.synthetic import world as world_module
+from sipo.synthetic.oracle import parse_response
 
 WORD = re.compile(r"\w+|[^\w\s]")
 BASE = ["run_dir=unused", "objectives=[correctness,verbosity]", "model.name_or_path=random",
@@ -378,3 +379,23 @@ def test_prepare_stage_imports_resolve(cfg):
 
     assert held_out(cfg) == world_module.test_prompts(cfg)
     assert examples(cfg, {}) and Judge(cfg).score([], []) == {"correctness": [], "verbosity": []}
+
+
+def test_sft_mix_follows_the_config():
+    """answers_per_prompt and fact_copies set how many answers and facts the SFT data holds; negatives are refused."""
+    cfg = make_cfg("data.synthetic.answers_per_prompt=3", "data.synthetic.fact_copies=2")
+    groups = sft_examples_by_kind(cfg)
+    world = build_world(cfg)
+    assert len(groups["answers"]) == 3 * len(world.train_prompts)
+    assert len(groups["facts"]) == 2 * len(world.entities) * len(world.attributes)
+    with pytest.raises(ConfigError, match="fact_copies"):
+        sft_examples_by_kind(make_cfg("data.synthetic.fact_copies=-1"))
+
+
+def test_writer_answers_follow_the_attribute_order(world):
+    """Every rated answer states its attributes in the world's order (greedy decoding continues them coherently)."""
+    rank = {a: k for k, a in enumerate(world.attributes)}
+    cfg = make_cfg()
+    for row in rated_rows(cfg)[:200]:
+        facts = [f for _, f in parse_response(world, row["response"]) if f is not None]
+        assert [rank[f.attribute] for f in facts] == sorted(rank[f.attribute] for f in facts)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipo import prompting
+from sipo.errors import ConfigError
 from sipo.synthetic.oracle import parse_response
 from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
 from sipo.synthetic.writer import rated_rows, writer_answer
@@ -130,22 +131,28 @@ def read_review(world: World, review: object) -> ReviewPlan:
 
 def apply_review(world: World, response: str, plan: ReviewPlan) -> str:
     """Carry out ``plan``: change each wrong fact to its correction in place, then add each missing attribute
-    with its true value (the world's truth: what the model should know)."""
-    sentences = []
+    with its true value (the world's truth: what the model should know), where the world's attribute order puts it
+    (before the first later attribute of that entity; a response in that order stays in it)."""
+    sentences: list[tuple[str, Fact | None]] = []
     stated: set[tuple[str, str]] = set()
     corrections = {old: new for old, new in plan.fixes}
     for text, fact in parse_response(world, response):
         if fact is None:
-            sentences.append(text + ".")
+            sentences.append((text + ".", None))
             continue
         fact = corrections.get(fact, fact)
         stated.add((fact.entity, fact.attribute))
-        sentences.append(fact_sentence(fact.entity, fact.attribute, fact.value))
+        sentences.append((fact_sentence(fact.entity, fact.attribute, fact.value), fact))
+    rank = {a: k for k, a in enumerate(world.attributes)}
     for name, attribute in plan.additions:
-        if (name, attribute) not in stated:
-            stated.add((name, attribute))
-            sentences.append(fact_sentence(name, attribute, world.entity(name).truth[attribute]))
-    return " ".join(sentences)
+        if (name, attribute) in stated:
+            continue
+        stated.add((name, attribute))
+        added = Fact(name, attribute, world.entity(name).truth[attribute])
+        at = next((i for i, (_, f) in enumerate(sentences)
+                   if f is not None and f.entity == name and rank[f.attribute] > rank[attribute]), len(sentences))
+        sentences.insert(at, (fact_sentence(name, attribute, added.value), added))
+    return " ".join(text for text, _ in sentences)
 
 
 def _improvable_answer(world: World, entity_name: str, rng: random.Random, objectives: Sequence[str],
@@ -161,7 +168,7 @@ def _improvable_answer(world: World, entity_name: str, rng: random.Random, objec
 
 
 def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | None = None, *,
-                         answers_per_prompt: int = ANSWERS_PER_PROMPT, fact_copies: int = FACT_COPIES,
+                         answers_per_prompt: int | None = None, fact_copies: int | None = None,
                          demos_per_prompt: int = DEMOS_PER_PROMPT) -> dict[str, list[dict[str, str]]]:
     """The SFT examples grouped by kind: ``answers``, ``facts``, ``reviews``, ``rewrites`` (see the module
     docstring).
@@ -171,11 +178,21 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             ``rewrite.template``).
         objective_descriptions: descriptions rendered into the review prompt; default
             :func:`synthetic_descriptions`. The review and rewrite stages must render with the same mapping.
+        answers_per_prompt: writer answers per training prompt; default ``cfg.data.synthetic.answers_per_prompt``
+            (else :data:`ANSWERS_PER_PROMPT`).
+        fact_copies: copies of each fact; default ``cfg.data.synthetic.fact_copies`` (else :data:`FACT_COPIES`).
     """
     world = build_world(cfg)
     objectives = check_objectives(cfg.objectives)
     descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
     seed = world.seed
+    if answers_per_prompt is None:
+        answers_per_prompt = int(getattr(cfg.data.synthetic, "answers_per_prompt", ANSWERS_PER_PROMPT))
+    if fact_copies is None:
+        fact_copies = int(getattr(cfg.data.synthetic, "fact_copies", FACT_COPIES))
+    for key, value in (("answers_per_prompt", answers_per_prompt), ("fact_copies", fact_copies)):
+        if value < 0:
+            raise ConfigError(f"config key 'data.synthetic.{key}': must be at least 0, got {value}")
 
     by_prompt: dict[str, list[dict]] = {}
     for row in rated_rows(cfg):

@@ -1,7 +1,8 @@
 """The writer of the synthetic benchmark: rated responses whose errors grow with length (DESIGN.md §3).
 
 An answer states a random number of the entity's attributes (1 to ``num_attributes``, uniform), one fact
-sentence each, in a random order. Known attributes are stated truly; attributes the writer does not know are
+sentence each, in the world's attribute order (colour, city, pet, ...): one fixed structure, as a real assistant's
+answers have, so that greedy decoding of a tiny model continues an answer coherently instead of repeating itself. Known attributes are stated truly; attributes the writer does not know are
 stated with the entity's one *confabulated* value, the same everywhere. The longer the answer, the more likely it
 contains the unknown attributes: half of the time the writer picks the attributes it knows first (so only long
 answers reach the unknown ones), otherwise it picks them uniformly at random. Long answers are therefore more
@@ -46,7 +47,7 @@ def writer_answer(world: World, entity: Entity, rng: random.Random) -> str:
         chosen = (known + unknown)[:count]
     else:
         chosen = rng.sample(attributes, count)
-    rng.shuffle(chosen)
+    chosen.sort(key=attributes.index)
     return " ".join(fact_sentence(entity.name, a, entity.stated_value(a)) for a in chosen)
 
 
