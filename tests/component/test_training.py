@@ -250,3 +250,34 @@ def test_sft_trains_all_weights_and_saves_a_loadable_model(base_dir, tokenizer, 
     assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"])
     reloaded = AutoTokenizer.from_pretrained(out)
     assert reloaded(EXAMPLES[0]["prompt"])["input_ids"] == tokenizer(EXAMPLES[0]["prompt"])["input_ids"]
+
+
+def test_sft_length_grouping_gives_the_same_order_for_any_number_of_processes():
+    """The sft sampler groups over the global batch, so 1 process x 8 and 2 processes x 4 see the same batches.
+
+    transformers' own sampler groups over the per-process batch: with 120 examples its chunks are 24 long for a
+    batch of 8 and 28 long for a batch of 4, so 2 processes would train on other batches than 1 process.
+    """
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from sipo.training.sft import _SFTTrainer
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 150, (120,), generator=generator).tolist()
+    dataset = Dataset.from_dict({"input_ids": [[1] * n for n in lengths]})
+
+    def order(per_process: int, processes: int, accumulation: int = 1) -> list[int]:
+        args = SimpleNamespace(train_sampling_strategy="group_by_length", train_batch_size=per_process,
+                               world_size=processes, gradient_accumulation_steps=accumulation)
+        sampler = _SFTTrainer._get_train_sampler(SimpleNamespace(args=args, train_dataset=dataset))
+        torch.manual_seed(0)
+        return list(sampler)
+
+    assert order(8, 1) == order(4, 2) == order(2, 4)
+    assert order(4, 1, accumulation=2) == order(2, 2, accumulation=2)
+    torch.manual_seed(0)
+    per_process = list(LengthGroupedSampler(4, lengths=lengths))
+    assert per_process != order(8, 1)

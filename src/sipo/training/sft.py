@@ -30,6 +30,27 @@ from sipo.training import atomic_output_dir, quiet_trainer, resolve_dtype, train
 logger = logging.getLogger(__name__)
 
 
+class _SFTTrainer(SFTTrainer):
+    """trl's ``SFTTrainer`` whose length grouping does not depend on the number of processes.
+
+    transformers groups by length in chunks of the *per-process* batch, so N processes would see other batches than
+    one process. Grouping over the global batch (per-process batch x processes x accumulation) gives the same
+    index order for any N; accelerate then hands each process its slice of every global batch.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        args = self.args
+        if args.train_sampling_strategy != "group_by_length" or dataset is None or "input_ids" not in getattr(
+            dataset, "column_names", ()
+        ):
+            return super()._get_train_sampler(train_dataset)
+        global_batch = args.train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+        return LengthGroupedSampler(global_batch, lengths=[len(ids) for ids in dataset["input_ids"]])
+
+
 def to_trl_sft_config(
     train: TrainSettings,
     *,
@@ -140,7 +161,7 @@ def train_sft(
         args = to_trl_sft_config(
             train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         quiet_trainer(trainer)
         start = time.perf_counter()
         result = trainer.train()
