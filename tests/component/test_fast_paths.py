@@ -10,7 +10,13 @@ import torch
 
 from sipo.decoding.mod import mod_generate_reference_token_ids, mod_generate_token_ids
 from sipo.models.adapters import BASE
-from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference, sequence_logprobs
+from sipo.scoring import implicit
+from sipo.scoring.implicit import (
+    _response_chunks,
+    implicit_rewards,
+    implicit_rewards_reference,
+    sequence_logprobs,
+)
 
 # Seven prompts of different lengths (left-padded batches), some repeated for scoring.
 PROMPTS = [
@@ -119,6 +125,35 @@ def test_shared_prompts_give_the_unshared_log_probs(bank, tiny_tokenizer):
         torch.testing.assert_close(empty[name], alone[name].repeat(2), atol=1e-5, rtol=1e-5)
 
 
+def test_response_chunks_plan():
+    """The response pass's column ranges: one range without a saving threshold or when splitting saves too little;
+    split where short responses end when that saves more than the threshold; ranges always tile [0, width)."""
+    assert _response_chunks([10, 3], 10, None) == [(0, 10)]
+    assert _response_chunks([10, 10, 9], 10, 0.1) == [(0, 10)]  # 1 position of 30 saved: not worth a forward
+    assert _response_chunks([40, 5, 5, 5], 40, 0.1) == [(0, 5), (5, 40)]  # 160 positions -> 20 + 35
+    assert _response_chunks([40, 30, 20, 10], 40, 0.0) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    for lengths in ([7, 1, 1, 3, 7], [2], [1, 1], [12, 11, 2, 2, 9]):
+        for saving in (0.0, 0.05, 0.3):
+            ranges = _response_chunks(lengths, max(lengths), saving)
+            assert ranges[0][0] == 0 and ranges[-1][1] == max(lengths)
+            assert all(a < b == c for (a, b), (c, _) in zip(ranges, ranges[1:] + [(ranges[-1][1], None)]))
+
+
+@pytest.mark.parametrize("min_saving", [0.0, None])
+def test_chunked_response_pass_gives_the_whole_pass_log_probs(bank, tiny_tokenizer, monkeypatch, min_saving):
+    """A response pass split at every response's end (rows leaving the pass as their responses end, their cache
+    rows dropped) or not split at all gives the log-probs of scoring each pair whole, with soups, the base model and
+    an empty response among them."""
+    _add_soups(bank)
+    names = [BASE, "alpha", "gamma", "soup4"]
+    prompts, responses = _scoring_pairs()
+    whole = sequence_logprobs(bank, tiny_tokenizer, prompts, responses, names, batch_size=1)
+    monkeypatch.setitem(implicit._CHUNK_MIN_SAVING, "cpu", min_saving)
+    split = sequence_logprobs(bank, tiny_tokenizer, prompts, responses, names, batch_size=8)
+    for name in names:
+        torch.testing.assert_close(split[name], whole[name], atol=1e-5, rtol=1e-5)
+
+
 def _inputs(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     mask = encoded["attention_mask"]
@@ -134,16 +169,52 @@ def test_grouped_forward_equals_peft_mixed_batches(bank, tiny_tokenizer):
     _add_soups(bank)
     texts = ["Hi", "Tell me about Ava", "Why?", "Ok then", "A longer one here", "Blue", "Colours"]
     kwargs = _inputs(tiny_tokenizer, texts)
-    for names in (["alpha", "alpha", "beta", "beta", "soup4", BASE, BASE],
-                  ["alpha", "beta", BASE, "gamma", "alpha", "soup8", "beta"]):
+    for names, tolerance in (
+        (["alpha", "alpha", "beta", "beta", "soup4", BASE, BASE], 1e-6),  # peft's operations, on slices
+        (["alpha", "beta", BASE, "gamma", "alpha", "soup8", "beta"], 1e-6),  # ... on index tensors
+        # Stacked (equal slices one after the other; gamma has another rank and other target modules): batched
+        # matrix products over rank-padded factors sum in another order; with these large random factors peft's own
+        # float32 logits are 2e-5 from float64 ones (in float64 both paths agree exactly).
+        ([BASE, "alpha", "alpha", "gamma", "gamma", "soup4", "soup4"], 5e-5),
+        (["alpha", "gamma", "soup4", "beta", "soup8", "soup2", "soup6"], 5e-5),
+    ):
         fast = bank.forward(names, **kwargs).logits
         peft = bank.model(**kwargs, adapter_names=names).logits
-        torch.testing.assert_close(fast, peft, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(fast, peft, atol=tolerance, rtol=tolerance)
         for row, name in enumerate(names):
             with bank.only(name) as model:
                 alone = model(**{k: v[row:row + 1] for k, v in kwargs.items()}).logits[0]
-            torch.testing.assert_close(fast[row], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(fast[row], alone, atol=max(tolerance, 1e-5), rtol=max(tolerance, 1e-5))
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in bank.model.modules())
+
+
+def test_stacked_updates_follow_changed_weights_and_autograd(bank, tiny_tokenizer):
+    """The stacked path (equal row groups one after the other) equals peft's mixed batches, again after an adapter's
+    factors change in place (they are restacked), after a soup is added, and with autograd on (where the per-adapter
+    path runs, so gradients reach the factors)."""
+    texts = ["Hi", "Tell me about Ava", "Why?", "Ok then", "A longer one here", "Blue"]
+    kwargs = _inputs(tiny_tokenizer, texts)
+    names = ["alpha", "alpha", "gamma", "gamma", "beta", "beta"]
+
+    def check(names: list[str]) -> None:
+        with torch.no_grad():
+            fast = bank.forward(names, **kwargs).logits
+            peft = bank.model(**kwargs, adapter_names=names).logits
+        torch.testing.assert_close(fast, peft, atol=5e-5, rtol=5e-5)
+
+    check(names)
+    with torch.no_grad():
+        for module in bank.model.modules():
+            if hasattr(module, "lora_B") and "gamma" in module.lora_B:
+                module.lora_B["gamma"].weight.mul_(-2.0)
+    check(names)
+    bank.add_soup("soup", {"alpha": 0.5, "gamma": 0.5})
+    check(["soup", "soup", "alpha", "alpha", BASE, BASE])
+    lora_b = next(m.lora_B["alpha"].weight for m in bank.model.modules() if hasattr(m, "lora_B"))
+    lora_b.requires_grad_(True)
+    bank.forward(names, **kwargs).logits.sum().backward()
+    assert lora_b.grad is not None and lora_b.grad.abs().sum() > 0
+    lora_b.requires_grad_(False)
 
 
 @torch.no_grad()

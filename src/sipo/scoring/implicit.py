@@ -126,12 +126,47 @@ def _batch_logprobs(
     return _chunked_sums(out.logits[:, -(max_response + 1):-1, :], targets, in_response)
 
 
+_CHUNK_MIN_SAVING = {"cpu": 0.1}
+"""Device type -> the share of a response pass's token positions (rows x width) that one more chunk must save: on
+the CPU, time grows with the positions computed and a forward's fixed cost is small; on accelerators a small
+batch's forward is latency-bound, so the response pass runs whole there (a device type not listed)."""
+
+
+def _response_chunks(lengths: Sequence[int], width: int, min_saving: float | None) -> list[tuple[int, int]]:
+    """Column ranges ``[a, b)`` covering ``[0, width)`` in which a right-padded response pass runs, each range on
+    the rows whose response is longer than ``a`` only: the fewest (rows x columns) positions, each range after the
+    first charged ``min_saving`` of the single range's positions (no split without ``min_saving``)."""
+    if min_saving is None or width <= 1:
+        return [(0, width)]
+    cuts = sorted({0, width, *(length for length in lengths if 0 < length < width)})
+    longer = {cut: sum(length > cut for length in lengths) for cut in cuts}
+    charge = min_saving * len(lengths) * width
+    # best[i]: the cost of columns [0, cuts[i]) with a range ending at cuts[i]; back[i]: where that range starts.
+    best = [0.0] + [float("inf")] * (len(cuts) - 1)
+    back = [0] * len(cuts)
+    for i in range(1, len(cuts)):
+        for k in range(i):
+            cost = best[k] + longer[cuts[k]] * (cuts[i] - cuts[k]) + (charge if k else 0.0)
+            if cost < best[i]:
+                best[i], back[i] = cost, k
+    ranges = []
+    i = len(cuts) - 1
+    while i:
+        ranges.append((cuts[back[i]], cuts[i]))
+        i = back[i]
+    return ranges[::-1]
+
+
 def _batch_logprobs_shared_prompts(
     bank: AdapterBank, names: list[str], pairs: list[tuple[list[int], list[int]]], pad_id: int
 ) -> Tensor:
     """:func:`_batch_logprobs` for a batch in which several responses share a prompt: each distinct prompt runs
     once per name (left-padded, with a KV cache), the cache rows are copied to that prompt's responses, and the
-    responses (right-padded) run on top of it. Same result, fewer token positions computed."""
+    responses (right-padded) run on top of it. Same result, fewer token positions computed.
+
+    On the CPU the response pass may run in column ranges, each on the rows whose response reaches it only (the
+    cache of the earlier columns kept for them), so that short responses do not pay for the longest one's padding
+    (:func:`_response_chunks`)."""
     device = bank.device
     prompts = list(dict.fromkeys(tuple(prompt) for prompt, _ in pairs))
     prompt_of = {prompt: u for u, prompt in enumerate(prompts)}
@@ -157,19 +192,36 @@ def _batch_logprobs_shared_prompts(
     response_ids = response_ids.to(device).repeat(len(names), 1)
     response_mask = response_mask.to(device).repeat(len(names), 1)
     prompt_lengths = torch.tensor([len(prompt) for prompt, _ in pairs], device=device).repeat(len(names))
-    positions = prompt_lengths[:, None] + torch.arange(response_ids.shape[1], device=device)[None, :]
-    rest = bank.forward(
-        [name for name in names for _ in pairs],
-        input_ids=response_ids,
-        attention_mask=torch.cat([prompt_mask[source], response_mask], dim=-1),
-        position_ids=positions,
-        use_cache=True,
-        **{cache_arg: cache},
-    ).logits
+    width = response_ids.shape[1]
+    positions = prompt_lengths[:, None] + torch.arange(width, device=device)[None, :]
+    attention_mask = torch.cat([prompt_mask[source], response_mask], dim=-1)
+    prompt_width = prompt_mask.shape[1]
     mask = response_mask.bool()
+    row_names = [name for name in names for _ in pairs]
     sums = _chunked_sums(first[source][:, None, :], response_ids[:, :1], mask[:, :1])
-    if response_ids.shape[1] > 1:
-        sums = sums + _chunked_sums(rest[:, :-1, :], response_ids[:, 1:], mask[:, 1:])
+    lengths = [len(response) for _, response in pairs]
+    rows = torch.arange(len(row_names), device=device)  # the rows of the cache, in the full batch's numbering
+    for start, stop in _response_chunks(lengths, width, _CHUNK_MIN_SAVING.get(device.type)):
+        if start:  # only the rows whose response is longer than `start` go on
+            keep = [b for b, length in enumerate(lengths) if length > start]
+            active = (torch.arange(len(names), device=device)[:, None] * len(pairs)
+                      + torch.tensor(keep, device=device)[None, :]).reshape(-1)
+            cache.batch_select_indices(torch.searchsorted(rows, active))
+            rows = active
+        logits = bank.forward(
+            [row_names[r] for r in rows.tolist()],
+            input_ids=response_ids[rows, start:stop],
+            attention_mask=attention_mask[rows, :prompt_width + stop],
+            position_ids=positions[rows, start:stop],
+            use_cache=True,
+            **{cache_arg: cache},
+        ).logits
+        # Logits at column j predict the token at column j + 1 (the last column predicts nothing).
+        end = min(stop, width - 1)
+        if end > start:
+            sums.index_add_(0, rows.cpu(), _chunked_sums(
+                logits[:, :end - start, :], response_ids[rows, start + 1:end + 1], mask[rows, start + 1:end + 1]
+            ))
     return sums
 
 
@@ -192,7 +244,8 @@ def sequence_logprobs(
     forward pass (left-padded, so every response ends in the last column and only the logits of the last
     ``max response length + 1`` positions are computed). Pairs are batched longest first to limit padding. When
     prompts repeat (several responses to one prompt), pairs are batched by prompt and each distinct prompt of a
-    batch is run once per adapter, its KV cache shared by its responses.
+    batch is run once per adapter, its KV cache shared by its responses; on the CPU the responses' pass then skips
+    most of the padding after short responses (:func:`_response_chunks`).
 
     Args:
         bank_or_model: an :class:`AdapterBank`, a ``PeftModel`` or a plain causal LM.
