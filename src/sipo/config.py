@@ -80,6 +80,9 @@ class SyntheticConfig:
     responses_per_prompt: int = 4
     num_train_prompts: int = 400
     num_test_prompts: int = 48
+    known_first: float = 0.5
+    """How often a writer answer takes the attributes the writer knows before the ones it does not (else a uniform
+    subset): higher makes short answers more often fully correct, so errors grow more with length."""
     answers_per_prompt: int = 1
     """The writer's rated answers per training prompt that also go into the SFT data (the base behaviour, confabulations
     included; at most ``responses_per_prompt``)."""

@@ -4,8 +4,9 @@ An answer states a random number of the entity's attributes (1 to ``num_attribut
 sentence each, in the world's attribute order (colour, city, pet, ...): one fixed structure, as a real assistant's
 answers have, so that greedy decoding of a tiny model continues an answer coherently instead of repeating itself. Known attributes are stated truly; attributes the writer does not know are
 stated with the entity's one *confabulated* value, the same everywhere. The longer the answer, the more likely it
-contains the unknown attributes: half of the time the writer picks the attributes it knows first (so only long
-answers reach the unknown ones), otherwise it picks them uniformly at random. Long answers are therefore more
+contains the unknown attributes: with probability ``data.synthetic.known_first`` (default 0.5) the writer picks
+the attributes it knows first (so only long answers reach the unknown ones), otherwise it picks them uniformly at
+random. Long answers are therefore more
 verbose but less correct, and about half of the pairs conflict at the default config (``conflict_share``).
 
 The rows have the per-objective form of HelpSteer, scored by the oracle::
@@ -35,11 +36,13 @@ KNOWN_FIRST_PROBABILITY = 0.5
 _MAX_REDRAWS = 20
 
 
-def writer_answer(world: World, entity: Entity, rng: random.Random) -> str:
-    """One answer of the writer about ``entity`` (see the module docstring), drawn with ``rng``."""
+def writer_answer(world: World, entity: Entity, rng: random.Random,
+                  known_first: float = KNOWN_FIRST_PROBABILITY) -> str:
+    """One answer of the writer about ``entity`` (see the module docstring), drawn with ``rng``; ``known_first`` is
+    the probability that it takes the attributes it knows first (``data.synthetic.known_first``)."""
     attributes = list(world.attributes)
     count = rng.randint(1, len(attributes))
-    if rng.random() < KNOWN_FIRST_PROBABILITY:
+    if rng.random() < known_first:
         known = [a for a in attributes if a not in entity.confabulated]
         unknown = [a for a in attributes if a in entity.confabulated]
         rng.shuffle(known)
@@ -51,17 +54,28 @@ def writer_answer(world: World, entity: Entity, rng: random.Random) -> str:
     return " ".join(fact_sentence(entity.name, a, entity.stated_value(a)) for a in chosen)
 
 
-def distinct_answers(world: World, entity: Entity, rng: random.Random, count: int) -> list[str]:
+def distinct_answers(world: World, entity: Entity, rng: random.Random, count: int,
+                     known_first: float = KNOWN_FIRST_PROBABILITY) -> list[str]:
     """``count`` writer answers, redrawing repeats (a few times at most, so tiny worlds may keep one)."""
     answers: list[str] = []
     for _ in range(count):
-        answer = writer_answer(world, entity, rng)
+        answer = writer_answer(world, entity, rng, known_first)
         for _ in range(_MAX_REDRAWS):
             if answer not in answers:
                 break
-            answer = writer_answer(world, entity, rng)
+            answer = writer_answer(world, entity, rng, known_first)
         answers.append(answer)
     return answers
+
+
+def known_first(cfg: Any) -> float:
+    """``data.synthetic.known_first``, checked to be a probability."""
+    from sipo.errors import ConfigError
+
+    value = float(getattr(cfg.data.synthetic, "known_first", KNOWN_FIRST_PROBABILITY))
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config key 'data.synthetic.known_first': must be in [0, 1], got {value:g}")
+    return value
 
 
 def rated_rows(cfg: Any) -> list[dict]:
@@ -75,7 +89,7 @@ def rated_rows(cfg: Any) -> list[dict]:
     rows = []
     for prompt in world.train_prompts:
         rng = random.Random(f"sipo-synthetic-writer:{world.seed}:{prompt.prompt_id}")
-        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt):
+        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, known_first(cfg)):
             rows.append({"prompt": prompt.prompt, "response": response,
                          **score_response(world, prompt.prompt, response)})
     return rows
