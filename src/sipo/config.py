@@ -83,6 +83,9 @@ class SyntheticConfig:
     known_first: float = 0.5
     """How often a writer answer takes the attributes the writer knows before the ones it does not (else a uniform
     subset): higher makes short answers more often fully correct, so errors grow more with length."""
+    recall: float = 0.0
+    """Probability that the writer states an attribute it does not know with its TRUE value (else the confabulated
+    one); below 0.5 the confabulation stays the most likely value."""
     answers_per_prompt: int = 1
     """The writer's rated answers per training prompt that also go into the SFT data (the base behaviour, confabulations
     included; at most ``responses_per_prompt``)."""

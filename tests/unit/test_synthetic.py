@@ -399,3 +399,21 @@ def test_writer_answers_follow_the_attribute_order(world):
     for row in rated_rows(cfg)[:200]:
         facts = [f for _, f in parse_response(world, row["response"]) if f is not None]
         assert [rank[f.attribute] for f in facts] == sorted(rank[f.attribute] for f in facts)
+
+
+def test_recall_states_some_unknown_attributes_truly_but_confabulation_stays_the_mode():
+    """With recall 0.3 the writer states an unknown attribute with its true value about 30% of the time."""
+    cfg = make_cfg("data.synthetic.recall=0.3", "data.synthetic.num_train_prompts=400")
+    world = build_world(cfg)
+    true = wrong = 0
+    for row in rated_rows(cfg):
+        entity = world.find_entity(row["prompt"])
+        for _, fact in parse_response(world, row["response"]):
+            if fact is not None and fact.attribute in entity.confabulated:
+                true += fact.value == entity.truth[fact.attribute]
+                wrong += fact.value == entity.confabulated[fact.attribute]
+    assert true + wrong > 200
+    assert 0.2 < true / (true + wrong) < 0.4
+    assert make_cfg().data.synthetic.recall == 0.0
+    with pytest.raises(ConfigError, match="recall"):
+        rated_rows(make_cfg("data.synthetic.recall=1.5"))

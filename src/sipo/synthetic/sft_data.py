@@ -34,7 +34,7 @@ from sipo import prompting
 from sipo.errors import ConfigError
 from sipo.synthetic.oracle import parse_response
 from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
-from sipo.synthetic.writer import known_first, rated_rows, writer_answer
+from sipo.synthetic.writer import known_first, rated_rows, recall, writer_answer
 
 ANSWERS_PER_PROMPT = 1
 """Writer answers per training prompt in the SFT data (drawn from the rated rows)."""
@@ -156,11 +156,11 @@ def apply_review(world: World, response: str, plan: ReviewPlan) -> str:
 
 
 def _improvable_answer(world: World, entity_name: str, rng: random.Random, objectives: Sequence[str],
-                       prompt: str, known_first: float) -> tuple[str, ReviewPlan]:
+                       prompt: str, known_first: float, recall: float) -> tuple[str, ReviewPlan]:
     """A writer answer with something to improve (if one turns up in a few draws)."""
     entity = world.entity(entity_name)
     for _ in range(_MAX_REDRAWS):
-        answer = writer_answer(world, entity, rng, known_first)
+        answer = writer_answer(world, entity, rng, known_first, recall)
         plan = plan_review(world, prompt, answer, objectives)
         if plan.fixes or plan.additions:
             break
@@ -186,7 +186,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
     objectives = check_objectives(cfg.objectives)
     descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
     seed = world.seed
-    first = known_first(cfg)
+    first, remembers = known_first(cfg), recall(cfg)
     if answers_per_prompt is None:
         answers_per_prompt = int(getattr(cfg.data.synthetic, "answers_per_prompt", ANSWERS_PER_PROMPT))
     if fact_copies is None:
@@ -213,7 +213,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
         for k in range(demos_per_prompt):
             rng = random.Random(f"sipo-synthetic-sft-review:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,
-                                                  first)
+                                                  first, remembers)
             reviews.append({
                 "prompt": prompting.review_prompt(prompt.prompt, response, objectives, descriptions,
                                                   template=cfg.review.template),
@@ -221,7 +221,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             })
             rng = random.Random(f"sipo-synthetic-sft-rewrite:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,
-                                                  first)
+                                                  first, remembers)
             review = review_text(plan, objectives)
             rewrites.append({
                 "prompt": prompting.rewrite_prompt(prompt.prompt, response, review, objectives, descriptions,

@@ -6,8 +6,13 @@ answers have, so that greedy decoding of a tiny model continues an answer cohere
 stated with the entity's one *confabulated* value, the same everywhere. The longer the answer, the more likely it
 contains the unknown attributes: with probability ``data.synthetic.known_first`` (default 0.5) the writer picks
 the attributes it knows first (so only long answers reach the unknown ones), otherwise it picks them uniformly at
-random. Long answers are therefore more
-verbose but less correct, and about half of the pairs conflict at the default config (``conflict_share``).
+random. Long answers are therefore more verbose but less correct, and about half of the pairs conflict at the
+default config (``conflict_share``).
+
+With ``data.synthetic.recall`` > 0 the writer sometimes remembers: it states an attribute it does not know with the
+true value with that probability. Below 0.5 the confabulated value stays the most likely one, so greedy decoding of
+a model trained on the answers still confabulates; but the preference data now shows a true value beating the
+confabulated one, which a judge trained on it (a DPO adapter's implicit reward) can learn.
 
 The rows have the per-objective form of HelpSteer, scored by the oracle::
 
@@ -37,9 +42,10 @@ _MAX_REDRAWS = 20
 
 
 def writer_answer(world: World, entity: Entity, rng: random.Random,
-                  known_first: float = KNOWN_FIRST_PROBABILITY) -> str:
+                  known_first: float = KNOWN_FIRST_PROBABILITY, recall: float = 0.0) -> str:
     """One answer of the writer about ``entity`` (see the module docstring), drawn with ``rng``; ``known_first`` is
-    the probability that it takes the attributes it knows first (``data.synthetic.known_first``)."""
+    the probability that it takes the attributes it knows first (``data.synthetic.known_first``), ``recall`` the
+    probability that it states an attribute it does not know with its true value (``data.synthetic.recall``)."""
     attributes = list(world.attributes)
     count = rng.randint(1, len(attributes))
     if rng.random() < known_first:
@@ -51,19 +57,25 @@ def writer_answer(world: World, entity: Entity, rng: random.Random,
     else:
         chosen = rng.sample(attributes, count)
     chosen.sort(key=attributes.index)
-    return " ".join(fact_sentence(entity.name, a, entity.stated_value(a)) for a in chosen)
+    sentences = []
+    for a in chosen:
+        value = entity.stated_value(a)
+        if recall > 0 and a in entity.confabulated and rng.random() < recall:
+            value = entity.truth[a]
+        sentences.append(fact_sentence(entity.name, a, value))
+    return " ".join(sentences)
 
 
 def distinct_answers(world: World, entity: Entity, rng: random.Random, count: int,
-                     known_first: float = KNOWN_FIRST_PROBABILITY) -> list[str]:
+                     known_first: float = KNOWN_FIRST_PROBABILITY, recall: float = 0.0) -> list[str]:
     """``count`` writer answers, redrawing repeats (a few times at most, so tiny worlds may keep one)."""
     answers: list[str] = []
     for _ in range(count):
-        answer = writer_answer(world, entity, rng, known_first)
+        answer = writer_answer(world, entity, rng, known_first, recall)
         for _ in range(_MAX_REDRAWS):
             if answer not in answers:
                 break
-            answer = writer_answer(world, entity, rng, known_first)
+            answer = writer_answer(world, entity, rng, known_first, recall)
         answers.append(answer)
     return answers
 
@@ -78,6 +90,16 @@ def known_first(cfg: Any) -> float:
     return value
 
 
+def recall(cfg: Any) -> float:
+    """``data.synthetic.recall``, checked to be a probability."""
+    from sipo.errors import ConfigError
+
+    value = float(getattr(cfg.data.synthetic, "recall", 0.0))
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config key 'data.synthetic.recall': must be in [0, 1], got {value:g}")
+    return value
+
+
 def rated_rows(cfg: Any) -> list[dict]:
     """``responses_per_prompt`` rated writer answers for every training prompt, in prompt order.
 
@@ -89,7 +111,8 @@ def rated_rows(cfg: Any) -> list[dict]:
     rows = []
     for prompt in world.train_prompts:
         rng = random.Random(f"sipo-synthetic-writer:{world.seed}:{prompt.prompt_id}")
-        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, known_first(cfg)):
+        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, known_first(cfg),
+                                         recall(cfg)):
             rows.append({"prompt": prompt.prompt, "response": response,
                          **score_response(world, prompt.prompt, response)})
     return rows
