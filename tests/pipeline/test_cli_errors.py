@@ -108,8 +108,11 @@ def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
     """SIGINT while the sft stage runs: exit 130, one line, finished stages kept (prepare is not re-run)."""
     run_dir = tmp_path / "run"
     args = ["run", str(SMOKE), f"run_dir={run_dir}", "model.device=cpu", "sft.train.max_steps=1000"]
+    # A shell that starts a job in the background without job control makes it ignore SIGINT, and an ignored signal
+    # stays ignored across exec: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([*sipo_command(), *args], cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (run_dir / "sft" / ".started").is_file():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
