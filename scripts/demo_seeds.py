@@ -23,26 +23,23 @@ def seed_command(config: str, out: Path, seed: int, overrides: list[str]) -> lis
     return [sys.executable, "-m", "sipo", "run", config, f"run_dir={out / f'seed{seed}'}", f"seed={seed}", *overrides]
 
 
-def run_seeds(config: str, out: Path, seeds: list[int], overrides: list[str], jobs: int) -> dict[int, float]:
-    """Run every seed (``jobs`` at a time); wall seconds per seed. Exits if a run fails."""
+def run_seeds(config: str, out: Path, seeds: list[int], overrides: list[str], jobs: int) -> None:
+    """Run every seed (``jobs`` at a time). Exits if a run fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
-    seconds: dict[int, float] = {}
     pending = list(seeds)
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    running: dict[int, subprocess.Popen] = {}
     while pending or running:
         while pending and len(running) < jobs:
             seed = pending.pop(0)
             cmd = seed_command(config, out, seed, overrides)
             print("+", " ".join(cmd), flush=True)
-            running[seed] = (subprocess.Popen(cmd, env=env), time.perf_counter())
-        for seed, (proc, start) in list(running.items()):
+            running[seed] = subprocess.Popen(cmd, env=env)
+        for seed, proc in list(running.items()):
             if proc.poll() is not None:
                 del running[seed]
                 if proc.returncode != 0:
                     sys.exit(f"seed {seed} failed with exit code {proc.returncode}")
-                seconds[seed] = time.perf_counter() - start
         time.sleep(1)
-    return seconds
 
 
 def stage_seconds(run_dir: Path) -> float:

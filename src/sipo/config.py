@@ -398,6 +398,13 @@ def validate(cfg: PipelineConfig) -> None:
         value = getattr(cfg.data, key)
         if not 0.0 <= value < 1.0:
             _fail(f"data.{key}", "must be in [0, 1)")
+    synthetic = cfg.data.synthetic
+    for key in ("known_first", "recall"):
+        if not 0.0 <= getattr(synthetic, key) <= 1.0:
+            _fail(f"data.synthetic.{key}", f"must be in [0, 1], got {getattr(synthetic, key):g}")
+    for key in ("answers_per_prompt", "fact_copies"):
+        if getattr(synthetic, key) < 0:
+            _fail(f"data.synthetic.{key}", f"must be at least 0, got {getattr(synthetic, key)}")
     if cfg.data.test_fraction + cfg.data.validation_fraction >= 1.0:
         _fail("data.test_fraction", "test_fraction + validation_fraction must be below 1")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):

@@ -31,15 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipo import prompting
-from sipo.errors import ConfigError
 from sipo.synthetic.oracle import parse_response
 from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
-from sipo.synthetic.writer import known_first, rated_rows, recall, writer_answer
+from sipo.synthetic.writer import rated_rows, writer_answer
 
-ANSWERS_PER_PROMPT = 1
-"""Writer answers per training prompt in the SFT data (drawn from the rated rows)."""
-FACT_COPIES = 4
-"""Copies of each (entity, attribute) question-and-answer fact."""
 DEMOS_PER_PROMPT = 1
 """Review demonstrations and rewrite demonstrations per training prompt (each)."""
 _MAX_REDRAWS = 20
@@ -178,22 +173,19 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             ``rewrite.template``).
         objective_descriptions: descriptions rendered into the review prompt; default
             :func:`synthetic_descriptions`. The review and rewrite stages must render with the same mapping.
-        answers_per_prompt: writer answers per training prompt; default ``cfg.data.synthetic.answers_per_prompt``
-            (else :data:`ANSWERS_PER_PROMPT`).
-        fact_copies: copies of each fact; default ``cfg.data.synthetic.fact_copies`` (else :data:`FACT_COPIES`).
+        answers_per_prompt: writer answers per training prompt; default ``cfg.data.synthetic.answers_per_prompt``.
+        fact_copies: copies of each fact; default ``cfg.data.synthetic.fact_copies``.
     """
     world = build_world(cfg)
     objectives = check_objectives(cfg.objectives)
     descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
     seed = world.seed
-    first, remembers = known_first(cfg), recall(cfg)
+    settings = cfg.data.synthetic
+    first, remembers = settings.known_first, settings.recall
     if answers_per_prompt is None:
-        answers_per_prompt = int(getattr(cfg.data.synthetic, "answers_per_prompt", ANSWERS_PER_PROMPT))
+        answers_per_prompt = settings.answers_per_prompt
     if fact_copies is None:
-        fact_copies = int(getattr(cfg.data.synthetic, "fact_copies", FACT_COPIES))
-    for key, value in (("answers_per_prompt", answers_per_prompt), ("fact_copies", fact_copies)):
-        if value < 0:
-            raise ConfigError(f"config key 'data.synthetic.{key}': must be at least 0, got {value}")
+        fact_copies = settings.fact_copies
 
     by_prompt: dict[str, list[dict]] = {}
     for row in rated_rows(cfg):

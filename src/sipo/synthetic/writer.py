@@ -80,26 +80,6 @@ def distinct_answers(world: World, entity: Entity, rng: random.Random, count: in
     return answers
 
 
-def known_first(cfg: Any) -> float:
-    """``data.synthetic.known_first``, checked to be a probability."""
-    from sipo.errors import ConfigError
-
-    value = float(getattr(cfg.data.synthetic, "known_first", KNOWN_FIRST_PROBABILITY))
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"config key 'data.synthetic.known_first': must be in [0, 1], got {value:g}")
-    return value
-
-
-def recall(cfg: Any) -> float:
-    """``data.synthetic.recall``, checked to be a probability."""
-    from sipo.errors import ConfigError
-
-    value = float(getattr(cfg.data.synthetic, "recall", 0.0))
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"config key 'data.synthetic.recall': must be in [0, 1], got {value:g}")
-    return value
-
-
 def rated_rows(cfg: Any) -> list[dict]:
     """``responses_per_prompt`` rated writer answers for every training prompt, in prompt order.
 
@@ -108,11 +88,12 @@ def rated_rows(cfg: Any) -> list[dict]:
     """
     world = build_world(cfg)
     per_prompt = cfg.data.synthetic.responses_per_prompt
+    settings = cfg.data.synthetic
     rows = []
     for prompt in world.train_prompts:
         rng = random.Random(f"sipo-synthetic-writer:{world.seed}:{prompt.prompt_id}")
-        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, known_first(cfg),
-                                         recall(cfg)):
+        for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, settings.known_first,
+                                         settings.recall):
             rows.append({"prompt": prompt.prompt, "response": response,
                          **score_response(world, prompt.prompt, response)})
     return rows
