@@ -25,7 +25,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sipo.errors import ConfigError
 
-ALL_METHODS = ("sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo")
+ALL_METHODS = ("sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo", "sipo_no_rewrite", "sipo_no_filter",
+               "sipo_oracle_filter", "nll_control")
 DATA_SOURCES = ("helpsteer", "pku_saferlhf", "jsonl", "synthetic")
 JUDGES = ("implicit", "oracle", "reward_model", "length")
 
@@ -91,6 +92,9 @@ class SyntheticConfig:
     included; at most ``responses_per_prompt``)."""
     fact_copies: int = 4
     """Copies of each (entity, attribute) question-and-answer fact in the SFT data (they teach the truth)."""
+    heldout_entities: int = 0
+    """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
+    (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""
 
 
 @dataclass
@@ -137,6 +141,11 @@ class TrainSettings:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     gradient_checkpointing: bool = False
+    select_best: bool = False
+    """Preference stages with validation pairs: evaluate the validation loss before training, every ``eval_every``
+    optimizer steps and at the end, and keep the adapter weights with the lowest one (docs/benchmark.md)."""
+    eval_every: int = 0
+    """Optimizer steps between validation evaluations with ``select_best`` (0: once per epoch)."""
 
 
 @dataclass
@@ -217,6 +226,9 @@ class RealignStageConfig:
     """Weight of the NLL term on the selected response (DPO + alpha * NLL)."""
     beta: float = 0.1
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=5e-6, epochs=1.0))
+    validation_fraction: float = 0.0
+    """Share of the selected prompts (seeded hash of the prompt id) held out as re-alignment validation pairs, for
+    ``train.select_best``; the NLL control holds out the same prompts."""
 
 
 @dataclass
@@ -257,6 +269,9 @@ class EvalStageConfig:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     reference_point: list[float] | None = None
     """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
+    bootstrap: int = 0
+    """Resamples of the report's percentile bootstrap over test prompts (a 95 % interval for every
+    hypervolume); 0: none."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
 
@@ -270,7 +285,8 @@ class PipelineConfig:
     objective_descriptions: dict[str, str] = field(default_factory=dict)
     """Plain-language description of each objective, used in the review/rewrite prompts."""
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
-    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate."""
+    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate, and SIPO's ablations and controls
+    (sipo_no_rewrite, sipo_no_filter, sipo_oracle_filter, nll_control; docs/benchmark.md)."""
     rounds: int = 1
     """Self-improvement rounds: round k samples with round-(k-1) adapters and realigns them."""
     soup_mode: str = "delta"
@@ -382,6 +398,8 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("methods", f"unknown method '{unknown[0]}' (choose from {', '.join(ALL_METHODS)})")
     if not cfg.methods:
         _fail("methods", "needs at least one method")
+    if "sipo_oracle_filter" in cfg.methods and cfg.data.source != "synthetic":
+        _fail("methods", "sipo_oracle_filter needs the exact oracle of data.source: synthetic")
     if cfg.rounds < 1:
         _fail("rounds", "must be at least 1")
     if cfg.shard_size < 1:

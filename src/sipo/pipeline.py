@@ -30,7 +30,9 @@ from sipo.preflight import check_inputs
 logger = logging.getLogger(__name__)
 
 ROUND_STAGES = ("sample", "review", "rewrite", "combine", "filter", "realign")
-STAGE_NAMES = ("prepare", "sft", "dpo", *ROUND_STAGES, "dpo_lw", "modpo", "evaluate", "report")
+ABLATION_STAGES = ("sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control")
+"""SIPO's ablations and controls (sipo.ablations): each a method and a stage of the same name."""
+STAGE_NAMES = ("prepare", "sft", "dpo", *ROUND_STAGES, *ABLATION_STAGES, "dpo_lw", "modpo", "evaluate", "report")
 
 STAGE_HELP = {
     "prepare": "build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
@@ -42,6 +44,10 @@ STAGE_HELP = {
     "combine": "keep the rewrite instead of the candidate when the implicit rewards say so",
     "filter": "keep, per prompt, the best candidate that beats both original responses under every judge",
     "realign": "DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
+    "sipo_no_rewrite": "ablation: SIPO's filter on the MOD samples (no review, no rewrite), then re-alignment",
+    "sipo_no_filter": "ablation: the best candidate by summed judge reward (no need to beat both), re-aligned",
+    "sipo_oracle_filter": "upper bound: the oracle picks the candidate that beats both originals, re-aligned",
+    "nll_control": "control: DPO + alpha*NLL on the original conflicting pairs, as many steps as re-alignment",
     "dpo_lw": "baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
     "modpo": "baseline: one adapter per weight vector trained with MODPO margins",
     "evaluate": "decode the test prompts with every method at every weight vector and score them",
@@ -54,7 +60,8 @@ IDENTITY_KEYS = ("objectives", "data.source", "model.name_or_path")
 
 # Stages that every process runs (training under DDP, generation/scoring sharded by prompt); the others run on
 # rank 0 while the other ranks wait.
-DISTRIBUTED_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "realign", "dpo_lw", "modpo", "evaluate")
+DISTRIBUTED_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "realign", "dpo_lw", "modpo", "evaluate",
+                      *ABLATION_STAGES)
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
     stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
     previous_adapters = "dpo"
     # The self-improvement rounds only feed the `sipo` method.
-    for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 0) + 1):
+    ablations = [m for m in ABLATION_STAGES if m in cfg.methods]
+    for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 1 if ablations else 0) + 1):
         prefix = f"r{r}/"
         stages += [
             StageSpec("sample", r, ("sample", *_model_keys(cfg)), ("prepare", previous_adapters, *base_upstream)),
@@ -124,16 +132,21 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
             StageSpec("realign", r, ("realign",), (prefix + "filter",)),
         ]
         previous_adapters = prefix + "realign"
+    realign_keys = ("realign", "filter", "soup_mode", "sample.grid", "dpo.beta")
+    for method in ablations:
+        source = {"sipo_no_rewrite": "r1/sample", "nll_control": "r1/realign"}.get(method, "r1/combine")
+        stages.append(StageSpec(method, None, realign_keys, ("prepare", "dpo", source, *base_upstream)))
     for baseline in ("dpo_lw", "modpo"):
         if baseline in cfg.methods:
             stages.append(StageSpec(baseline, None, ("dpo", "eval.grid", *_model_keys(cfg)),
                                     ("prepare", "dpo", *base_upstream)))
-    eval_upstream = tuple(s.id for s in stages if s.name in ("dpo", "realign", "dpo_lw", "modpo"))
+    eval_upstream = tuple(s.id for s in stages if s.name in ("dpo", "realign", "dpo_lw", "modpo", *ablations))
     # Every eval key but reference_point, which only the report reads.
     eval_keys = ("eval.judge", "eval.grid", "eval.decode", "eval.reward_model")
     stages.append(StageSpec("evaluate", None, (*eval_keys, "methods", "soup_mode", "rounds", "data.synthetic"),
                             ("prepare", *base_upstream, *eval_upstream)))
-    stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge"), ("evaluate",)))
+    stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge", "eval.bootstrap"),
+                            ("evaluate",)))
     return stages
 
 
@@ -156,6 +169,15 @@ def _library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def _environment(device: str) -> dict[str, Any]:
+    """What makes numbers repeat exactly: the CPU kernels torch picked (AVX-512 and AVX2 round differently), its
+    thread count, and the device."""
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+            "device": device}
 
 
 def _git_sha() -> str | None:
@@ -294,6 +316,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
             "seconds": seconds,
             "processes": world_size,
             "versions": _library_versions(),
+            "environment": _environment(device),
             "git_sha": _git_sha(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })

@@ -118,6 +118,9 @@ def make_report(
     reference_point: Sequence[float] | None = None,
     title: str = "",
     margin: float = DEFAULT_MARGIN,
+    test_sets: Mapping[str, Sequence[str]] | None = None,
+    bootstrap: int = 0,
+    training_steps: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The report dict (the content of ``report.json``, see the module docstring) of evaluated rows. Pure.
 
@@ -127,6 +130,12 @@ def make_report(
         judge: name of the judge that produced the scores (stated in the report).
         reference_point: hypervolume reference point, one value per objective; default
             :func:`sipo.pareto.default_reference_point` over every method's points with ``margin``.
+        test_sets: test set name -> its prompt ids (benchmark v2: ``in_distribution``, ``transfer``); the report
+            then also holds ``test_sets[name]["methods"][method]`` with that set's hypervolume (same reference
+            point), best scores and, with ``bootstrap``, its interval.
+        bootstrap: resamples of the percentile bootstrap over prompts (:func:`sipo.stats.bootstrap_hypervolumes`)
+            giving each hypervolume a 95 % interval ``hypervolume_ci``; 0 computes none.
+        training_steps: method (report key) -> its total optimizer steps, stored as ``training_steps``.
 
     Raises:
         DataError: no rows, a missing or non-finite score, a duplicated (method, round, weights, prompt) row, or a
@@ -182,7 +191,13 @@ def make_report(
                 "report: %d of %d points of %s do not beat the reference point %s on every objective; "
                 "they add nothing to its hypervolume", outside, len(vectors[name]), name, reference,
             )
-    return {
+    if bootstrap:
+        for name, ci in _bootstrap(score_rows, objectives, reference, last_round, bootstrap).items():
+            entries[name]["hypervolume_ci"] = list(ci)
+    for name, steps in (training_steps or {}).items():
+        if name in entries:
+            entries[name]["training_steps"] = int(steps)
+    report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "title": title,
         "objectives": objectives,
@@ -191,6 +206,36 @@ def make_report(
         "reference_point_rule": rule,
         "methods": entries,
     }
+    if test_sets:
+        report["test_sets"] = {}
+        for set_name, ids in test_sets.items():
+            wanted = set(ids)
+            subset = [r for r in score_rows if r.prompt_id in wanted]
+            if not subset:
+                continue
+            sub = make_report(subset, objectives, judge=judge, reference_point=reference, bootstrap=bootstrap)
+            report["test_sets"][set_name] = {
+                "prompts": len({r.prompt_id for r in subset}),
+                "methods": {name: {k: e[k] for k in ("hypervolume", "hypervolume_ci", "best") if k in e}
+                            for name, e in sub["methods"].items()},
+            }
+    return report
+
+
+def _bootstrap(score_rows: Sequence[ScoreRow], objectives: Sequence[str], reference: Sequence[float],
+               last_round: Mapping[str, int], resamples: int) -> dict[str, tuple[float, float]]:
+    """Bootstrap intervals of every method's hypervolume over the prompts that every point was evaluated on."""
+    from sipo.stats import bootstrap_hypervolumes
+
+    scores: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
+    for row in score_rows:
+        name = method_key(row.method, int(row.round), last_round[row.method])
+        scores[name][weights_tag(row.weights)][row.prompt_id] = [float(row.scores[o]) for o in objectives]
+    prompt_sets = [set(by_prompt) for points in scores.values() for by_prompt in points.values()]
+    common = sorted(set.intersection(*prompt_sets)) if prompt_sets else []
+    if not common:
+        return {}
+    return bootstrap_hypervolumes(scores, common, reference, resamples=resamples)
 
 
 def _fmt(value: float | None) -> str:
@@ -229,6 +274,34 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_ci(entry: Mapping[str, Any] | None) -> str:
+    if entry is None:
+        return "–"
+    ci = entry.get("hypervolume_ci")
+    return f"{entry['hypervolume']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def interval_table(report: Mapping[str, Any]) -> str:
+    """Each method's total optimizer steps and its hypervolume on every test set with the 95 % bootstrap interval
+    over prompts (docs/benchmark.md), methods sorted by hypervolume on all prompts."""
+    sets = report.get("test_sets") or {}
+    header = "| method | training steps | all prompts |" + "".join(
+        f" {name} ({s['prompts']} prompts) |" for name, s in sets.items())
+    lines = [
+        "Hypervolume with its 95 % bootstrap interval over the test prompts (test-set noise only, not training "
+        "noise); training steps are every optimizer step the method's adapters took, round 1 included.",
+        "",
+        header,
+        "|---|---:|---:|" + "---:|" * len(sets),
+    ]
+    for name, entry in _ranked(report):
+        steps = entry.get("training_steps")
+        cells = [str(steps) if steps is not None else "–", _with_ci(entry)]
+        cells += [_with_ci(s["methods"].get(name)) for s in sets.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NAME) -> str:
     """The whole ``report.md``: title, judge and reference point, the summary table, the figure and a table of
     every point (mean ± standard error per objective)."""
@@ -247,6 +320,9 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
         "",
         markdown_table(report),
     ]
+    if any("hypervolume_ci" in e or "training_steps" in e for e in report["methods"].values()) \
+            or report.get("test_sets"):
+        parts += [interval_table(report), ""]
     if figure:
         parts += [f"![Pareto fronts]({figure})", ""]
     parts += [
@@ -307,13 +383,17 @@ def build_report(
     out_dir: Path,
     reference_point: list[float] | None = None,
     title: str = "",
+    test_sets: Mapping[str, Sequence[str]] | None = None,
+    bootstrap: int = 0,
+    training_steps: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
 
     ``report.json`` is written last, so its presence means the other four are complete.
     """
-    report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title)
+    report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title,
+                         test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "scores.jsonl", _sorted_rows(score_rows, report["objectives"]))

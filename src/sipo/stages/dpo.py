@@ -24,6 +24,7 @@ from sipo.stages.common import (
     prompts_that_fit,
     resumable_unit,
 )
+from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def run(ctx: StageContext) -> dict:
                               f"'{objective}' is longer than {cfg.model.max_prompt_tokens} tokens")
         data[objective] = preference_examples(tokenizer, pairs, objective, cfg)
         counts["dropped_long_prompts"][objective] = dropped
+    validation = round_one_validation(ctx, tokenizer)
     for objective, examples in data.items():
         out = ctx.out_dir / objective
 
@@ -54,7 +56,8 @@ def run(ctx: StageContext) -> dict:
                 beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed, device=ctx.device,
                 dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
                 max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle)
+                allow_pickle=cfg.model.allow_pickle,
+                eval_examples=preference_examples(tokenizer, validation, objective, cfg))
 
         counts[f"pairs_{objective}"] = len(examples)
         counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])

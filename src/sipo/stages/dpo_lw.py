@@ -25,6 +25,7 @@ from sipo.stages.common import (
     reuse_dpo_endpoint,
     training_union,
 )
+from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def run(ctx: StageContext) -> dict:
     pairs, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "dpo_lw")
     prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
     counts: dict = {"pairs": len(pairs), "dropped_long_prompts": dropped}
+    validation = round_one_validation(ctx, tokenizer)
+    validation_prompts = format_prompts(tokenizer, [p.prompt for p in validation], cfg)
     for w in weight_grid(objs, cfg.eval.grid):
         if reuse_dpo_endpoint(ctx, w):
             continue
@@ -50,9 +53,13 @@ def run(ctx: StageContext) -> dict:
                      PREFERENCE_SIGNS: preference_signs(p.preferred, objs)}
                     for p, prompt in zip(pairs, prompts)
                     if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
+        eval_examples = [{"prompt": prompt, "chosen": p.response_a, "rejected": p.response_b,
+                          PREFERENCE_SIGNS: preference_signs(p.preferred, objs)}
+                         for p, prompt in zip(validation, validation_prompts)
+                         if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
         tag = weights_tag(w)
 
-        def train(examples=examples, tag=tag, w=w) -> dict:
+        def train(examples=examples, tag=tag, w=w, eval_examples=eval_examples) -> dict:
             logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
             return train_dpo_adapter(
                 base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
@@ -60,7 +67,7 @@ def run(ctx: StageContext) -> dict:
                 seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw",
                 objective_weights=[w[o] for o in objs], max_prompt_tokens=cfg.model.max_prompt_tokens,
                 max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle)
+                allow_pickle=cfg.model.allow_pickle, eval_examples=eval_examples)
 
         counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train, [ctx.out_dir / tag / "adapter_config.json"])
     finish_units(ctx)

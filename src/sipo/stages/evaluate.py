@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sipo.ablations import ABLATIONS
 from sipo.config import weight_grid, weights_tag
 from sipo.errors import ConfigError
 from sipo.pipeline import StageContext
@@ -78,6 +79,12 @@ def plan_jobs(ctx: StageContext, bank) -> list[Job]:
                 for name, directory in bank_adapters.items():
                     bank.load_adapter(name, directory)
                 jobs += [Job("sipo", r, w, {adapter_name(o, r): w[o] for o in objs}) for w in grid]
+        elif method in ABLATIONS:
+            names = {}
+            for o in objs:
+                names[o] = f"{method}_{o}"
+                bank.load_adapter(names[o], ctx.run_dir.path(method, o))
+            jobs += [Job(method, 1, w, {names[o]: w[o] for o in objs}) for w in grid]
         elif method in ("dpo_lw", "modpo"):
             for w in grid:
                 name = baseline_adapter_name(method, w)

@@ -34,6 +34,7 @@ from sipo.stages.common import (
     reuse_dpo_endpoint,
     training_union,
 )
+from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,27 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
     return result
 
 
+def modpo_examples(tokenizer, pairs: list[Pair], rewards, target: str, others: list[str], objs: list[str],
+                   cfg) -> list[dict]:
+    """MODPO rows of ``pairs`` for ``target``: its chosen/rejected, and the other objectives' reward margins."""
+    from sipo.training.dpo import MARGIN
+
+    examples = []
+    for p, prompt in zip(pairs, format_prompts(tokenizer, [p.prompt for p in pairs], cfg)):
+        chosen_side = p.preferred[target]
+        if chosen_side is None:
+            continue
+        rejected_side = "b" if chosen_side == "a" else "a"
+        r = rewards[p.pair_id]
+        margin = [r[chosen_side][objs.index(o)] - r[rejected_side][objs.index(o)] for o in others]
+        chosen, rejected = p.chosen_rejected(target)
+        examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, MARGIN: margin})
+    return examples
+
+
 def run(ctx: StageContext) -> dict:
     from sipo.stages.common import load_tokenizer_only
-    from sipo.training.dpo import MARGIN, train_dpo_adapter
+    from sipo.training.dpo import train_dpo_adapter
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
@@ -74,27 +93,20 @@ def run(ctx: StageContext) -> dict:
     fits = {p.pair_id for p in union}
     train = {o: [p for p in read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) if p.pair_id in fits]
              for o in objs}
-    rewards = pair_rewards(ctx, union)
+    validation = round_one_validation(ctx, tokenizer)
+    rewards = pair_rewards(ctx, union + [p for p in validation if p.pair_id not in fits])
     counts: dict = {"pairs_scored": len(union), "dropped_long_prompts": dropped}
     for w in weight_grid(objs, cfg.eval.grid):
         if reuse_dpo_endpoint(ctx, w):
             continue
         target = target_objective(w)
         others = [o for o in objs if o != target]
-        examples = []
-        pairs = train[target]
-        for p, prompt in zip(pairs, format_prompts(tokenizer, [p.prompt for p in pairs], cfg)):
-            chosen_side = p.preferred[target]
-            if chosen_side is None:
-                continue
-            rejected_side = "b" if chosen_side == "a" else "a"
-            r = rewards[p.pair_id]
-            margin = [r[chosen_side][objs.index(o)] - r[rejected_side][objs.index(o)] for o in others]
-            chosen, rejected = p.chosen_rejected(target)
-            examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, MARGIN: margin})
+        examples = modpo_examples(tokenizer, train[target], rewards, target, others, objs, cfg)
+        eval_examples = modpo_examples(tokenizer, validation, rewards, target, others, objs, cfg)
         tag = weights_tag(w)
 
-        def train_one(examples=examples, tag=tag, w=w, target=target, others=others) -> dict:
+        def train_one(examples=examples, tag=tag, w=w, target=target, others=others,
+                      eval_examples=eval_examples) -> dict:
             logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
             return train_dpo_adapter(
                 base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
@@ -102,7 +114,8 @@ def run(ctx: StageContext) -> dict:
                 seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
                 objective_weights=[w[target]] + [w[o] for o in others],
                 max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
-                trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
+                trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle,
+                eval_examples=eval_examples)
 
         counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train_one,
                                                   [ctx.out_dir / tag / "adapter_config.json"])

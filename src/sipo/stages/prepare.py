@@ -34,6 +34,31 @@ def sft_rows(cfg, splits) -> list[dict]:
     return rows
 
 
+TEST_SETS_FILE = "test_sets.json"
+"""``prepare/test_sets.json``: test set name -> its prompt ids (benchmark v2's in-distribution and transfer)."""
+
+
+def write_test_sets(cfg, splits, out_dir) -> None:
+    """Benchmark v2: name each test prompt's test set, for the report (nothing is written for benchmark v1)."""
+    from sipo.artifacts import atomic_write_json
+    from sipo.synthetic.world import test_sets
+
+    kept = {p.prompt_id for p in splits.test_prompts}
+    sets = {name: [pid for pid in ids if pid in kept] for name, ids in test_sets(cfg).items()}
+    if sets:
+        atomic_write_json(out_dir / TEST_SETS_FILE, sets)
+        for name, ids in sets.items():
+            splits.counts[f"test_prompts_{name}"] = len(ids)
+
+
+def read_test_sets(run_dir) -> dict[str, list[str]]:
+    """The test sets a ``prepare`` stage wrote (empty when it wrote none)."""
+    import json
+
+    path = run_dir.path("prepare", TEST_SETS_FILE)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run(ctx: StageContext) -> dict:
     from sipo.data import load_pairs
     from sipo.data.splits import make_splits, write_splits
@@ -52,6 +77,8 @@ def run(ctx: StageContext) -> dict:
         splits.test_prompts = test_prompts(cfg)[: cfg.data.max_test_prompts or None]
         splits.counts["test_prompts"] = len(splits.test_prompts)
     write_splits(splits, ctx.out_dir)
+    if cfg.data.source == "synthetic":
+        write_test_sets(cfg, splits, ctx.out_dir)
     counts = dict(splits.counts)
     counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", sft_rows(cfg, splits))
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
 
 from sipo.artifacts import atomic_path
 from sipo.pipeline import StageContext
@@ -24,40 +26,94 @@ from sipo.stages.common import (
     load_tokenizer_only,
     resumable_unit,
 )
+from sipo.stages.validation import split_by_prompt
 
 logger = logging.getLogger(__name__)
 
 
-def run(ctx: StageContext) -> dict:
+def realign_pairs(prompts: list[str], selected: list[Selection]) -> list[dict]:
+    """``(x, s > y_a)`` and ``(x, s > y_b)`` for every selected ``s`` (``prompts``: the templated prompts)."""
+    return [{"prompt": p, "chosen": s.response, "rejected": other}
+            for p, s in zip(prompts, selected) for other in (s.response_a, s.response_b)]
+
+
+def train_from_previous(ctx: StageContext, examples: Mapping[str, tuple[list[dict], list[dict]]], out_root: Path,
+                        tokenizer, *, max_steps: Mapping[str, int] | None = None, what: str = "realign") -> dict:
+    """Train each objective's adapter with DPO + alpha * NLL from (and referenced to) its previous-round adapter.
+
+    Args:
+        examples: objective -> (training pairs, validation pairs), templated prompts.
+        out_root: the adapters go to ``out_root/<objective>``.
+        max_steps: objective -> optimizer steps to run instead of ``realign.train``'s epochs (the NLL control's
+            budget); 0 carries the previous adapter over unchanged.
+
+    Returns:
+        the counts: ``metrics_<objective>`` per trained adapter.
+    """
     from sipo.training.dpo import train_dpo_adapter
 
     cfg = ctx.cfg
-    selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
-    tokenizer = load_tokenizer_only(ctx)
-    prompts = format_prompts(tokenizer, [s.prompt for s in selected], cfg)
-    examples = [{"prompt": p, "chosen": s.response, "rejected": other}
-                for p, s in zip(prompts, selected) for other in (s.response_a, s.response_b)]
-    counts: dict = {"selected": len(selected), "pairs": len(examples)}
+    counts: dict = {}
     for objective in cfg.objectives:
         init = adapter_dir(ctx.run_dir, objective, ctx.round - 1)
-        out = ctx.out_dir / objective
-        if not examples:
-            logger.warning("realign: the filter kept no response; the %s adapter is carried over unchanged",
-                           objective)
+        out = out_root / objective
+        train_examples, eval_examples = examples[objective]
+        steps = None if max_steps is None else int(max_steps.get(objective, 0))
+        if not train_examples or steps == 0:
+            logger.warning("%s: nothing to train on; the %s adapter is carried over unchanged", what, objective)
             with atomic_path(out) as tmp:
                 shutil.copytree(init, tmp)
+            counts[f"metrics_{objective}"] = {"steps": 0, "examples": 0, "pairs_seen": 0}
             continue
+        settings = cfg.realign.train if steps is None else _with_max_steps(cfg.realign.train, steps)
 
-        def train(objective=objective, init=init, out=out) -> dict:
-            logger.info("realign: %s adapter on %d pairs (alpha=%g)", objective, len(examples), cfg.realign.alpha)
+        def train(objective=objective, init=init, out=out, train_examples=train_examples,
+                  eval_examples=eval_examples, settings=settings) -> dict:
+            logger.info("%s: %s adapter on %d pairs (alpha=%g)", what, objective, len(train_examples),
+                        cfg.realign.alpha)
             return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
+                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=train_examples,
+                out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=settings, seed=cfg.seed,
                 device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
                 max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
                 allow_pickle=cfg.model.allow_pickle, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
-                reference="init")
+                reference="init", eval_examples=eval_examples)
 
         counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
     finish_units(ctx)
     return counts
+
+
+def _with_max_steps(train, steps: int):
+    import dataclasses
+
+    if dataclasses.is_dataclass(train):
+        return dataclasses.replace(train, max_steps=steps)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(train, {"max_steps": steps})
+
+
+def split_selected(ctx: StageContext, selected: list[Selection]) -> tuple[list[Selection], list[Selection]]:
+    """(training, validation) selections: validation holds the prompts of ``realign.validation_fraction`` when
+    ``realign.train.select_best`` (the NLL control holds out the same prompts)."""
+    cfg = ctx.cfg
+    fraction = cfg.realign.validation_fraction if cfg.realign.train.select_best else 0.0
+    return split_by_prompt(selected, lambda s: s.prompt_id, cfg.seed, fraction)
+
+
+def realign_selected(ctx: StageContext, selected: list[Selection], out_root: Path, what: str = "realign") -> dict:
+    """Re-align every objective's adapter on ``selected`` (the SIPO re-alignment; the ablations reuse it)."""
+    tokenizer = load_tokenizer_only(ctx)
+    train_sel, eval_sel = split_selected(ctx, selected)
+    train_examples = realign_pairs(format_prompts(tokenizer, [s.prompt for s in train_sel], ctx.cfg), train_sel)
+    eval_examples = realign_pairs(format_prompts(tokenizer, [s.prompt for s in eval_sel], ctx.cfg), eval_sel)
+    counts: dict = {"selected": len(selected), "pairs": len(train_examples), "validation_pairs": len(eval_examples)}
+    examples = {o: (train_examples, eval_examples) for o in ctx.cfg.objectives}
+    counts.update(train_from_previous(ctx, examples, out_root, tokenizer, what=what))
+    return counts
+
+
+def run(ctx: StageContext) -> dict:
+    selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
+    return realign_selected(ctx, selected, ctx.out_dir)

@@ -23,13 +23,37 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
     scores_path = run_dir.path("evaluate", "scores.jsonl")
     if not scores_path.is_file():
         raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
+    from sipo.stages.prepare import read_test_sets
+
     rows = load_score_rows(scores_path)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
-                          reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name)
+                          reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
+                          test_sets=read_test_sets(run_dir), bootstrap=cfg.eval.bootstrap,
+                          training_steps=training_steps(cfg, run_dir))
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
         logger.info("report: %-12s hypervolume %.4f", name, method["hypervolume"])
     return {"methods": len(report["methods"]),
             "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()}}
+
+
+def stage_steps(run_dir: RunDir, stage_id: str) -> int:
+    """Optimizer steps of every adapter a training stage trained (``metrics_*`` counts of its manifest)."""
+    counts = (run_dir.read_manifest(stage_id) or {}).get("counts", {})
+    return sum(int(v.get("steps", 0)) for k, v in counts.items() if k.startswith("metrics_") and isinstance(v, dict))
+
+
+def training_steps(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, int]:
+    """Report key -> total optimizer steps of the preference training behind the method (SFT, shared by all,
+    not counted): round-1 DPO for every method built on it, plus its own stage's steps."""
+    dpo = stage_steps(run_dir, "dpo")
+    steps = {"sft": 0, "dpo": dpo, "dpo_soups": dpo, "mod": dpo}
+    realign = 0
+    for r in range(1, cfg.rounds + 1):
+        realign += stage_steps(run_dir, f"r{r}/realign")
+        steps["sipo" if r == cfg.rounds else f"sipo@r{r}"] = dpo + realign
+    for method in ("dpo_lw", "modpo", "sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control"):
+        steps[method] = dpo + stage_steps(run_dir, method)  # one-hot DPO-LW / MODPO points reuse the DPO adapters
+    return steps
 
 
 def run(ctx: StageContext) -> dict:

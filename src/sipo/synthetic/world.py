@@ -10,6 +10,10 @@ Everything here is a pure function of ``cfg.seed`` and ``cfg.data.synthetic``:
 * a prompt is ``[greeting] core [closing]``, e.g. ``"Hi! What do you know about Ava? Thanks!"``. Each entity has
   one held-out core phrasing: its test prompts use that core and no training prompt of that entity does, while
   every core (and every entity) still appears in training.
+* benchmark v2 (``heldout_entities`` > 0): the last ``heldout_entities`` entities (the entity order is seeded) are
+  *held out*: no preference pair, validation pair or self-improvement prompt is about them (their facts, writer
+  answers and review/rewrite demonstrations stay in the SFT data, so the model knows them). Their test prompts
+  form the *transfer* test set; the other entities' test prompts the *in-distribution* one (docs/benchmark.md).
 
 ``prompt_id`` is a hash of the prompt text, the same scheme as every data source (:mod:`sipo.data.jsonl`).
 """
@@ -121,6 +125,8 @@ class World:
     entities: tuple[Entity, ...]
     train_prompts: tuple[SyntheticPrompt, ...]
     test_prompts: tuple[SyntheticPrompt, ...]
+    heldout: frozenset[str] = frozenset()
+    """Names of the held-out entities (benchmark v2): in no pair and no self-improvement prompt."""
     _by_lower_name: dict[str, Entity] = field(repr=False, compare=False, default_factory=dict)
 
     def entity(self, name: str) -> Entity:
@@ -177,17 +183,20 @@ def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     return tuple(objectives)
 
 
-def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int]:
+def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int, int]:
     s = cfg.data.synthetic
     return (int(cfg.seed), s.num_entities, s.num_attributes, s.unknown_per_entity, s.responses_per_prompt,
-            s.num_train_prompts, s.num_test_prompts)
+            s.num_train_prompts, s.num_test_prompts, s.heldout_entities)
 
 
 def _validate(num_entities: int, num_attributes: int, unknown: int, responses: int, num_train: int,
-              num_test: int) -> None:
+              num_test: int, heldout: int = 0) -> None:
     key = "data.synthetic."
     if num_entities < 1:
         raise ConfigError(f"config key '{key}num_entities': must be at least 1")
+    if not 0 <= heldout < num_entities:
+        raise ConfigError(f"config key '{key}heldout_entities': must be between 0 and num_entities - 1 "
+                          f"({num_entities - 1}): the self-improvement loop needs at least one entity")
     if len(_name_pool(num_entities)) < num_entities:
         raise ConfigError(f"config key '{key}num_entities': at most {len(_name_pool(10**9))} entities")
     if not 1 <= num_attributes <= len(ATTRIBUTES):
@@ -242,8 +251,8 @@ def build_world(cfg: Any) -> World:
 
 @lru_cache(maxsize=8)
 def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int, responses: int,
-                 num_train: int, num_test: int) -> World:
-    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test)
+                 num_train: int, num_test: int, heldout: int = 0) -> World:
+    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test, heldout)
     rng = random.Random(f"sipo-synthetic-world:{seed}")
     attributes = tuple(list(ATTRIBUTES)[:num_attributes])
     names = rng.sample(_name_pool(num_entities), num_entities)
@@ -276,6 +285,7 @@ def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int
         entities=tuple(entities),
         train_prompts=_round_robin(train_per_entity, num_train),
         test_prompts=_round_robin(test_per_entity, num_test),
+        heldout=frozenset(e.name for e in entities[len(entities) - heldout:]) if heldout else frozenset(),
         _by_lower_name={e.name.lower(): e for e in entities},
     )
 
@@ -291,3 +301,29 @@ def test_prompts(cfg: Any) -> list[PromptRecord]:
 
 
 test_prompts.__test__ = False  # type: ignore[attr-defined]  # keep pytest from collecting it when imported
+
+
+IN_DISTRIBUTION, TRANSFER = "in_distribution", "transfer"
+"""The two test sets of benchmark v2 (docs/benchmark.md)."""
+
+
+def test_sets(cfg: Any) -> dict[str, list[str]]:
+    """Benchmark v2's test sets as prompt ids: ``in_distribution`` (test prompts of the self-improvement entities)
+    and ``transfer`` (test prompts of the held-out entities); empty without held-out entities."""
+    world = build_world(cfg)
+    if not world.heldout:
+        return {}
+    sets: dict[str, list[str]] = {IN_DISTRIBUTION: [], TRANSFER: []}
+    for p in world.test_prompts:
+        sets[TRANSFER if p.entity in world.heldout else IN_DISTRIBUTION].append(p.prompt_id)
+    return sets
+
+
+test_sets.__test__ = False  # type: ignore[attr-defined]
+
+
+def loop_entity(world: World, prompt: str) -> bool:
+    """Whether ``prompt`` may feed preference pairs and the self-improvement loop: it names an entity that is not
+    held out (prompts naming no entity are kept)."""
+    entity = world.find_entity(prompt)
+    return entity is None or entity.name not in world.heldout

@@ -32,7 +32,15 @@ from typing import Any
 
 from sipo.records import Pair
 from sipo.synthetic.oracle import score_response
-from sipo.synthetic.world import Entity, World, build_world, check_objectives, fact_sentence, test_prompts
+from sipo.synthetic.world import (
+    Entity,
+    World,
+    build_world,
+    check_objectives,
+    fact_sentence,
+    loop_entity,
+    test_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +121,11 @@ def pairs_from_rows(rows: Sequence[dict], objectives: Sequence[str]) -> list[Pai
 def load_pairs(cfg: Any) -> list[Pair]:
     """The ``synthetic`` data source: pairs of the writer's rated answers, for ``cfg.objectives``."""
     objectives = check_objectives(cfg.objectives)
-    pairs = pairs_from_rows(rated_rows(cfg), objectives)
+    world = build_world(cfg)
+    # Benchmark v2: the held-out entities' answers stay in the SFT data but never become preference pairs (so they
+    # reach neither DPO, its validation pairs, nor the self-improvement loop).
+    rows = [r for r in rated_rows(cfg) if loop_entity(world, r["prompt"])]
+    pairs = pairs_from_rows(rows, objectives)
     logger.info("synthetic: %d pairs, %.1f%% conflicting", len(pairs), 100 * conflict_share(pairs))
     return pairs
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -338,6 +338,7 @@ def build_dpo_trainer(
     logging_steps: int = 10,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    eval_examples: Sequence[Mapping[str, Any]] | None = None,
 ) -> SipoDPOTrainer:
     """Build (but do not run) the trainer of :func:`train_dpo_adapter`; ``output_dir`` is scratch space.
 
@@ -362,6 +363,14 @@ def build_dpo_trainer(
         train, output_dir=output_dir, beta=beta, seed=seed, device=device, dtype=dtype, max_length=None,
         logging_steps=logging_steps,
     )
+    eval_dataset = None
+    if eval_examples:
+        eval_dataset = _preference_dataset(eval_examples, spec, tokenizer, max_prompt_tokens, max_response_tokens)
+        per_epoch = max(1, math.ceil(len(dataset) / (train.batch_size * train.gradient_accumulation_steps)))
+        args.eval_strategy = "steps"
+        args.eval_steps = train.eval_every or per_epoch
+        args.prediction_loss_only = True
+        args.per_device_eval_batch_size = args.per_device_train_batch_size
     model = AutoModelForCausalLM.from_pretrained(
         str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
         use_safetensors=None if allow_pickle else True,
@@ -398,6 +407,7 @@ def build_dpo_trainer(
         args=args,
         data_collator=collator,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         loss_spec=spec,
@@ -409,6 +419,36 @@ def build_dpo_trainer(
         peft_model.delete_adapter("ref")
         peft_model.set_adapter(ADAPTER)
     return trainer
+
+
+class BestValidationCallback(TrainerCallback):
+    """Keep a copy of the trainable (LoRA) weights whenever the validation loss reaches a new minimum; ties keep
+    the earlier weights. :meth:`restore` puts the best copy back into the model before it is saved."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.best_loss = math.inf
+        self.best_step: int | None = None
+        self.history: list[tuple[int, float]] = []
+        self._weights: dict[str, torch.Tensor] = {}
+
+    def record(self, step: int, loss: float) -> None:
+        if self.history and self.history[-1][0] == step:
+            return  # the same weights, evaluated twice (an evaluation at the last step, then the final one)
+        self.history.append((step, loss))
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, step
+            self._weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self.record(int(state.global_step), float(metrics["eval_loss"]))
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in self._weights:
+                    param.copy_(self._weights[name])
 
 
 def save_adapter(trainer: SipoDPOTrainer, out_dir: str | Path) -> None:
@@ -444,6 +484,7 @@ def train_dpo_adapter(
     logging_steps: int = 10,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    eval_examples: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA adapter on ``base_model_path`` with a preference loss and save it to ``out_dir``.
 
@@ -471,6 +512,9 @@ def train_dpo_adapter(
         logging_steps: optimizer steps between trainer log lines.
         trust_remote_code: run code shipped with the base model (``model.trust_remote_code``; off by default).
         allow_pickle: load pickle (``.bin``) base weights when there are no safetensors (``model.allow_pickle``).
+        eval_examples: validation pairs (same form as ``examples``). With ``train.select_best`` the validation loss
+            is computed before training, every ``train.eval_every`` optimizer steps (default: every epoch) and at
+            the end, and the saved adapter is the one with the lowest validation loss (``selected_step``).
 
     Returns:
         ``{"steps", "examples", "train_loss", "first_loss", "final_loss", "reward_accuracy", "reward_margin",
@@ -502,9 +546,18 @@ def train_dpo_adapter(
             logging_steps=logging_steps,
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
+            eval_examples=eval_examples if train.select_best else None,
         )
+        best = None
+        if train.select_best and eval_examples:
+            best = BestValidationCallback(trainer.model)
+            trainer.add_callback(best)
+            best.record(0, float(trainer.evaluate()["eval_loss"]))
         start = time.perf_counter()
         result = trainer.train()
+        if best is not None:
+            best.record(int(trainer.state.global_step), float(trainer.evaluate()["eval_loss"]))
+            best.restore()
         seconds = time.perf_counter() - start
         save_adapter(trainer, out_dir)
     metrics = summarize_records(trainer.step_records, train.gradient_accumulation_steps)
@@ -513,7 +566,12 @@ def train_dpo_adapter(
         examples=len(examples),
         train_loss=float(result.training_loss),
         seconds=round(seconds, 3),
+        pairs_seen=int(trainer.state.global_step) * train.batch_size * train.gradient_accumulation_steps,
     )
+    if best is not None:
+        metrics.update(selected_step=best.best_step, best_validation_loss=round(best.best_loss, 6),
+                       validation_examples=len(eval_examples or ()),
+                       validation_curve=[[step, round(loss, 6)] for step, loss in best.history])
     logger.info(
         "%s: %d steps on %d pairs in %.1fs, final loss %.4f, reward accuracy %.3f -> %s",
         trainer.loss_spec.name, metrics["steps"], len(examples), seconds, metrics["final_loss"], metrics["reward_accuracy"], out_dir,

@@ -1,0 +1,126 @@
+"""The ablation and control stages (``sipo_no_rewrite``, ``sipo_no_filter``, ``sipo_oracle_filter``,
+``nll_control``; :mod:`sipo.ablations` says what each keeps and docs/benchmark.md which question each answers).
+
+A selection ablation reads round 1's candidates, picks per conflicting prompt with its own rule, writes
+``<method>/selected.jsonl`` and re-aligns every objective's round-1 adapter on it exactly as ``r1/realign`` does
+(same settings, same validation prompts), into ``<method>/<objective>/``. ``nll_control`` trains the same round-1
+adapters with DPO + alpha * NLL on the original conflicting pairs, for as many optimizer steps as
+``r1/realign`` took for that objective.
+
+    sipo stage sipo_no_rewrite configs/demo-v2.yaml run_dir=runs/demo-v2
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipo.ablations import ablation_source, select_for
+from sipo.config import weight_grid
+from sipo.pipeline import StageContext
+from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl, write_jsonl
+from sipo.stages.common import (
+    adapter_dir,
+    adapter_name,
+    judge_rewards,
+    load_bank,
+    load_tokenizer_only,
+    preference_examples,
+    prompts_that_fit,
+    read_conflict_pairs,
+    soup_name,
+)
+from sipo.stages.realign import realign_selected, train_from_previous
+from sipo.stages.validation import split_by_prompt
+
+logger = logging.getLogger(__name__)
+
+
+def _read_candidates(ctx: StageContext, method: str) -> list[Candidate]:
+    source = ablation_source(method)
+    if source == "r1/sample":
+        return read_jsonl(ctx.run_dir.path(source, "candidates.jsonl"), Candidate)
+    return [c.candidate for c in read_jsonl(ctx.run_dir.path(source, "combined.jsonl"), CombinedCandidate)]
+
+
+def _score(ctx: StageContext, method: str, texts: list[Candidate]) -> list[dict[str, float]]:
+    """Per text: the filter's judges' implicit rewards, or (``sipo_oracle_filter``) the oracle's scores."""
+    cfg = ctx.cfg
+    if method == "sipo_oracle_filter":
+        from sipo.synthetic.oracle import OracleJudge
+
+        scores = OracleJudge(cfg).score([t.prompt for t in texts], [t.response for t in texts])
+        return [{o: float(scores[o][i]) for o in cfg.objectives} for i in range(len(texts))]
+    judges = [adapter_name(o, 0) for o in cfg.objectives]
+    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
+    if cfg.filter.soups and len(cfg.objectives) > 1:  # the same judges as the filter stage
+        for w in weight_grid(cfg.objectives, cfg.sample.grid):
+            name = soup_name(w, 0)
+            bank.add_soup(name, {adapter_name(o, 0): w[o] for o in cfg.objectives}, cfg.soup_mode)
+            judges.append(name)
+    rewards = judge_rewards(ctx, bank, tokenizer, texts, judges)
+    return [{j: rewards[j][i] for j in judges} for i in range(len(texts))]
+
+
+def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
+    """The ablation's selections (one per kept prompt), in prompt-id order, and its counts."""
+    pairs = {p.prompt_id: p for p in read_conflict_pairs(ctx)}
+    by_prompt: dict[str, list[Candidate]] = {}
+    for c in _read_candidates(ctx, method):
+        if c.prompt_id in pairs:
+            by_prompt.setdefault(c.prompt_id, []).append(c)
+    prompt_ids = sorted(by_prompt)
+    texts: list[Candidate] = []
+    for pid in prompt_ids:
+        pair = pairs[pid]
+        texts += [Candidate(candidate_id=f"{pid}:original-{side}", prompt_id=pid, prompt=pair.prompt, response=r,
+                            weights={}, source="original")
+                  for side, r in (("a", pair.response_a), ("b", pair.response_b))]
+        texts += by_prompt[pid]
+    scores = _score(ctx, method, texts) if texts else []
+    selections, at = [], 0
+    for pid in prompt_ids:
+        pair, cands = pairs[pid], by_prompt[pid]
+        chosen, rejected = scores[at], scores[at + 1]
+        scored = [(c.candidate_id, scores[at + 2 + k]) for k, c in enumerate(cands)]
+        at += 2 + len(cands)
+        best = select_for(method, scored, chosen, rejected)
+        if best is None:
+            continue
+        k = next(i for i, (cid, _) in enumerate(scored) if cid == best)
+        selections.append(Selection(prompt_id=pid, prompt=pair.prompt, response=cands[k].response, candidate_id=best,
+                                    pair_id=pair.pair_id, response_a=pair.response_a, response_b=pair.response_b,
+                                    judge_scores=dict(scored[k][1])))
+    counts = {"prompts": len(prompt_ids), "selected_prompts": len(selections),
+              "survival_rate": round(len(selections) / max(1, len(prompt_ids)), 4)}
+    logger.info("%s: kept %d of %d prompts", method, len(selections), len(prompt_ids))
+    return selections, counts
+
+
+def run_selection_ablation(ctx: StageContext) -> dict:
+    method = ctx.stage.name
+    selections, counts = select(ctx, method)
+    write_jsonl(ctx.out_dir / "selected.jsonl", selections)
+    counts.update(realign_selected(ctx, selections, ctx.out_dir, what=method))
+    return counts
+
+
+def realign_steps(ctx: StageContext) -> dict[str, int]:
+    """Optimizer steps ``r1/realign`` ran per objective (the NLL control's budget)."""
+    manifest = ctx.run_dir.read_manifest("r1/realign") or {}
+    counts = manifest.get("counts", {})
+    return {o: int((counts.get(f"metrics_{o}") or {}).get("steps", 0)) for o in ctx.cfg.objectives}
+
+
+def run_nll_control(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    tokenizer = load_tokenizer_only(ctx)
+    pairs, dropped = prompts_that_fit(tokenizer, read_conflict_pairs(ctx), lambda p: p.prompt, cfg, "nll_control")
+    fraction = cfg.realign.validation_fraction if cfg.realign.train.select_best else 0.0
+    train_pairs, eval_pairs = split_by_prompt(pairs, lambda p: p.prompt_id, cfg.seed, fraction)
+    examples = {o: (preference_examples(tokenizer, train_pairs, o, cfg), preference_examples(tokenizer, eval_pairs, o, cfg))
+                for o in cfg.objectives}
+    budget = realign_steps(ctx)
+    counts: dict = {"pairs": len(train_pairs), "validation_pairs": len(eval_pairs), "dropped_long_prompts": dropped,
+                    "budget_steps": budget}
+    counts.update(train_from_previous(ctx, examples, ctx.out_dir, tokenizer, max_steps=budget, what="nll_control"))
+    return counts
