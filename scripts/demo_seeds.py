@@ -1,10 +1,13 @@
-"""Run the synthetic demo for several seeds and summarise hypervolumes (mean ± std) and per-stage diagnostics.
+"""Run the synthetic demo for several seeds and summarise it as docs/benchmark.md prescribes: each method's mean
+hypervolume with a 95 % t-interval over seeds, and the paired differences SIPO − X with their intervals, on every
+test set (all prompts; benchmark v2 also in-distribution and transfer), plus per-seed diagnostics.
 
-    python scripts/demo_seeds.py --seeds 0 1 2 --out runs/demo-seeds [--jobs 2] [key=value ...]
+    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 10 11 12 13 14] [--jobs 2] [key=value ...]
 
-Each seed is an ordinary ``sipo run configs/demo.yaml run_dir=OUT/seed<k> seed=<k>`` (finished stages are
-skipped, so an interrupted sweep resumes). Writes ``OUT/summary.json`` and ``OUT/summary.md``. With ``--jobs N``
-N seeds run at once, each with one torch thread (on a small CPU this beats N runs that each want every core).
+Each seed is an ordinary ``sipo run CONFIG run_dir=OUT/seed<k> seed=<k>`` (finished stages are skipped, so an
+interrupted sweep resumes). Writes ``OUT/summary.json`` and ``OUT/summary.md``. With ``--jobs N`` N seeds run at
+once, each with one torch thread (on a small CPU this beats N runs that each want every core). The default seeds
+are the protocol's (10-14), which no setting was tuned on.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+DEFAULT_SEEDS = [10, 11, 12, 13, 14]
+TARGET = "sipo"
+VERDICT = {"above": "SIPO better", "below": "SIPO worse", "overlaps": "no difference shown"}
 
 
 def seed_command(config: str, out: Path, seed: int, overrides: list[str]) -> list[str]:
@@ -25,7 +31,7 @@ def seed_command(config: str, out: Path, seed: int, overrides: list[str]) -> lis
 
 def run_seeds(config: str, out: Path, seeds: list[int], overrides: list[str], jobs: int) -> None:
     """Run every seed (``jobs`` at a time). Exits if a run fails."""
-    env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if jobs > 1 else None
     pending = list(seeds)
     running: dict[int, subprocess.Popen] = {}
     while pending or running:
@@ -47,52 +53,121 @@ def stage_seconds(run_dir: Path) -> float:
     return sum(json.loads(m.read_text()).get("seconds") or 0.0 for m in run_dir.rglob("manifest.json"))
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def environments(run_dir: Path) -> list[dict]:
+    """The distinct ``environment`` records (CPU capability, threads, device) of a run's manifests."""
+    seen = []
+    for m in sorted(run_dir.rglob("manifest.json")):
+        env = json.loads(m.read_text()).get("environment")
+        if env and env not in seen:
+            seen.append(env)
+    return seen
 
 
-def summarise(diags: dict[int, dict], seconds: dict[int, float]) -> tuple[dict, str]:
+def _fmt(interval) -> str:
+    if interval.low is None:
+        return f"{interval.mean:.4f}"
+    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def set_keys(diags: dict[int, dict]) -> list[tuple[str, str]]:
+    """(diagnostics key, column name): all prompts, then each test set the runs report."""
+    keys = [("hypervolume", "all prompts")]
+    for name in ("in_distribution", "transfer"):
+        if all(f"hypervolume_{name}" in d for d in diags.values()):
+            keys.append((f"hypervolume_{name}", name.replace("_", "-")))
+    return keys
+
+
+def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int, list[dict]]) -> tuple[dict, str]:
+    """The summary (JSON) and its markdown: intervals over seeds and paired differences (docs/benchmark.md)."""
+    from sipo.stats import paired_differences, t_interval
+
+    keys = set_keys(diags)
     methods = sorted({m for d in diags.values() for m in d.get("hypervolume", {})})
-    hv = {m: [d["hypervolume"][m] for d in diags.values() if m in d.get("hypervolume", {})] for m in methods}
-    stats = {m: dict(zip(("mean", "std"), mean_std(v)), values=v) for m, v in hv.items()}
+    stats: dict = {}
+    for key, _ in keys:
+        stats[key] = {}
+        for m in methods:
+            values = [d[key][m] for d in diags.values() if m in d.get(key, {})]
+            if values:
+                stats[key][m] = {**t_interval(values).as_dict(), "values": values}
+    paired: dict = {}
+    for key, _ in keys:
+        by_seed = {s: d[key] for s, d in diags.items() if key in d}
+        paired[key] = {m: {**iv.as_dict(), "values": diffs, "verdict": iv.excludes_zero()}
+                       for m, (iv, diffs) in paired_differences(by_seed, TARGET).items()}
+    steps = {m: sorted({d.get("training_steps", {}).get(m) for d in diags.values()} - {None}) for m in methods}
+
+    from sipo.stats import Interval
+
+    def iv(d: dict) -> Interval:
+        return Interval(d["mean"], d["low"], d["high"], d["n"])
+
+    capabilities = sorted({e.get("cpu_capability") for es in envs.values() for e in es} - {None})
+    threads = sorted({e.get("torch_threads") for es in envs.values() for e in es} - {None})
+    seeds = list(diags)
     lines = ["# Synthetic demo over seeds", "",
-             f"Seeds: {', '.join(map(str, diags))}; seconds per seed (sum of the stages' manifests): "
-             + ", ".join(f"{seconds[s]:.0f}" for s in diags if s in seconds), "",
-             "| method | hypervolume (mean ± std) | per seed |", "|---|---:|---|"]
-    for m in sorted(stats, key=lambda m: -stats[m]["mean"]):
-        s = stats[m]
-        lines.append(f"| {m} | {s['mean']:.4f} ± {s['std']:.4f} | {', '.join(f'{v:.4f}' for v in s['values'])} |")
-    if "sipo" in stats:
-        lines.append("")
-        for base in ("mod", "dpo_soups"):
-            if base in stats:
-                gap = stats["sipo"]["mean"] - stats[base]["mean"]
-                sd = max(stats["sipo"]["std"], stats[base]["std"])
-                verdict = "beyond" if gap > sd else "within"
-                lines.append(f"- sipo − {base}: {gap:+.4f} ({verdict} one standard deviation, {sd:.4f})")
+             f"Seeds {', '.join(map(str, seeds))}; CPU capability {', '.join(capabilities) or 'unrecorded'}; "
+             f"torch threads per run {', '.join(map(str, threads)) or 'unrecorded'}; seconds per seed (sum of the "
+             "stages' manifests): " + ", ".join(f"{seconds[s]:.0f}" for s in seeds if s in seconds) + ".", "",
+             "Hypervolume above (0, 0): mean over seeds [95 % t-interval]; training steps are the preference "
+             "training's optimizer steps per seed (min–max).", "",
+             "| method | training steps | " + " | ".join(col for _, col in keys) + " |",
+             "|---|---:|" + "---:|" * len(keys)]
+    first = keys[0][0]
+    for m in sorted(stats[first], key=lambda m: -stats[first][m]["mean"]):
+        s = steps.get(m) or []
+        step_text = "–" if not s else (str(s[0]) if len(s) == 1 else f"{s[0]}–{s[-1]}")
+        cells = [_fmt(iv(stats[key][m])) if m in stats[key] else "–" for key, _ in keys]
+        lines.append(f"| {m} | {step_text} | " + " | ".join(cells) + " |")
+    if paired[first]:
+        lines += ["", f"Paired differences {TARGET} − X per seed: mean [95 % t-interval] and the protocol's verdict "
+                  "(an interval entirely above 0: SIPO better; entirely below: SIPO worse).", "",
+                  "| X | " + " | ".join(col for _, col in keys) + " |", "|---|" + "---|" * len(keys)]
+        for m in sorted(paired[first], key=lambda m: paired[first][m]["mean"]):
+            cells = []
+            for key, _ in keys:
+                d = paired[key].get(m)
+                cells.append("–" if d is None else f"{_fmt(iv(d))} {VERDICT[d['verdict']]}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    skills = {s: d["review_skill"] for s, d in diags.items() if d.get("review_skill")}
+    if skills:
+        lines += ["", "Review skill (round-1 reviews of the MOD candidates, against the ideal review): share of wrong "
+                  "facts named and corrected / share of the review's changes that are wrong / share of missing "
+                  "attributes it asks to add.", "",
+                  "| seed | corrected | wrong changes | added |", "|---|---:|---:|---:|"]
+        for s, k in skills.items():
+            lines.append(f"| {s} | {k['corrected_share']} ({k['wrong_facts']} wrong facts) | "
+                         f"{k['wrong_change_share']} ({k['changes']} changes) | {k['added_share']} |")
     lines += ["", "## Diagnostics per seed (oracle)", ""]
     for seed, d in diags.items():
-        lines += [f"### seed {seed}", "", "```json", json.dumps({k: v for k, v in d.items() if k != "hypervolume"},
-                                                               indent=1), "```", ""]
-    return {"hypervolume": stats, "diagnostics": diags, "seconds": seconds}, "\n".join(lines) + "\n"
+        lines += [f"### seed {seed}", "", "```json", json.dumps(d, indent=1), "```", ""]
+    summary = {"seeds": seeds, "hypervolume": stats, "paired_differences": paired, "diagnostics": diags,
+               "seconds": seconds, "environments": envs}
+    return summary, "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     parser.add_argument("--out", type=Path, default=Path("runs/demo-seeds"))
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds run at once, one torch thread each (default 2)")
+    parser.add_argument("--summarise-only", action="store_true", help="summarise finished runs without running")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    from sipo.artifacts import atomic_write_text
     from sipo.synthetic.diagnostics import run_diagnostics
 
-    run_seeds(args.config, args.out, args.seeds, args.overrides, max(1, args.jobs))
+    if not args.summarise_only:
+        run_seeds(args.config, args.out, args.seeds, args.overrides, max(1, args.jobs))
     seconds = {s: stage_seconds(args.out / f"seed{s}") for s in args.seeds}
+    envs = {s: environments(args.out / f"seed{s}") for s in args.seeds}
     diags = {s: run_diagnostics(args.out / f"seed{s}") for s in args.seeds}
-    summary, markdown = summarise(diags, seconds)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "summary.md").write_text(markdown)
+    summary, markdown = summarise(diags, seconds, envs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(args.out / "summary.md", markdown)
     print(markdown)
 
 

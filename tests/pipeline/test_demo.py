@@ -1,7 +1,7 @@
 """The README's main job, ``configs/demo.yaml``, end to end at a reduced size: the synthetic world, the tiny model
 trained from scratch, every stage and every method, judged by the oracle.
 
-The full preset's numbers (and the 3-seed comparison) come from ``scripts/demo_seeds.py``; this test checks that
+The full presets' numbers (and the comparison over seeds) come from ``scripts/demo_seeds.py``; these tests check that
 the preset runs and that its report holds what the README promises.
 """
 
@@ -54,3 +54,68 @@ def test_demo_diagnostics_read_the_finished_run(demo_run):
     assert len(diag["candidates_by_weight"]) == 4  # the sampling grid 0.2 .. 0.8
     assert diag["rewrite"]["rewrites"] == diag["filter"]["candidates"]
     assert set(diag["hypervolume"]) == {"sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo"}
+
+
+DEMO_V2 = str(REPO / "configs" / "demo-v2.yaml")
+V2_METHODS = {"sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo", "sipo_no_rewrite", "sipo_no_filter",
+              "sipo_oracle_filter", "nll_control"}
+
+
+@pytest.fixture(scope="module")
+def demo_v2_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("demo-v2") / "run"
+    reduced = [*REDUCED, "data.synthetic.num_test_prompts=12", "data.max_conflict_prompts=6", "eval.bootstrap=50"]
+    assert main(["run", DEMO_V2, f"run_dir={run_dir}", *reduced]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_demo_v2_reports_both_test_sets_with_intervals_for_every_method_and_ablation(demo_v2_run):
+    report = json.loads((demo_v2_run / "report" / "report.json").read_text())
+    assert set(report["methods"]) == V2_METHODS
+    assert set(report["test_sets"]) == {"in_distribution", "transfer"}
+    for test_set in report["test_sets"].values():
+        assert test_set["prompts"] == 6
+        assert set(test_set["methods"]) == V2_METHODS
+        for entry in test_set["methods"].values():
+            low, high = entry["hypervolume_ci"]
+            assert 0.0 <= low <= entry["hypervolume"] <= high <= 1.0
+    steps = {name: m["training_steps"] for name, m in report["methods"].items()}
+    assert steps["sft"] == 0 and steps["mod"] == steps["dpo"] > 0
+    assert steps["sipo"] > steps["mod"]
+    assert steps["nll_control"] == steps["sipo"]  # the control's budget is the re-alignment's
+    assert "training steps" in (demo_v2_run / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_demo_v2_keeps_the_loop_off_the_held_out_entities(demo_v2_run):
+    from sipo.config import load_config
+    from sipo.synthetic.world import build_world
+
+    world = build_world(load_config(demo_v2_run / "config.yaml", [f"run_dir={demo_v2_run}"]))
+    assert len(world.heldout) == 6
+    loop_files = [demo_v2_run / "prepare" / name for name in ("train_conflict.jsonl", "validation.jsonl",
+                                                               "train_correctness.jsonl", "train_verbosity.jsonl")]
+    loop_files += [demo_v2_run / "r1" / "sample" / "candidates.jsonl", demo_v2_run / "r1" / "filter" / "selected.jsonl"]
+    for path in loop_files:
+        for line in path.read_text().splitlines():
+            entity = world.find_entity(json.loads(line)["prompt"])
+            assert entity is not None and entity.name not in world.heldout, path
+
+
+@pytest.mark.slow
+def test_demo_v2_manifests_record_selected_checkpoints_and_the_cpu(demo_v2_run):
+    dpo = json.loads((demo_v2_run / "dpo" / "manifest.json").read_text())
+    for objective in ("correctness", "verbosity"):
+        metrics = dpo["counts"][f"metrics_{objective}"]
+        assert metrics["validation_curve"][0][0] == 0  # evaluated before training, too
+        assert metrics["selected_step"] in [step for step, _ in metrics["validation_curve"]]
+        assert metrics["best_validation_loss"] == min(loss for _, loss in metrics["validation_curve"])
+        assert metrics["pairs_seen"] >= metrics["steps"]
+    environment = dpo["environment"]
+    assert environment["device"] == "cpu" and environment["torch_threads"] >= 1
+    assert environment["cpu_capability"]
+    control = json.loads((demo_v2_run / "nll_control" / "manifest.json").read_text())["counts"]
+    realign = json.loads((demo_v2_run / "r1" / "realign" / "manifest.json").read_text())["counts"]
+    for objective in ("correctness", "verbosity"):
+        assert control[f"metrics_{objective}"]["steps"] == realign[f"metrics_{objective}"]["steps"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from sipo.artifacts import RunDir
 from sipo.config import load_config, weights_tag
-from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl
+from sipo.records import Candidate, CombinedCandidate, Review, Selection, read_jsonl
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -40,6 +40,39 @@ def compare(new: dict[str, float], old: dict[str, float], objectives: Sequence[s
     if le:
         return "dominated"
     return "trade-off"
+
+
+def review_skill(world, items: Sequence[tuple[str, str, str]], objectives: Sequence[str]) -> dict[str, Any]:
+    """How well the model's reviews match the ideal review (:func:`sipo.synthetic.sft_data.plan_review`).
+
+    Args:
+        items: (prompt, reviewed response, review text) triples.
+
+    Returns:
+        ``wrong_facts`` and ``corrected_share`` (wrong statements the review names and corrects to the true value),
+        ``changes`` and ``wrong_change_share`` (the review's changes that are not such a correction),
+        ``missing`` and ``added_share`` (attributes the response leaves out that the review asks to add); a share
+        is None when its denominator is 0.
+    """
+    from sipo.synthetic.sft_data import plan_review, read_review
+
+    wrong = corrected = changes = wrong_changes = missing = added = 0
+    for prompt, response, review in items:
+        ideal = plan_review(world, prompt, response, objectives)
+        got = read_review(world, review)
+        wrong += len(ideal.fixes)
+        corrected += sum(1 for fix in ideal.fixes if fix in got.fixes)
+        changes += len(got.fixes)
+        wrong_changes += sum(1 for fix in got.fixes if fix not in ideal.fixes)
+        missing += len(ideal.additions)
+        added += sum(1 for a in ideal.additions if a in got.additions)
+
+    def share(k: int, n: int) -> float | None:
+        return round(k / n, 4) if n else None
+
+    return {"reviews": len(items), "wrong_facts": wrong, "corrected_share": share(corrected, wrong),
+            "changes": changes, "wrong_change_share": share(wrong_changes, changes), "missing": missing,
+            "added_share": share(added, missing)}
 
 
 def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
@@ -68,6 +101,15 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
     for c, s in zip(candidates, cand_scores):
         by_weight.setdefault(weights_tag(c.weights), []).append(s)
     out["candidates_by_weight"] = {tag: _mean_scores(s, objectives) for tag, s in by_weight.items()}
+
+    reviews_path = rd.path(f"{prefix}/review", "reviews.jsonl")
+    if reviews_path.is_file():
+        from sipo.synthetic.world import build_world
+
+        by_id = {c.candidate_id: c for c in candidates}
+        items = [(by_id[r.candidate_id].prompt, by_id[r.candidate_id].response, r.review)
+                 for r in read_jsonl(reviews_path, Review) if r.candidate_id in by_id]
+        out["review_skill"] = review_skill(build_world(cfg), items, objectives)
 
     combined = read_jsonl(rd.path(f"{prefix}/combine", "combined.jsonl"), CombinedCandidate)
     rewrites = {c.candidate_id: c for c in read_jsonl(rd.path(f"{prefix}/rewrite", "rewrites.jsonl"), Candidate)}
@@ -111,4 +153,8 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
     if report_path.is_file():
         report = json.loads(report_path.read_text())
         out["hypervolume"] = {name: m["hypervolume"] for name, m in report["methods"].items()}
+        for set_name, entry in (report.get("test_sets") or {}).items():
+            out[f"hypervolume_{set_name}"] = {name: m["hypervolume"] for name, m in entry["methods"].items()}
+        out["training_steps"] = {name: m["training_steps"] for name, m in report["methods"].items()
+                                 if "training_steps" in m}
     return out
