@@ -22,6 +22,7 @@ stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finishe
   prepare    build per-objective pairs, flag conflicts, split by prompt        -> prepare/*.jsonl
   sft        build / fine-tune the base model (random init or sft.enabled)     -> sft/model/
   dpo        one LoRA adapter per objective, plain DPO (round 1)               -> dpo/<objective>/
+  label      (one dataset per objective) adapters fill missing labels          -> label/train_conflict.jsonl
   sample     MOD decoding of conflicting prompts at every sampling weight       -> rK/sample/candidates.jsonl
   review     the reviewer adapter suggests improvements on all objectives      -> rK/review/reviews.jsonl
   rewrite    MOD decoding of a rewrite that follows the review                 -> rK/rewrite/rewrites.jsonl
