@@ -39,11 +39,15 @@ CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
 main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo), rounds, soup_mode,
-  model.{name_or_path,dtype,device,prompt_template,trust_remote_code}, data.{source,path,conflict_fraction},
+  model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
+  data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
   dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
   eval.{judge,grid,decode.max_new_tokens}. Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
   ones after it.
+data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
+  objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
+  HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
 """
 
 
