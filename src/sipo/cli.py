@@ -1,7 +1,8 @@
 """Command line: ``sipo run``, ``sipo stage``, ``sipo report``.
 
 A user mistake (bad config, bad data, missing file, incompatible run directory) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead.
+exit code 2; ``--debug`` shows the traceback instead. ``sipo run --strict`` exits with code 3 when the run finished
+but the report's pipeline-health check warns (SIPO selected or trained nothing, or its points equal mod's).
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
+    run.add_argument("--strict", action="store_true",
+                     help="exit with code 3 (after finishing the run) when the report's pipeline-health check "
+                          "warns: a round without conflicting prompts or filter survivors, a re-alignment that "
+                          "trained nothing, or sipo's points equal to mod's")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     stage = sub.add_parser(
@@ -120,6 +125,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)
+    if args.command == "run":
+        return _health(cfg, strict=args.strict)
+    return 0
+
+
+def _health(cfg, *, strict: bool) -> int:
+    """Repeat the report's pipeline-health warnings as the run's last lines; with ``--strict`` they fail it."""
+    from sipo.artifacts import RunDir
+    from sipo.report.health import STRICT_EXIT_CODE
+    from sipo.stages.report import health_warnings_of
+
+    warnings = health_warnings_of(RunDir(cfg.run_dir))
+    for warning in warnings:
+        logger.warning("pipeline health: %s", warning)
+    if warnings:
+        logger.warning("SIPO did nothing useful in this run: see the top of %s/report/report.md", cfg.run_dir)
+        if strict:
+            sys.stderr.write(f"sipo: strict: {len(warnings)} pipeline-health warning(s); exit code "
+                             f"{STRICT_EXIT_CODE}\n")
+            return STRICT_EXIT_CODE
     return 0
 
 
