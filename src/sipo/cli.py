@@ -5,7 +5,8 @@ Options may come anywhere on the line (``sipo run CFG --dry-run key=value``): po
 over are handed back to the sub-command's list argument (its overrides or prompts).
 
 A user mistake (bad config, bad data, missing file, incompatible run directory) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead.
+exit code 2; ``--debug`` shows the traceback instead. ``sipo run --strict`` exits with code 3 when the run finished
+but the report's pipeline-health check warns (SIPO selected or trained nothing, or its points equal mod's).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finishe
   prepare    build per-objective pairs, flag conflicts, split by prompt        -> prepare/*.jsonl
   sft        build / fine-tune the base model (random init or sft.enabled)     -> sft/model/
   dpo        one LoRA adapter per objective, plain DPO (round 1)               -> dpo/<objective>/
+  label      (one dataset per objective) adapters fill missing labels          -> label/train_conflict.jsonl
   sample     MOD decoding of conflicting prompts at every sampling weight       -> rK/sample/candidates.jsonl
   review     the reviewer adapter suggests improvements on all objectives      -> rK/review/reviews.jsonl
   rewrite    MOD decoding of a rewrite that follows the review                 -> rK/rewrite/rewrites.jsonl
@@ -42,11 +44,15 @@ CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
 main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo), rounds, soup_mode,
-  model.{name_or_path,dtype,device,prompt_template,trust_remote_code}, data.{source,path,conflict_fraction},
+  model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
+  data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
   dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
   eval.{judge,grid,decode.max_new_tokens}. Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
   ones after it.
+data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
+  objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
+  HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
 """
 
 
@@ -78,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
+    run.add_argument("--strict", action="store_true",
+                     help="exit with code 3 (after finishing the run) when the report's pipeline-health check "
+                          "warns: a round without conflicting prompts or filter survivors, a re-alignment that "
+                          "trained nothing, or sipo's points equal to mod's")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     stage = sub.add_parser(
@@ -153,6 +163,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)
+    if args.command == "run":
+        return _health(cfg, strict=args.strict)
+    return 0
+
+
+def _health(cfg, *, strict: bool) -> int:
+    """Repeat the report's pipeline-health warnings as the run's last lines; with ``--strict`` they fail it."""
+    from sipo.artifacts import RunDir
+    from sipo.report.health import STRICT_EXIT_CODE
+    from sipo.stages.report import health_warnings_of
+
+    warnings = health_warnings_of(RunDir(cfg.run_dir))
+    for warning in warnings:
+        logger.warning("pipeline health: %s", warning)
+    if warnings:
+        logger.warning("SIPO did nothing useful in this run: see the top of %s/report/report.md", cfg.run_dir)
+        if strict:
+            sys.stderr.write(f"sipo: strict: {len(warnings)} pipeline-health warning(s); exit code "
+                             f"{STRICT_EXIT_CODE}\n")
+            return STRICT_EXIT_CODE
     return 0
 
 
