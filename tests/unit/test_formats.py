@@ -309,6 +309,16 @@ def test_a_pair_in_both_datasets_gets_both_labels(tmp_path):
     assert both.preferred == {"o1": "a", "o2": "b"} and both.unlabelled == [] and both.conflict
 
 
+def test_every_data_input_is_discoverable_from_the_config():
+    from sipo.config import data_input_paths
+
+    cfg = load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused", "data.test_path=t.jsonl"])
+    assert data_input_paths(cfg) == ["tests/fixtures/hh_helpful_sample.jsonl",
+                                     "tests/fixtures/hh_harmless_sample.jsonl", "t.jsonl"]
+    smoke = load_config(ROOT / "configs" / "smoke.yaml", ["run_dir=unused"])
+    assert data_input_paths(smoke) == ["tests/fixtures/helpsteer_smoke.jsonl"]
+
+
 def test_data_path_mapping_is_validated():
     base = ["run_dir=x", "objectives=[helpful,harmless]", "data.source=jsonl"]
     with pytest.raises(ConfigError, match=r"'data.path.nope': 'nope' is not one of the objectives"):
