@@ -415,6 +415,16 @@ def data_specs(cfg: PipelineConfig) -> dict[str, dict[str, Any]] | None:
     return specs
 
 
+def data_input_paths(cfg: PipelineConfig) -> list[str]:
+    """Every data location the config reads (``data.path``, each entry of a per-objective mapping,
+    ``data.test_path``), as given: local paths or Hub ids; for fingerprints and checks of the run's inputs."""
+    specs = data_specs(cfg)
+    paths = [s["path"] for s in specs.values()] if specs else ([cfg.data.path] if cfg.data.path else [])
+    if cfg.data.test_path:
+        paths.append(cfg.data.test_path)
+    return [str(p) for p in paths]
+
+
 def _check_data_path(cfg: PipelineConfig) -> None:
     path = cfg.data.path
     if path is None or isinstance(path, str):

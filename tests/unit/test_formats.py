@@ -309,6 +309,16 @@ def test_a_pair_in_both_datasets_gets_both_labels(tmp_path):
     assert both.preferred == {"o1": "a", "o2": "b"} and both.unlabelled == [] and both.conflict
 
 
+def test_every_data_input_is_discoverable_from_the_config():
+    from sipo.config import data_input_paths
+
+    cfg = load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused", "data.test_path=t.jsonl"])
+    assert data_input_paths(cfg) == ["tests/fixtures/hh_helpful_sample.jsonl",
+                                     "tests/fixtures/hh_harmless_sample.jsonl", "t.jsonl"]
+    smoke = load_config(ROOT / "configs" / "smoke.yaml", ["run_dir=unused"])
+    assert data_input_paths(smoke) == ["tests/fixtures/helpsteer_smoke.jsonl"]
+
+
 def test_data_path_mapping_is_validated():
     base = ["run_dir=x", "objectives=[helpful,harmless]", "data.source=jsonl"]
     with pytest.raises(ConfigError, match=r"'data.path.nope': 'nope' is not one of the objectives"):
@@ -396,3 +406,16 @@ def test_bad_trl_rows_name_file_and_line(tmp_path, row, fragment):
     message = str(info.value)
     assert message.startswith(f"{path}:2: "), message
     assert fragment in message and "\n" not in message
+
+
+def test_the_label_stage_runs_only_with_one_dataset_per_objective():
+    from sipo.pipeline import plan
+
+    hh = plan(load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused"]))
+    ids = [s.id for s in hh]
+    assert ids.index("dpo") < ids.index("label") < ids.index("r1/sample")
+    assert "label" in next(s for s in hh if s.id == "r1/sample").upstream
+    smoke = plan(load_config(ROOT / "configs" / "smoke.yaml", ["run_dir=unused"]))
+    assert "label" not in [s.id for s in smoke]
+    no_sipo = plan(load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused", "methods=[sft,dpo,mod]"]))
+    assert "label" not in [s.id for s in no_sipo]
