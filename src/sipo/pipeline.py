@@ -32,12 +32,14 @@ logger = logging.getLogger(__name__)
 ROUND_STAGES = ("sample", "review", "rewrite", "combine", "filter", "realign")
 ABLATION_STAGES = ("sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control")
 """SIPO's ablations and controls (sipo.ablations): each a method and a stage of the same name."""
-STAGE_NAMES = ("prepare", "sft", "dpo", *ROUND_STAGES, *ABLATION_STAGES, "dpo_lw", "modpo", "evaluate", "report")
+STAGE_NAMES = ("prepare", "sft", "dpo", "label", *ROUND_STAGES, *ABLATION_STAGES, "dpo_lw", "modpo", "evaluate",
+               "report")
 
 STAGE_HELP = {
     "prepare": "build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
     "sft": "build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
     "dpo": "train one LoRA adapter per objective with DPO (round 1)",
+    "label": "one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
     "sample": "MOD-decode every conflicting training prompt at every sampling weight vector",
     "review": "the reviewer adapter writes suggestions to improve each candidate on all objectives",
     "rewrite": "MOD-decode a rewrite of each candidate that follows its review",
@@ -119,12 +121,18 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
         base_upstream = ("sft",)
     stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
     previous_adapters = "dpo"
-    # The self-improvement rounds only feed the `sipo` method.
+    conflicts_from = "prepare"
     ablations = [m for m in ABLATION_STAGES if m in cfg.methods]
+    if ("sipo" in cfg.methods or ablations) and needs_label_stage(cfg):
+        stages.append(StageSpec("label", None, ("data", "dpo.beta", *_model_keys(cfg)),
+                                ("prepare", "dpo", *base_upstream)))
+        conflicts_from = "label"
+    # The self-improvement rounds only feed the `sipo` method (and round 1 its ablations).
     for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 1 if ablations else 0) + 1):
         prefix = f"r{r}/"
         stages += [
-            StageSpec("sample", r, ("sample", *_model_keys(cfg)), ("prepare", previous_adapters, *base_upstream)),
+            StageSpec("sample", r, ("sample", *_model_keys(cfg)),
+                      tuple(dict.fromkeys(("prepare", conflicts_from, previous_adapters, *base_upstream)))),
             StageSpec("review", r, ("review", "objective_descriptions"), (prefix + "sample",)),
             StageSpec("rewrite", r, ("rewrite", "objective_descriptions"), (prefix + "review",)),
             StageSpec("combine", r, ("combine", "dpo.beta"), (prefix + "rewrite",)),
@@ -135,7 +143,8 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
     realign_keys = ("realign", "filter", "soup_mode", "sample.grid", "dpo.beta")
     for method in ablations:
         source = {"sipo_no_rewrite": "r1/sample", "nll_control": "r1/realign"}.get(method, "r1/combine")
-        stages.append(StageSpec(method, None, realign_keys, ("prepare", "dpo", source, *base_upstream)))
+        upstream = tuple(dict.fromkeys(("prepare", conflicts_from, "dpo", source, *base_upstream)))
+        stages.append(StageSpec(method, None, realign_keys, upstream))
     for baseline in ("dpo_lw", "modpo"):
         if baseline in cfg.methods:
             stages.append(StageSpec(baseline, None, ("dpo", "eval.grid", *_model_keys(cfg)),
@@ -148,6 +157,13 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
     stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge", "eval.bootstrap"),
                             ("evaluate",)))
     return stages
+
+
+def needs_label_stage(cfg: PipelineConfig) -> bool:
+    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
+    from sipo.config import data_specs
+
+    return data_specs(cfg) is not None
 
 
 def needs_sft_stage(cfg: PipelineConfig) -> bool:
