@@ -34,6 +34,8 @@ stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finishe
   combine    implicit rewards decide whether each rewrite replaces its sample  -> rK/combine/combined.jsonl
   filter     keep per prompt the best response beating both originals          -> rK/filter/selected.jsonl
   realign    DPO + alpha*NLL on the selected responses from each adapter       -> rK/realign/<objective>/
+  sipo_no_rewrite, sipo_no_filter, sipo_oracle_filter, nll_control
+             ablations/controls (only if in methods; docs/benchmark.md)        -> <method>/<objective>/
   dpo_lw     baseline (only if in methods): one adapter per weight vector      -> dpo_lw/<weights>/
   modpo      baseline (only if in methods): one adapter per weight vector      -> modpo/<weights>/
   evaluate   every method decodes the test prompts at every weight, judged     -> evaluate/scores.jsonl
@@ -43,11 +45,13 @@ stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finishe
 CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
-main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo), rounds, soup_mode,
+main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo, and the ablations
+  sipo_no_rewrite sipo_no_filter sipo_oracle_filter nll_control), rounds, soup_mode,
   model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
   data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
   dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
-  eval.{judge,grid,decode.max_new_tokens}. Unknown keys and bad values are rejected with the key named.
+  eval.{judge,grid,decode.max_new_tokens,bootstrap}; <stage>.train.{select_best,eval_every} keep the
+  checkpoint with the lowest validation loss. Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
   ones after it.
 data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
