@@ -281,3 +281,28 @@ def test_sft_length_grouping_gives_the_same_order_for_any_number_of_processes():
     torch.manual_seed(0)
     per_process = list(LengthGroupedSampler(4, lengths=lengths))
     assert per_process != order(8, 1)
+
+
+def test_select_best_keeps_the_checkpoint_with_the_lowest_validation_loss(round1_adapter, base_dir, tokenizer,
+                                                                          tmp_path):
+    """Validation pairs that prefer the opposite of the training pairs: training raises their loss, so the best
+    checkpoint is the start (step 0), and the saved adapter is exactly the initial one."""
+    init, _ = round1_adapter
+    flipped = [{**e, "chosen": e["rejected"], "rejected": e["chosen"]} for e in EXAMPLES]
+    out = tmp_path / "selected"
+    metrics = train_dpo_adapter(out_dir=out, **_kwargs(
+        base_dir, tokenizer, init_adapter=init, reference="init", lora=None, eval_examples=flipped,
+        train=_train(max_steps=4, batch_size=4, learning_rate=1e-2, select_best=True, eval_every=1)))
+    curve = metrics["validation_curve"]
+    assert [step for step, _ in curve] == [0, 1, 2, 3, 4]
+    assert metrics["steps"] == 4 and metrics["pairs_seen"] == 16
+    assert metrics["selected_step"] == min(curve, key=lambda c: c[1])[0] == 0
+    assert curve[-1][1] > curve[0][1]
+    new, old = load_file(out / "adapter_model.safetensors"), load_file(init / "adapter_model.safetensors")
+    assert all(torch.equal(new[k], old[k]) for k in new)
+    # The same validation pairs as training pairs: the loss falls and a later checkpoint is kept.
+    same = train_dpo_adapter(out_dir=tmp_path / "later", **_kwargs(
+        base_dir, tokenizer, init_adapter=init, nll_alpha=0.1, reference="init", lora=None, eval_examples=EXAMPLES,
+        train=_train(max_steps=4, select_best=True, eval_every=2)))
+    assert [step for step, _ in same["validation_curve"]] == [0, 2, 4]
+    assert same["selected_step"] > 0

@@ -82,7 +82,8 @@ def test_demo_v2_reports_both_test_sets_with_intervals_for_every_method_and_abla
             assert 0.0 <= low <= entry["hypervolume"] <= high <= 1.0
     steps = {name: m["training_steps"] for name, m in report["methods"].items()}
     assert steps["sft"] == 0 and steps["mod"] == steps["dpo"] > 0
-    assert steps["sipo"] > steps["mod"]
+    realign = json.loads((demo_v2_run / "r1" / "realign" / "manifest.json").read_text())["counts"]
+    assert steps["sipo"] == steps["mod"] + sum(realign[f"metrics_{o}"]["steps"] for o in ("correctness", "verbosity"))
     assert steps["nll_control"] == steps["sipo"]  # the control's budget is the re-alignment's
     assert "training steps" in (demo_v2_run / "report" / "report.md").read_text()
 
