@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class SyntheticConfig:
-    """The synthetic conflict benchmark (DESIGN.md §3)."""
+    """The synthetic conflict benchmark (docs/method.md §3)."""
 
     num_entities: int = 24
     num_attributes: int = 6

@@ -1,4 +1,4 @@
-"""The synthetic conflict benchmark: world, writer, oracle judge and SFT data (DESIGN.md §3)."""
+"""The synthetic conflict benchmark: world, writer, oracle judge and SFT data (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 computes each method's Pareto front and hypervolume. :func:`build_report` calls it and writes, atomically, into
 ``out_dir``::
 
-    report.json   the numbers (DESIGN.md §2), the source of every other view
+    report.json   the numbers (docs/method.md §4), the source of every other view
     scores.jsonl  one ScoreRow per method x weights x prompt (readable with load_score_rows)
     summary.csv   one row per point: method, round, weights, per-objective mean and standard error, n, on_front
     pareto.png    the fronts (sipo.report.plot)
