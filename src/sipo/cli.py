@@ -5,7 +5,9 @@ Exit codes (one line on stderr for each failure; ``--debug`` shows the traceback
 - 0: done (or nothing to do);
 - 2: a user mistake: bad config or data, a missing or unloadable file, an incompatible run directory, or a run
   directory that another sipo run holds;
-- 3: the environment refused: permission denied, read-only storage, no space left, an I/O error, out of memory;
+- 3: ``sipo run --strict`` only: the run finished but the report's pipeline-health check warns (SIPO selected or
+  trained nothing, or its points equal mod's);
+- 4: the environment refused: permission denied, read-only storage, no space left, an I/O error, out of memory;
 - 130 / 143: interrupted by Ctrl-C / SIGTERM; finished stages are kept and the same command resumes.
 """
 
@@ -29,6 +31,7 @@ stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finishe
   prepare    build per-objective pairs, flag conflicts, split by prompt        -> prepare/*.jsonl
   sft        build / fine-tune the base model (random init or sft.enabled)     -> sft/model/
   dpo        one LoRA adapter per objective, plain DPO (round 1)               -> dpo/<objective>/
+  label      (one dataset per objective) adapters fill missing labels          -> label/train_conflict.jsonl
   sample     MOD decoding of conflicting prompts at every sampling weight       -> rK/sample/candidates.jsonl
   review     the reviewer adapter suggests improvements on all objectives      -> rK/review/reviews.jsonl
   rewrite    MOD decoding of a rewrite that follows the review                 -> rK/rewrite/rewrites.jsonl
@@ -45,23 +48,28 @@ CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
 main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo), rounds, soup_mode,
-  model.{name_or_path,dtype,device,prompt_template,trust_remote_code}, data.{source,path,conflict_fraction},
+  model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
+  data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
   dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
   eval.{judge,grid,decode.max_new_tokens}. Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings or input files (data, model
   folder), forcing it, or deleting or editing one of its outputs re-runs that stage and the ones after it.
   One run writes a run directory at a time (lock file RUN_DIR/.sipo.lock).
-exit codes: 0 done; 2 a user mistake (config, data, paths, a run directory in use); 3 the environment refused
-  (permission, read-only or full disk, I/O error, out of memory); 130 Ctrl-C, 143 SIGTERM (finished stages kept).
+data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
+  objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
+  HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
+exit codes: 0 done; 2 a user mistake (config, data, paths, a run directory in use); 3 --strict and the report's
+  health check warns; 4 the environment refused (permission, read-only or full disk, I/O error, out of memory);
+  130 Ctrl-C, 143 SIGTERM (finished stages kept).
 """
 
 ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
     "EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EBUSY", "ETXTBSY", "EFBIG")
     if hasattr(errno, name))
-"""OS errors that the machine causes (exit 3); the others (a missing file, a path under a file, ...) are mistakes
+"""OS errors that the machine causes (exit 4); the others (a missing file, a path under a file, ...) are mistakes
 in the paths given (exit 2)."""
 
-EXIT_USER, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 143
+EXIT_USER, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 4, 130, 143
 
 
 class Terminated(BaseException):
@@ -97,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
+    run.add_argument("--strict", action="store_true",
+                     help="exit with code 3 (after finishing the run) when the report's pipeline-health check "
+                          "warns: a round without conflicting prompts or filter survivors, a re-alignment that "
+                          "trained nothing, or sipo's points equal to mod's")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     stage = sub.add_parser(
@@ -141,6 +153,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)
+    if args.command == "run":
+        return _health(cfg, strict=args.strict)
+    return 0
+
+
+def _health(cfg, *, strict: bool) -> int:
+    """Repeat the report's pipeline-health warnings as the run's last lines; with ``--strict`` they fail it."""
+    from sipo.artifacts import RunDir
+    from sipo.report.health import STRICT_EXIT_CODE
+    from sipo.stages.report import health_warnings_of
+
+    warnings = health_warnings_of(RunDir(cfg.run_dir))
+    for warning in warnings:
+        logger.warning("pipeline health: %s", warning)
+    if warnings:
+        logger.warning("SIPO did nothing useful in this run: see the top of %s/report/report.md", cfg.run_dir)
+        if strict:
+            sys.stderr.write(f"sipo: strict: {len(warnings)} pipeline-health warning(s); exit code "
+                             f"{STRICT_EXIT_CODE}\n")
+            return STRICT_EXIT_CODE
     return 0
 
 

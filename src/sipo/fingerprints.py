@@ -4,8 +4,9 @@ A stage is skipped only when its manifest holds the fingerprint it would have no
 the manifest recorded. The fingerprint hashes
 
 - the stage's config values (its ``config_keys``);
-- the content of the files outside the run directory that it reads (``data.path``, a local model folder, prompt
-  templates given as paths, local reward-model folders), hashed once per run;
+- the content of the files outside the run directory that it reads (``data.path`` and ``data.test_path``, local
+  files and folders, a local model folder, prompt templates given as paths, local reward-model folders), hashed
+  once per run;
 - the *result id* of every upstream stage it reads: a fresh id each time that stage runs, recorded in its manifest.
 
 So a changed setting, an edited data file or model, a forced re-run or a re-run caused by a deleted or altered
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 OUTPUT_SKIP = ("manifest.json",)
 """Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
 
-MODEL_READERS = ("sft", "dpo", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
                  "evaluate")
 """Stages that read the configured base model (when no sft stage builds one, only sft does)."""
 
@@ -41,8 +42,12 @@ def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -
     values themselves and are not listed.
     """
     inputs: dict[str, Path] = {}
-    if stage_name == "prepare" and cfg.data.source != "synthetic" and cfg.data.path:
-        inputs["data.path"] = Path(cfg.data.path)
+    if stage_name == "prepare" and cfg.data.source != "synthetic":
+        from sipo.config import data_input_paths
+
+        for i, location in enumerate(data_input_paths(cfg)):
+            if Path(location).expanduser().exists():  # a Hub id is named by the config values
+                inputs[f"data[{i}]"] = Path(location).expanduser()
     templates = stage_name in ("sft", "review", "rewrite") or (stage_name == "prepare"
                                                                 and cfg.data.source == "synthetic")
     if templates:

@@ -37,12 +37,13 @@ from sipo.runlock import run_lock
 logger = logging.getLogger(__name__)
 
 ROUND_STAGES = ("sample", "review", "rewrite", "combine", "filter", "realign")
-STAGE_NAMES = ("prepare", "sft", "dpo", *ROUND_STAGES, "dpo_lw", "modpo", "evaluate", "report")
+STAGE_NAMES = ("prepare", "sft", "dpo", "label", *ROUND_STAGES, "dpo_lw", "modpo", "evaluate", "report")
 
 STAGE_HELP = {
     "prepare": "build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
     "sft": "build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
     "dpo": "train one LoRA adapter per objective with DPO (round 1)",
+    "label": "one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
     "sample": "MOD-decode every conflicting training prompt at every sampling weight vector",
     "review": "the reviewer adapter writes suggestions to improve each candidate on all objectives",
     "rewrite": "MOD-decode a rewrite of each candidate that follows its review",
@@ -119,11 +120,17 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
         base_upstream = ("sft",)
     stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
     previous_adapters = "dpo"
+    conflicts_from = "prepare"
+    if "sipo" in cfg.methods and needs_label_stage(cfg):
+        stages.append(StageSpec("label", None, ("data", "dpo.beta", *_model_keys(cfg)),
+                                ("prepare", "dpo", *base_upstream)))
+        conflicts_from = "label"
     # The self-improvement rounds only feed the `sipo` method.
     for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 0) + 1):
         prefix = f"r{r}/"
         stages += [
-            StageSpec("sample", r, ("sample", *_model_keys(cfg)), ("prepare", previous_adapters, *base_upstream)),
+            StageSpec("sample", r, ("sample", *_model_keys(cfg)),
+                      tuple(dict.fromkeys(("prepare", conflicts_from, previous_adapters, *base_upstream)))),
             StageSpec("review", r, ("review", "objective_descriptions"), (prefix + "sample",)),
             StageSpec("rewrite", r, ("rewrite", "objective_descriptions"), (prefix + "review",)),
             StageSpec("combine", r, ("combine", "dpo.beta"), (prefix + "rewrite",)),
@@ -142,6 +149,13 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
                             ("prepare", *base_upstream, *eval_upstream)))
     stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge"), ("evaluate",)))
     return stages
+
+
+def needs_label_stage(cfg: PipelineConfig) -> bool:
+    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
+    from sipo.config import data_specs
+
+    return data_specs(cfg) is not None
 
 
 def needs_sft_stage(cfg: PipelineConfig) -> bool:

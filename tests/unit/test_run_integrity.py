@@ -298,11 +298,11 @@ def test_a_finished_run_is_checked_without_writing_anything(tmp_path, data, fake
     assert "0 stage(s) ran, 11 skipped" in capsys.readouterr().err
     assert fake.calls == []
     assert snapshot(run) == before
-    # A stage to run on read-only storage: one line, the environment's exit code (3), naming the path.
+    # A stage to run on read-only storage: one line, the environment's exit code (4), naming the path.
     code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
                      "eval.reference_point=[0,0]"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 3 and err[-1] == f"sipo: error: {run / LOCK_NAME}: Read-only file system"
+    assert code == 4 and err[-1] == f"sipo: error: {run / LOCK_NAME}: Read-only file system"
     assert snapshot(run) == before
 
 
@@ -448,11 +448,11 @@ def test_a_byte_order_mark_is_accepted(tmp_path, data):
 
 
 @pytest.mark.parametrize(("error", "code"), [
-    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/dpo/adapter.safetensors"), 3),
-    (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 3),
-    (OSError(errno.EROFS, "Read-only file system", "/runs/x/.sipo.lock"), 3),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/dpo/adapter.safetensors"), 4),
+    (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 4),
+    (OSError(errno.EROFS, "Read-only file system", "/runs/x/.sipo.lock"), 4),
     (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/runs/file/x"), 2),
-    (MemoryError(), 3),
+    (MemoryError(), 4),
 ])
 def test_os_errors_end_with_one_line_and_their_exit_code(error, code, monkeypatch, capsys):
     def fail(args):
@@ -470,7 +470,7 @@ def test_a_write_error_without_a_path_names_the_stage_folder(tmp_path, data, mon
     monkeypatch.setattr(pipeline, "stage_function",
                         FakeStages("r1/sample", OSError(errno.ENOSPC, "No space left on device")))
     code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
-    assert code == 3
+    assert code == 4
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"sipo: error: {tmp_path / 'run' / 'r1' / 'sample'}: No space left on device"
     assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()  # finished stages are kept
