@@ -347,7 +347,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
     try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+        merged = _drop_removed_descriptions(merged, dotlist)
+        merged = OmegaConf.merge(merged, dotlist)
     except OmegaConfBaseException as exc:
         raise ConfigError(_format_omegaconf_error(exc, "command line")) from None
     try:
@@ -359,6 +361,19 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(cfg)
     return cfg
+
+
+def _drop_removed_descriptions(merged: Any, dotlist: Any) -> Any:
+    """When the command line sets ``objectives``, the preset's descriptions of objectives it no longer lists are
+    dropped (a dict key cannot be removed by a dotted override, so they would otherwise fail validation);
+    descriptions given on the command line are kept as given."""
+    if "objectives" not in dotlist or "objective_descriptions" not in merged:
+        return merged
+    objectives = {str(o) for o in (dotlist.objectives or [])}
+    kept = {k: v for k, v in merged.objective_descriptions.items() if k in objectives}
+    merged = OmegaConf.merge(merged, {})  # a copy: the caller's config is left as it was
+    merged.objective_descriptions = kept
+    return merged
 
 
 def _fail(key: str, message: str) -> None:
