@@ -1,4 +1,8 @@
-"""Command line: ``sipo run``, ``sipo stage``, ``sipo report``.
+"""Command line: ``sipo run``, ``sipo stage``, ``sipo report``, ``sipo generate``, ``sipo export``, ``sipo compare``,
+``sipo config``.
+
+Options may come anywhere on the line (``sipo run CFG --dry-run key=value``): positionals that argparse leaves
+over are handed back to the sub-command's list argument (its overrides or prompts).
 
 Exit codes (one line on stderr for each failure; ``--debug`` shows the traceback instead):
 
@@ -93,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,stage,report}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,stage,report,generate,export,compare,config}")
 
     run = sub.add_parser(
         "run", help="run every stage, skipping finished ones",
@@ -102,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + STAGES_TEXT + "\n" + CONFIG_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(run)
+    run.set_defaults(rest="overrides")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
@@ -118,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     stage.add_argument("name", help="stage name or id")
     _add_config_args(stage)
+    stage.set_defaults(rest="overrides")
     stage.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     report = sub.add_parser("report", help="(re)write RUN_DIR/report/ from RUN_DIR/evaluate/scores.jsonl",
@@ -125,7 +133,35 @@ def build_parser() -> argparse.ArgumentParser:
                                         "under RUN_DIR/report/ from a finished evaluate stage.")
     report.add_argument("run_dir")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from sipo.cli_commands import add_commands
+
+    add_commands(sub)
     return parser
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("sipo")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from sipo import __version__
+
+        return __version__
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` with options allowed anywhere: argparse stops filling a ``nargs="*"`` positional at the first
+    option, so the positionals after it come back as extras; they are appended to the sub-command's list argument
+    (named by its ``rest`` default). Anything else left over (an unknown option) is the usual argparse error."""
+    args, extras = parser.parse_known_args(argv)
+    rest = getattr(args, "rest", None)
+    stray = [e for e in extras if e.startswith("-") or rest is None]
+    if stray:
+        parser.error("unrecognized arguments: " + " ".join(stray))
+    if extras:
+        setattr(args, rest, [*(getattr(args, rest) or []), *extras])
+    return args
 
 
 def _status_line(results: list[dict]) -> str:
@@ -138,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     from sipo.config import load_config
     from sipo.pipeline import run_pipeline
 
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     if args.command == "report":
         from sipo.stages.report import report_run_dir
 
@@ -204,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sipo.logging_utils import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     setup_logging(verbose=args.debug)
     if args.debug:
         os.environ.setdefault("SIPO_DEBUG", "1")

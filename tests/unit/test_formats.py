@@ -325,6 +325,9 @@ def test_data_path_mapping_is_validated():
         load_config(None, [*base, "data.path={helpful: a, nope: b}", "model.name_or_path=random"])
     with pytest.raises(ConfigError, match=r"'data.path': has no dataset for objective 'harmless'"):
         load_config(None, [*base, "data.path={helpful: a}", "model.name_or_path=random"])
+    with pytest.raises(ConfigError, match=r"'data.fill_judge': reward_model needs a head for every objective"):
+        load_config(None, [*base, "data.path={helpful: a, harmless: b}", "model.name_or_path=random",
+                           "data.fill_judge=reward_model"])
     with pytest.raises(ConfigError, match=r"'data.path.helpful.splitt': unknown key"):
         load_config(None, [*base, "data.path={helpful: {path: a, splitt: b}, harmless: c}",
                            "model.name_or_path=random"])
@@ -406,3 +409,16 @@ def test_bad_trl_rows_name_file_and_line(tmp_path, row, fragment):
     message = str(info.value)
     assert message.startswith(f"{path}:2: "), message
     assert fragment in message and "\n" not in message
+
+
+def test_the_label_stage_runs_only_with_one_dataset_per_objective():
+    from sipo.pipeline import plan
+
+    hh = plan(load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused"]))
+    ids = [s.id for s in hh]
+    assert ids.index("dpo") < ids.index("label") < ids.index("r1/sample")
+    assert "label" in next(s for s in hh if s.id == "r1/sample").upstream
+    smoke = plan(load_config(ROOT / "configs" / "smoke.yaml", ["run_dir=unused"]))
+    assert "label" not in [s.id for s in smoke]
+    no_sipo = plan(load_config(ROOT / "configs" / "smoke-hh.yaml", ["run_dir=unused", "methods=[sft,dpo,mod]"]))
+    assert "label" not in [s.id for s in no_sipo]

@@ -423,6 +423,9 @@ def save_adapter(trainer: SipoDPOTrainer, out_dir: str | Path) -> None:
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(trainer.model)
             model.save_pretrained(str(tmp), state_dict=state_dict, selected_adapters=[ADAPTER], safe_serialization=True)
+            from sipo.models.portable import set_adapter_base
+
+            set_adapter_base(tmp, model.peft_config[ADAPTER].base_model_name_or_path)
 
 
 def train_dpo_adapter(
