@@ -58,7 +58,9 @@ def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -
     name = cfg.model.name_or_path
     if reads_model and name not in ("random", "smollm2") and Path(name).expanduser().is_dir():
         inputs["model.name_or_path"] = Path(name).expanduser()
-    if stage_name == "evaluate" and cfg.eval.judge == "reward_model":
+    reward_models = (stage_name == "evaluate" and cfg.eval.judge == "reward_model") or (
+        stage_name == "label" and getattr(cfg.data, "fill_judge", None) == "reward_model")
+    if reward_models:
         for i, spec in enumerate(cfg.eval.reward_model.models):
             if Path(spec.name_or_path).expanduser().is_dir():
                 inputs[f"eval.reward_model.models[{i}]"] = Path(spec.name_or_path).expanduser()
