@@ -526,8 +526,15 @@ def worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------ main
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument: one line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"gpu_check.py: error: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Check and time sipo on a device (see the module docstring for the phases).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(__doc__ or "").split("\n\n", 1)[1],
