@@ -72,7 +72,7 @@ def dpo_nll_loss(
     beta: float,
     alpha: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """DPO plus an NLL term on the chosen response: SIPO's re-alignment loss (Li, Zhang et al. 2025; DESIGN.md §1).
+    """DPO plus an NLL term on the chosen response: SIPO's re-alignment loss (Li, Zhang et al. 2025; docs/method.md §1).
 
     ``loss = -log sigmoid(beta * [(pc - rc) - (pr - rr)]) + alpha * (-pc / n_c)``
 

@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 from sipo.config import PipelineConfig
 
-MODEL_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+MODEL_STAGES = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
                 "evaluate")
 """Stages that load the base model."""
 
@@ -29,7 +29,16 @@ def check_data(cfg: PipelineConfig) -> None:
     elif source == "jsonl":
         jsonl.column_names(objectives, dict(cfg.data.response_columns))
     if source in ("helpsteer", "pku_saferlhf", "jsonl"):
-        jsonl.resolve_data_files(cfg.data.path)
+        from sipo.config import data_specs
+        from sipo.data.readers import check_path
+
+        specs = data_specs(cfg)
+        for spec in specs.values() if specs else [{"path": cfg.data.path}]:
+            check_path(spec["path"])
+    if cfg.data.test_path:
+        from sipo.data.readers import check_path
+
+        check_path(cfg.data.test_path, "data.test_path")
 
 
 def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
@@ -52,8 +61,19 @@ def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
 
         _load_template(cfg.review.template)  # found, and valid jinja
         _load_template(cfg.rewrite.template)
-    if "evaluate" in stages and cfg.eval.judge == "reward_model":
+    if ("evaluate" in stages and cfg.eval.judge == "reward_model") or \
+            ("label" in stages and cfg.data.fill_judge == "reward_model"):
         from sipo.scoring.reward_model import resolve_source
 
         for i, spec in enumerate(cfg.eval.reward_model.models):
             resolve_source(spec.name_or_path, cfg.model, f"eval.reward_model.models[{i}].name_or_path")
+
+
+def precheck_stages(cfg: PipelineConfig, stages: Collection[str], cache: dict) -> None:
+    """Do the parts of the named stages' work that can refuse the run and write nothing, before the run writes
+    anything: the ``prepare`` stage's data loading and splitting (every malformed row, a split that comes out
+    empty). The result is kept in ``cache`` for the stage, so the data is read once."""
+    if "prepare" in stages:
+        from sipo.stages.prepare import compute
+
+        cache["prepare"] = compute(cfg)

@@ -1,7 +1,7 @@
 """LoRA adapters over one shared base model, and LoRA soups.
 
 A *soup* at weights ``w`` is an adapter whose weight update is ``sum_o w_o * dW_o`` with
-``dW_o = scaling_o * B_o @ A_o`` (DESIGN.md section 1). :func:`interpolate_lora` computes it exactly (``delta``:
+``dW_o = scaling_o * B_o @ A_o`` (docs/method.md §1). :func:`interpolate_lora` computes it exactly (``delta``:
 the factors are concatenated along the rank dimension) or as the reference code does (``factors``: A and B are
 interpolated separately, which is not the interpolation of the updates). :class:`AdapterBank` holds every adapter
 of a run (objectives' adapters and soups) in one ``PeftModel``, so they share one copy of the base model, and runs a

@@ -1,6 +1,6 @@
 """Implicit rewards of DPO-trained adapters: ``r_o(x, y) = beta * (log pi_o(y|x) - log pi_ref(y|x))``.
 
-Log-probs are summed over the response tokens, EOS included, with the prompt masked (DESIGN.md section 1; Rafailov
+Log-probs are summed over the response tokens, EOS included, with the prompt masked (docs/method.md §1; Rafailov
 et al. 2023, eq. 5). :func:`implicit_rewards` computes the reference log-probs once and scores every judge adapter in
 the same batched forward passes (one row per (response, adapter), peft mixed-adapter batches); responses that share
 a prompt share that prompt's forward pass (a KV cache). :func:`implicit_rewards_reference` is the reference code's

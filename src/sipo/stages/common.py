@@ -84,7 +84,12 @@ def format_prompts(tokenizer, prompts: Sequence[str], cfg: PipelineConfig) -> li
 
 
 def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
-    return read_jsonl(ctx.run_dir.path("prepare", "train_conflict.jsonl"), Pair)
+    """The conflicting pairs SIPO improves on: the ``label`` stage's when it runs (one dataset per objective),
+    else ``prepare``'s."""
+    from sipo.pipeline import needs_label_stage
+
+    stage = "label" if needs_label_stage(ctx.cfg) else "prepare"
+    return read_jsonl(ctx.run_dir.path(stage, "train_conflict.jsonl"), Pair)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -25,12 +25,16 @@ logger = logging.getLogger(__name__)
 
 def _texts(ctx: StageContext, rows: list[dict]) -> list[str]:
     """Every text a word-level tokenizer must cover: SFT rows, pairs, test prompts and the templates."""
-    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows]
+    from sipo.conversation import render_plain
+
+    # Prompts as the model sees them (a multi-turn prompt's turns, not its stored encoding).
+    texts = [render_plain(r["prompt"]) for r in rows] + [r["completion"] for r in rows]
     for path in sorted(ctx.run_dir.path("prepare").glob("*.jsonl")):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
-                texts += [v for k, v in row.items() if k in ("prompt", "response_a", "response_b")]
+                texts += [render_plain(v) if k == "prompt" else v for k, v in row.items()
+                          if k in ("prompt", "response_a", "response_b")]
     texts.append(render(ctx.cfg.review.template, prompt="", response="", objectives=[], objective_list=""))
     texts.append(render(ctx.cfg.rewrite.template, prompt="", response="", review="", objectives=[],
                         objective_list=""))

@@ -1,4 +1,4 @@
-"""The synthetic conflict benchmark (DESIGN.md §3): a seeded world of fictional entities, a writer whose long
+"""The synthetic conflict benchmark (docs/method.md §3): a seeded world of fictional entities, a writer whose long
 answers confabulate, the exact oracle judge, and the SFT data that teaches a tiny model the facts and the review /
 rewrite skills.
 

@@ -1,4 +1,4 @@
-"""The oracle judge of the synthetic benchmark: exact scores, because the truth is known (DESIGN.md §3).
+"""The oracle judge of the synthetic benchmark: exact scores, because the truth is known (docs/method.md §3).
 
 For a prompt about entity ``E`` and a response split into sentences (:func:`~sipo.synthetic.world.split_sentences`):
 

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning data of the synthetic benchmark (DESIGN.md §3).
+"""Supervised fine-tuning data of the synthetic benchmark (docs/method.md §3).
 
 Four kinds of ``{"prompt": <raw user turn>, "completion": <text>}`` examples, for training prompts only:
 

@@ -1,4 +1,4 @@
-"""The world of the synthetic conflict benchmark (DESIGN.md §3): fictional entities, their attributes, the
+"""The world of the synthetic conflict benchmark (docs/method.md §3): fictional entities, their attributes, the
 sentences that state them, and the prompts that ask about them.
 
 Everything here is a pure function of ``cfg.seed`` and ``cfg.data.synthetic``:

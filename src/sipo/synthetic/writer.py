@@ -1,4 +1,4 @@
-"""The writer of the synthetic benchmark: rated responses whose errors grow with length (DESIGN.md §3).
+"""The writer of the synthetic benchmark: rated responses whose errors grow with length (docs/method.md §3).
 
 An answer states a random number of the entity's attributes (1 to ``num_attributes``, uniform), one fact
 sentence each, in the world's attribute order (colour, city, pet, ...): one fixed structure, as a real assistant's
