@@ -507,6 +507,19 @@ def test_a_write_error_without_a_path_names_the_stage_folder(tmp_path, data, mon
     assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()  # finished stages are kept
 
 
+def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path, data, monkeypatch, fake, capsys):
+    """safetensors raises its own error, from Rust, without a path: the disk-full one becomes exit 4."""
+    from safetensors import SafetensorError
+
+    full = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                           'left on device" })')
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("dpo", full))
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
+
+
 def test_unloadable_weights_are_one_config_error(tmp_path):
     """A truncated safetensors file, in the inference path and the training path alike."""
     from sipo.config import ModelConfig
