@@ -293,8 +293,13 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
         if main or stage.distributed:
-            counts = stage_function(stage.name)(ctx) or {}
+            from sipo.tracking import stage_tracking
+
+            with stage_tracking(cfg, run_dir.root, stage.id) as tracked:
+                counts = stage_function(stage.name)(ctx) or {}
+            metrics = tracked.summary()
         seconds = round(time.perf_counter() - start, 2)
         barrier()
         if not main:
@@ -305,6 +310,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
             "fingerprint": fp,
             "upstream": upstream,
             "counts": counts,
+            **({"metrics": metrics} if metrics else {}),
             "seconds": seconds,
             "processes": world_size,
             "versions": _library_versions(),
