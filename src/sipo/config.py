@@ -115,7 +115,8 @@ class DataConfig:
     matters with 3+ objectives). Pairs kept and lost by it are counted in the prepare manifest."""
     fill_judge: str = "implicit"
     """With one dataset per objective, who labels a pair for the objectives its dataset does not label:
-    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``)."""
+    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``) or
+    ``reward_model`` (the reward model of ``eval.reward_model`` that scores that objective)."""
     conflict_fraction: float = 0.6
     """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
     test_fraction: float = 0.2
@@ -494,8 +495,14 @@ def validate(cfg: PipelineConfig) -> None:
     _check_data_path(cfg)
     if cfg.data.conflict_max_ties < 0:
         _fail("data.conflict_max_ties", "must be >= 0")
-    if cfg.data.fill_judge not in ("implicit",):
-        _fail("data.fill_judge", "must be implicit")
+    if cfg.data.fill_judge not in ("implicit", "reward_model"):
+        _fail("data.fill_judge", "must be implicit or reward_model")
+    if cfg.data.fill_judge == "reward_model" and data_specs(cfg) is not None:
+        scored = {o for spec in cfg.eval.reward_model.models for o in spec.heads}
+        missing = [o for o in objs if o not in scored]
+        if missing:
+            _fail("data.fill_judge", f"reward_model needs a head for every objective in eval.reward_model.models "
+                  f"(none scores '{missing[0]}')")
     if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
         _fail("data.conflict_fraction", "must be in [0, 1]")
     for key in ("test_fraction", "validation_fraction"):

@@ -115,7 +115,8 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
     previous_adapters = "dpo"
     conflicts_from = "prepare"
     if "sipo" in cfg.methods and needs_label_stage(cfg):
-        stages.append(StageSpec("label", None, ("data", "dpo.beta", *_model_keys(cfg)),
+        judge_keys = ("eval.reward_model",) if cfg.data.fill_judge == "reward_model" else ()
+        stages.append(StageSpec("label", None, ("data", "dpo.beta", *judge_keys, *_model_keys(cfg)),
                                 ("prepare", "dpo", *base_upstream)))
         conflicts_from = "label"
     # The self-improvement rounds only feed the `sipo` method.
