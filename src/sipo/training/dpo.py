@@ -362,10 +362,13 @@ def build_dpo_trainer(
         train, output_dir=output_dir, beta=beta, seed=seed, device=device, dtype=dtype, max_length=None,
         logging_steps=logging_steps,
     )
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-        use_safetensors=None if allow_pickle else True,
-    )
+    from sipo.models.loading import model_load_errors
+
+    with model_load_errors(base_model_path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
     disable_dropout(model)
     peft_config = None
     if init_adapter is None:
