@@ -149,18 +149,26 @@ class _RunLogHandler(logging.Handler):
         self.setFormatter(formatter)
         self.pending: list[str] = [f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} sipo {' '.join(sys.argv[1:])}"]
         self.stream: Any = None
+        self.disabled = False
 
     def write(self, line: str) -> None:
-        if self.stream is None:
-            if not self.root.is_dir():
-                self.pending.append(line)
-                return
-            self.stream = open(self.root / "run.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            for old in self.pending:
-                self.stream.write(old + "\n")
-            self.pending = []
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.disabled:
+            return
+        try:
+            if self.stream is None:
+                if not self.root.is_dir():
+                    self.pending.append(line)
+                    return
+                self.stream = open(self.root / "run.log", "a", encoding="utf-8")  # closed in close()
+                for old in self.pending:
+                    self.stream.write(old + "\n")
+                self.pending = []
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except OSError:
+            # Read-only storage (a finished run checked in place) or a full disk: the console still has every
+            # line, and the log must never be what stops a run.
+            self.disabled = True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

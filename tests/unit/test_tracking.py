@@ -61,3 +61,19 @@ def test_report_to_is_checked():
         load_config(SMOKE, ["train.report_to=[tensorbord]"])
     with pytest.raises(ConfigError, match="train.logging_steps"):
         load_config(SMOKE, ["train.logging_steps=0"])
+
+
+def test_run_log_on_read_only_storage_is_skipped(tmp_path, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def refuse(file, mode="r", *args, **kwargs):
+        if str(file).endswith("run.log"):
+            raise PermissionError(30, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    with run_log(tmp_path):
+        logging.getLogger("sipo.test").warning("still runs")
+    assert not (tmp_path / "run.log").exists()
