@@ -5,7 +5,8 @@
   run name ``<run folder>/<stage id>/<adapter>`` and per-step logs (``train.logging_steps``): losses, and for the
   preference losses the implicit rewards (chosen, rejected, margins, accuracies). TensorBoard event files go to
   ``RUN_DIR/tensorboard/<stage id>/<adapter>/``; the other trackers keep their own places.
-- :func:`run_log` copies every line the console shows into ``RUN_DIR/run.log`` (appended, one header per command).
+- :func:`run_log` copies every line the console shows into ``RUN_DIR/run.log`` (appended, one header per command
+  that runs a stage; a command that only finds every stage finished writes nothing).
 - :func:`stage_tracking` collects each Trainer's logged steps while a stage runs, and :meth:`StageTracking.summary`
   gives the manifest's ``metrics``: per adapter the number of logged steps, the first, last, lowest and mean loss,
   the last implicit-reward accuracy and margin, and the loss curve (at most :data:`CURVE_POINTS` points).
@@ -78,6 +79,7 @@ def summarize_steps(records: list[Mapping[str, float]]) -> dict[str, Any]:
 
 
 _CURRENT: contextvars.ContextVar[StageTracking | None] = contextvars.ContextVar("sipo_stage_tracking", default=None)
+_RUN_LOG: contextvars.ContextVar[Any] = contextvars.ContextVar("sipo_run_log", default=None)
 
 
 def current() -> StageTracking | None:
@@ -97,6 +99,9 @@ def stage_tracking(cfg: Any, run_root: str | Path, stage_id: str) -> Iterator[St
         tensorboard_dir=root / "tensorboard" / stage_id,
     )
     token = _CURRENT.set(tracking)
+    log = _RUN_LOG.get()
+    if log is not None:
+        log.activate()
     try:
         yield tracking
     finally:
@@ -140,8 +145,9 @@ def attach(trainer: Any) -> None:
 
 
 class _RunLogHandler(logging.Handler):
-    """Writes records to ``RUN_DIR/run.log`` once the run directory exists (records from before are kept in memory
-    and written then; a command that fails before creating the folder leaves no file behind)."""
+    """Writes records to ``RUN_DIR/run.log`` once a stage starts running (records from before are kept in memory
+    and written then): a command that runs no stage (a finished run checked again, a mistake found before any
+    work) writes nothing under the run directory."""
 
     def __init__(self, root: Path, formatter: logging.Formatter):
         super().__init__()
@@ -150,13 +156,14 @@ class _RunLogHandler(logging.Handler):
         self.pending: list[str] = [f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} sipo {' '.join(sys.argv[1:])}"]
         self.stream: Any = None
         self.disabled = False
+        self.active = False
 
     def write(self, line: str) -> None:
         if self.disabled:
             return
         try:
             if self.stream is None:
-                if not self.root.is_dir():
+                if not self.active or not self.root.is_dir():
                     self.pending.append(line)
                     return
                 self.stream = open(self.root / "run.log", "a", encoding="utf-8")  # closed in close()
@@ -169,6 +176,10 @@ class _RunLogHandler(logging.Handler):
             # Read-only storage (a finished run checked in place) or a full disk: the console still has every
             # line, and the log must never be what stops a run.
             self.disabled = True
+
+    def activate(self) -> None:
+        """A stage is running: from now on lines go to the file."""
+        self.active = True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -198,6 +209,7 @@ def run_log(run_root: str | Path) -> Iterator[None]:
     handler = _RunLogHandler(Path(run_root), formatter)
     logger = logging.getLogger("sipo")
     logger.addHandler(handler)
+    token = _RUN_LOG.set(handler)
     try:
         yield
     except BaseException as exc:
@@ -211,6 +223,7 @@ def run_log(run_root: str | Path) -> Iterator[None]:
             handler.write(f"sipo: failed: {type(exc).__name__}: {exc}")
         raise
     finally:
+        _RUN_LOG.reset(token)
         logger.removeHandler(handler)
         handler.close()
 

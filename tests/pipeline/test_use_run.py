@@ -205,11 +205,3 @@ def test_run_log_holds_what_the_console_showed(smoke_run):
     assert log.startswith("===== ") and "sipo run" in log.splitlines()[0]
     for line in ("prepare      running", "evaluate     done", "stage(s) ran, 0 skipped"):
         assert line in log
-
-
-def test_a_failed_command_ends_run_log_with_its_error(smoke_run, capsys):
-    code, _, err = cli(capsys, "run", str(smoke_run / "config.yaml"), f"run_dir={smoke_run}",
-                       "data.source=pku_saferlhf")
-    assert code == 2
-    last = (smoke_run / "run.log").read_text().strip().splitlines()[-1]
-    assert last == err.strip().splitlines()[-1] and "data.source" in last

@@ -9,7 +9,7 @@ import pytest
 
 from sipo.config import load_config
 from sipo.errors import ConfigError
-from sipo.tracking import CURVE_POINTS, StageTracking, run_log, summarize_steps
+from sipo.tracking import CURVE_POINTS, StageTracking, run_log, stage_tracking, summarize_steps
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 
@@ -34,14 +34,15 @@ def test_adapter_labels_come_from_the_trainers_scratch_folder(tmp_path):
     assert tracking.label_of(tmp_path / "elsewhere") == "elsewhere"
 
 
-def test_run_log_waits_for_the_run_directory_and_records_the_error(tmp_path):
+def test_run_log_waits_for_a_stage_and_records_the_error(tmp_path):
     logger = logging.getLogger("sipo.test")
     root = tmp_path / "run"
     with pytest.raises(ConfigError), run_log(root):
         logger.warning("before the folder exists")
         root.mkdir()
         logger.warning("after")
-        raise ConfigError("config key 'x': bad")
+        with stage_tracking(None, root, "prepare"):  # a stage runs: the log is written from here on
+            raise ConfigError("config key 'x': bad")
     lines = (root / "run.log").read_text().splitlines()
     assert lines[0].startswith("===== ")
     assert lines[1].endswith("before the folder exists") and lines[2].endswith("after")
@@ -49,10 +50,13 @@ def test_run_log_waits_for_the_run_directory_and_records_the_error(tmp_path):
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sipo").handlers)
 
 
-def test_a_command_that_fails_before_the_run_directory_leaves_nothing(tmp_path):
+def test_a_command_that_runs_no_stage_writes_no_log(tmp_path):
     with pytest.raises(ConfigError), run_log(tmp_path / "never"):
         raise ConfigError("no")
     assert not (tmp_path / "never").exists()
+    with run_log(tmp_path):  # every stage finished: nothing runs, nothing is written
+        logging.getLogger("sipo.test").info("prepare      skipped")
+    assert not (tmp_path / "run.log").exists()
 
 
 def test_report_to_is_checked():
@@ -74,6 +78,6 @@ def test_run_log_on_read_only_storage_is_skipped(tmp_path, monkeypatch):
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", refuse)
-    with run_log(tmp_path):
+    with run_log(tmp_path), stage_tracking(None, tmp_path, "prepare"):
         logging.getLogger("sipo.test").warning("still runs")
     assert not (tmp_path / "run.log").exists()
