@@ -308,6 +308,9 @@ def concurrent_phases(args: argparse.Namespace, report: Report, env: dict[str, s
         for phase in wanted:
             report.data[phase] = {"skipped": f"time budget: {left:.0f} s left, {MIN_JOB_S} s needed"}
         return
+    count = len(wanted) - ("presets" in wanted) + len(args.presets) * len(args.dtypes) * ("presets" in wanted)
+    if "OMP_NUM_THREADS" not in os.environ:  # the jobs share the CPU cores rather than each taking them all
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // count))}
     jobs: dict[str, Job] = {}
     if "checks" in args.phases:
         jobs["checks"] = worker_job(args, env, work, "checks", left - 5)
