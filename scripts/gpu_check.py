@@ -2,7 +2,7 @@
 """One command that checks and measures sipo on a GPU (or, with ``--device cpu --size tiny``, on a CPU), within a
 time budget, and writes every figure to one JSON file.
 
-Phases, in this order (``--phases`` picks some):
+Phases (``--phases`` picks some):
 
   setup    install what the machine lacks of trl, omegaconf, moocore and datasets from the wheels in ``--wheels``
            (``pip install --no-index``; scripts/fetch_gpu_wheels.sh downloads them where PyPI is reachable), and
@@ -16,8 +16,9 @@ Phases, in this order (``--phases`` picks some):
   tests    pytest on tests/gpu: ``-m gpu`` (the CUDA variants) with ``--device cuda``, their CPU twins otherwise
   presets  configs/smoke.yaml and configs/demo.yaml with model.device=<device>, in bfloat16 and in float32
 
-tests and presets run at the same time (the GPU has room for all; the timings run alone, before them). Each phase
-runs in a child process with a deadline; what does not fit in ``--budget`` is recorded as skipped, and the JSON is
+setup runs first, then the timings, alone on the device (``--reserve`` seconds of the budget are kept for the rest),
+then checks, tests and presets at the same time (none of them is a timing, and the GPU has room for all). Each
+phase runs in child processes with a deadline; what does not fit in ``--budget`` is recorded as skipped, and the JSON is
 rewritten after every phase, so a run cut short keeps what it measured. Exit status: 0 when everything ran and
 passed, 1 otherwise (the JSON's ``failures`` and ``incomplete`` say what), 2 for a bad argument.
 
@@ -104,8 +105,11 @@ def _guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def child_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of every child: src/ (and the setup phase's fallback folder, when used) on PYTHONPATH,
+    nothing downloaded, no progress bars."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    paths = [str(SRC), *([args.site] if Path(args.site).is_dir() else []), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", SIPO_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
                TOKENIZERS_PARALLELISM="false")
     return env
@@ -129,6 +133,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
         result.update(pip_rc=proc.returncode, pip_seconds=round(time.monotonic() - start, 1),
                       pip_output=_tail(proc.stdout + proc.stderr))
+        if proc.returncode != 0:  # e.g. a read-only environment: the wheels alone, into a folder of their own
+            result["fallback"] = _install_into_folder(wheels, Path(args.site))
         importlib.invalidate_caches()
     result["missing_after"] = [m for m in modules if importlib.util.find_spec(m) is None]
     from importlib import metadata
@@ -143,6 +149,39 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _install_into_folder(wheels: Path, site: Path) -> dict[str, Any]:
+    """``pip install --no-deps --target site`` of the newest wheel of each distribution in ``wheels`` that this
+    interpreter can use and that is not installed yet; ``site`` goes on ``sys.path`` and on the children's
+    PYTHONPATH. No dependency resolution: the last resort when pip cannot install into the environment."""
+    from importlib import metadata
+
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    rank = {tag: i for i, tag in enumerate(sys_tags())}  # most specific first: py312 before py310 on 3.12
+    best: dict[str, tuple[Any, int, Path]] = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        name, version, _, tags = parse_wheel_filename(wheel.name)
+        fit = min((rank[t] for t in tags if t in rank), default=None)
+        if fit is not None and (name not in best or (version, -fit) > (best[name][0], -best[name][1])):
+            best[name] = (version, fit, wheel)
+    files = []
+    for name, (_, _, wheel) in sorted(best.items()):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            files.append(wheel)
+    if not files:
+        return {"site": str(site), "wheels": [], "pip_rc": None}
+    command = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
+               "--disable-pip-version-check", "--quiet", "--target", str(site), *map(str, files)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if proc.returncode == 0 and str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+    return {"site": str(site), "wheels": [f.name for f in files], "pip_rc": proc.returncode,
+            "pip_output": _tail(proc.stdout + proc.stderr)}
+
+
 class Job:
     """A child process in its own process group (so a deadline ends it and everything it started)."""
 
@@ -154,7 +193,7 @@ class Job:
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.timed_out = False
-        self.seconds = 0.0
+        self.ended: float | None = None
 
     def stop(self) -> None:
         """SIGTERM to the group, then SIGKILL after 10 s."""
@@ -166,11 +205,19 @@ class Job:
                 self.proc.wait(timeout=wait)
                 return
 
+    def running(self) -> bool:
+        """Whether the process still runs; notes when it ended."""
+        if self.proc.poll() is None:
+            return True
+        if self.ended is None:
+            self.ended = time.monotonic()
+        return False
+
     def finish(self) -> dict[str, Any]:
-        self.seconds = round(time.monotonic() - self.started, 1)
+        self.running()
         self.handle.close()
-        return {"command": " ".join(self.command), "rc": self.proc.returncode, "seconds": self.seconds,
-                "timed_out": self.timed_out}
+        return {"command": " ".join(self.command), "rc": self.proc.returncode,
+                "seconds": round((self.ended or time.monotonic()) - self.started, 1), "timed_out": self.timed_out}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -178,13 +225,14 @@ class Job:
 
 def run_jobs(jobs: list[Job], deadline: float) -> None:
     """Wait for every job; stop those still running at ``deadline``."""
-    while any(j.proc.poll() is None for j in jobs):
+    while [job for job in jobs if job.running()]:
         if time.monotonic() >= deadline:
             for job in jobs:
-                if job.proc.poll() is None:
+                if job.running():
                     job.stop()
+                    job.running()
             break
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def preset_result(job: Job, run_dir: Path) -> dict[str, Any]:
@@ -228,10 +276,31 @@ def tests_result(job: Job, junit: Path) -> dict[str, Any]:
     return result
 
 
+def worker_job(args: argparse.Namespace, env: dict[str, str], work: Path, phase: str, seconds: float) -> Job:
+    """The child process that runs ``phase`` (checks or timings) on the device, stopping itself after ``seconds``."""
+    return Job(f"worker_{phase}", _worker_command(args, phase, work / f"worker_{phase}.json", seconds), env, work)
+
+
+def worker_result(report: Report, job: Job, work: Path) -> None:
+    """Record a worker's exit and merge the figures it wrote (``device_info``, ``model``, ``checks`` or
+    ``timings``) into the report."""
+    result = job.finish()
+    result["ok"] = result["rc"] == 0 and not job.timed_out
+    if not result["ok"]:
+        result["output_tail"] = _tail(job.output())
+    fragment = work / f"{job.name}.json"
+    if fragment.exists():
+        part = json.loads(fragment.read_text())
+        result["seconds_inside"] = part.pop("seconds", None)
+        report.data.update(part)
+    report.data[job.name] = result
+
+
 def concurrent_phases(args: argparse.Namespace, report: Report, env: dict[str, str], work: Path,
                       deadline: float) -> None:
-    """The GPU tests and the preset runs, all at once, until ``deadline``."""
-    wanted = [p for p in ("tests", "presets") if p in args.phases]
+    """The device checks, the GPU tests and the preset runs, all at once, until ``deadline`` (none of them is a
+    timing: they can share the device)."""
+    wanted = [p for p in ("checks", "tests", "presets") if p in args.phases]
     left = deadline - time.monotonic()
     if not wanted:
         return
@@ -239,7 +308,12 @@ def concurrent_phases(args: argparse.Namespace, report: Report, env: dict[str, s
         for phase in wanted:
             report.data[phase] = {"skipped": f"time budget: {left:.0f} s left, {MIN_JOB_S} s needed"}
         return
+    count = len(wanted) - ("presets" in wanted) + len(args.presets) * len(args.dtypes) * ("presets" in wanted)
+    if "OMP_NUM_THREADS" not in os.environ:  # the jobs share the CPU cores rather than each taking them all
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // count))}
     jobs: dict[str, Job] = {}
+    if "checks" in args.phases:
+        jobs["checks"] = worker_job(args, env, work, "checks", left - 5)
     if "tests" in args.phases:
         marker = "gpu" if args.device == "cuda" else "not gpu"
         jobs["tests"] = Job("tests", [sys.executable, "-m", "pytest", "-q", "-m", marker, "tests/gpu",
@@ -252,6 +326,8 @@ def concurrent_phases(args: argparse.Namespace, report: Report, env: dict[str, s
                                     f"model.dtype={dtype}"], {**env, "SIPO_CACHE": str(work / "cache")}, work)
     print(f"running at once, for at most {left:.0f} s: {', '.join(jobs)}", flush=True)
     run_jobs(list(jobs.values()), deadline)
+    if "checks" in jobs:
+        worker_result(report, jobs.pop("checks"), work)
     if "tests" in jobs:
         report.data["tests"] = tests_result(jobs.pop("tests"), work / "junit.xml")
     if jobs:
@@ -318,13 +394,14 @@ def _median(values: list[float]) -> float:
 
 def time_decoding(bank: Any, tokenizer: Any, words: list[str], args: argparse.Namespace, deadline: float,
                   out: dict[str, Any], save: Callable[[], None]) -> None:
-    """MOD (2 and 3 adapters) and one-adapter decoding at each batch size, then the naive reference loop."""
+    """MOD (2 and 3 adapters) and one-adapter decoding at each batch size; the naive reference loop after the
+    first."""
     from dataclasses import replace
 
     import speed  # benchmarks/speed.py: the timing rounds and transformers' generate with one adapter
 
     from sipo import device_checks as dc
-    from sipo.decoding.mod import mod_generate_reference_token_ids, mod_generate_token_ids
+    from sipo.decoding.mod import mod_generate_token_ids
 
     peak = Peak(args.device)
     tokens = args.new_tokens
@@ -365,8 +442,20 @@ def time_decoding(bank: Any, tokenizer: Any, words: list[str], args: argparse.Na
         row["mixes_change_output"] = sum(a != b for a, b in zip(results["mod_2_adapters"], results["one_adapter"]))
         decoding[str(batch)] = row
         save()
+        if batch == args.batches[0]:  # the loop's ratio must not be the part a short budget cuts
+            time_reference_loop(bank, tokenizer, words, args, deadline, out, save)
         print(f"timed decoding at batch {batch}: MOD 2 adapters {row['mod_2_adapters']['tokens_per_s']} tok/s, "
               f"{row['mod_2_adapters_vs_one_adapter']}x one adapter", flush=True)
+
+    link_reference(out)
+
+
+def time_reference_loop(bank: Any, tokenizer: Any, words: list[str], args: argparse.Namespace, deadline: float,
+                        out: dict[str, Any], save: Callable[[], None]) -> None:
+    """The naive MOD loop (one prompt, per token one batch-1 forward per adapter plus a base forward), timed once
+    after a 2-token warm-up, with 2 and with 3 adapters."""
+    from sipo import device_checks as dc
+    from sipo.decoding.mod import mod_generate_reference_token_ids
 
     reference = out.setdefault("reference_loop", {})
     prompt = dc.prompts_for(tokenizer, words, 1, args.seed + 7)
@@ -376,20 +465,28 @@ def time_decoding(bank: Any, tokenizer: Any, words: list[str], args: argparse.Na
             continue
         mod_generate_reference_token_ids(bank, tokenizer, prompt, [mix], max_new_tokens=2)  # warm-up
         start = time.perf_counter()
-        ids = mod_generate_reference_token_ids(bank, tokenizer, prompt, [mix], max_new_tokens=tokens)
+        ids = mod_generate_reference_token_ids(bank, tokenizer, prompt, [mix], max_new_tokens=args.new_tokens)
         seconds = time.perf_counter() - start
-        per_token = seconds / max(len(ids[0]), 1)
-        entry: dict[str, Any] = {"prompts": 1, "tokens": len(ids[0]), "seconds": round(seconds, 4),
-                                 "tokens_per_s": round(1 / per_token, 1)}
-        for batch, row in decoding.items():
-            if name in row:
-                fast = row[name]["seconds"] / max(row[name]["tokens"], 1)
-                entry[f"batched_at_{batch}_vs_reference"] = round(per_token / fast, 2)
-                single = min(row[k]["seconds"] / max(row[k]["tokens"], 1)
-                             for k in ("one_adapter", "one_adapter_generate"))
-                entry[f"reference_vs_one_adapter_at_{batch}"] = round(single / per_token, 4)
-        reference[name] = entry
+        reference[name] = {"prompts": 1, "tokens": len(ids[0]), "seconds": round(seconds, 4),
+                           "tokens_per_s": round(len(ids[0]) / seconds, 1)}
         save()
+
+
+def link_reference(out: dict[str, Any]) -> None:
+    """Beside each batch size's MOD-vs-one-adapter ratio, the reference loop's: per generated token, the faster
+    one-adapter decoder's time over the loop's (``reference_vs_one_adapter_at_<batch>``), and the batched MOD's
+    speed-up over the loop (``batched_at_<batch>_vs_reference``)."""
+    for name, entry in out.get("reference_loop", {}).items():
+        if "seconds" not in entry:
+            continue
+        per_token = entry["seconds"] / max(entry["tokens"], 1)
+        for batch, row in out.get("decoding", {}).items():
+            if name not in row:
+                continue
+            fast = row[name]["seconds"] / max(row[name]["tokens"], 1)
+            single = min(row[k]["seconds"] / max(row[k]["tokens"], 1) for k in ("one_adapter", "one_adapter_generate"))
+            entry[f"batched_at_{batch}_vs_reference"] = round(per_token / fast, 2)
+            entry[f"reference_vs_one_adapter_at_{batch}"] = round(single / per_token, 4)
 
 
 def _lengths(tokenizer: Any, texts: list[str], prompt: bool = True) -> dict[str, float]:
@@ -552,6 +649,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="the JSON file (default $OUT/gpu_check.json when OUT is set, else runs/gpu_check.json)")
     parser.add_argument("--wheels", default=str(REPO / "wheels"), help="folder of wheels for the setup phase")
+    parser.add_argument("--site", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", default=None, help="where preset runs and logs go (default: a new temp folder)")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes timed (default 1,16,64)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens decoded per prompt (default 64; 16 tiny)")
@@ -595,8 +693,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _worker_command(args: argparse.Namespace, fragment: Path, seconds: float) -> list[str]:
-    keep = ["--device", args.device, "--size", args.size, "--phases", ",".join(args.phases),
+def _worker_command(args: argparse.Namespace, phase: str, fragment: Path, seconds: float) -> list[str]:
+    keep = ["--device", args.device, "--size", args.size, "--phases", phase,
             "--batches", ",".join(map(str, args.batches)), "--new-tokens", str(args.new_tokens),
             "--responses", str(args.responses), "--reference-responses", str(args.reference_responses),
             "--repeats", str(args.repeats), "--check-prompts", str(args.check_prompts),
@@ -612,9 +710,9 @@ def failures_of(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     failed, incomplete = [], []
     if data.get("setup", {}).get("ok") is False:
         failed.append("setup")
-    worker = data.get("worker", {})
-    if worker.get("ok") is False:
-        failed.append("worker")
+    for phase in ("timings", "checks"):
+        if data.get(f"worker_{phase}", {}).get("ok") is False:
+            failed.append(f"worker_{phase}")
     for name, check in data.get("checks", {}).items():
         if isinstance(check, dict) and check.get("ok") is False:
             failed.append(f"checks.{name}")
@@ -625,7 +723,7 @@ def failures_of(data: dict[str, Any]) -> tuple[list[str], list[str]]:
             if isinstance(row, dict) and "skipped" in row:
                 incomplete.append(f"timings.{section}.{key}")
     for phase in ("checks", "timings", "tests", "presets"):
-        if "skipped" in data.get(phase, {}):
+        if isinstance(data.get(phase, {}).get("skipped"), str):  # (a test report's "skipped" is a count)
             incomplete.append(phase)
     tests = data.get("tests", {})
     if tests.get("ok") is False:
@@ -651,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     report.data.update(script="scripts/gpu_check.py", started_at=_now(), argv=sys.argv[1:], device=args.device,
                        size=args.size, budget_s=args.budget, phases=args.phases, work_dir=str(work))
     report.save()
-    env = child_env(args)
+    args.site = args.site or str(work / "site")
     print(f"gpu_check: device {args.device}, size {args.size}, budget {args.budget:.0f} s, phases "
           f"{','.join(args.phases)}; JSON -> {out}", flush=True)
 
@@ -659,31 +757,20 @@ def main(argv: list[str] | None = None) -> int:
         report.data["setup"] = _guarded(lambda: setup(args))
         report.save()
         print(f"setup: ok={report.data['setup'].get('ok')}", flush=True)
+    env = child_env(args)
 
-    if {"checks", "timings"} & set(args.phases):
-        later = {"tests", "presets"} & set(args.phases)
+    if "timings" in args.phases:  # alone on the device, before everything else
+        later = {"checks", "tests", "presets"} & set(args.phases)
         reserve = args.reserve if args.reserve is not None else (240.0 if later else 0.0)
         seconds = deadline - time.monotonic() - reserve - 10
-        if seconds < 10:
-            report.data["worker"] = {"skipped": f"time budget: {seconds:.0f} s for checks and timings"}
-            for phase in ("checks", "timings"):
-                if phase in args.phases:
-                    report.data[phase] = {"skipped": "time budget"}
+        if seconds < MIN_JOB_S:
+            report.data["timings"] = {"skipped": f"time budget: {seconds:.0f} s for the timings"}
         else:
-            fragment = work / "worker.json"
-            job = Job("worker", _worker_command(args, fragment, seconds), env, work)
+            job = worker_job(args, env, work, "timings", seconds)
             run_jobs([job], time.monotonic() + seconds + 60)  # the worker stops itself; this is the backstop
-            result = job.finish()
-            result["ok"] = result["rc"] == 0 and not job.timed_out
-            if not result["ok"]:
-                result["output_tail"] = _tail(job.output())
-            if fragment.exists():
-                part = json.loads(fragment.read_text())
-                result["seconds_inside"] = part.pop("seconds", None)
-                report.data.update(part)
-            report.data["worker"] = result
+            worker_result(report, job, work)
+            print(f"timings: ok={report.data['worker_timings']['ok']}", flush=True)
         report.save()
-        print(f"checks and timings: ok={report.data['worker'].get('ok')}", flush=True)
 
     concurrent_phases(args, report, env, work, deadline - 5)
     report.save()

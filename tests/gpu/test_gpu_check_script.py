@@ -90,7 +90,7 @@ def test_failures_and_incomplete_parts_of_a_report(gpu_check):
         "setup": {"ok": True},
         "checks": {"mod_float32": {"ok": False}, "mod_bfloat16": {"ok": None}, "soup_maths": {"ok": True}},
         "timings": {"decoding": {"1": {"prompts": 1}, "64": {"skipped": "time budget"}}, "scoring": {}},
-        "tests": {"ok": False, "timed_out": False},
+        "tests": {"ok": False, "timed_out": False, "skipped": 2},  # a count of skipped tests, not a skipped phase
         "presets": {"smoke-float32": {"ok": True}, "demo-bfloat16": {"ok": False, "timed_out": True}},
     }
     failed, incomplete = gpu_check.failures_of(data)
