@@ -632,7 +632,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(
-        description="Check and time sipo on a device (see the module docstring for the phases).",
+        description="Check and time sipo on a device (cuda or cpu) within a time budget; every figure goes to one JSON file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(__doc__ or "").split("\n\n", 1)[1],
     )
