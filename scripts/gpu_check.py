@@ -308,6 +308,9 @@ def concurrent_phases(args: argparse.Namespace, report: Report, env: dict[str, s
         for phase in wanted:
             report.data[phase] = {"skipped": f"time budget: {left:.0f} s left, {MIN_JOB_S} s needed"}
         return
+    count = len(wanted) - ("presets" in wanted) + len(args.presets) * len(args.dtypes) * ("presets" in wanted)
+    if "OMP_NUM_THREADS" not in os.environ:  # the jobs share the CPU cores rather than each taking them all
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // count))}
     jobs: dict[str, Job] = {}
     if "checks" in args.phases:
         jobs["checks"] = worker_job(args, env, work, "checks", left - 5)
@@ -629,7 +632,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(
-        description="Check and time sipo on a device (see the module docstring for the phases).",
+        description="Check and time sipo on a device (cuda or cpu) within a time budget; every figure goes to one JSON file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(__doc__ or "").split("\n\n", 1)[1],
     )
