@@ -279,6 +279,18 @@ class EvalStageConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking of every training stage (sft, dpo, realign, dpo_lw, modpo); it changes no result, so
+    changing it re-runs nothing."""
+
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that transformers reports to, e.g. ``[tensorboard]`` (event files under RUN_DIR/tensorboard/),
+    ``[wandb]`` or ``[trackio]``; empty: none."""
+    logging_steps: int = 1
+    """Optimizer steps between logged training metrics (losses, implicit rewards)."""
+
+
+@dataclass
 class PipelineConfig:
     run_dir: str = MISSING
     """Root folder for every artifact of this run."""
@@ -312,6 +324,8 @@ class PipelineConfig:
     filter: FilterStageConfig = field(default_factory=FilterStageConfig)
     realign: RealignStageConfig = field(default_factory=RealignStageConfig)
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+    train: TrackingConfig = field(default_factory=TrackingConfig)
+    """Tracking shared by the training stages (their optimisation settings are ``<stage>.train``)."""
 
 
 def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
@@ -662,6 +676,12 @@ def validate(cfg: PipelineConfig) -> None:
             _fail(f"{key}.learning_rate", "must be positive")
         if train.batch_size < 1:
             _fail(f"{key}.batch_size", "must be at least 1")
+    if cfg.train.logging_steps < 1:
+        _fail("train.logging_steps", "must be at least 1")
+    if cfg.train.report_to:
+        from sipo.tracking import check_report_to
+
+        check_report_to(list(cfg.train.report_to))
     if cfg.dpo.beta <= 0 or cfg.realign.beta <= 0:
         _fail("dpo.beta" if cfg.dpo.beta <= 0 else "realign.beta", "must be positive")
     if cfg.realign.alpha < 0:

@@ -393,9 +393,14 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
         try:
             if main or stage.distributed:
-                counts = stage_function(stage.name)(ctx) or {}
+                from sipo.tracking import stage_tracking
+
+                with stage_tracking(cfg, run_dir.root, stage.id) as tracked:
+                    counts = stage_function(stage.name)(ctx) or {}
+                metrics = tracked.summary()
         except OSError as exc:
             if exc.filename is None:  # e.g. a write that ran out of space: name the stage's folder at least
                 exc.filename = str(run_dir.path(stage.id))
@@ -409,6 +414,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
                 "upstream": upstream,
                 **record_outputs(run_dir, stage.id, fp),
                 "counts": counts,
+                **({"metrics": metrics} if metrics else {}),
                 "seconds": seconds,
                 "processes": world_size,
                 "versions": _library_versions(),
