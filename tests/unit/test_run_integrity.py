@@ -475,6 +475,16 @@ def test_a_byte_order_mark_is_accepted(tmp_path, data):
         load_config(preset, ["run_dir=/r"])
 
 
+def test_a_non_utf8_template_is_named_with_its_line(tmp_path, capsys):
+    template = tmp_path / "review.jinja"
+    template.write_bytes(b"Review this.\n{{ prompt }} \xe9t\xe9\n")
+    assert cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"review.template={template}",
+                     "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"sipo: error: {template}:2: not UTF-8 text (byte 0xe9 at column 14)"
+    assert not (tmp_path / "run").exists()
+
+
 # --- one line for OS and weight-loading errors ------------------------------------------------------------------
 
 
