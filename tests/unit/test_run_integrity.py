@@ -530,6 +530,19 @@ def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path,
         f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
 
 
+def test_a_full_disk_while_writing_a_file_names_the_file(tmp_path):
+    from sipo.artifacts import atomic_path, atomic_write_text
+
+    target = tmp_path / "config.yaml"
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(target) and not target.exists()
+    atomic_write_text(target, "ok")
+    assert target.read_text() == "ok"
+
+
 def test_unloadable_weights_are_one_config_error(tmp_path):
     """A truncated safetensors file, in the inference path and the training path alike."""
     from sipo.config import ModelConfig
