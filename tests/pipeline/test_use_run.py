@@ -205,3 +205,21 @@ def test_run_log_holds_what_the_console_showed(smoke_run):
     assert log.startswith("===== ") and "sipo run" in log.splitlines()[0]
     for line in ("prepare      running", "evaluate     done", "stage(s) ran, 0 skipped"):
         assert line in log
+
+
+def test_generate_reads_prompts_from_a_jsonl_file(smoke_run, tmp_path, capsys):
+    import sipo as sipo_package
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt_id": "q1", "prompt": "Tell me about rivers."}\n\n{"prompt": "And lakes?"}\n')
+    code, out, err = cli(capsys, "generate", str(smoke_run), "--input", str(prompts), "--weights", "0.2,0.8",
+                         "--method", "mod", "--max-new-tokens", "5")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["prompt_id"] for line in lines] == ["q1", "3"]  # a row without an id gets its line number
+    expected = sipo_package.load(smoke_run).generate(["Tell me about rivers.", "And lakes?"], [0.2, 0.8],
+                                                     method="mod", max_new_tokens=5)
+    assert [line["response"] for line in lines] == expected
+    prompts.write_text('{"prompt": "fine"}\n{"text": "no prompt key"}\n')
+    code, _, err = cli(capsys, "generate", str(smoke_run), "--input", str(prompts), "--weights", "0.2,0.8")
+    assert code == 2 and err.strip().splitlines()[-1].endswith(f"{prompts}:2: needs a string 'prompt'")
