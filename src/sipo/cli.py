@@ -4,16 +4,24 @@
 Options may come anywhere on the line (``sipo run CFG --dry-run key=value``): positionals that argparse leaves
 over are handed back to the sub-command's list argument (its overrides or prompts).
 
-A user mistake (bad config, bad data, missing file, incompatible run directory) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead. ``sipo run --strict`` exits with code 3 when the run finished
-but the report's pipeline-health check warns (SIPO selected or trained nothing, or its points equal mod's).
+Exit codes (one line on stderr for each failure; ``--debug`` shows the traceback instead):
+
+- 0: done (or nothing to do);
+- 2: a user mistake: bad config or data, a missing or unloadable file, an incompatible run directory, or a run
+  directory that another sipo run holds;
+- 3: ``sipo run --strict`` only: the run finished but the report's pipeline-health check warns (SIPO selected or
+  trained nothing, or its points equal mod's);
+- 4: the environment refused: permission denied, read-only storage, no space left, an I/O error, out of memory;
+- 130 / 143: interrupted by Ctrl-C / SIGTERM; finished stages are kept and the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -50,14 +58,35 @@ main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modp
   model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
   data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
   dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
-  eval.{judge,grid,decode.max_new_tokens,bootstrap}; <stage>.train.{select_best,eval_every} keep the
-  checkpoint with the lowest validation loss. Unknown keys and bad values are rejected with the key named.
-  The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
-  ones after it.
+  eval.{judge,grid,decode.max_new_tokens,bootstrap}, train.report_to (tensorboard, wandb, ...);
+  <stage>.train.{select_best,eval_every} keep the checkpoint with the lowest validation loss. Every key, its value
+  and what it does: sipo config PRESET. Unknown keys and bad values are rejected with the key named.
+  The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings or input files (data, model
+  folder), forcing it, or deleting or editing one of its outputs re-runs that stage and the ones after it.
+  One run writes a run directory at a time (lock file RUN_DIR/.sipo.lock).
 data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
   objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
   HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
+exit codes: 0 done; 2 a user mistake (config, data, paths, a run directory in use); 3 --strict and the report's
+  health check warns; 4 the environment refused (permission, read-only or full disk, I/O error, out of memory);
+  130 Ctrl-C, 143 SIGTERM (finished stages kept).
 """
+
+ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EBUSY", "ETXTBSY", "EFBIG")
+    if hasattr(errno, name))
+"""OS errors that the machine causes (exit 4); the others (a missing file, a path under a file, ...) are mistakes
+in the paths given (exit 2)."""
+
+EXIT_USER, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 4, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (locks released, finished stages kept)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -159,11 +188,21 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("report written to %s", path)
         return 0
     cfg = load_config(args.config, args.overrides)
+    if args.command == "run" and args.dry_run:
+        results = run_pipeline(cfg, force=args.force, dry_run=True)
+        sys.stdout.write("config is valid; stages: " + " ".join(r["id"] for r in results) + "\n")
+        return 0
+    from sipo.tracking import run_log
+
+    with run_log(cfg.run_dir):  # RUN_DIR/run.log gets what the console shows
+        return _run_stages(args, cfg)
+
+
+def _run_stages(args: argparse.Namespace, cfg) -> int:
+    from sipo.pipeline import run_pipeline
+
     if args.command == "run":
-        results = run_pipeline(cfg, force=args.force, dry_run=args.dry_run)
-        if args.dry_run:
-            sys.stdout.write("config is valid; stages: " + " ".join(r["id"] for r in results) + "\n")
-            return 0
+        results = run_pipeline(cfg, force=args.force)
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)
@@ -190,6 +229,30 @@ def _health(cfg, *, strict: bool) -> int:
     return 0
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error, naming the path(s) it concerns."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths)
+    return f"{where}: {reason}" if where else reason
+
+
+def _model_file_error(exc: BaseException) -> tuple[str, int] | None:
+    """safetensors' errors (raised from Rust, not OSError): an unreadable or unwritable weights file."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    text = " ".join(str(exc).split())
+    environment = any(s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "code: 28",
+                                          "code: 13", "code: 30"))
+    return f"cannot read or write a safetensors weights file ({text})", EXIT_ENVIRONMENT if environment else EXIT_USER
+
+
+def _fail(message: str, code: int) -> int:
+    message = " ".join(message.split())
+    sys.stderr.write("sipo: error: " + textwrap.shorten(message, 2000) + "\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sipo.logging_utils import setup_logging
 
@@ -199,13 +262,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         os.environ.setdefault("SIPO_DEBUG", "1")
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (sipo.cli.main called from a thread): keep the default
+        previous = None
+    try:
         return _run(args)
     except SipoError as exc:
         if args.debug:
             raise
-        message = " ".join(str(exc).split())
-        sys.stderr.write("sipo: error: " + textwrap.shorten(message, 2000) + "\n")
-        return 2
+        return _fail(str(exc), EXIT_USER)
+    except OSError as exc:
+        if args.debug:
+            raise
+        code = EXIT_ENVIRONMENT if exc.errno in ENVIRONMENT_ERRNOS else EXIT_USER
+        return _fail(os_error_line(exc), code)
+    except MemoryError:
+        if args.debug:
+            raise
+        return _fail("out of memory (lower the batch sizes or use a smaller model)", EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         sys.stderr.write("sipo: interrupted; finished stages are kept, run the same command to resume\n")
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        sys.stderr.write("sipo: terminated (SIGTERM); finished stages are kept, run the same command to resume\n")
+        return EXIT_TERMINATED
+    except Exception as exc:
+        known = _model_file_error(exc)
+        if known is None and type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (a RuntimeError)
+            known = ("out of memory on the accelerator (lower the batch sizes or use a smaller model)",
+                     EXIT_ENVIRONMENT)
+        if known is None or args.debug:
+            raise
+        return _fail(*known)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -36,11 +36,17 @@ class RandomModelConfig:
     """Shape of a randomly initialised Llama model (``model.name_or_path: random``), for tests and smoke runs."""
 
     hidden_size: int = 32
+    """Width of the random model."""
     num_hidden_layers: int = 2
+    """Transformer layers of the random model."""
     num_attention_heads: int = 4
+    """Attention heads of the random model."""
     num_key_value_heads: int = 2
+    """Key/value heads of the random model (grouped-query attention when fewer than the heads)."""
     intermediate_size: int = 64
+    """Width of the random model's MLP."""
     max_position_embeddings: int = 512
+    """Longest sequence (prompt + response tokens) the random model handles."""
     tokenizer: str = "byte"
     """``byte`` (256 byte tokens + specials) or ``word`` (a word-level vocabulary built from the training texts)."""
 
@@ -68,6 +74,7 @@ class ModelConfig:
     cache_dir: str | None = None
     """Where converted models (e.g. the SmolLM2 GGUF) are cached; default ``$SIPO_CACHE`` or ``~/.cache/sipo``."""
     random: RandomModelConfig = field(default_factory=RandomModelConfig)
+    """Shape of the model built for ``name_or_path: random``."""
 
 
 @dataclass
@@ -75,12 +82,17 @@ class SyntheticConfig:
     """The synthetic conflict benchmark (docs/method.md §3)."""
 
     num_entities: int = 24
+    """Entities of the synthetic world."""
     num_attributes: int = 6
+    """Attributes per entity (an answer can state each one)."""
     unknown_per_entity: int = 2
     """Attributes per entity that the writer confabulates with a consistent wrong value."""
     responses_per_prompt: int = 4
+    """Writer answers per training prompt (they form the preference pairs)."""
     num_train_prompts: int = 400
+    """Training prompts of the benchmark."""
     num_test_prompts: int = 48
+    """Held-out test prompts (phrasings never seen in training)."""
     known_first: float = 0.5
     """How often a writer answer takes the attributes the writer knows before the ones it does not (else a uniform
     subset): higher makes short answers more often fully correct, so errors grow more with length."""
@@ -119,12 +131,14 @@ class DataConfig:
     matters with 3+ objectives). Pairs kept and lost by it are counted in the prepare manifest."""
     fill_judge: str = "implicit"
     """With one dataset per objective, who labels a pair for the objectives its dataset does not label:
-    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``)."""
+    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``) or
+    ``reward_model`` (the reward model of ``eval.reward_model`` that scores that objective)."""
     conflict_fraction: float = 0.6
     """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
     test_fraction: float = 0.2
     """Share of prompts held out for evaluation (split by prompt, seeded)."""
     validation_fraction: float = 0.1
+    """Share of prompts held out for validation (split by prompt, seeded)."""
     max_train_pairs: int | None = None
     """Cap on the training mixture per objective (None: all)."""
     max_conflict_prompts: int | None = None
@@ -134,14 +148,19 @@ class DataConfig:
     response_columns: dict[str, str] = field(default_factory=dict)
     """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The synthetic benchmark's world and writer (``source: synthetic``)."""
 
 
 @dataclass
 class LoraSettings:
     r: int = 8
+    """LoRA rank."""
     alpha: int = 16
+    """LoRA alpha (the update is scaled by alpha / r)."""
     dropout: float = 0.0
+    """Dropout on the LoRA branch while training."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers that get a LoRA adapter."""
 
 
 @dataclass
@@ -149,15 +168,23 @@ class TrainSettings:
     """Optimisation knobs shared by the training stages; mapped to trl/transformers configs in one place."""
 
     learning_rate: float = 5e-4
+    """Peak learning rate."""
     epochs: float = 1.0
+    """Passes over the training data (fractions allowed)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = 4
+    """Examples per optimizer step over all processes (before gradient accumulation)."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches summed into one optimizer step."""
     warmup_ratio: float = 0.0
+    """Share of the steps with a rising learning rate, in [0, 1)."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     lr_scheduler: str = "linear"
+    """Learning-rate schedule (a transformers scheduler name: linear, cosine, constant, ...)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, more time)."""
     select_best: bool = False
     """Preference stages with validation pairs: evaluate the validation loss before training, every ``eval_every``
     optimizer steps and at the end, and keep the adapter weights with the lowest one (docs/benchmark.md)."""
@@ -170,13 +197,17 @@ class SFTStageConfig:
     enabled: bool = False
     """Run supervised fine-tuning of the base model (the synthetic benchmark trains its model from scratch)."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=1e-3, epochs=1.0))
+    """Optimisation of the supervised fine-tuning."""
 
 
 @dataclass
 class DPOStageConfig:
     beta: float = 0.1
+    """DPO's KL strength (also the scale of the implicit rewards that combine and filter use)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    """Shape of every LoRA adapter (dpo, realign, dpo_lw, modpo)."""
     train: TrainSettings = field(default_factory=TrainSettings)
+    """Optimisation of the DPO adapters (and of dpo_lw and modpo)."""
 
 
 @dataclass
@@ -188,7 +219,9 @@ class WeightGrid:
     """
 
     resolution: int = 5
+    """Grid step 1/resolution on the simplex."""
     interior_only: bool = False
+    """Drop the weight vectors with a zero weight."""
     explicit: list[list[float]] | None = None
     """Explicit weight vectors (each of length N, summing to 1); overrides ``resolution``."""
 
@@ -196,9 +229,11 @@ class WeightGrid:
 @dataclass
 class DecodeSettings:
     max_new_tokens: int = 128
+    """Most tokens generated per response."""
     temperature: float = 0.0
     """0 means greedy (the paper's setting)."""
     top_p: float = 1.0
+    """Nucleus mass when sampling (temperature > 0)."""
     batch_size: int = 16
     """Prompts per batch; each prompt is expanded once per adapter inside the batch."""
 
@@ -206,7 +241,9 @@ class DecodeSettings:
 @dataclass
 class SampleStageConfig:
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=True))
+    """Weight vectors at which conflicting prompts are MOD-decoded."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the candidates."""
 
 
 @dataclass
@@ -216,12 +253,15 @@ class ReviewStageConfig:
     template: str = "review.jinja"
     """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(max_new_tokens=96))
+    """Decoding of the reviews."""
 
 
 @dataclass
 class RewriteStageConfig:
     template: str = "rewrite.jinja"
+    """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the rewrites."""
 
 
 @dataclass
@@ -242,7 +282,9 @@ class RealignStageConfig:
     alpha: float = 0.1
     """Weight of the NLL term on the selected response (DPO + alpha * NLL)."""
     beta: float = 0.1
+    """DPO's KL strength in the re-alignment."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=5e-6, epochs=1.0))
+    """Optimisation of the re-alignment."""
     validation_fraction: float = 0.0
     """Share of the selected prompts (seeded hash of the prompt id) held out as re-alignment validation pairs, for
     ``train.select_best``; the NLL control holds out the same prompts."""
@@ -253,6 +295,7 @@ class RewardModelSpec:
     """One Hugging Face sequence-classification reward model and which output heads score which objective."""
 
     name_or_path: str = MISSING
+    """Local folder or hub id of the reward model."""
     heads: dict[str, int] = field(default_factory=dict)
     """Objective -> output index (logit column), e.g. ``{correctness: 1, verbosity: 4}`` for a multi-head model."""
     sign: dict[str, float] = field(default_factory=dict)
@@ -266,7 +309,9 @@ class RewardModelConfig:
     """Reward-model judge (``eval.judge: reward_model``): score = sign * (raw - shift) / scale."""
 
     models: list[RewardModelSpec] = field(default_factory=list)
+    """The reward models (each: name_or_path, heads, sign, prompt_format)."""
     shift: float = 0.0
+    """Subtracted from every raw score."""
     scale: float = 1.0
     """E.g. shift 10, scale 20 for the RLHFlow DPA model: the paper's ``(s - 10) / 20``."""
     prompt_format: str = "chat"
@@ -274,7 +319,9 @@ class RewardModelConfig:
     ASSISTANT:{response}``), ``dpa`` (the RLHFlow DPA rating instruction), ``plain`` (prompt, newline, response)
     or any template containing ``{prompt}`` and ``{response}``."""
     batch_size: int = 8
+    """Responses scored per batch."""
     max_length: int = 1024
+    """Tokens of prompt + response the reward model reads (longer inputs are cut)."""
 
 
 @dataclass
@@ -283,13 +330,28 @@ class EvalStageConfig:
     """``implicit`` (round-1 adapters' implicit rewards), ``oracle`` (synthetic benchmark), ``reward_model`` or
     ``length``."""
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=False))
+    """Weight vectors at which every method is evaluated (dpo_lw and modpo train one adapter per vector)."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the evaluated responses (also what sipo generate uses)."""
     reference_point: list[float] | None = None
     """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
     bootstrap: int = 0
     """Resamples of the report's percentile bootstrap over test prompts (a 95 % interval for every
     hypervolume); 0: none."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """Settings of the reward_model judge."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking of every training stage (sft, dpo, realign, dpo_lw, modpo); it changes no result, so
+    changing it re-runs nothing."""
+
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that transformers reports to, e.g. ``[tensorboard]`` (event files under RUN_DIR/tensorboard/),
+    ``[wandb]`` or ``[trackio]``; empty: none."""
+    logging_steps: int = 1
+    """Optimizer steps between logged training metrics (losses, implicit rewards)."""
 
 
 @dataclass
@@ -297,8 +359,12 @@ class PipelineConfig:
     run_dir: str = MISSING
     """Root folder for every artifact of this run."""
     seed: int = 0
+    """Seeds the splits, the LoRA initialisation, the data order and sampling."""
     objectives: list[str] = MISSING
     """Objective names, e.g. ``[correctness, verbosity]``; they must be score columns of the data."""
+    allow_single_objective: bool = False
+    """Accept ``objectives`` with one name. Off by default: with one objective nothing conflicts, SIPO has no
+    prompts to improve and every method reduces to DPO; set it for a single-objective baseline run."""
     objective_descriptions: dict[str, str] = field(default_factory=dict)
     """Plain-language description of each objective, used in the review/rewrite prompts."""
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
@@ -314,22 +380,47 @@ class PipelineConfig:
     prompts, each at every point): a killed stage redoes at most the shard in progress. Not part of any stage's
     settings (changing it re-runs nothing)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model and how prompts are written for it."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the preference data comes from and how it is split."""
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    """Stage sft: builds and/or fine-tunes the base model."""
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    """Stage dpo: one LoRA adapter per objective."""
     sample: SampleStageConfig = field(default_factory=SampleStageConfig)
+    """Stage sample: MOD decoding of the conflicting prompts."""
     review: ReviewStageConfig = field(default_factory=ReviewStageConfig)
+    """Stage review: suggestions to improve each candidate."""
     rewrite: RewriteStageConfig = field(default_factory=RewriteStageConfig)
+    """Stage rewrite: MOD decoding of a rewrite that follows the review."""
     combine: CombineStageConfig = field(default_factory=CombineStageConfig)
+    """Stage combine: whether each rewrite replaces its candidate."""
     filter: FilterStageConfig = field(default_factory=FilterStageConfig)
+    """Stage filter: keep responses that beat both originals under every judge."""
     realign: RealignStageConfig = field(default_factory=RealignStageConfig)
+    """Stage realign: DPO + alpha * NLL on the selected responses."""
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+    """Stage evaluate (and report): decoding, judge, grid and reference point."""
+    train: TrackingConfig = field(default_factory=TrackingConfig)
+    """Tracking shared by the training stages (their optimisation settings are ``<stage>.train``)."""
 
 
 def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
     key = getattr(exc, "full_key", None)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"{source}: config key '{key}': {msg}" if key else f"{source}: {msg}"
+
+
+def _read_utf8(path: Path) -> str:
+    """A config file's text; a byte-order mark is dropped, and a byte that is not UTF-8 is named with its line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column})") from None
+    return text.removeprefix("\ufeff")
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PipelineConfig:
@@ -345,7 +436,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(_read_utf8(path))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -412,6 +503,92 @@ def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
         _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
 
 
+def non_finite_key(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in a config tree (dataclasses, dicts, lists), or None.
+
+    No setting of a run means NaN or infinity; one that slipped through would train and decode on NaN for hours and
+    fail only when the report computes hypervolumes.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else key
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items: Any = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        return next((k for i, v in enumerate(value) if (k := non_finite_key(v, f"{key}[{i}]")) is not None), None)
+    else:
+        return None
+    for name, child in items:
+        found = non_finite_key(child, f"{key}.{name}" if key else str(name))
+        if found is not None:
+            return found
+    return None
+
+
+MAX_SEED = 2**32 - 1
+"""numpy's legacy seeding (used by transformers' ``set_seed``) takes seeds in [0, 2**32 - 1]."""
+
+
+def _at_least(key: str, value: int | float | None, low: int | float, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < low:
+        _fail(key, f"must be at least {low:g}, got {value!r}")
+
+
+def _check_ranges(cfg: PipelineConfig) -> None:
+    """Ranges of the numeric keys that :func:`validate` does not check one by one (all values are finite here)."""
+    if not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", f"must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    model = cfg.model
+    _at_least("model.max_prompt_tokens", model.max_prompt_tokens, 1)
+    _at_least("model.max_response_tokens", model.max_response_tokens, 1)
+    rnd = model.random
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings"):
+        _at_least(f"model.random.{name}", getattr(rnd, name), 1)
+    if rnd.hidden_size % rnd.num_attention_heads:
+        _fail("model.random.hidden_size", f"must be a multiple of num_attention_heads ({rnd.num_attention_heads})")
+    if rnd.num_attention_heads % rnd.num_key_value_heads:
+        _fail("model.random.num_key_value_heads", f"must divide num_attention_heads ({rnd.num_attention_heads})")
+    for name in ("max_train_pairs", "max_conflict_prompts", "max_test_prompts"):
+        _at_least(f"data.{name}", getattr(cfg.data, name), 1, optional=True)
+    synthetic = cfg.data.synthetic
+    for name in ("num_entities", "num_attributes", "num_train_prompts"):
+        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 1)
+    for name in ("unknown_per_entity", "num_test_prompts"):
+        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 0)
+    _at_least("data.synthetic.responses_per_prompt", synthetic.responses_per_prompt, 2)
+    lora = cfg.dpo.lora
+    _at_least("dpo.lora.r", lora.r, 1)
+    _at_least("dpo.lora.alpha", lora.alpha, 1)
+    if not 0.0 <= lora.dropout < 1.0:
+        _fail("dpo.lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
+    if not lora.target_modules:
+        _fail("dpo.lora.target_modules", "needs at least one module name")
+    for key, train in (("sft.train", cfg.sft.train), ("dpo.train", cfg.dpo.train),
+                       ("realign.train", cfg.realign.train)):
+        if train.epochs <= 0:
+            _fail(f"{key}.epochs", f"must be positive, got {train.epochs:g}")
+        if train.max_steps != -1 and train.max_steps < 1:
+            _fail(f"{key}.max_steps", f"must be at least 1, or -1 for all epochs, got {train.max_steps}")
+        _at_least(f"{key}.gradient_accumulation_steps", train.gradient_accumulation_steps, 1)
+        if not 0.0 <= train.warmup_ratio <= 1.0:
+            _fail(f"{key}.warmup_ratio", f"must be in [0, 1], got {train.warmup_ratio:g}")
+        if train.weight_decay < 0:
+            _fail(f"{key}.weight_decay", f"must be >= 0, got {train.weight_decay:g}")
+    rm = cfg.eval.reward_model
+    _at_least("eval.reward_model.batch_size", rm.batch_size, 1)
+    _at_least("eval.reward_model.max_length", rm.max_length, 1)
+    for i, spec in enumerate(rm.models):
+        for objective, head in spec.heads.items():
+            _at_least(f"eval.reward_model.models[{i}].heads.{objective}", head, 0)
+        for objective, sign in spec.sign.items():
+            if sign == 0:
+                _fail(f"eval.reward_model.models[{i}].sign.{objective}", "must not be 0")
+
+
 DATA_SPEC_KEYS = ("path", "split", "revision", "data_dir")
 
 
@@ -467,9 +644,15 @@ def _check_data_path(cfg: PipelineConfig) -> None:
 
 def validate(cfg: PipelineConfig) -> None:
     """Check values that types alone cannot. Raises :class:`ConfigError` naming the key at fault."""
+    bad = non_finite_key(cfg)
+    if bad is not None:
+        _fail(bad, "must be a finite number (not NaN or infinity)")
     objs = list(cfg.objectives)
     if not objs:
         _fail("objectives", "needs at least one objective")
+    if len(objs) == 1 and not cfg.allow_single_objective:
+        _fail("objectives", f"has one objective ({objs[0]}): nothing conflicts, so SIPO has no prompts to improve "
+                            "and every method reduces to DPO; name two or more, or set allow_single_objective=true")
     if len(set(objs)) != len(objs):
         _fail("objectives", f"names must be unique, got {objs}")
     for name in objs:
@@ -498,8 +681,14 @@ def validate(cfg: PipelineConfig) -> None:
     _check_data_path(cfg)
     if cfg.data.conflict_max_ties < 0:
         _fail("data.conflict_max_ties", "must be >= 0")
-    if cfg.data.fill_judge not in ("implicit",):
-        _fail("data.fill_judge", "must be implicit")
+    if cfg.data.fill_judge not in ("implicit", "reward_model"):
+        _fail("data.fill_judge", "must be implicit or reward_model")
+    if cfg.data.fill_judge == "reward_model" and data_specs(cfg) is not None:
+        scored = {o for spec in cfg.eval.reward_model.models for o in spec.heads}
+        missing = [o for o in objs if o not in scored]
+        if missing:
+            _fail("data.fill_judge", f"reward_model needs a head for every objective in eval.reward_model.models "
+                  f"(none scores '{missing[0]}')")
     if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
         _fail("data.conflict_fraction", "must be in [0, 1]")
     for key in ("test_fraction", "validation_fraction"):
@@ -566,12 +755,19 @@ def validate(cfg: PipelineConfig) -> None:
             _fail(f"{key}.learning_rate", "must be positive")
         if train.batch_size < 1:
             _fail(f"{key}.batch_size", "must be at least 1")
+    if cfg.train.logging_steps < 1:
+        _fail("train.logging_steps", "must be at least 1")
+    if cfg.train.report_to:
+        from sipo.tracking import check_report_to
+
+        check_report_to(list(cfg.train.report_to))
     if cfg.dpo.beta <= 0 or cfg.realign.beta <= 0:
         _fail("dpo.beta" if cfg.dpo.beta <= 0 else "realign.beta", "must be positive")
     if cfg.realign.alpha < 0:
         _fail("realign.alpha", "must be >= 0")
     if cfg.model.name_or_path == "random" and not cfg.sft.enabled and cfg.data.source == "synthetic":
         _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
+    _check_ranges(cfg)
 
 
 def weight_grid(objectives: Sequence[str], grid: WeightGrid) -> list[dict[str, float]]:
@@ -608,10 +804,15 @@ def to_dict(cfg: PipelineConfig | Any) -> dict[str, Any]:
     return cfg
 
 
+def config_text(cfg: PipelineConfig) -> str:
+    """The resolved config as ``RUN_DIR/config.yaml`` holds it."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: PipelineConfig, path: Path) -> None:
     from sipo.artifacts import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_text(cfg))
 
 
 def resolve_device(cfg: PipelineConfig) -> str:

@@ -157,18 +157,42 @@ def _from_row(cls: type[R], row: dict[str, Any]) -> R:
 
 
 def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
-    """Write records atomically (temporary file, then rename). Returns the number of rows."""
+    """Write records atomically (temporary file, then rename). Returns the number of rows.
+
+    Raises:
+        DataError: a row holds NaN or infinity (JSON has no such numbers, and a later stage would fail on them
+            far from their cause: a diverged model, most often); nothing is written.
+    """
     count = 0
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
                 row = record if isinstance(record, dict) else to_row(record)
                 # Field order is the dataclass order and weights keep the objectives' order, so rows are stable.
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                try:
+                    text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+                except ValueError:
+                    raise DataError("this output would hold NaN or infinity (did a model diverge? lower the "
+                                    "learning rates)", path=str(path), line=count + 1) from None
+                f.write(text + "\n")
                 count += 1
             f.flush()
             os.fsync(f.fileno())
     return count
+
+
+def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
+    """One line of a UTF-8 text file (a byte-order mark on the first line is dropped, as editors write one).
+
+    Raises:
+        DataError: the line is not UTF-8; the message names the line, the byte and its column.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})",
+                        path=str(path), line=lineno) from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
 
 
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -176,8 +200,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=str(path))
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:

@@ -4,15 +4,17 @@ conflicting prompts.
 When ``data.path`` maps objectives to datasets, a pair from objective o's dataset is labelled for o only, so no pair
 can conflict and SIPO would have nothing to improve on. This stage runs after ``dpo``: for every training pair
 (the union of the objectives' DPO mixtures) and every objective ``u`` the pair is unlabelled for, the round-1 DPO
-adapter of ``u`` judges it by implicit reward (``data.fill_judge: implicit``): the response with the higher reward
+adapter of ``u`` judges it by implicit reward (``data.fill_judge: implicit``), or the reward model of
+``eval.reward_model`` that scores ``u`` (``data.fill_judge: reward_model``): the response with the higher reward
 is preferred, equal rewards are a tie. The pair records the objectives it got this way in ``filled`` and the rewards
 in its scores. The conflicting prompts are then chosen from the filled pairs exactly as ``prepare`` chooses them
 (:func:`sipo.data.splits.select_conflict_pairs`, ``data.conflict_max_ties``).
 
 Why the adapters: they exist at this point of every run, cost no extra model, and are the judges the filter and
 the implicit evaluation use anyway. The caveat: the adapter of ``u`` was trained on the other dataset's prompts, so
-its labels are a model's guess, not a human's (docs/decisions.md). Prompts longer than ``model.max_prompt_tokens``
-cannot be judged and stay unlabelled (counted).
+its labels are a model's guess, not a human's (docs/decisions.md); a reward model avoids that circularity but, when
+it is also the evaluation judge, chooses the prompts by the measure that scores the run. With the adapters, prompts
+longer than ``model.max_prompt_tokens`` cannot be judged and stay unlabelled (counted).
 
 Writes ``label/pairs.jsonl`` (every training pair, labels filled) and ``label/train_conflict.jsonl`` (what
 ``sample`` and ``filter`` read instead of ``prepare/train_conflict.jsonl``).
@@ -66,17 +68,14 @@ def run(ctx: StageContext) -> dict:
     filled_counts = {o: 0 for o in objectives}
     dropped = 0
     if needed:
-        bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in needed})
-        todo, dropped = prompts_that_fit(tokenizer, [p for p in pairs if p.unlabelled], lambda p: p.prompt, cfg,
-                                         "label")
-        sides = [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt,
-                           response=response, weights={}, source="original")
-                 for p in todo for side, response in (("a", p.response_a), ("b", p.response_b))]
-        rewards = judge_rewards(ctx, bank, tokenizer, sides, [adapter_name(o, 0) for o in needed]) if sides else {}
+        todo = [p for p in pairs if p.unlabelled]
+        if cfg.data.fill_judge == "reward_model":
+            rewards = reward_model_rewards(ctx, todo, needed)
+        else:
+            todo, rewards, dropped = adapter_rewards(ctx, todo, needed)
         filled: dict[str, Pair] = {}
         for k, pair in enumerate(todo):
-            judged = {o: (rewards[adapter_name(o, 0)][2 * k], rewards[adapter_name(o, 0)][2 * k + 1])
-                      for o in pair.unlabelled}
+            judged = {o: (rewards[o][2 * k], rewards[o][2 * k + 1]) for o in pair.unlabelled}
             filled[pair.pair_id] = fill_labels(pair, judged)
             for o in judged:
                 filled_counts[o] += 1
@@ -87,8 +86,36 @@ def run(ctx: StageContext) -> dict:
     write_jsonl(ctx.out_dir / PAIRS_FILE, pairs)
     write_jsonl(ctx.out_dir / TRAIN_CONFLICT_FILE, train_conflict)
     counts = pair_counts(pairs, objectives)
-    logger.info("label: filled %s labels of %d training pairs with the round-1 adapters; %d conflicting pairs, %d "
-                "conflicting prompts for self-improvement", filled_counts, len(pairs), counts["conflicting_pairs"],
-                len(train_conflict))
+    logger.info("label: filled %s labels of %d training pairs (judge: %s); %d conflicting pairs, %d conflicting "
+                "prompts for self-improvement", filled_counts, len(pairs), cfg.data.fill_judge,
+                counts["conflicting_pairs"], len(train_conflict))
     return {**counts, "filled": filled_counts, "fill_judge": cfg.data.fill_judge, "dropped_long_prompts": dropped,
             **conflict_counts}
+
+
+def _sides(pairs: list[Pair]) -> list[Candidate]:
+    """Both responses of every pair, a then b, as candidates to score."""
+    return [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt, response=response,
+                      weights={}, source="original")
+            for p in pairs for side, response in (("a", p.response_a), ("b", p.response_b))]
+
+
+def adapter_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]
+                     ) -> tuple[list[Pair], dict[str, list[float]], int]:
+    """(the pairs that could be judged, objective -> rewards of a then b per pair, pairs dropped as too long) by the
+    round-1 adapters of ``needed``."""
+    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in needed})
+    todo, dropped = prompts_that_fit(tokenizer, pairs, lambda p: p.prompt, ctx.cfg, "label")
+    sides = _sides(todo)
+    rewards = judge_rewards(ctx, bank, tokenizer, sides, [adapter_name(o, 0) for o in needed]) if sides else {}
+    return todo, {o: rewards.get(adapter_name(o, 0), []) for o in needed}, dropped
+
+
+def reward_model_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]) -> dict[str, list[float]]:
+    """Objective -> scores of a then b per pair, by the reward models of ``eval.reward_model`` (only the models
+    that score one of ``needed`` are loaded)."""
+    from sipo.scoring.reward_model import RewardModelJudge
+
+    judge = RewardModelJudge(dataclasses.replace(ctx.cfg, objectives=list(needed)), ctx.device)
+    sides = _sides(pairs)
+    return judge.score([c.prompt for c in sides], [c.response for c in sides])

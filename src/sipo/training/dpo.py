@@ -371,10 +371,13 @@ def build_dpo_trainer(
         args.eval_steps = train.eval_every or per_epoch
         args.prediction_loss_only = True
         args.per_device_eval_batch_size = args.per_device_train_batch_size
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-        use_safetensors=None if allow_pickle else True,
-    )
+    from sipo.models.loading import model_load_errors
+
+    with model_load_errors(base_model_path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
     disable_dropout(model)
     peft_config = None
     if init_adapter is None:

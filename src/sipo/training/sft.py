@@ -153,10 +153,13 @@ def train_sft(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = _sft_dataset(examples, tokenizer, max_prompt_tokens, max_response_tokens)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-        use_safetensors=None if allow_pickle else True,
-    )
+    from sipo.models.loading import model_load_errors
+
+    with model_load_errors(model_path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
         args = to_trl_sft_config(
             train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
