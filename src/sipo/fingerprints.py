@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sipo.ablations import ABLATIONS
 from sipo.artifacts import RunDir, changed_files, content_hash, files_table, stable_hash
 from sipo.config import PipelineConfig
 
@@ -30,7 +31,8 @@ logger = logging.getLogger(__name__)
 OUTPUT_SKIP = ("manifest.json",)
 """Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
 
-MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", *ABLATIONS,
+                "dpo_lw", "modpo",
                  "evaluate")
 """Stages that read the configured base model (when no sft stage builds one, only sft does)."""
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from sipo.ablations import ABLATIONS
 from sipo.config import PipelineConfig
 
-MODEL_STAGES = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+MODEL_STAGES = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", *ABLATIONS,
+                "dpo_lw", "modpo",
                 "evaluate")
 """Stages that load the base model."""
 
