@@ -25,10 +25,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sipo.errors import ConfigError
 
-ALL_METHODS = ("sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo")
-DATA_SOURCES = ("helpsteer", "pku_saferlhf", "jsonl", "synthetic")
-JUDGES = ("implicit", "oracle", "reward_model", "length")
-
 
 @dataclass
 class RandomModelConfig:
@@ -377,9 +373,14 @@ def validate(cfg: PipelineConfig) -> None:
     for name in cfg.objective_descriptions:
         if name not in objs:
             _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
-    unknown = [m for m in cfg.methods if m not in ALL_METHODS]
-    if unknown:
-        _fail("methods", f"unknown method '{unknown[0]}' (choose from {', '.join(ALL_METHODS)})")
+    # The registries are read at validation time (not import time): they import this module, and a method, judge
+    # or data source registered by a user after import is a valid choice.
+    from sipo.data import SOURCES
+    from sipo.judges import JUDGES
+    from sipo.methods import METHODS
+
+    for method in cfg.methods:
+        METHODS.choose(method, "methods")
     if not cfg.methods:
         _fail("methods", "needs at least one method")
     if cfg.rounds < 1:
@@ -388,8 +389,8 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("shard_size", "must be at least 1")
     if cfg.soup_mode not in ("delta", "factors"):
         _fail("soup_mode", "must be 'delta' or 'factors'")
-    if cfg.data.source not in DATA_SOURCES:
-        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(DATA_SOURCES)})")
+    if cfg.data.source not in SOURCES:
+        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(SOURCES)})")
     if cfg.data.source != "synthetic" and not cfg.data.path:
         _fail("data.path", f"is required for data.source={cfg.data.source}")
     if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
@@ -419,25 +420,9 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("review.reviewer", f"'{cfg.review.reviewer}' is not one of the objectives {objs}")
     if cfg.combine.rule not in ("not_dominated", "no_worse"):
         _fail("combine.rule", "must be not_dominated or no_worse")
-    if cfg.eval.judge not in JUDGES:
-        _fail("eval.judge", f"unknown judge '{cfg.eval.judge}' (choose from {', '.join(JUDGES)})")
-    if cfg.eval.judge == "reward_model":
-        scored = [o for spec in cfg.eval.reward_model.models for o in spec.heads]
-        missing = [o for o in objs if o not in scored]
-        if missing:
-            _fail("eval.reward_model.models", f"no reward model head scores objective '{missing[0]}'")
-        if cfg.eval.reward_model.scale == 0:
-            _fail("eval.reward_model.scale", "must not be 0")
-        from sipo.scoring.reward_model import check_prompt_format
-
-        check_prompt_format(cfg.eval.reward_model.prompt_format)
-        for i, spec in enumerate(cfg.eval.reward_model.models):
-            if spec.prompt_format is not None:
-                check_prompt_format(spec.prompt_format, f"eval.reward_model.models[{i}].prompt_format")
-    if cfg.eval.judge == "length":
-        from sipo.scoring.length import check_length_objectives
-
-        check_length_objectives(objs)
+    judge = JUDGES.choose(cfg.eval.judge, "eval.judge")
+    if judge.check is not None:
+        judge.check(cfg)
     if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
         _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
     _check_grid("sample.grid", cfg.sample.grid, len(objs))

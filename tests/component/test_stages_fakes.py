@@ -24,7 +24,6 @@ import pytest
 import sipo.decoding.mod
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig, load_config
-from sipo.pipeline import StageContext, StageSpec
 from sipo.records import (
     Candidate,
     CombinedCandidate,
@@ -36,6 +35,7 @@ from sipo.records import (
     read_jsonl,
 )
 from sipo.records import write_jsonl as write
+from sipo.stage import StageContext, StageSpec
 from sipo.stages import combine, evaluate, realign, review, rewrite
 from sipo.stages import filter as filter_stage
 
@@ -226,9 +226,9 @@ class FakeScorer:
         weights, _ = self.bank.soups[judge]
         return sum(w * scores[name] for name, w in weights.items())
 
-    def __call__(self, ctx, bank, tokenizer, candidates, judges):
+    def __call__(self, ctx, bank, tokenizer, items, judges):
         self.judges = list(judges)
-        return {j: [self.value(c.response, j) for c in candidates] for j in judges}
+        return {item.id: {j: self.value(item.response, j) for j in judges} for item in items}
 
 
 def rewrite_of(c: Candidate, response: str) -> Candidate:
@@ -311,7 +311,7 @@ def setup_filter(cfg, bank, monkeypatch):
     write(RunDir(cfg.run_dir).path("prepare", "train_conflict.jsonl"),
           [pair("p1", "A1", "B1"), pair("p2", "A2", "B2"), pair("p3", "A3", "B3")])
     cands = [candidate("p1", "Q p1?", t, w) for t, w in (("x", 0.8), ("y", 0.6), ("z", 0.4), ("s", 0.2))]
-    cands.append(candidate("p2", "Q p2?", "q", 0.5))
+    cands.append(candidate("p2", "Q p2?", "q", 0.6))
     write(RunDir(cfg.run_dir).path("r1/combine", "combined.jsonl"), [combined(c) for c in cands])
     scorer = FakeScorer(table, bank)
     monkeypatch.setattr(filter_stage, "judge_rewards", scorer)
@@ -343,6 +343,22 @@ def test_filter_without_soups_judges_with_the_adapters_only(tmp_path, bank, monk
     assert counts["surviving_candidates"] == 3 and counts["judges"] == 2
     (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
     assert sel.response == "s"
+
+
+def test_filter_soups_are_at_the_weights_the_candidates_were_decoded_at(tmp_path, bank, monkeypatch):
+    """The soups that judge are those of the candidates' own weight vectors (what sample decoded at), in grid
+    order, not a grid recomputed from the config."""
+    cfg = make_config(tmp_path, "sample.grid.resolution=10")
+    write(RunDir(cfg.run_dir).path("prepare", "train_conflict.jsonl"), [pair("p1", "A1", "B1")])
+    cands = [candidate("p1", "Q p1?", t, w) for t, w in (("x", 0.25), ("z", 0.75), ("y", 0.25))]
+    cands[2] = Candidate("p1:other", "p1", "Q p1?", "y", cands[2].weights)
+    write(RunDir(cfg.run_dir).path("r1/combine", "combined.jsonl"), [combined(c) for c in cands])
+    table = {text: {"r0_safer": 1.0, "r0_better": 1.0} for text in ("A1", "B1", "x", "y", "z")}
+    scorer = FakeScorer(table, bank)
+    monkeypatch.setattr(filter_stage, "judge_rewards", scorer)
+    filter_stage.run(context(cfg, "filter"))
+    assert scorer.judges == ["r0_safer", "r0_better", "soup_r0_safer0p75-better0p25", "soup_r0_safer0p25-better0p75"]
+    assert bank.soups["soup_r0_safer0p25-better0p75"] == ({"r0_safer": 0.25, "r0_better": 0.75}, "delta")
 
 
 def test_filter_soups_follow_soup_mode(tmp_path, bank, monkeypatch):
@@ -451,8 +467,8 @@ def test_evaluate_writes_one_score_row_per_method_weights_and_prompt(tmp_path, b
           [PromptRecord("t2", "Second?"), PromptRecord("t1", "First?")])
     gen = use_generator(monkeypatch, {"First?": "one", "Second?": "three"})
 
-    def judge(prompts, responses):
-        return {"safer": [float(len(r)) for r in responses], "better": [-float(len(p)) for p in prompts]}
+    def judge(items):
+        return {i.id: {"safer": float(len(i.response)), "better": -float(len(i.prompt))} for i in items}
 
     monkeypatch.setattr(evaluate, "make_judge", lambda ctx, bank, tokenizer: judge)
     counts = evaluate.run(context(cfg, "evaluate", None))

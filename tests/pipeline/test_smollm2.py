@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sipo.config import ALL_METHODS
+from sipo.methods import METHODS
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,7 +49,7 @@ def test_reduced_smollm2_preset_reports_every_method(tmp_path, monkeypatch):
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["objectives"] == ["correctness", "verbosity"]
     assert report["judge"] == "implicit"
-    assert set(report["methods"]) == set(ALL_METHODS)
+    assert set(report["methods"]) == set(METHODS)
     # Test prompts longer than model.max_prompt_tokens are dropped (and counted) before decoding.
     evaluated = json.loads((run_dir / "evaluate" / "manifest.json").read_text())["counts"]["prompts"]
     assert 1 <= evaluated <= 2

@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 from sipo.artifacts import RunDir, atomic_write_json
 from sipo.config import PipelineConfig
+from sipo.distributed import barrier
 from sipo.logging_utils import process_rank
-from sipo.pipeline import StageContext, barrier, needs_sft_stage
 from sipo.records import Pair, read_jsonl, write_jsonl
+from sipo.stage import StageContext, needs_sft_stage
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +164,24 @@ def soup_name(weights: Mapping[str, float], round_: int) -> str:
     return f"soup_r{round_}_" + weights_tag(weights).replace(".", "p")
 
 
-def judge_rewards(ctx: StageContext, bank, tokenizer, candidates: Sequence[Any], judges: Sequence[str]
-                  ) -> dict[str, list[float]]:
-    """Implicit reward of every candidate under every judge adapter (reference log-probs computed once)."""
+def judge_rewards(ctx: StageContext, bank, tokenizer, items: Sequence[Any], judges: Sequence[str]
+                  ) -> dict[str, dict[str, float]]:
+    """Implicit reward of every item (a :class:`~sipo.judges.ScoreItem`: id, prompt, response) under every judge
+    adapter, keyed by item id then judge name (reference log-probs computed once; items scored in the given order,
+    so the batches do not depend on how the caller joins the results)."""
     from sipo.scoring.implicit import implicit_rewards
 
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("judge_rewards: item ids must be unique")
     cfg = ctx.cfg
-    prompts = format_prompts(tokenizer, [c.prompt for c in candidates], cfg)
-    rewards = implicit_rewards(bank, tokenizer, prompts, [c.response for c in candidates], judges=judges,
+    prompts = format_prompts(tokenizer, [item.prompt for item in items], cfg)
+    rewards = implicit_rewards(bank, tokenizer, prompts, [item.response for item in items], judges=judges,
                                beta=cfg.dpo.beta, batch_size=cfg.sample.decode.batch_size,
                                max_prompt_tokens=cfg.model.max_prompt_tokens,
                                max_response_tokens=cfg.model.max_response_tokens)
-    return {name: [float(x) for x in values] for name, values in rewards.items()}
+    columns = {name: [float(x) for x in values] for name, values in rewards.items()}
+    return {item_id: {name: columns[name][i] for name in judges} for i, item_id in enumerate(ids)}
 
 
 def load_tokenizer_only(ctx: StageContext):

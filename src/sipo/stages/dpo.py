@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 from sipo.errors import ConfigError
-from sipo.pipeline import StageContext
 from sipo.records import Pair, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     base_model_path,
     finish_units,
@@ -60,3 +60,10 @@ def run(ctx: StageContext) -> dict:
         counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="dpo", run=run, help="train one LoRA adapter per objective with DPO (round 1)",
+    reads="`prepare/train_<o>.jsonl`", writes="`dpo/<o>/`", config_keys=("dpo", "model", "seed"), loads_model=True,
+    distributed=True, makes_adapters=True
+)

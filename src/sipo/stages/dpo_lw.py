@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     base_model_path,
     finish_units,
@@ -65,3 +65,11 @@ def run(ctx: StageContext) -> dict:
         counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train, [ctx.out_dir / tag / "adapter_config.json"])
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="dpo_lw", run=run,
+    help="baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
+    reads="pairs", writes="`dpo_lw/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True,
+    distributed=True, makes_adapters=True, note="only if in methods"
+)

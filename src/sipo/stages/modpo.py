@@ -19,8 +19,8 @@ import logging
 
 from sipo.artifacts import atomic_write_text
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
 from sipo.records import Candidate, Pair, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     adapter_name,
@@ -108,3 +108,10 @@ def run(ctx: StageContext) -> dict:
                                                   [ctx.out_dir / tag / "adapter_config.json"])
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="modpo", run=run, help="baseline: one adapter per weight vector trained with MODPO margins", reads="pairs",
+    writes="`modpo/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True, distributed=True,
+    makes_adapters=True, note="only if in methods"
+)

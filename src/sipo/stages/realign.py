@@ -14,8 +14,8 @@ import logging
 import shutil
 
 from sipo.artifacts import atomic_path
-from sipo.pipeline import StageContext
 from sipo.records import Selection, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     base_model_path,
@@ -61,3 +61,11 @@ def run(ctx: StageContext) -> dict:
         counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="realign", run=run,
+    help="DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
+    reads="selected", writes="`rK/realign/<o>/`", config_keys=("realign",), loads_model=True, distributed=True,
+    per_round=True, makes_adapters=True
+)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from sipo.pipeline import StageContext
 from sipo.prompting import parse_review, review_prompt
 from sipo.records import Candidate, Review, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     adapter_name,
@@ -54,3 +54,11 @@ def run(ctx: StageContext) -> dict:
     unparsed = sum(1 for r in rows if not r["review"])
     logger.info("review: %d reviews by %s (%d empty after parsing)", count, reviewer, unparsed)
     return {"reviews": count, "empty_reviews": unparsed, "reviewer": reviewer}
+
+
+SPEC = StageDef(
+    name="review", run=run,
+    help="the reviewer adapter writes suggestions to improve each candidate on all objectives", reads="candidates",
+    writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"), loads_model=True,
+    distributed=True, per_round=True, renders_templates=True
+)

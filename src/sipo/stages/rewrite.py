@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from sipo.pipeline import StageContext
 from sipo.prompting import parse_rewrite, rewrite_prompt
 from sipo.records import Candidate, Review, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     adapter_name,
@@ -61,3 +61,11 @@ def run(ctx: StageContext) -> dict:
                 count, len(candidates), len(candidates) - len(todo), len(rows) - len(usable))
     return {"candidates": len(candidates), "rewrites": count, "skipped_no_review": len(candidates) - len(todo),
             "empty_rewrites": len(rows) - len(usable)}
+
+
+SPEC = StageDef(
+    name="rewrite", run=run, help="MOD-decode a rewrite of each candidate that follows its review",
+    reads="candidates + reviews", writes="`rK/rewrite/rewrites.jsonl`",
+    config_keys=("rewrite", "objective_descriptions"), loads_model=True, distributed=True, per_round=True,
+    renders_templates=True
+)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
 from sipo.records import Candidate
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     adapter_name,
@@ -63,3 +63,10 @@ def run(ctx: StageContext) -> dict:
                 count, len(pairs), len(grid), empty)
     return {"prompts": len(pairs), "weight_vectors": len(grid), "candidates": count, "empty_responses": empty,
             "dropped_long_prompts": dropped}
+
+
+SPEC = StageDef(
+    name="sample", run=run, help="MOD-decode every conflicting training prompt at every sampling weight vector",
+    reads="`prepare/train_conflict.jsonl`", writes="`rK/sample/candidates.jsonl`",
+    config_keys=("sample", "model", "seed"), loads_model=True, distributed=True, per_round=True
+)
