@@ -62,12 +62,12 @@ def by_id(items: Sequence[ScoreItem], columns: Mapping[str, Sequence[float]]) ->
 
 
 def _implicit(ctx: StageContext, bank: Any, tokenizer: Any) -> Scorer:
-    from sipo.stages.common import adapter_name, judge_rewards
+    from sipo.stages.common import adapter_name
 
     names = {o: adapter_name(o, 0) for o in ctx.cfg.objectives}
 
     def score(items: Sequence[ScoreItem]) -> Scores:
-        rewards = judge_rewards(ctx, bank, tokenizer, items, list(names.values()))
+        rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, list(names.values()))
         return {i.id: {o: rewards[i.id][name] for o, name in names.items()} for i in items}
 
     return score

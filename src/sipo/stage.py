@@ -93,6 +93,8 @@ class StageContext:
     device: str
     cache: dict[str, Any] = field(default_factory=dict)
     """Objects shared between stages of one ``sipo run`` (e.g. a loaded base model)."""
+    models: Models = field(default_factory=lambda: Models())
+    """The model calls the stage makes (loading, generation, implicit rewards, training)."""
 
     @property
     def out_dir(self) -> Path:
@@ -106,3 +108,54 @@ class StageContext:
 def needs_sft_stage(cfg: PipelineConfig) -> bool:
     """Whether the run builds its base model (a random model, or ``sft.enabled``)."""
     return cfg.sft.enabled or cfg.model.name_or_path == "random"
+
+
+def _load_bank(ctx: StageContext, adapters: Any) -> tuple[Any, Any]:
+    from sipo.stages.common import load_bank
+
+    return load_bank(ctx, adapters)
+
+
+def _load_tokenizer(ctx: StageContext) -> Any:
+    from sipo.stages.common import load_tokenizer_only
+
+    return load_tokenizer_only(ctx)
+
+
+def _generate(*args: Any, **kwargs: Any) -> list[str]:
+    from sipo.decoding.mod import mod_generate
+
+    return mod_generate(*args, **kwargs)
+
+
+def _implicit_rewards(*args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
+    from sipo.stages.common import judge_rewards
+
+    return judge_rewards(*args, **kwargs)
+
+
+def _train_adapter(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from sipo.training.dpo import train_dpo_adapter
+
+    return train_dpo_adapter(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Models:
+    """Every call from a stage into a model, in one place: the stage context carries one, so component tests hand
+    a stage fakes (``dataclasses.replace(Models(), generate=fake)``) instead of patching module attributes.
+
+    The defaults load the real implementations lazily (torch, peft and trl are imported on first use).
+    """
+
+    load_bank: Callable[..., tuple[Any, Any]] = _load_bank
+    """``(ctx, {adapter name: folder}) -> (bank, tokenizer)``: the base model with those adapters loaded."""
+    load_tokenizer: Callable[..., Any] = _load_tokenizer
+    """``(ctx) -> tokenizer`` of the base model."""
+    generate: Callable[..., list[str]] = _generate
+    """:func:`sipo.decoding.mod.mod_generate`: ``(bank, tokenizer, prompts, mixes, **decode) -> responses``."""
+    implicit_rewards: Callable[..., dict[str, dict[str, float]]] = _implicit_rewards
+    """``(ctx, bank, tokenizer, items, judges) -> {item id: {judge: reward}}`` (see
+    :func:`sipo.stages.common.judge_rewards`)."""
+    train_adapter: Callable[..., dict[str, Any]] = _train_adapter
+    """:func:`sipo.training.dpo.train_dpo_adapter`: ``(settings, tokenizer=, examples=, out_dir=) -> metrics``."""

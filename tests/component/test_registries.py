@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import sipo.decoding.mod
 from sipo.artifacts import RunDir
 from sipo.config import load_config
 from sipo.errors import ConfigError
 from sipo.judges import JUDGES, JudgeDef
 from sipo.methods import METHODS, Job, MethodDef
 from sipo.records import PromptRecord, ScoreRow, read_jsonl, write_jsonl
-from sipo.stage import StageContext, StageSpec
+from sipo.stage import Models, StageContext, StageSpec
 from sipo.stages import evaluate
 from sipo.stages import report as report_stage
 
@@ -66,16 +65,16 @@ def config(tmp_path, *overrides):
         "model.name_or_path=random", "model.prompt_template=plain", "model.device=cpu", *overrides])
 
 
-def test_a_registered_method_and_judge_run_through_evaluate_and_report(tmp_path, toy_method_and_judge, monkeypatch,
+def test_a_registered_method_and_judge_run_through_evaluate_and_report(tmp_path, toy_method_and_judge,
                                                                          tiny_tokenizer):
     cfg = config(tmp_path, "methods=[mod,mirror]", "eval.judge=mix_weight", "eval.grid.resolution=4",
                  "eval.reference_point=[0,0]")
     write_jsonl(RunDir(cfg.run_dir).path("prepare", "test_prompts.jsonl"),
                 [PromptRecord("t1", "First?"), PromptRecord("t2", "Second?")])
     bank = Bank()
-    monkeypatch.setattr(evaluate, "load_bank", lambda ctx, adapters: (bank, tiny_tokenizer))
-    monkeypatch.setattr(sipo.decoding.mod, "mod_generate", echo_generate)
-    ctx = StageContext(cfg=cfg, run_dir=RunDir(cfg.run_dir), stage=StageSpec("evaluate"), device="cpu")
+    models = Models(load_bank=lambda ctx, adapters: (bank, tiny_tokenizer), generate=echo_generate)
+    ctx = StageContext(cfg=cfg, run_dir=RunDir(cfg.run_dir), stage=StageSpec("evaluate"), device="cpu",
+                       models=models)
 
     counts = evaluate.run(ctx)
 

@@ -15,7 +15,7 @@ from sipo.judges import ScoreItem
 from sipo.records import Candidate, CombinedCandidate, read_jsonl, write_jsonl
 from sipo.selection import rewrite_replaces
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import adapter_dir, adapter_name, judge_rewards, load_bank
+from sipo.stages.common import adapter_name, objective_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def rewrite_key(candidate_id: str) -> str:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = {o: adapter_name(o, 0) for o in cfg.objectives}
-    bank, tokenizer = load_bank(ctx, {name: adapter_dir(ctx.run_dir, o, 0) for o, name in judges.items()})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
     candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
     rewrites = {c.candidate_id: c for c in
                 read_jsonl(ctx.run_dir.path(f"r{ctx.round}/rewrite", "rewrites.jsonl"), Candidate)}
@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict:
     items = [ScoreItem(c.candidate_id, c.prompt, c.response) for c in candidates]
     items += [ScoreItem(rewrite_key(c.candidate_id), rewrites[c.candidate_id].prompt,
                         rewrites[c.candidate_id].response) for c in rewritten]
-    rewards = judge_rewards(ctx, bank, tokenizer, items, list(judges.values()))
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, list(judges.values()))
     combined = []
     replaced = 0
     for cand in candidates:

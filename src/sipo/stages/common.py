@@ -21,14 +21,17 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sipo.artifacts import RunDir, atomic_write_json
-from sipo.config import PipelineConfig
+from sipo.config import DecodeSettings, LoraSettings, PipelineConfig, TrainSettings
 from sipo.distributed import barrier
 from sipo.logging_utils import process_rank
 from sipo.records import Pair, read_jsonl, write_jsonl
 from sipo.stage import StageContext, needs_sft_stage
+
+if TYPE_CHECKING:
+    from sipo.training.settings import LossSpec
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ def adapter_dir(run_dir: RunDir, objective: str, round_: int) -> Path:
     return run_dir.path(f"r{round_}/realign", objective)
 
 
+def objective_adapters(ctx: StageContext, round_: int) -> dict[str, Path]:
+    """Adapter-bank name -> folder of every objective's adapter after ``round_`` realignments (0: DPO)."""
+    return {adapter_name(o, round_): adapter_dir(ctx.run_dir, o, round_) for o in ctx.cfg.objectives}
+
+
 def load_bank(ctx: StageContext, adapters: Mapping[str, Path]):
     """The base model with the named adapters loaded (one copy of the base, cached across stages)."""
     from sipo.models.adapters import AdapterBank
@@ -84,6 +92,34 @@ def format_prompts(tokenizer, prompts: Sequence[str], cfg: PipelineConfig) -> li
     return [format_prompt(tokenizer, p, cfg.model.prompt_template) for p in prompts]
 
 
+def decode(ctx: StageContext, bank, tokenizer, texts: Sequence[str], mixes: Sequence[Mapping[str, float]],
+           settings: DecodeSettings, max_prompt_tokens: int) -> list[str]:
+    """MOD-decode templated ``texts`` (one adapter mix each) with a stage's decode settings, through the context's
+    generator."""
+    return ctx.models.generate(bank, tokenizer, list(texts), list(mixes), max_new_tokens=settings.max_new_tokens,
+                               temperature=settings.temperature, top_p=settings.top_p,
+                               batch_size=settings.batch_size, seed=ctx.cfg.seed, max_prompt_tokens=max_prompt_tokens)
+
+
+def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Mapping[str, Any]], out: Path, *,
+                  beta: float, train: TrainSettings, loss: LossSpec | None = None, lora: LoraSettings | None = None,
+                  init_adapter: Path | None = None, reference: str = "base") -> dict:
+    """Train one adapter of a training stage (dpo, realign, dpo_lw, modpo) into ``out``, resumably (a
+    :func:`resumable_unit` named ``unit``), on the run's base model; returns its metrics."""
+    from sipo.training.settings import AdapterTraining, LossSpec, ModelSettings
+
+    settings = AdapterTraining(
+        model=ModelSettings.of(ctx.cfg, base_model_path(ctx.cfg, ctx.run_dir), ctx.device), train=train, beta=beta,
+        seed=ctx.cfg.seed, loss=loss or LossSpec(), lora=lora,
+        init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference)  # type: ignore[arg-type]
+
+    def work() -> dict:
+        logger.info("%s: training %s on %d pairs (%s loss)", ctx.stage.id, unit, len(examples), settings.loss.name)
+        return ctx.models.train_adapter(settings, tokenizer=tokenizer, examples=examples, out_dir=out)
+
+    return resumable_unit(ctx, unit, work, [out / "adapter_config.json"])
+
+
 def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
     return read_jsonl(ctx.run_dir.path("prepare", "train_conflict.jsonl"), Pair)
 
@@ -101,18 +137,20 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[int]:
 def run_sharded(
     out_dir: Path,
     items: Sequence[T],
-    work: Callable[[Sequence[T]], list[Any]],
+    work: Callable[[Sequence[T]], list[R]],
     *,
-    key: Callable[[dict], Any],
+    record: type[R],
+    key: Callable[[R], Any],
     shard_size: int = SHARD_SIZE,
     desc: str = "",
-) -> list[dict]:
-    """Apply ``work`` to shards of ``items``, resumably and across processes; return all rows sorted by ``key``.
+) -> list[R]:
+    """Apply ``work`` to shards of ``items``, resumably and across processes; return every shard's records (of
+    type ``record``) sorted by ``key``.
 
-    Every shard's rows (records or dicts) are written to ``out_dir/shards/size<S>/NNNNN.jsonl`` atomically; a shard
-    file that exists is not recomputed (the folder names the shard size, so a killed run resumed with another
-    ``shard_size`` never mixes shards of two sizes). Rows are merged by ``key`` (not by file order), so the result does not depend
-    on the number of processes.
+    Every shard's records are written to ``out_dir/shards/size<S>/NNNNN.jsonl`` atomically; a shard file that
+    exists is not recomputed (the folder names the shard size, so a killed run resumed with another ``shard_size``
+    never mixes shards of two sizes). Records are merged by ``key`` (not by file order), so the result does not
+    depend on the number of processes.
     """
     rank, world_size = process_rank()
     shard_dir = out_dir / "shards" / f"size{shard_size}"
@@ -125,18 +163,15 @@ def run_sharded(
         path = shard_dir / f"{index:05d}.jsonl"
         kept = path.is_file()
         if not kept:
-            rows = work(pieces[index])
-            write_jsonl(path, rows)
+            write_jsonl(path, work(pieces[index]))
         done += 1
         if desc:
             logger.info("%s: shard %d/%d %s (%.0fs)", desc, done, len(mine),
                         "kept from an interrupted run" if kept else "done", time.perf_counter() - start)
     barrier()
-    rows: list[dict] = []
+    rows: list[R] = []
     for index in range(len(pieces)):
-        path = shard_dir / f"{index:05d}.jsonl"
-        with open(path, encoding="utf-8") as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
+        rows.extend(read_jsonl(shard_dir / f"{index:05d}.jsonl", record))
     rows.sort(key=key)
     return rows
 

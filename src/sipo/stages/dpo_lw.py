@@ -16,13 +16,11 @@ import logging
 from sipo.config import weight_grid, weights_tag
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    base_model_path,
     finish_units,
     format_prompts,
-    load_tokenizer_only,
     prompts_that_fit,
-    resumable_unit,
     reuse_dpo_endpoint,
+    train_adapter,
     training_union,
 )
 
@@ -35,11 +33,11 @@ def preference_signs(preferred: dict, objectives) -> list[float]:
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.training.dpo import PREFERENCE_SIGNS, train_dpo_adapter
+    from sipo.training.settings import PREFERENCE_SIGNS, LossSpec
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     pairs, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "dpo_lw")
     prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
     counts: dict = {"pairs": len(pairs), "dropped_long_prompts": dropped}
@@ -51,18 +49,9 @@ def run(ctx: StageContext) -> dict:
                     for p, prompt in zip(pairs, prompts)
                     if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
         tag = weights_tag(w)
-
-        def train(examples=examples, tag=tag, w=w) -> dict:
-            logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
-                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw",
-                objective_weights=[w[o] for o in objs], max_prompt_tokens=cfg.model.max_prompt_tokens,
-                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle)
-
-        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train, [ctx.out_dir / tag / "adapter_config.json"])
+        loss = LossSpec("dpo_lw", objective_weights=tuple(float(w[o]) for o in objs))
+        counts[f"metrics_{tag}"] = train_adapter(ctx, tag, tokenizer, examples, ctx.out_dir / tag, beta=cfg.dpo.beta,
+                                                 train=cfg.dpo.train, loss=loss, lora=cfg.dpo.lora)
     finish_units(ctx)
     return counts
 

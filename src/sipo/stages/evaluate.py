@@ -22,11 +22,10 @@ from sipo.methods import METHODS, Job, MethodContext
 from sipo.records import PromptRecord, ScoreRow, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    adapter_dir,
-    adapter_name,
+    decode,
     finish_shards,
     format_prompts,
-    load_bank,
+    objective_adapters,
     prompts_that_fit,
     run_sharded,
     write_output,
@@ -53,7 +52,7 @@ def make_judge(ctx: StageContext, bank, tokenizer) -> Scorer:
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
     prompts = read_jsonl(ctx.run_dir.path("prepare", "test_prompts.jsonl"), PromptRecord)
     prompts, dropped = prompts_that_fit(tokenizer, prompts, lambda p: p.prompt, cfg, "evaluate (test prompts)")
     if not prompts:
@@ -61,24 +60,19 @@ def run(ctx: StageContext) -> dict:
                           f"{cfg.model.max_prompt_tokens} tokens")
     jobs = plan_jobs(ctx, bank)
     judge = make_judge(ctx, bank, tokenizer)
-    decode = cfg.eval.decode
     items = [(job, p) for p in prompts for job in jobs]
 
     def work(shard) -> list[ScoreRow]:
-        from sipo.decoding.mod import mod_generate
-
         texts = format_prompts(tokenizer, [p.prompt for _, p in shard], cfg)
-        responses = mod_generate(bank, tokenizer, texts, [job.mix for job, _ in shard],
-                                 max_new_tokens=decode.max_new_tokens, temperature=decode.temperature,
-                                 top_p=decode.top_p, batch_size=decode.batch_size, seed=cfg.seed,
-                                 max_prompt_tokens=cfg.model.max_prompt_tokens)
+        responses = decode(ctx, bank, tokenizer, texts, [job.mix for job, _ in shard], cfg.eval.decode,
+                           cfg.model.max_prompt_tokens)
         scores = judge([ScoreItem(str(i), p.prompt, response) for i, ((_, p), response) in enumerate(zip(shard, responses))])
         return [ScoreRow(method=job.method, weights=job.weights, prompt_id=p.prompt_id, response=response,
                          scores={o: float(scores[str(i)][o]) for o in cfg.objectives}, round=job.round)
                 for i, ((job, p), response) in enumerate(zip(shard, responses))]
 
     rows = run_sharded(ctx.out_dir, items, work, shard_size=max(1, len(jobs)) * max(1, cfg.shard_size // 2),
-                       key=lambda r: (r["method"], r["round"], weights_tag(r["weights"]), r["prompt_id"]),
+                       record=ScoreRow, key=lambda r: (r.method, r.round, weights_tag(r.weights), r.prompt_id),
                        desc="evaluate")
     count = write_output(ctx.out_dir / "scores.jsonl", rows)
     finish_shards(ctx.out_dir)

@@ -18,10 +18,8 @@ from sipo.records import CombinedCandidate, Selection, read_jsonl, write_jsonl
 from sipo.selection import beats_both, select_candidate
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    adapter_dir,
     adapter_name,
-    judge_rewards,
-    load_bank,
+    objective_adapters,
     read_conflict_pairs,
     soup_name,
 )
@@ -39,7 +37,7 @@ def candidate_weights(combined: Sequence[CombinedCandidate], objectives: Sequenc
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
     combined = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/combine", "combined.jsonl"), CombinedCandidate)
     if cfg.filter.soups and len(cfg.objectives) > 1:
         for w in candidate_weights(combined, cfg.objectives):
@@ -57,7 +55,7 @@ def run(ctx: StageContext) -> dict:
     responses = [c.candidate for pid in prompt_ids for c in by_prompt[pid]]
     items = [item for pid in prompt_ids for item in originals[pid]]
     items += [ScoreItem(c.candidate_id, c.prompt, c.response) for c in responses]
-    rewards = judge_rewards(ctx, bank, tokenizer, items, judges)
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
     selections = []
     survivors_total = 0
     for pid in prompt_ids:

@@ -19,19 +19,17 @@ import logging
 
 from sipo.artifacts import atomic_write_text
 from sipo.config import weight_grid, weights_tag
-from sipo.records import Candidate, Pair, read_jsonl
+from sipo.judges import ScoreItem
+from sipo.records import Pair, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    adapter_dir,
     adapter_name,
-    base_model_path,
     finish_units,
     format_prompts,
-    judge_rewards,
-    load_bank,
+    objective_adapters,
     prompts_that_fit,
-    resumable_unit,
     reuse_dpo_endpoint,
+    train_adapter,
     training_union,
 )
 
@@ -52,24 +50,22 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
         return {r["pair_id"]: {"a": r["a"], "b": r["b"]} for r in rows}
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
-    cands = [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt,
-                       response=p.response_a if side == "a" else p.response_b, weights={})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    items = [ScoreItem(f"{p.pair_id}:{side}", p.prompt, p.response_a if side == "a" else p.response_b)
              for p in pairs for side in ("a", "b")]
-    rewards = judge_rewards(ctx, bank, tokenizer, cands, judges)
-    result = {p.pair_id: {side: [rewards[j][2 * i + k] for j in judges] for k, side in enumerate(("a", "b"))}
-              for i, p in enumerate(pairs)}
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
+    result = {p.pair_id: {side: [rewards[f"{p.pair_id}:{side}"][j] for j in judges] for side in ("a", "b")}
+              for p in pairs}
     atomic_write_text(cache, "".join(json.dumps({"pair_id": pid, **r}) + "\n" for pid, r in sorted(result.items())))
     return result
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.stages.common import load_tokenizer_only
-    from sipo.training.dpo import MARGIN, train_dpo_adapter
+    from sipo.training.settings import MARGIN, LossSpec
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     union, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "modpo")
     fits = {p.pair_id for p in union}
     train = {o: [p for p in read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) if p.pair_id in fits]
@@ -93,19 +89,10 @@ def run(ctx: StageContext) -> dict:
             chosen, rejected = p.chosen_rejected(target)
             examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, MARGIN: margin})
         tag = weights_tag(w)
-
-        def train_one(examples=examples, tag=tag, w=w, target=target, others=others) -> dict:
-            logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
-                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
-                objective_weights=[w[target]] + [w[o] for o in others],
-                max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
-                trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
-
-        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train_one,
-                                                  [ctx.out_dir / tag / "adapter_config.json"])
+        # w[0] is the target objective's weight (MODPO trains on it directly), then the margins' weights.
+        loss = LossSpec("modpo", objective_weights=tuple(float(x) for x in [w[target]] + [w[o] for o in others]))
+        counts[f"metrics_{tag}"] = train_adapter(ctx, tag, tokenizer, examples, ctx.out_dir / tag, beta=cfg.dpo.beta,
+                                                 train=cfg.dpo.train, loss=loss, lora=cfg.dpo.lora)
     finish_units(ctx)
     return counts
 

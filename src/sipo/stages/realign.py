@@ -18,22 +18,20 @@ from sipo.records import Selection, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
-    base_model_path,
     finish_units,
     format_prompts,
-    load_tokenizer_only,
-    resumable_unit,
+    train_adapter,
 )
 
 logger = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.training.dpo import train_dpo_adapter
+    from sipo.training.settings import LossSpec
 
     cfg = ctx.cfg
     selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     prompts = format_prompts(tokenizer, [s.prompt for s in selected], cfg)
     examples = [{"prompt": p, "chosen": s.response, "rejected": other}
                 for p, s in zip(prompts, selected) for other in (s.response_a, s.response_b)]
@@ -47,18 +45,11 @@ def run(ctx: StageContext) -> dict:
             with atomic_path(out) as tmp:
                 shutil.copytree(init, tmp)
             continue
-
-        def train(objective=objective, init=init, out=out) -> dict:
-            logger.info("realign: %s adapter on %d pairs (alpha=%g)", objective, len(examples), cfg.realign.alpha)
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=cfg.realign.train, seed=cfg.seed,
-                device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
-                reference="init")
-
-        counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
+        # DPO + alpha * NLL from, and referenced to, the previous round's adapter (plain DPO when alpha is 0).
+        loss = LossSpec("dpo_nll", nll_alpha=cfg.realign.alpha) if cfg.realign.alpha else LossSpec("dpo")
+        counts[f"metrics_{objective}"] = train_adapter(ctx, objective, tokenizer, examples, out,
+                                                       beta=cfg.realign.beta, train=cfg.realign.train, loss=loss,
+                                                       lora=cfg.dpo.lora, init_adapter=init, reference="init")
     finish_units(ctx)
     return counts
 
