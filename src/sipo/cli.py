@@ -1,7 +1,8 @@
 """Command line: ``sipo run``, ``sipo stage``, ``sipo report``.
 
 A user mistake (bad config, bad data, missing file, incompatible run directory) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead.
+exit code 2; ``--debug`` shows the traceback instead. ``sipo run --strict`` exits with code 3 when the run finished
+but the report's pipeline-health check warns (SIPO selected or trained nothing, or its points equal mod's).
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
 main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode,
-  model.{{name_or_path,dtype,device,prompt_template,trust_remote_code}}, data.{{source,path,conflict_fraction}},
+  model.{{name_or_path,dtype,device,prompt_template,trust_remote_code}},
+  data.{{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties}},
   dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule, realign.{{alpha,beta}},
   eval.{{judge ({judges}),grid,decode.max_new_tokens}}.
   Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
   ones after it.
+data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
+  objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
+  HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
 """
 
 
@@ -65,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
+    run.add_argument("--strict", action="store_true",
+                     help="exit with code 3 (after finishing the run) when the report's pipeline-health check "
+                          "warns: a round without conflicting prompts or filter survivors, a re-alignment that "
+                          "trained nothing, or sipo's points equal to mod's")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     stage = sub.add_parser(
@@ -109,6 +118,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)
+    if args.command == "run":
+        return _health(cfg, strict=args.strict)
+    return 0
+
+
+def _health(cfg, *, strict: bool) -> int:
+    """Repeat the report's pipeline-health warnings as the run's last lines; with ``--strict`` they fail it."""
+    from sipo.artifacts import RunDir
+    from sipo.report.health import STRICT_EXIT_CODE
+    from sipo.stages.report import health_warnings_of
+
+    warnings = health_warnings_of(RunDir(cfg.run_dir))
+    for warning in warnings:
+        logger.warning("pipeline health: %s", warning)
+    if warnings:
+        logger.warning("SIPO did nothing useful in this run: see the top of %s/report/report.md", cfg.run_dir)
+        if strict:
+            sys.stderr.write(f"sipo: strict: {len(warnings)} pipeline-health warning(s); exit code "
+                             f"{STRICT_EXIT_CODE}\n")
+            return STRICT_EXIT_CODE
     return 0
 
 

@@ -93,8 +93,25 @@ class SyntheticConfig:
 class DataConfig:
     source: str = "helpsteer"
     """``helpsteer``, ``pku_saferlhf``, ``jsonl`` or ``synthetic``."""
-    path: str | None = None
-    """A local JSONL file or a folder of them (``synthetic`` needs none)."""
+    path: Any = None
+    """Where the preference data is (``synthetic`` needs none): a JSONL, parquet or arrow file, a folder of them, a
+    ``save_to_disk`` folder or a Hub dataset id; or one dataset per objective, a mapping objective -> one of those
+    (or -> ``{path, split, revision, data_dir}``). Formats: docs/data.md."""
+    split: str = "train"
+    """Split of a Hub dataset or of a saved ``DatasetDict``."""
+    revision: str | None = None
+    """Revision (branch, tag or commit) of a Hub dataset."""
+    data_dir: str | None = None
+    """Sub-folder of a Hub dataset, e.g. ``helpful-base`` of ``Anthropic/hh-rlhf``."""
+    test_path: str | None = None
+    """The user's own test prompts (any format of docs/data.md, or rows with just a ``prompt``): evaluate decodes
+    exactly these, and no prompt of ``data.path`` is held out for testing (``test_fraction`` is not used)."""
+    conflict_max_ties: int = 0
+    """How many objectives may be tied in a conflicting pair that SIPO self-improves on (0: none, as in the paper;
+    matters with 3+ objectives). Pairs kept and lost by it are counted in the prepare manifest."""
+    fill_judge: str = "implicit"
+    """With one dataset per objective, who labels a pair for the objectives its dataset does not label:
+    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``)."""
     conflict_fraction: float = 0.6
     """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
     test_fraction: float = 0.2
@@ -360,6 +377,59 @@ def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
         _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
 
 
+DATA_SPEC_KEYS = ("path", "split", "revision", "data_dir")
+
+
+def data_specs(cfg: PipelineConfig) -> dict[str, dict[str, Any]] | None:
+    """``data.path`` given per objective, as objective -> ``{path, split, revision, data_dir}`` (the data section's
+    split, revision and data_dir where the entry does not set them); None for one dataset for every objective."""
+    if not isinstance(cfg.data.path, Mapping):
+        return None
+    specs = {}
+    for objective, entry in cfg.data.path.items():
+        spec = {"path": None, "split": cfg.data.split, "revision": cfg.data.revision, "data_dir": cfg.data.data_dir}
+        if isinstance(entry, Mapping):
+            spec.update(entry)
+        else:
+            spec["path"] = entry
+        specs[str(objective)] = spec
+    return specs
+
+
+def data_input_paths(cfg: PipelineConfig) -> list[str]:
+    """Every data location the config reads (``data.path``, each entry of a per-objective mapping,
+    ``data.test_path``), as given: local paths or Hub ids; for fingerprints and checks of the run's inputs."""
+    specs = data_specs(cfg)
+    paths = [s["path"] for s in specs.values()] if specs else ([cfg.data.path] if cfg.data.path else [])
+    if cfg.data.test_path:
+        paths.append(cfg.data.test_path)
+    return [str(p) for p in paths]
+
+
+def _check_data_path(cfg: PipelineConfig) -> None:
+    path = cfg.data.path
+    if path is None or isinstance(path, str):
+        return
+    if not isinstance(path, Mapping):
+        _fail("data.path", "must be a path, a Hub dataset id or a mapping objective -> dataset")
+    objs = list(cfg.objectives)
+    for objective, entry in path.items():
+        if objective not in objs:
+            _fail(f"data.path.{objective}", f"'{objective}' is not one of the objectives {objs}")
+        if isinstance(entry, Mapping):
+            unknown = [k for k in entry if k not in DATA_SPEC_KEYS]
+            if unknown:
+                _fail(f"data.path.{objective}.{unknown[0]}", f"unknown key (use {', '.join(DATA_SPEC_KEYS)})")
+            entry = entry.get("path")
+        if not isinstance(entry, str) or not entry:
+            _fail(f"data.path.{objective}", "must be a path or a Hub dataset id")
+    missing = [o for o in objs if o not in path]
+    if missing:
+        _fail("data.path", f"has no dataset for objective '{missing[0]}' (give one per objective)")
+    if cfg.data.source == "synthetic":
+        _fail("data.path", "the synthetic benchmark takes no data.path")
+
+
 def validate(cfg: PipelineConfig) -> None:
     """Check values that types alone cannot. Raises :class:`ConfigError` naming the key at fault."""
     objs = list(cfg.objectives)
@@ -393,6 +463,11 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(SOURCES)})")
     if cfg.data.source != "synthetic" and not cfg.data.path:
         _fail("data.path", f"is required for data.source={cfg.data.source}")
+    _check_data_path(cfg)
+    if cfg.data.conflict_max_ties < 0:
+        _fail("data.conflict_max_ties", "must be >= 0")
+    if cfg.data.fill_judge not in ("implicit",):
+        _fail("data.fill_judge", "must be implicit")
     if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
         _fail("data.conflict_fraction", "must be in [0, 1]")
     for key in ("test_fraction", "validation_fraction"):

@@ -156,7 +156,7 @@ for _method in (
     MethodDef("modpo", "one adapter per weight vector, MODPO margins", adapter_per_weight("modpo"),
               trains=("modpo",), colour="#9467bd", marker="v"),
     MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
-              trains=("sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728", marker="P"),
+              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728", marker="P"),
 ):
     METHODS.register(_method)
 

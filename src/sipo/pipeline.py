@@ -25,7 +25,7 @@ from sipo.distributed import barrier, init_processes, warn_if_launch_lost_proces
 from sipo.errors import ConfigError, RunDirError
 from sipo.logging_utils import process_rank
 from sipo.preflight import check_inputs
-from sipo.stage import StageContext, StageSpec, needs_sft_stage
+from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
 
 logger = logging.getLogger(__name__)
@@ -42,31 +42,51 @@ def _spec(name: str, round_: int | None, cfg: PipelineConfig, upstream: tuple[st
 
 
 def plan(cfg: PipelineConfig) -> list[StageSpec]:
-    """The stages of this config, in execution order: prepare, sft (when the run builds its base model), dpo, the
-    self-improvement rounds and baseline stages that the configured methods train (their ``trains``), evaluate
-    and report."""
+    """The stages of this config, in the registry's order: prepare, sft (when the run builds its base model), dpo,
+    the optional stages that the configured methods train (their ``trains``; ``label`` also only with one dataset
+    per objective), the self-improvement rounds, the baselines' stages, evaluate and report."""
     from sipo.methods import METHODS
 
     needed = {name for method in cfg.methods for name in METHODS.choose(method, "methods").trains}
-    stages: list[StageSpec] = [_spec("prepare", None, cfg, ())]
+    stages: list[StageSpec] = []
     base_upstream: tuple[str, ...] = ()
-    if needs_sft_stage(cfg):
-        stages.append(_spec("sft", None, cfg, ("prepare",)))
-        base_upstream = ("sft",)
-    stages.append(_spec("dpo", None, cfg, ("prepare", *base_upstream)))
-    previous = ("prepare", "dpo", *base_upstream)
-    for r in range(1, (cfg.rounds if needed & set(ROUND_STAGES) else 0) + 1):
-        for name in ROUND_STAGES:
-            upstream = previous if name == ROUND_STAGES[0] else (f"r{r}/{stages[-1].name}",)
-            stages.append(_spec(name, r, cfg, upstream))
-        previous = ("prepare", f"r{r}/{ROUND_STAGES[-1]}", *base_upstream)
-    fixed = {"prepare", "sft", "dpo", "evaluate", "report"}
     for definition in STAGES.values():
-        if definition.name in needed and not definition.per_round and definition.name not in fixed:
-            stages.append(_spec(definition.name, None, cfg, ("prepare", "dpo", *base_upstream)))
-    eval_upstream = tuple(s.id for s in stages if STAGES[s.name].makes_adapters)
-    stages.append(_spec("evaluate", None, cfg, ("prepare", *base_upstream, *eval_upstream)))
-    stages.append(_spec("report", None, cfg, ("evaluate",)))
+        name = definition.name
+        if definition.when is not None and not definition.when(cfg):
+            continue
+        if definition.optional and name not in needed:
+            continue
+        if definition.per_round:
+            if name == ROUND_STAGES[0]:
+                stages += _rounds(cfg, [s.id for s in stages])
+            continue
+        if name == "prepare":
+            upstream: tuple[str, ...] = ()
+        elif name == "sft":
+            upstream = ("prepare",)
+            base_upstream = ("sft",)
+        elif name == "dpo":
+            upstream = ("prepare", *base_upstream)
+        elif name == "evaluate":
+            upstream = ("prepare", *base_upstream, *(s.id for s in stages if STAGES[s.name].makes_adapters))
+        elif name == "report":
+            upstream = ("evaluate",)
+        else:  # a stage that the round-1 adapters feed (label, dpo_lw, modpo)
+            upstream = ("prepare", "dpo", *base_upstream)
+        stages.append(_spec(name, None, cfg, upstream))
+    return stages
+
+
+def _rounds(cfg: PipelineConfig, before: list[str]) -> list[StageSpec]:
+    """Every self-improvement round: round 1 reads what the stages before it wrote (the pairs, the conflicting
+    prompts, the DPO adapters), round k the adapters of round k-1 instead of the DPO adapters."""
+    stages: list[StageSpec] = []
+    inputs = tuple(before)
+    for r in range(1, cfg.rounds + 1):
+        for name in ROUND_STAGES:
+            upstream = inputs if name == ROUND_STAGES[0] else (f"r{r}/{stages[-1].name}",)
+            stages.append(_spec(name, r, cfg, upstream))
+        inputs = (*(s for s in before if s != "dpo"), f"r{r}/{ROUND_STAGES[-1]}")
     return stages
 
 

@@ -26,7 +26,16 @@ def check_data(cfg: PipelineConfig) -> None:
     elif source == "jsonl":
         jsonl.column_names(objectives, dict(cfg.data.response_columns))
     if source in ("helpsteer", "pku_saferlhf", "jsonl"):
-        jsonl.resolve_data_files(cfg.data.path)
+        from sipo.config import data_specs
+        from sipo.data.readers import check_path
+
+        specs = data_specs(cfg)
+        for spec in specs.values() if specs else [{"path": cfg.data.path}]:
+            check_path(spec["path"])
+    if cfg.data.test_path:
+        from sipo.data.readers import check_path
+
+        check_path(cfg.data.test_path, "data.test_path")
 
 
 def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:

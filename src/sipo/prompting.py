@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jinja2
 
+from sipo.conversation import readable
 from sipo.errors import ConfigError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -84,14 +85,15 @@ def render(template: str, **variables) -> str:
 
 def review_prompt(prompt: str, response: str, objectives: Sequence[str], descriptions: Mapping[str, str],
                   template: str = "review.jinja") -> str:
-    """The user turn asking the reviewer to suggest improvements of ``response`` on every objective."""
-    return render(template, prompt=prompt, response=response, **_objective_vars(objectives, descriptions))
+    """The user turn asking the reviewer to suggest improvements of ``response`` on every objective (a multi-turn
+    prompt is quoted as ``User:`` / ``Assistant:`` paragraphs)."""
+    return render(template, prompt=readable(prompt), response=response, **_objective_vars(objectives, descriptions))
 
 
 def rewrite_prompt(prompt: str, response: str, review: str, objectives: Sequence[str],
                    descriptions: Mapping[str, str], template: str = "rewrite.jinja") -> str:
     """The user turn asking for a rewrite of ``response`` that follows ``review``."""
-    return render(template, prompt=prompt, response=response, review=review,
+    return render(template, prompt=readable(prompt), response=response, review=review,
                   **_objective_vars(objectives, descriptions))
 
 

@@ -43,6 +43,11 @@ class Pair:
     scores_a: Scores = field(default_factory=dict)
     scores_b: Scores = field(default_factory=dict)
     conflict: bool = False
+    unlabelled: list[str] = field(default_factory=list)
+    """Objectives the data gives no label for (one dataset per objective); ``preferred`` holds None for them until
+    the ``label`` stage fills them."""
+    filled: list[str] = field(default_factory=list)
+    """Objectives whose label was filled by a judge (stage ``label``), not taken from the data."""
 
     def chosen_rejected(self, objective: str) -> tuple[str, str] | None:
         """(chosen, rejected) under ``objective``; None on a tie."""

@@ -46,6 +46,10 @@ class StageDef:
     other stages run on rank 0 while the other processes wait."""
     per_round: bool = False
     """Part of a self-improvement round (``r<k>/<name>``)."""
+    optional: bool = False
+    """Planned only when a configured method's ``trains`` names it (the rounds for ``sipo``, a baseline's stage)."""
+    when: Callable[[PipelineConfig], bool] | None = None
+    """A further condition on the config for the stage to be planned (e.g. ``sft``: the run builds its model)."""
     makes_adapters: bool = False
     """Writes adapters that ``evaluate`` decodes with (so evaluate runs after it)."""
     renders_templates: bool = False
@@ -108,6 +112,13 @@ class StageContext:
 def needs_sft_stage(cfg: PipelineConfig) -> bool:
     """Whether the run builds its base model (a random model, or ``sft.enabled``)."""
     return cfg.sft.enabled or cfg.model.name_or_path == "random"
+
+
+def needs_label_stage(cfg: PipelineConfig) -> bool:
+    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
+    from sipo.config import data_specs
+
+    return data_specs(cfg) is not None
 
 
 def _load_bank(ctx: StageContext, adapters: Any) -> tuple[Any, Any]:

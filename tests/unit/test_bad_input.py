@@ -294,3 +294,56 @@ def test_no_data_field_becomes_a_path(tmp_path, capsys):
                      "train_correctness.jsonl", "train_verbosity.jsonl", "train_conflict.jsonl", "validation.jsonl",
                      "test_prompts.jsonl"}, names
     assert not (tmp_path / "escape").exists() and not list(tmp_path.glob("**/z"))
+
+
+SMOKE_HH = ROOT / "configs" / "smoke-hh.yaml"
+HH_HELPFUL = ROOT / "tests" / "fixtures" / "hh_helpful_sample.jsonl"
+
+
+def _hh_rows_with(bad: dict, at: int = 3) -> list[dict]:
+    rows = [json.loads(line) for line in HH_HELPFUL.read_text(encoding="utf-8").splitlines()[:5]]
+    rows.insert(at - 1, bad)
+    return rows
+
+
+NEW_FORMAT_ROWS = [
+    # (id, storage, line 3 of the helpful dataset, what the message says)
+    ("trl-number", "jsonl", {"chosen": 7, "rejected": "x"}, "column 'chosen' must be a string or a list of messages"),
+    ("trl-bad-role", "jsonl", {"chosen": [{"role": "human", "content": "q"}, {"role": "assistant", "content": "x"}],
+                               "rejected": "y"}, "column 'chosen'[0].role must be one of system, user, assistant"),
+    ("trl-missing-rejected", "jsonl", {"chosen": "\n\nHuman: q\n\nAssistant: x"}, "missing column 'rejected'"),
+    ("parquet-empty-chosen", "parquet", {"chosen": "", "rejected": "y"}, "column 'chosen' is empty"),
+]
+
+
+@pytest.mark.parametrize(("storage", "bad", "fragment"), [c[1:] for c in NEW_FORMAT_ROWS],
+                         ids=[c[0] for c in NEW_FORMAT_ROWS])
+def test_bad_row_in_a_new_format_names_file_and_line(tmp_path, capsys, storage, bad, fragment):
+    rows = _hh_rows_with(bad)
+    if storage == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = tmp_path / "helpful.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), data)
+    else:
+        data = tmp_path / "helpful.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    code, error = sipo(capsys, "run", str(SMOKE_HH), f"run_dir={run_dir}", f"data.path.helpful={data}")
+    assert code == 2
+    assert error.startswith(f"sipo: error: {data}:3: "), error
+    assert fragment in error
+    assert_nothing_half_written(run_dir)
+
+
+def test_bad_test_path_row_names_file_and_line(tmp_path, capsys):
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text('{"prompt": "ok"}\n{"prompt": 3}\n', encoding="utf-8")
+    run_dir = tmp_path / "run"
+    code, error = sipo(capsys, "run", str(SMOKE), f"run_dir={run_dir}", f"data.test_path={test_file}")
+    assert code == 2
+    assert error.startswith(f"sipo: error: {test_file}:2: column 'prompt' must be a string or a list of messages")
+    code, error = sipo(capsys, "run", str(SMOKE), f"run_dir={tmp_path / 'run2'}",
+                       f"data.test_path={tmp_path / 'missing.jsonl'}")
+    assert code == 2 and "missing.jsonl: no such file or folder (data.test_path)" in error

@@ -24,7 +24,7 @@ def smoke(*overrides: str):
 
 
 def test_every_stage_module_declares_its_spec_and_the_registry_keeps_pipeline_order():
-    assert STAGES.names() == ("prepare", "sft", "dpo", "sample", "review", "rewrite", "combine", "filter",
+    assert STAGES.names() == ("prepare", "sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter",
                               "realign", "dpo_lw", "modpo", "evaluate", "report")
     assert ROUND_STAGES == ("sample", "review", "rewrite", "combine", "filter", "realign")
     for name in STAGES:
@@ -62,7 +62,8 @@ def test_evaluate_fingerprints_the_whole_eval_section_but_the_reference_point():
 def test_input_checks_follow_the_stage_flags():
     assert {n for n in STAGES if STAGES[n].loads_model} == set(STAGES) - {"prepare", "report"}
     assert {n for n in STAGES if STAGES[n].renders_templates} == {"sft", "review", "rewrite"}
-    assert {n for n in STAGES if STAGES[n].distributed} == set(STAGES) - {"prepare", "combine", "filter", "report"}
+    assert {n for n in STAGES if STAGES[n].distributed} == set(STAGES) - {"prepare", "label", "combine", "filter",
+                                                                          "report"}
 
 
 def test_help_lists_every_registered_stage_method_and_judge():

@@ -23,10 +23,11 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
-from sipo.config import PipelineConfig
+from sipo.config import PipelineConfig, data_specs
 from sipo.data import helpsteer, jsonl, pku_saferlhf
 from sipo.data.jsonl import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
 from sipo.data.splits import (
@@ -84,20 +85,24 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
     if name not in SOURCES:
         raise ConfigError(f"config key 'data.source': unknown source '{name}' (choose from {', '.join(SOURCES)})")
     objectives = list(cfg.objectives)
-    pairs: list[Pair] = []
-    seen: set[str] = set()
-    duplicates = 0
-    for pair in SOURCES[name](cfg):
-        missing = [o for o in objectives if o not in pair.preferred]
-        if missing:
-            raise ValueError(f"source '{name}' returned pair {pair.pair_id} without a label for '{missing[0]}'")
-        if pair.pair_id in seen:
-            duplicates += 1
-            continue
-        seen.add(pair.pair_id)
-        pairs.append(pair)
-    if duplicates:
-        logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
+    specs = data_specs(cfg)
+    if specs is not None:
+        pairs = _pairs_per_objective(cfg, specs)
+    else:
+        pairs = []
+        seen: set[str] = set()
+        duplicates = 0
+        for pair in SOURCES[name](cfg):
+            missing = [o for o in objectives if o not in pair.preferred]
+            if missing:
+                raise ValueError(f"source '{name}' returned pair {pair.pair_id} without a label for '{missing[0]}'")
+            if pair.pair_id in seen:
+                duplicates += 1
+                continue
+            seen.add(pair.pair_id)
+            pairs.append(pair)
+        if duplicates:
+            logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
     if not pairs:
         where = f"data.path={cfg.data.path}" if cfg.data.path else f"data.source={name}"
         raise DataError(
@@ -107,6 +112,43 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
     logger.info("%s: %d pairs over %d prompts, %d conflicting, ties per objective %s",
                 name, counts["pairs"], counts["prompts"], counts["conflicting_pairs"], counts["ties"])
     return pairs
+
+
+def _pairs_per_objective(cfg: PipelineConfig, specs: dict[str, dict]) -> list[Pair]:
+    """One dataset per objective: each labels its own objective; the others are left unlabelled (None in
+    ``preferred``, listed in ``unlabelled``) for the ``label`` stage. A pair found in two objectives' datasets
+    (same prompt and responses, in the same order) gets both labels."""
+    objectives = list(cfg.objectives)
+    merged: dict[str, Pair] = {}
+    duplicates = 0
+    for objective in objectives:
+        spec = specs[objective]
+        sub = dataclasses.replace(cfg, objectives=[objective], data=dataclasses.replace(
+            cfg.data, path=spec["path"], split=spec["split"], revision=spec["revision"], data_dir=spec["data_dir"]))
+        seen: set[str] = set()
+        count = 0
+        for pair in SOURCES[cfg.data.source](sub):
+            if pair.pair_id in seen:
+                duplicates += 1
+                continue
+            seen.add(pair.pair_id)
+            count += 1
+            label = pair.preferred[objective]
+            old = merged.get(pair.pair_id)
+            if old is None:
+                merged[pair.pair_id] = dataclasses.replace(
+                    pair, preferred={o: label if o == objective else None for o in objectives},
+                    unlabelled=[o for o in objectives if o != objective], conflict=False)
+                continue
+            preferred = {**old.preferred, objective: label}
+            merged[pair.pair_id] = dataclasses.replace(
+                old, preferred=preferred, unlabelled=[o for o in old.unlabelled if o != objective],
+                scores_a={**old.scores_a, **pair.scores_a}, scores_b={**old.scores_b, **pair.scores_b},
+                conflict=is_conflict(preferred))
+        logger.info("data.path.%s (%s): %d pairs labelled for %s", objective, spec["path"], count, objective)
+    if duplicates:
+        logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
+    return list(merged.values())
 
 
 __all__ = [

@@ -11,24 +11,26 @@ score wins; equal scores are a tie (``preferred[o] = None``), which the split dr
 data. Identical responses of one prompt are merged with their scores averaged (HelpSteer holds a few short answers,
 such as "Poetry", rated several times). The paper's HelpSteer objectives are ``[correctness, verbosity]``.
 
-``objectives`` must be score columns; the others are not read. ``data.path`` is a JSONL file or a folder of them,
-e.g. the output of ``datasets.load_dataset("nvidia/HelpSteer", split="train").to_json(path)``.
+``objectives`` must be score columns; the others are not read. ``data.path`` is a JSONL, parquet or arrow file, a
+folder of them, a ``save_to_disk`` folder or a Hub id such as ``nvidia/HelpSteer2`` (see :mod:`sipo.data.readers`).
+HelpSteer2's preference file (``response_1``, ``response_2``, ``preference_strength``) is read by the ``jsonl``
+source (:mod:`sipo.data.formats`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from sipo.config import PipelineConfig
 from sipo.data.jsonl import (
     ScoredResponse,
     get_score,
     get_text,
-    iter_rows,
     pairs_from_scored_responses,
-    resolve_data_files,
 )
+from sipo.data.readers import read_rows, source_args
 from sipo.errors import ConfigError, DataError
 from sipo.records import Pair
 
@@ -47,20 +49,22 @@ def check_objectives(objectives: Sequence[str]) -> None:
             )
 
 
-def _read(files: Sequence[Path], objectives: Sequence[str]) -> Iterator[ScoredResponse]:
+def scored_rows(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Sequence[str]
+                ) -> Iterator[ScoredResponse]:
+    """(prompt, response, scores) of HelpSteer rows, each score checked to be in the Likert range."""
     low, high = SCORE_RANGE
-    for file, line, row in iter_rows(files):
+    for file, line, row in rows:
         prompt = get_text(row, "prompt", file, line)
         response = get_text(row, "response", file, line)
         scores = {o: get_score(row, o, file, line, low=low, high=high) for o in objectives}
         yield prompt, response, scores
 
 
-def load_helpsteer(path: str | Path | None, objectives: Sequence[str]) -> list[Pair]:
+def load_helpsteer(path: str | Path | None, objectives: Sequence[str], *, split: str = "train",
+                   revision: str | None = None, data_dir: str | None = None) -> list[Pair]:
     """Pairs of HelpSteer responses labelled per objective by their scores (see the module docstring)."""
     check_objectives(objectives)
-    files = resolve_data_files(path)
-    rows = list(_read(files, objectives))
+    rows = list(scored_rows(read_rows(path, split=split, revision=revision, data_dir=data_dir), objectives))
     if not rows:
         raise DataError("no rows found (data.path)", path=str(path))
     return pairs_from_scored_responses(rows, objectives)
@@ -68,4 +72,4 @@ def load_helpsteer(path: str | Path | None, objectives: Sequence[str]) -> list[P
 
 def load(cfg: PipelineConfig) -> list[Pair]:
     """The ``helpsteer`` source: ``data.path`` read for ``objectives``."""
-    return load_helpsteer(cfg.data.path, list(cfg.objectives))
+    return load_helpsteer(cfg.data.path, list(cfg.objectives), **source_args(cfg))

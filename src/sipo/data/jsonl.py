@@ -1,7 +1,10 @@
-"""The ``jsonl`` source (a user's own preference data) and the building blocks every source shares.
+"""The ``jsonl`` source (a user's own preference data, in any format) and the building blocks every source shares.
 
-``data.path`` is a JSONL file, or a folder whose ``*.jsonl`` files are read in sorted name order. The format is
-detected from the first row of the first file and every later row must follow it:
+``data.path`` is a JSONL, parquet or arrow file, a folder of them (read in sorted name order), a ``save_to_disk``
+folder or a Hub dataset id (:mod:`sipo.data.readers`). The format is detected from the first row and every later
+row must follow it. Besides the two below, TRL's preference rows and HelpSteer2's preference pairs
+(:mod:`sipo.data.formats`) and PKU-SafeRLHF rows (:mod:`sipo.data.pku_saferlhf`) are recognised; every format, with
+an example row, is in docs/data.md.
 
 1. **Per-response scores** (the first row has a ``response`` column): one row per response, several rows per
    prompt, one numeric column per objective::
@@ -293,35 +296,60 @@ def column_names(objectives: Sequence[str], renames: Mapping[str, str]) -> dict[
     return {name: renames.get(name, name) for name in ours}
 
 
-def detect_format(row: Mapping[str, Any], columns: Mapping[str, str], file: Path, line: int) -> str:
-    """``"pairwise"`` or ``"scored"`` from the columns of one row."""
+def detect_format(row: Mapping[str, Any], columns: Mapping[str, str], file: Any, line: int) -> str:
+    """The format of a row, from its columns: ``trl`` (chosen / rejected), ``pairwise`` (response_a / response_b),
+    ``helpsteer2_preference`` (response_1 / response_2 / preference_strength), ``pku_saferlhf``
+    (response_0 / response_1) or ``scored`` (response)."""
+    from sipo.data import formats
+
+    if formats.is_trl(row):
+        return "trl"
     if columns["response_a"] in row or columns["response_b"] in row:
         return "pairwise"
+    if formats.is_helpsteer2_preference(row):
+        return "helpsteer2_preference"
+    if "response_0" in row and "response_1" in row:
+        return "pku_saferlhf"
     if columns["response"] in row:
         return "scored"
     found = ", ".join(sorted(row)) or "none"
     raise DataError(
-        f"cannot tell the format: expected a '{columns['response']}' column (per-response scores) or "
-        f"'{columns['response_a']}' and '{columns['response_b']}' columns (pairwise); found columns: {found} "
-        "(rename columns with data.response_columns)",
+        f"cannot tell the format: expected a '{columns['response']}' column (per-response scores), "
+        f"'{columns['response_a']}' and '{columns['response_b']}' columns (pairwise), 'chosen' and 'rejected' "
+        "(TRL preference), 'response_0' and 'response_1' (PKU-SafeRLHF) or 'response_1', 'response_2' and "
+        f"'preference_strength' (HelpSteer2 preference); found columns: {found} (rename columns with "
+        "data.response_columns; formats: docs/data.md)",
         path=str(file),
         line=line,
     )
 
 
 def load_jsonl(
-    path: str | Path | None, objectives: Sequence[str], response_columns: Mapping[str, str] | None = None
+    path: str | Path | None, objectives: Sequence[str], response_columns: Mapping[str, str] | None = None,
+    *, split: str = "train", revision: str | None = None, data_dir: str | None = None,
 ) -> list[Pair]:
-    """Read a user's JSONL file or folder in either format (see the module docstring) into pairs."""
+    """Read a user's data in any format of docs/data.md (detected from the first row) into pairs."""
+    from sipo.data import formats
+    from sipo.data.pku_saferlhf import pku_pairs
+    from sipo.data.readers import read_rows
+
     columns = column_names(objectives, response_columns or {})
-    files = resolve_data_files(path)
-    rows = iter_rows(files)
+    rows = read_rows(path, split=split, revision=revision, data_dir=data_dir)
     first = next(rows, None)
     if first is None:
         raise DataError("no rows found (data.path)", path=str(path))
     file, line, row = first
     all_rows = itertools.chain([first], rows)
-    if detect_format(row, columns, file, line) == "scored":
+    fmt = detect_format(row, columns, file, line)
+    logger.info("%s: %s format", path, fmt)
+    if fmt == "trl":
+        return formats.trl_pairs(all_rows, formats.single_label_objective(objectives, "TRL preference"))
+    if fmt == "helpsteer2_preference":
+        objective = formats.single_label_objective(objectives, "HelpSteer2 preference")
+        return formats.helpsteer2_preference_pairs(all_rows, objective)
+    if fmt == "pku_saferlhf":
+        return pku_pairs(all_rows, objectives, path)
+    if fmt == "scored":
         return pairs_from_scored_responses(_scored_rows(all_rows, objectives, columns), objectives)
     nested = columns["preferred"] in row
     return _pairwise_rows(all_rows, objectives, columns, nested=nested)
@@ -388,4 +416,6 @@ def _pairwise_rows(
 
 def load(cfg: PipelineConfig) -> list[Pair]:
     """The ``jsonl`` source: ``data.path`` read with ``data.response_columns`` for ``objectives``."""
-    return load_jsonl(cfg.data.path, list(cfg.objectives), dict(cfg.data.response_columns))
+    from sipo.data.readers import source_args
+
+    return load_jsonl(cfg.data.path, list(cfg.objectives), dict(cfg.data.response_columns), **source_args(cfg))

@@ -17,19 +17,19 @@ Licence: PKU-SafeRLHF is CC-BY-NC-4.0 (non-commercial use only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sipo.config import PipelineConfig
 from sipo.data.jsonl import (
     get_column,
     get_text,
-    iter_rows,
     json_type,
     label_scores,
     make_pair,
-    resolve_data_files,
 )
+from sipo.data.readers import read_rows, source_args
 from sipo.errors import ConfigError, DataError
 from sipo.records import Pair
 
@@ -50,13 +50,13 @@ def check_objectives(objectives: Sequence[str]) -> None:
             )
 
 
-def load_pku_saferlhf(path: str | Path | None, objectives: Sequence[str]) -> list[Pair]:
+def pku_pairs(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Sequence[str],
+              where: str | Path | None = None) -> list[Pair]:
     """One pair per row, labelled by ``better_response_id`` / ``safer_response_id`` (see the module docstring)."""
     check_objectives(objectives)
-    files = resolve_data_files(path)
     pairs = []
     num_rows = identical = 0
-    for file, line, row in iter_rows(files):
+    for file, line, row in rows:
         num_rows += 1
         prompt = get_text(row, "prompt", file, line)
         response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
@@ -73,13 +73,20 @@ def load_pku_saferlhf(path: str | Path | None, objectives: Sequence[str]) -> lis
         scores_a, scores_b = label_scores(preferred)
         pairs.append(make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b))
     if num_rows == 0:
-        raise DataError("no rows found (data.path)", path=str(path))
+        raise DataError("no rows found (data.path)", path=str(where))
     if identical:
         logger.warning("skipped %d rows whose two responses are identical", identical)
     logger.info("%d rows -> %d pairs", num_rows, len(pairs))
     return pairs
 
 
+def load_pku_saferlhf(path: str | Path | None, objectives: Sequence[str], *, split: str = "train",
+                      revision: str | None = None, data_dir: str | None = None) -> list[Pair]:
+    """The pairs of a PKU-SafeRLHF file, folder, saved dataset or Hub id (see :mod:`sipo.data.readers`)."""
+    check_objectives(objectives)
+    return pku_pairs(read_rows(path, split=split, revision=revision, data_dir=data_dir), objectives, path)
+
+
 def load(cfg: PipelineConfig) -> list[Pair]:
     """The ``pku_saferlhf`` source: ``data.path`` read for ``objectives``."""
-    return load_pku_saferlhf(cfg.data.path, list(cfg.objectives))
+    return load_pku_saferlhf(cfg.data.path, list(cfg.objectives), **source_args(cfg))

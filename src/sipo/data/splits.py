@@ -12,7 +12,11 @@
   match; see :func:`mixture_sizes`. ``max_train_pairs`` then caps the total, keeping the share.
 - **train_conflict**: for each train prompt, one conflicting pair with no tie under any objective (a seeded
   choice): the prompts SIPO samples, reviews, rewrites and filters. ``max_conflict_prompts`` caps their number
-  (a seeded choice of prompts).
+  (a seeded choice of prompts); ``conflict_max_ties`` lets a conflicting pair have that many tied objectives
+  (with three or more objectives). With one dataset per objective (pairs with ``unlabelled`` objectives) there
+  is no conflict yet: the ``label`` stage fills the labels and selects them with :func:`select_conflict_pairs`.
+- **test_prompts** may be given (``data.test_path``): then no prompt of the data is held out for testing, and the
+  pairs of those prompts are dropped (counted).
 - **validation**: every pair of the validation prompts. **test_prompts**: the test prompts (only the text is
   needed), capped by ``max_test_prompts`` (a seeded choice).
 
@@ -141,8 +145,56 @@ def pair_counts(pairs: Iterable[Pair], objectives: Sequence[str]) -> dict[str, A
         "prompts": len({p.prompt_id for p in pairs}),
         "pairs": len(pairs),
         "conflicting_pairs": sum(_conflicts(p, objectives) for p in pairs),
-        "ties": {o: sum(p.preferred[o] is None for p in pairs) for o in objectives},
+        "ties": {o: sum(p.preferred[o] is None and o not in p.unlabelled for p in pairs) for o in objectives},
+        **({"unlabelled": {o: sum(o in p.unlabelled for p in pairs) for o in objectives}}
+           if any(p.unlabelled for p in pairs) else {}),
     }
+
+
+def num_ties(pair: Pair, objectives: Sequence[str]) -> int:
+    return sum(pair.preferred[o] is None for o in objectives)
+
+
+def select_conflict_pairs(
+    pairs: Iterable[Pair], objectives: Sequence[str], *, seed: int, max_conflict_prompts: int | None = None,
+    conflict_max_ties: int = 0, warn: bool = True,
+) -> tuple[list[Pair], dict[str, Any]]:
+    """The train_conflict pairs: per prompt, one conflicting pair with at most ``conflict_max_ties`` tied objectives
+    (a seeded choice); at most ``max_conflict_prompts`` prompts (a seeded choice), sorted by prompt_id.
+
+    Also returns the counts for the manifest: ``train_conflict_prompts`` (chosen),
+    ``train_conflict_prompts_available`` (prompts with an eligible pair) and ``conflict_ties``: the conflicting
+    pairs kept and lost by the ties setting, and the prompts that lost every conflicting pair to it.
+    """
+    objectives = list(objectives)
+    by_prompt: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_prompt.setdefault(pair.prompt_id, []).append(pair)
+    conflict_choice: dict[str, Pair] = {}
+    kept = lost = prompts_lost = 0
+    for pid in sorted(by_prompt):
+        conflicting = [p for p in by_prompt[pid] if _conflicts(p, objectives)]
+        candidates = [p for p in conflicting if num_ties(p, objectives) <= conflict_max_ties]
+        kept += len(candidates)
+        lost += len(conflicting) - len(candidates)
+        if candidates:
+            conflict_choice[pid] = min(candidates, key=lambda p: _rank(seed, "train-conflict", p.pair_id))
+        elif conflicting:
+            prompts_lost += 1
+    chosen_prompts = sorted(conflict_choice, key=lambda pid: _rank(seed, "train-conflict-prompts", pid))
+    train_conflict = sorted(
+        (conflict_choice[pid] for pid in chosen_prompts[:max_conflict_prompts]), key=lambda p: p.prompt_id
+    )
+    if not train_conflict and warn:
+        logger.warning("no train prompt has a conflicting pair with at most %d tie(s) (data.conflict_max_ties): "
+                       "nothing for SIPO to self-improve on", conflict_max_ties)
+    counts = {
+        "train_conflict_prompts": len(train_conflict),
+        "train_conflict_prompts_available": len(conflict_choice),
+        "conflict_ties": {"max_ties": conflict_max_ties, "pairs_kept": kept, "pairs_lost": lost,
+                          "prompts_lost": prompts_lost},
+    }
+    return train_conflict, counts
 
 
 def make_splits(
@@ -156,6 +208,8 @@ def make_splits(
     max_train_pairs: int | None = None,
     max_conflict_prompts: int | None = None,
     max_test_prompts: int | None = None,
+    conflict_max_ties: int = 0,
+    test_prompts: Sequence[PromptRecord] | None = None,
 ) -> Splits:
     """Split pairs by prompt and build each objective's training mixture (rules in the module docstring).
 
@@ -188,16 +242,28 @@ def make_splits(
     if not all_pairs:
         raise DataError("no preference pairs to split")
 
+    held_out = 0
+    if test_prompts is not None:
+        # The user's own test prompts: none of the data is held out, and no pair of a test prompt is trained on.
+        test_fraction = 0.0
+        for record in test_prompts:
+            held_out += len(by_prompt.pop(record.prompt_id, []))
+        all_pairs = [p for pid in by_prompt for p in by_prompt[pid]]
+        if not all_pairs:
+            raise DataError("every preference pair's prompt is one of data.test_path's prompts: nothing to train on")
     order = sorted(by_prompt, key=lambda pid: _rank(seed, "split", pid))
     num_test, num_validation = split_sizes(len(order), test_fraction, validation_fraction)
     test_ids = order[:num_test]
     validation_ids = order[num_test:num_test + num_validation]
     train_ids = order[num_test + num_validation:]
 
-    test_prompts = sorted(
-        (PromptRecord(prompt_id=pid, prompt=by_prompt[pid][0].prompt) for pid in test_ids[:max_test_prompts]),
-        key=lambda r: r.prompt_id,
-    )
+    if test_prompts is None:
+        test_prompts = sorted(
+            (PromptRecord(prompt_id=pid, prompt=by_prompt[pid][0].prompt) for pid in test_ids[:max_test_prompts]),
+            key=lambda r: r.prompt_id,
+        )
+    else:  # exactly the file's prompts, in the file's order (max_test_prompts does not apply)
+        test_prompts = list(test_prompts)
     validation = sorted((p for pid in validation_ids for p in by_prompt[pid]), key=lambda p: p.pair_id)
     train_pairs = [p for pid in train_ids for p in by_prompt[pid]]
 
@@ -221,18 +287,9 @@ def make_splits(
         available[objective] = {"conflicting": len(conflicting), "non_conflicting": len(other)}
         achieved[objective] = num_conflicting / len(mixture)
 
-    conflict_choice: dict[str, Pair] = {}
-    for pid in train_ids:
-        candidates = [p for p in by_prompt[pid]
-                      if _conflicts(p, objectives) and all(p.preferred[o] is not None for o in objectives)]
-        if candidates:
-            conflict_choice[pid] = min(candidates, key=lambda p: _rank(seed, "train-conflict", p.pair_id))
-    chosen_prompts = sorted(conflict_choice, key=lambda pid: _rank(seed, "train-conflict-prompts", pid))
-    train_conflict = sorted(
-        (conflict_choice[pid] for pid in chosen_prompts[:max_conflict_prompts]), key=lambda p: p.prompt_id
-    )
-    if not train_conflict:
-        logger.warning("no train prompt has a conflicting pair without ties: nothing for SIPO to self-improve on")
+    train_conflict, conflict_counts = select_conflict_pairs(
+        train_pairs, objectives, seed=seed, max_conflict_prompts=max_conflict_prompts,
+        conflict_max_ties=conflict_max_ties, warn=not any(p.unlabelled for p in train_pairs))
 
     counts = pair_counts(all_pairs, objectives)
     counts.update({
@@ -241,11 +298,12 @@ def make_splits(
         "train_available": available,
         "conflict_fraction_target": conflict_fraction,
         "conflict_fraction_achieved": achieved,
-        "train_conflict_prompts": len(train_conflict),
-        "train_conflict_prompts_available": len(conflict_choice),
+        **conflict_counts,
         "validation_pairs": len(validation),
         "test_prompts": len(test_prompts),
     })
+    if held_out:
+        counts["pairs_of_test_path_prompts_dropped"] = held_out
     logger.info(
         "splits: %d prompts (%d train, %d validation, %d test); %d/%d pairs conflict; training pairs %s; "
         "conflict share %s; %d train_conflict prompts",

@@ -330,20 +330,25 @@ def format_prompt(
 ) -> str:
     """The text a model sees before its response.
 
-    ``chat``: the tokenizer's chat template with one user turn and the generation prompt (``plain`` when the
-    tokenizer has no chat template); ``plain``: ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``;
-    ``raw``: the prompt itself.
+    ``chat``: the tokenizer's chat template with the prompt's turns and the generation prompt (``plain`` when the
+    tokenizer has no chat template); ``plain``: ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:`` (one
+    ``USER:`` / ``ASSISTANT:`` per turn of a multi-turn prompt); ``raw``: the prompt itself (a multi-turn prompt
+    as readable ``User:`` / ``Assistant:`` paragraphs). Multi-turn prompts are :mod:`sipo.conversation` strings.
     """
+    from sipo import conversation
+
     if template == "chat":
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+                conversation.to_messages(prompt), add_generation_prompt=True, tokenize=False
             )
         template = "plain"
     if template == "plain":
+        if conversation.decode(prompt) is not None:
+            return conversation.render_plain(prompt)
         return PLAIN_TEMPLATE.format(prompt=prompt)
     if template == "raw":
-        return prompt
+        return conversation.readable(prompt)
     raise ConfigError(f"config key 'model.prompt_template': must be chat, plain or raw, got '{template}'")
 
 

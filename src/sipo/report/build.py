@@ -20,7 +20,8 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
                                       "stderr": {"correctness": 0.01, "verbosity": 0.02}, "n": 200}, ...],
                           "hypervolume": 0.42, "front": [0, 2, 3],
                           "best": {"correctness": 0.93, "verbosity": 0.71}},
-                 "sipo@r1": {"method": "sipo", "round": 1, ...}, "mod": {...}, "sft": {...}}}
+                 "sipo@r1": {"method": "sipo", "round": 1, ...}, "mod": {...}, "sft": {...}},
+     "pipeline": {"funnel": [{"round": 1, "conflicting_prompts": 4, ...}], "warnings": []}}
 
 - ``scores`` is the mean judge score over the point's ``n`` prompts; ``stderr`` is the standard error of that mean
   (sample standard deviation / sqrt(n); ``null`` when n = 1).
@@ -29,6 +30,8 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 - ``front`` lists the indices into ``points`` of the method's non-dominated points; ``hypervolume`` is that of
   the method's points (maximisation) against ``reference_point``, the same point for every method.
 - ``best`` is, per objective, the best mean score among the method's points.
+- ``pipeline`` (runs with the ``sipo`` method): each self-improvement round's funnel and the pipeline-health
+  warnings (:mod:`sipo.report.health`); report.md shows the warnings at the top.
 - **Rounds**: a method evaluated after several self-improvement rounds (``ScoreRow.round``) is keyed by its name
   for its last round and ``<name>@r<k>`` for each earlier round ``k``; every entry also states ``method`` and
   ``round``. A method with one round is keyed by its name.
@@ -232,9 +235,12 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     objectives = list(report["objectives"])
     reference = ", ".join(_fmt(x) for x in report["reference_point"])
     rule = report.get("reference_point_rule", "")
-    parts = [
-        f"# {report.get('title') or 'SIPO evaluation report'}",
-        "",
+    pipeline = report.get("pipeline") or {}
+    parts = [f"# {report.get('title') or 'SIPO evaluation report'}", ""]
+    if pipeline.get("warnings"):
+        parts += ["> **Warning: SIPO's self-improvement did nothing useful in this run** (see *Pipeline funnel*):",
+                  ">", *(f"> - {w}" for w in pipeline["warnings"]), ""]
+    parts += [
         f"- Judge: `{report['judge']}`",
         f"- Objectives: {', '.join(objectives)} (higher is better)",
         f"- Reference point: ({reference})" + (f" — {rule}" if rule else ""),
@@ -246,6 +252,12 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     ]
     if figure:
         parts += [f"![Pareto fronts]({figure})", ""]
+    if pipeline.get("funnel"):
+        from sipo.report.health import funnel_markdown
+
+        parts += ["## Pipeline funnel", "",
+                  "What each self-improvement round had and kept (from the stages' manifests).", "",
+                  funnel_markdown(pipeline["funnel"])]
     parts += [
         "## Points",
         "",
@@ -304,13 +316,21 @@ def build_report(
     out_dir: Path,
     reference_point: list[float] | None = None,
     title: str = "",
+    funnel: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
 
-    ``report.json`` is written last, so its presence means the other four are complete.
+    ``funnel`` (the self-improvement rounds' counts, :func:`sipo.report.health.round_funnel`) adds
+    ``pipeline: {funnel, warnings}`` to the report. ``report.json`` is written last, so its presence means the
+    other four are complete.
     """
+    from sipo.report.health import health_warnings
+
     report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title)
+    if funnel is not None:
+        report["pipeline"] = {"funnel": [dict(e) for e in funnel],
+                              "warnings": health_warnings(funnel, report["methods"])}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "scores.jsonl", _sorted_rows(score_rows, report["objectives"]))

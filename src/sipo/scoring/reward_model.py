@@ -180,14 +180,17 @@ def format_reward_input(
     >>> format_reward_input(None, "hello", "Hi!", "beaver")
     'BEGINNING OF CONVERSATION: USER: hello ASSISTANT:Hi!'
     """
+    from sipo import conversation
+
     check_prompt_format(prompt_format)
     if prompt_format == "chat":
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+            messages = [*conversation.to_messages(prompt), {"role": "assistant", "content": response}]
             return tokenizer.apply_chat_template(messages, tokenize=False)
         prompt_format = "plain"
     template = NAMED_TEMPLATES.get(prompt_format, prompt_format)
-    return fill_template(template, prompt, response)
+    # A multi-turn prompt fills the one {prompt} slot as readable "User: ... / Assistant: ..." paragraphs.
+    return fill_template(template, conversation.readable(prompt), response)
 
 
 def transform_scores(raw: Tensor, *, sign: float = 1.0, shift: float = 0.0, scale: float = 1.0) -> Tensor:

@@ -63,5 +63,5 @@ def run(ctx: StageContext) -> dict:
 SPEC = StageDef(
     name="combine", run=run, help="keep the rewrite instead of the candidate when the implicit rewards say so",
     reads="candidates + rewrites", writes="`rK/combine/combined.jsonl`", config_keys=("combine", "dpo.beta"),
-    loads_model=True, per_round=True
+    loads_model=True, per_round=True, optional=True
 )

@@ -121,7 +121,12 @@ def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Ma
 
 
 def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
-    return read_jsonl(ctx.run_dir.path("prepare", "train_conflict.jsonl"), Pair)
+    """The conflicting pairs SIPO improves on: the ``label`` stage's when it runs (one dataset per objective),
+    else ``prepare``'s."""
+    from sipo.stage import needs_label_stage
+
+    stage = "label" if needs_label_stage(ctx.cfg) else "prepare"
+    return read_jsonl(ctx.run_dir.path(stage, "train_conflict.jsonl"), Pair)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -60,5 +60,5 @@ SPEC = StageDef(
     name="dpo_lw", run=run,
     help="baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
     reads="pairs", writes="`dpo_lw/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True,
-    distributed=True, makes_adapters=True, note="only if in methods"
+    distributed=True, makes_adapters=True, optional=True, note="only if in methods"
 )

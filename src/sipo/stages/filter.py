@@ -84,5 +84,5 @@ SPEC = StageDef(
     name="filter", run=run,
     help="keep, per prompt, the best candidate that beats both original responses under every judge",
     reads="combined + pairs", writes="`rK/filter/selected.jsonl`",
-    config_keys=("filter", "soup_mode", "sample.grid", "dpo.beta"), loads_model=True, per_round=True
+    config_keys=("filter", "soup_mode", "sample.grid", "dpo.beta"), loads_model=True, per_round=True, optional=True
 )

@@ -100,5 +100,5 @@ def run(ctx: StageContext) -> dict:
 SPEC = StageDef(
     name="modpo", run=run, help="baseline: one adapter per weight vector trained with MODPO margins", reads="pairs",
     writes="`modpo/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True, distributed=True,
-    makes_adapters=True, note="only if in methods"
+    makes_adapters=True, optional=True, note="only if in methods"
 )

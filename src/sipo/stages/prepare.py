@@ -3,7 +3,9 @@
 Writes ``prepare/train_<objective>.jsonl`` (each objective's DPO mixture with ``data.conflict_fraction``
 conflicting pairs), ``prepare/train_conflict.jsonl`` (one conflicting pair per training prompt: what SIPO
 improves on), ``prepare/validation.jsonl``, ``prepare/test_prompts.jsonl`` and ``prepare/sft.jsonl``
-(``{prompt, completion}`` rows for the optional ``sft`` stage). Counts go to the manifest.
+(``{prompt, completion}`` rows for the optional ``sft`` stage). Counts go to the manifest. With
+``data.test_path`` the test prompts are exactly that file's; with one dataset per objective the pairs lack some
+labels (``unlabelled``) until the ``label`` stage.
 
     sipo stage prepare configs/smoke.yaml run_dir=runs/smoke
 """
@@ -40,12 +42,18 @@ def run(ctx: StageContext) -> dict:
 
     cfg = ctx.cfg
     pairs = load_pairs(cfg)
+    test_prompts = None
+    if cfg.data.test_path:
+        from sipo.data.formats import load_test_prompts
+
+        test_prompts = load_test_prompts(cfg.data.test_path, split=cfg.data.split, revision=cfg.data.revision)
     splits = make_splits(
         pairs, list(cfg.objectives), conflict_fraction=cfg.data.conflict_fraction,
         test_fraction=cfg.data.test_fraction, validation_fraction=cfg.data.validation_fraction, seed=cfg.seed,
         max_train_pairs=cfg.data.max_train_pairs, max_conflict_prompts=cfg.data.max_conflict_prompts,
-        max_test_prompts=cfg.data.max_test_prompts)
-    if cfg.data.source == "synthetic":
+        max_test_prompts=cfg.data.max_test_prompts, conflict_max_ties=cfg.data.conflict_max_ties,
+        test_prompts=test_prompts)
+    if cfg.data.source == "synthetic" and test_prompts is None:
         from sipo.synthetic.writer import test_prompts
 
         # The benchmark holds out (entity, phrasing) combinations of its own; no training pair uses them.

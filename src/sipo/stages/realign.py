@@ -58,5 +58,5 @@ SPEC = StageDef(
     name="realign", run=run,
     help="DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
     reads="selected", writes="`rK/realign/<o>/`", config_keys=("realign",), loads_model=True, distributed=True,
-    per_round=True, makes_adapters=True
+    per_round=True, optional=True, makes_adapters=True
 )

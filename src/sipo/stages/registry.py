@@ -14,6 +14,7 @@ from sipo.stages import (
     dpo,
     dpo_lw,
     evaluate,
+    label,
     modpo,
     prepare,
     realign,
@@ -26,8 +27,8 @@ from sipo.stages import (
 from sipo.stages import filter as filter_stage
 
 STAGES: Registry[StageDef] = Registry("stage")
-for _module in (prepare, sft, dpo, sample, review, rewrite, combine, filter_stage, realign, dpo_lw, modpo, evaluate,
-                report):
+for _module in (prepare, sft, dpo, label, sample, review, rewrite, combine, filter_stage, realign, dpo_lw, modpo,
+                evaluate, report):
     STAGES.register(_module.SPEC)
 
 ROUND_STAGES = tuple(name for name in STAGES if STAGES[name].per_round)

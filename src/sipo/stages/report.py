@@ -25,11 +25,40 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
         raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
     rows = load_score_rows(scores_path)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
-                          reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name)
+                          reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
+                          funnel=run_funnel(cfg, run_dir))
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
         logger.info("report: %-12s hypervolume %.4f", name, method["hypervolume"])
+    warnings = report.get("pipeline", {}).get("warnings", [])
+    for warning in warnings:
+        logger.warning("pipeline health: %s", warning)
     return {"methods": len(report["methods"]),
-            "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()}}
+            "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()},
+            "health_warnings": len(warnings)}
+
+
+def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
+    """The funnel of every self-improvement round from the manifests (None when the run has no ``sipo``)."""
+    from sipo.report.health import round_funnel
+
+    if "sipo" not in cfg.methods:
+        return None
+    counts = {}
+    for r in range(1, cfg.rounds + 1):
+        for name in ("sample", "combine", "filter", "realign"):
+            manifest = run_dir.read_manifest(f"r{r}/{name}") or {}
+            counts[f"r{r}/{name}"] = manifest.get("counts", {})
+    return round_funnel(counts, list(cfg.objectives), cfg.rounds)
+
+
+def health_warnings_of(run_dir: RunDir) -> list[str]:
+    """The pipeline-health warnings of a finished report (none when there is no report.json)."""
+    import json
+
+    path = run_dir.path("report", "report.json")
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("pipeline", {}).get("warnings", []))
 
 
 def run(ctx: StageContext) -> dict:

@@ -55,5 +55,5 @@ SPEC = StageDef(
     name="review", run=run,
     help="the reviewer adapter writes suggestions to improve each candidate on all objectives", reads="candidates",
     writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"), loads_model=True,
-    distributed=True, per_round=True, renders_templates=True
+    distributed=True, per_round=True, optional=True, renders_templates=True
 )

@@ -61,6 +61,6 @@ def run(ctx: StageContext) -> dict:
 SPEC = StageDef(
     name="rewrite", run=run, help="MOD-decode a rewrite of each candidate that follows its review",
     reads="candidates + reviews", writes="`rK/rewrite/rewrites.jsonl`",
-    config_keys=("rewrite", "objective_descriptions"), loads_model=True, distributed=True, per_round=True,
+    config_keys=("rewrite", "objective_descriptions"), loads_model=True, distributed=True, per_round=True, optional=True,
     renders_templates=True
 )

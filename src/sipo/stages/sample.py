@@ -62,5 +62,5 @@ def run(ctx: StageContext) -> dict:
 SPEC = StageDef(
     name="sample", run=run, help="MOD-decode every conflicting training prompt at every sampling weight vector",
     reads="`prepare/train_conflict.jsonl`", writes="`rK/sample/candidates.jsonl`",
-    config_keys=("sample", "model", "seed"), loads_model=True, distributed=True, per_round=True
+    config_keys=("sample", "model", "seed"), loads_model=True, distributed=True, per_round=True, optional=True
 )

@@ -18,7 +18,7 @@ from sipo.distributed import barrier
 from sipo.errors import ConfigError
 from sipo.logging_utils import is_main_process
 from sipo.prompting import render
-from sipo.stage import StageContext, StageDef
+from sipo.stage import StageContext, StageDef, needs_sft_stage
 from sipo.stages.common import prompts_that_fit
 
 logger = logging.getLogger(__name__)
@@ -26,12 +26,16 @@ logger = logging.getLogger(__name__)
 
 def _texts(ctx: StageContext, rows: list[dict]) -> list[str]:
     """Every text a word-level tokenizer must cover: SFT rows, pairs, test prompts and the templates."""
-    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows]
+    from sipo.conversation import render_plain
+
+    # Prompts as the model sees them (a multi-turn prompt's turns, not its stored encoding).
+    texts = [render_plain(r["prompt"]) for r in rows] + [r["completion"] for r in rows]
     for path in sorted(ctx.run_dir.path("prepare").glob("*.jsonl")):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
-                texts += [v for k, v in row.items() if k in ("prompt", "response_a", "response_b")]
+                texts += [render_plain(v) if k == "prompt" else v for k, v in row.items()
+                          if k in ("prompt", "response_a", "response_b")]
     texts.append(render(ctx.cfg.review.template, prompt="", response="", objectives=[], objective_list=""))
     texts.append(render(ctx.cfg.rewrite.template, prompt="", response="", review="", objectives=[],
                         objective_list=""))
@@ -86,5 +90,6 @@ SPEC = StageDef(
     help="build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
     reads="`prepare/sft.jsonl`", writes="`sft/model/`",
     config_keys=("sft", "objective_descriptions", "review.template", "rewrite.template", "model", "seed"),
-    loads_model=True, distributed=True, renders_templates=True, note="random model or sft.enabled"
+    loads_model=True, distributed=True, renders_templates=True, when=needs_sft_stage,
+    note="random model or sft.enabled"
 )

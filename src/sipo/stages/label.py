@@ -1,0 +1,98 @@
+"""Stage ``label`` (only with one dataset per objective): fill the labels the data does not give, then pick the
+conflicting prompts.
+
+When ``data.path`` maps objectives to datasets, a pair from objective o's dataset is labelled for o only, so no pair
+can conflict and SIPO would have nothing to improve on. This stage runs after ``dpo``: for every training pair
+(the union of the objectives' DPO mixtures) and every objective ``u`` the pair is unlabelled for, the round-1 DPO
+adapter of ``u`` judges it by implicit reward (``data.fill_judge: implicit``): the response with the higher reward
+is preferred, equal rewards are a tie. The pair records the objectives it got this way in ``filled`` and the rewards
+in its scores. The conflicting prompts are then chosen from the filled pairs exactly as ``prepare`` chooses them
+(:func:`sipo.data.splits.select_conflict_pairs`, ``data.conflict_max_ties``).
+
+Why the adapters: they exist at this point of every run, cost no extra model, and are the judges the filter and
+the implicit evaluation use anyway. The caveat: the adapter of ``u`` was trained on the other dataset's prompts, so
+its labels are a model's guess, not a human's (docs/decisions.md). Prompts longer than ``model.max_prompt_tokens``
+cannot be judged and stay unlabelled (counted).
+
+Writes ``label/pairs.jsonl`` (every training pair, labels filled) and ``label/train_conflict.jsonl`` (what
+``sample`` and ``filter`` read instead of ``prepare/train_conflict.jsonl``).
+
+    sipo stage label configs/smoke-hh.yaml run_dir=runs/smoke-hh
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from sipo.data.jsonl import is_conflict
+from sipo.data.splits import pair_counts, select_conflict_pairs
+from sipo.judges import ScoreItem
+from sipo.records import Pair, write_jsonl
+from sipo.stage import StageContext, StageDef, needs_label_stage
+from sipo.stages.common import adapter_dir, adapter_name, prompts_that_fit, training_union
+
+logger = logging.getLogger(__name__)
+
+PAIRS_FILE = "pairs.jsonl"
+TRAIN_CONFLICT_FILE = "train_conflict.jsonl"
+
+
+def fill_labels(pair: Pair, rewards: dict[str, tuple[float, float]]) -> Pair:
+    """``pair`` with each objective of ``rewards`` (objective -> (reward of a, reward of b)) labelled by the higher
+    reward (equal rewards: a tie) and recorded in ``filled``; pure."""
+    preferred = dict(pair.preferred)
+    scores_a, scores_b = dict(pair.scores_a), dict(pair.scores_b)
+    for objective, (reward_a, reward_b) in rewards.items():
+        preferred[objective] = "a" if reward_a > reward_b else "b" if reward_b > reward_a else None
+        scores_a[objective], scores_b[objective] = reward_a, reward_b
+    return dataclasses.replace(
+        pair, preferred=preferred, scores_a=scores_a, scores_b=scores_b, conflict=is_conflict(preferred),
+        unlabelled=[o for o in pair.unlabelled if o not in rewards],
+        filled=[*pair.filled, *(o for o in rewards if o not in pair.filled)])
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    objectives = list(cfg.objectives)
+    pairs = training_union(ctx)
+    needed = [o for o in objectives if any(o in p.unlabelled for p in pairs)]
+    filled_counts = {o: 0 for o in objectives}
+    dropped = 0
+    if needed:
+        adapters = {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in needed}
+        bank, tokenizer = ctx.models.load_bank(ctx, adapters)
+        todo, dropped = prompts_that_fit(tokenizer, [p for p in pairs if p.unlabelled], lambda p: p.prompt, cfg,
+                                         "label")
+        sides = [ScoreItem(f"{p.pair_id}:{side}", p.prompt, response)
+                 for p in todo for side, response in (("a", p.response_a), ("b", p.response_b))]
+        judges = [adapter_name(o, 0) for o in needed]
+        rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, sides, judges) if sides else {}
+        filled: dict[str, Pair] = {}
+        for pair in todo:
+            side_a, side_b = rewards[f"{pair.pair_id}:a"], rewards[f"{pair.pair_id}:b"]
+            judged = {o: (side_a[adapter_name(o, 0)], side_b[adapter_name(o, 0)]) for o in pair.unlabelled}
+            filled[pair.pair_id] = fill_labels(pair, judged)
+            for o in judged:
+                filled_counts[o] += 1
+        pairs = [filled.get(p.pair_id, p) for p in pairs]
+    train_conflict, conflict_counts = select_conflict_pairs(
+        pairs, objectives, seed=cfg.seed, max_conflict_prompts=cfg.data.max_conflict_prompts,
+        conflict_max_ties=cfg.data.conflict_max_ties)
+    write_jsonl(ctx.out_dir / PAIRS_FILE, pairs)
+    write_jsonl(ctx.out_dir / TRAIN_CONFLICT_FILE, train_conflict)
+    counts = pair_counts(pairs, objectives)
+    logger.info("label: filled %s labels of %d training pairs with the round-1 adapters; %d conflicting pairs, %d "
+                "conflicting prompts for self-improvement", filled_counts, len(pairs), counts["conflicting_pairs"],
+                len(train_conflict))
+    return {**counts, "filled": filled_counts, "fill_judge": cfg.data.fill_judge, "dropped_long_prompts": dropped,
+            **conflict_counts}
+
+
+SPEC = StageDef(
+    name="label", run=run,
+    help="one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
+    reads="training pairs + adapters", writes="`label/train_conflict.jsonl`",
+    config_keys=("data", "dpo.beta", "model", "seed"),
+    loads_model=True, optional=True, when=needs_label_stage, note="one dataset per objective, with sipo"
+)
