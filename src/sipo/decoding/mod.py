@@ -19,13 +19,13 @@ Example::
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from sipo.logging_utils import progress_bar
 from sipo.models.adapters import BASE, AdapterBank, as_bank
 from sipo.models.loading import decode_response, encode_prompt
 
@@ -112,16 +112,6 @@ def stop_token_ids(bank: AdapterBank, tokenizer: PreTrainedTokenizerBase) -> set
     if not ids:
         raise ValueError("neither the tokenizer nor the model defines an EOS token")
     return ids
-
-
-def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
-    from tqdm.auto import tqdm
-
-    from sipo.logging_utils import progress_enabled
-
-    show = enabled and sys.stderr.isatty() and progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 @torch.no_grad()
@@ -257,7 +247,7 @@ def mod_generate_token_ids(
     # Prompts of similar length share a batch, so that little of it is padding.
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     starts = range(0, len(prompts), batch_size)
-    for start in _progress(starts, len(starts), progress, "MOD decoding"):
+    for start in progress_bar(starts, len(starts), progress, "MOD decoding"):
         idx = order[start:start + batch_size]
         batch_ids = _decode_batch(
             bank,

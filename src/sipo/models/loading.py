@@ -177,21 +177,33 @@ def _looks_local(name: str) -> bool:
 
 def _check_source(path: str | Path, model_cfg: ModelConfig) -> str:
     """Resolve ``path`` and refuse pickle checkpoints unless ``model.allow_pickle``."""
-    source = str(path)
+    return check_model_source(str(path), model_cfg.allow_pickle)
+
+
+def check_model_source(source: str, allow_pickle: bool, *, key: str = "model.name_or_path",
+                       what: str = "model") -> str:
+    """A local model folder (resolved) or a hub id; refuses a file, a missing folder, and a folder holding only
+    pickle weights (which run code when loaded) unless ``allow_pickle``. Shared by the policy and the reward
+    models, so both refuse the same things with the same words.
+
+    Raises:
+        ConfigError: naming ``key``, or ``model.allow_pickle`` for a pickle-only folder.
+    """
     local = Path(source).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise ConfigError(f"config key 'model.name_or_path': '{source}' is a file, expected a model folder")
+            raise ConfigError(f"config key '{key}': '{source}' is a file, expected a model folder")
         has_safetensors = any(local.glob("*.safetensors"))
         has_pickle = any(local.glob("*.bin")) or any(local.glob("*.pt")) or any(local.glob("*.pth"))
-        if has_pickle and not has_safetensors and not model_cfg.allow_pickle:
+        if has_pickle and not has_safetensors and not allow_pickle:
+            named = f"'{source}'" if what == "model" else f"{what} '{source}' ({key})"
             raise ConfigError(
-                f"config key 'model.allow_pickle': '{source}' holds only pickle (.bin) weights, which can run "
+                f"config key 'model.allow_pickle': {named} holds only pickle (.bin) weights, which can run "
                 "arbitrary code when loaded; convert them to safetensors or set model.allow_pickle=true"
             )
         return str(local)
     if _looks_local(source):
-        raise ConfigError(f"config key 'model.name_or_path': model folder '{source}' does not exist")
+        raise ConfigError(f"config key '{key}': {what} folder '{source}' does not exist")
     return source
 
 

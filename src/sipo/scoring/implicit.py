@@ -16,13 +16,13 @@ Example::
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from sipo.logging_utils import progress_bar
 from sipo.models.adapters import BASE, AdapterBank, as_bank
 from sipo.models.loading import encode_prompt_response
 
@@ -35,16 +35,6 @@ logger = logging.getLogger(__name__)
 def implicit_reward(policy_logps: Tensor, reference_logps: Tensor, beta: float) -> Tensor:
     """DPO implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``. Shape: (n,), (n,) -> (n,)."""
     return beta * (policy_logps - reference_logps)
-
-
-def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
-    from tqdm.auto import tqdm
-
-    from sipo.logging_utils import progress_enabled
-
-    show = enabled and sys.stderr.isatty() and progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 def _encode_all(
@@ -275,7 +265,7 @@ def sequence_logprobs(
     else:
         order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     starts = range(0, n, batch_size)
-    for start in _progress(starts, len(starts), progress, "scoring"):
+    for start in progress_bar(starts, len(starts), progress, "scoring"):
         batch = order[start:start + batch_size]
         pairs = [encoded[i] for i in batch]
         if len({tuple(prompt) for prompt, _ in pairs}) < len(pairs):

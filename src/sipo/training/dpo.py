@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -55,6 +55,7 @@ from sipo.training import (
     quiet_trainer,
     resolve_dtype,
     training_arguments_kwargs,
+    training_tokenizer,
 )
 from sipo.training.settings import (  # noqa: F401 (re-exported: the example columns and loss names)
     LOSSES,
@@ -228,14 +229,6 @@ def to_trl_dpo_config(
     )
 
 
-def _load_tokenizer(tokenizer: PreTrainedTokenizerBase | str | Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def _preference_dataset(
     examples: Sequence[Mapping[str, Any]],
     spec: LossSpec,
@@ -297,7 +290,7 @@ def build_dpo_trainer(
     The trained adapter is named ``ADAPTER``; the policy and the reference are as :class:`AdapterTraining` says.
     """
     model_settings, spec, lora, init_adapter = settings.model, settings.loss, settings.lora, settings.init_adapter
-    tokenizer = _load_tokenizer(tokenizer, model_settings.trust_remote_code)
+    tokenizer = training_tokenizer(tokenizer, model_settings.trust_remote_code)
     dataset = _preference_dataset(examples, spec, tokenizer, model_settings.max_prompt_tokens,
                                   model_settings.max_response_tokens)
     # Truncation already happened per part (prompt from the left, response from the right) when tokenizing.
