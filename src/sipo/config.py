@@ -25,6 +25,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sipo.errors import ConfigError
 
+# The closed vocabularies of the config, each written once: validation, the loaders and the stages read these.
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+PROMPT_TEMPLATES = ("chat", "plain", "raw")
+RANDOM_TOKENIZERS = ("byte", "word")
+COMBINE_RULES = ("not_dominated", "no_worse")
+SOUP_MODES = ("delta", "factors")
+
 
 @dataclass
 class RandomModelConfig:
@@ -360,6 +368,11 @@ def _fail(key: str, message: str) -> None:
     raise ConfigError(f"config key '{key}': {message}")
 
 
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        _fail(key, f"must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'")
+
+
 def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
     if grid.explicit is not None:
         if not grid.explicit:
@@ -457,8 +470,7 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("rounds", "must be at least 1")
     if cfg.shard_size < 1:
         _fail("shard_size", "must be at least 1")
-    if cfg.soup_mode not in ("delta", "factors"):
-        _fail("soup_mode", "must be 'delta' or 'factors'")
+    _check_choice("soup_mode", cfg.soup_mode, SOUP_MODES)
     if cfg.data.source not in SOURCES:
         _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(SOURCES)})")
     if cfg.data.source != "synthetic" and not cfg.data.path:
@@ -483,18 +495,13 @@ def validate(cfg: PipelineConfig) -> None:
             _fail(f"data.synthetic.{key}", f"must be at least 0, got {getattr(synthetic, key)}")
     if cfg.data.test_fraction + cfg.data.validation_fraction >= 1.0:
         _fail("data.test_fraction", "test_fraction + validation_fraction must be below 1")
-    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
-        _fail("model.dtype", "must be float32, bfloat16 or float16")
-    if cfg.model.device not in ("auto", "cpu", "cuda"):
-        _fail("model.device", "must be auto, cpu or cuda")
-    if cfg.model.prompt_template not in ("chat", "plain", "raw"):
-        _fail("model.prompt_template", "must be chat, plain or raw")
-    if cfg.model.random.tokenizer not in ("byte", "word"):
-        _fail("model.random.tokenizer", "must be byte or word")
+    _check_choice("model.dtype", cfg.model.dtype, DTYPES)
+    _check_choice("model.device", cfg.model.device, DEVICES)
+    _check_choice("model.prompt_template", cfg.model.prompt_template, PROMPT_TEMPLATES)
+    _check_choice("model.random.tokenizer", cfg.model.random.tokenizer, RANDOM_TOKENIZERS)
     if cfg.review.reviewer is not None and cfg.review.reviewer not in objs:
         _fail("review.reviewer", f"'{cfg.review.reviewer}' is not one of the objectives {objs}")
-    if cfg.combine.rule not in ("not_dominated", "no_worse"):
-        _fail("combine.rule", "must be not_dominated or no_worse")
+    _check_choice("combine.rule", cfg.combine.rule, COMBINE_RULES)
     judge = JUDGES.choose(cfg.eval.judge, "eval.judge")
     if judge.check is not None:
         judge.check(cfg)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sipo.config import DTYPES
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ UNK_TOKEN = "[UNK]"
 PLAIN_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 """The paper's prompt format (the reference code's ``prompt_template``)."""
 
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -319,8 +319,8 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
     import torch
     from transformers import AutoModelForCausalLM
 
-    if model_cfg.dtype not in _DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(_DTYPES)}, got '{model_cfg.dtype}'")
+    if model_cfg.dtype not in DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     source = _check_source(path, model_cfg)
     try:
         model = AutoModelForCausalLM.from_pretrained(

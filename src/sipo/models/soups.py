@@ -16,6 +16,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from sipo.config import SOUP_MODES
+
 SoupMode = Literal["delta", "factors"]
 StateDict = dict[str, Tensor]
 
@@ -99,7 +101,7 @@ def interpolate_lora(
     active = [(name, float(w)) for name, w in weights.items() if w != 0]
     if not active:
         raise ValueError("a soup needs at least one adapter with a non-zero weight")
-    if mode not in ("delta", "factors"):
+    if mode not in SOUP_MODES:
         raise ValueError(f"soup mode must be 'delta' or 'factors', got '{mode}'")
 
     modules = {name: split_lora_state_dict(state_dicts[name]) for name, _ in active}

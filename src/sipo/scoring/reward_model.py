@@ -100,6 +100,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from sipo.config import DTYPES
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -144,7 +145,6 @@ SAFE_RLHF_KEY_MAPPING = {r"^score_head\.": "score."}
 """safe-rlhf score models name their head ``score_head``; transformers' sequence classifiers call it ``score``."""
 
 _PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
-_DTYPES = ("float32", "bfloat16", "float16")
 _MISSING_VALUES = ("", "???")
 
 
@@ -298,8 +298,8 @@ def load_reward_model(
         AutoTokenizer,
     )
 
-    if model_cfg.dtype not in _DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(_DTYPES)}, got '{model_cfg.dtype}'")
+    if model_cfg.dtype not in DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     source = resolve_source(name_or_path, model_cfg, key)
     trust = bool(model_cfg.trust_remote_code)
     try:
