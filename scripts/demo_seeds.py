@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from sipo.report.build import format_hypervolume
+
 
 def seed_command(config: str, out: Path, seed: int, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "sipo", "run", config, f"run_dir={out / f'seed{seed}'}", f"seed={seed}", *overrides]
@@ -61,7 +63,8 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float]) -> tuple[dict, 
              "| method | hypervolume (mean ± std) | per seed |", "|---|---:|---|"]
     for m in sorted(stats, key=lambda m: -stats[m]["mean"]):
         s = stats[m]
-        lines.append(f"| {m} | {s['mean']:.4f} ± {s['std']:.4f} | {', '.join(f'{v:.4f}' for v in s['values'])} |")
+        per_seed = ", ".join(format_hypervolume(v) for v in s["values"])
+        lines.append(f"| {m} | {format_hypervolume(s['mean'])} ± {format_hypervolume(s['std'])} | {per_seed} |")
     if "sipo" in stats:
         lines.append("")
         for base in ("mod", "dpo_soups"):

@@ -83,6 +83,68 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+FULL_HASH_LIMIT = 256 << 20
+"""Files up to this size (256 MiB) are hashed whole; larger ones (model weights) by :func:`sampled_hash`."""
+SAMPLE_BYTES = 4 << 20
+
+
+def sampled_hash(path: str | Path, size: int) -> str:
+    """sha256 of a large file's size and of 4 MiB at its start, middle and end.
+
+    Weights of a large model are gigabytes; reading them whole on every run to decide whether a finished stage can be
+    skipped would cost more than some stages. A change that keeps the size and leaves these three windows intact
+    goes unnoticed (``--force`` re-runs a stage whatever its fingerprint says).
+    """
+    h = hashlib.sha256(f"sampled:{size}:".encode())
+    with open(path, "rb") as f:
+        for offset in (0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)):
+            f.seek(offset)
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()[:16]
+
+
+def content_hash(path: str | Path) -> str:
+    """The content hash of one file: sha256 streamed in 1 MiB chunks, or :func:`sampled_hash` above
+    :data:`FULL_HASH_LIMIT`."""
+    size = os.stat(path).st_size
+    return file_hash(path) if size <= FULL_HASH_LIMIT else sampled_hash(path, size)
+
+
+def files_table(folder: str | Path, *, skip_hidden: bool = True, skip: tuple[str, ...] = ()) -> dict[str, list]:
+    """``{relative path: [size, content hash]}`` of every file under ``folder`` (sorted; hidden names and the
+    top-level names in ``skip`` left out). Symlinks are followed, as a reader of the folder would."""
+    root = Path(folder)
+    table: dict[str, list] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        rel_dir = Path(dirpath).relative_to(root)
+        if skip_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames.sort()
+        for name in sorted(filenames):
+            if skip_hidden and name.startswith("."):
+                continue
+            if rel_dir == Path(".") and name in skip:
+                continue
+            path = Path(dirpath) / name
+            table[(rel_dir / name).as_posix()] = [path.stat().st_size, content_hash(path)]
+    return table
+
+
+def changed_files(folder: str | Path, table: dict[str, list]) -> list[str]:
+    """The recorded files of ``table`` that are missing under ``folder`` or differ in size or content (a size
+    check first, so that a truncated file costs no hashing)."""
+    root = Path(folder)
+    changed = []
+    for rel, (size, digest) in sorted(table.items()):
+        path = root / rel
+        try:
+            if not path.is_file() or path.stat().st_size != size or content_hash(path) != digest:
+                changed.append(rel)
+        except OSError:
+            changed.append(rel)
+    return changed
+
+
 class RunDir:
     """Paths and manifests of one run."""
 

@@ -1,15 +1,27 @@
-"""Command line: ``sipo run``, ``sipo stage``, ``sipo report``.
+"""Command line: ``sipo run``, ``sipo stage``, ``sipo report``, ``sipo generate``, ``sipo export``, ``sipo compare``,
+``sipo config``.
 
-A user mistake (bad config, bad data, missing file, incompatible run directory) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead. ``sipo run --strict`` exits with code 3 when the run finished
-but the report's pipeline-health check warns (SIPO selected or trained nothing, or its points equal mod's).
+Options may come anywhere on the line (``sipo run CFG --dry-run key=value``): positionals that argparse leaves
+over are handed back to the sub-command's list argument (its overrides or prompts).
+
+Exit codes (one line on stderr for each failure; ``--debug`` shows the traceback instead):
+
+- 0: done (or nothing to do);
+- 2: a user mistake: bad config or data, a missing or unloadable file, an incompatible run directory, or a run
+  directory that another sipo run holds;
+- 3: ``sipo run --strict`` only: the run finished but the report's pipeline-health check warns (SIPO selected or
+  trained nothing, or its points equal mod's);
+- 4: the environment refused: permission denied, read-only storage, no space left, an I/O error, out of memory;
+- 130 / 143: interrupted by Ctrl-C / SIGTERM; finished stages are kept and the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -27,12 +39,32 @@ main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode,
   dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule, realign.{{alpha,beta}},
   eval.{{judge ({judges}),grid,decode.max_new_tokens}}.
   Unknown keys and bad values are rejected with the key named.
-  The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings re-runs that stage and the
-  ones after it.
+  The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings or input files (data, model
+  folder), forcing it, or deleting or editing one of its outputs re-runs that stage and the ones after it.
+  One run writes a run directory at a time (lock file RUN_DIR/.sipo.lock).
 data: data.path is a JSONL/parquet/arrow file, a folder, a save_to_disk folder or a Hub id, or a mapping
   objective -> dataset (one dataset per objective); formats (TRL chosen/rejected, pairwise, per-response scores,
   HelpSteer2, PKU-SafeRLHF) with an example row each: docs/data.md
+exit codes: 0 done; 2 a user mistake (config, data, paths, a run directory in use); 3 --strict and the report's
+  health check warns; 4 the environment refused (permission, read-only or full disk, I/O error, out of memory);
+  130 Ctrl-C, 143 SIGTERM (finished stages kept).
 """
+
+ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EBUSY", "ETXTBSY", "EFBIG")
+    if hasattr(errno, name))
+"""OS errors that the machine causes (exit 4); the others (a missing file, a path under a file, ...) are mistakes
+in the paths given (exit 2)."""
+
+EXIT_USER, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 4, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (locks released, finished stages kept)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,stage,report}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,stage,report,generate,export,compare,config}")
 
     run = sub.add_parser(
         "run", help="run every stage, skipping finished ones",
@@ -67,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + stages_help + "\n" + config_help,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(run)
+    run.set_defaults(rest="overrides")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages; write nothing")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage (id like r1/sample, or a name for every round) even if finished")
@@ -83,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     stage.add_argument("name", help="stage name or id")
     _add_config_args(stage)
+    stage.set_defaults(rest="overrides")
     stage.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     report = sub.add_parser("report", help="(re)write RUN_DIR/report/ from RUN_DIR/evaluate/scores.jsonl",
@@ -90,7 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
                                         "under RUN_DIR/report/ from a finished evaluate stage.")
     report.add_argument("run_dir")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from sipo.cli_commands import add_commands
+
+    add_commands(sub)
     return parser
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("sipo")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from sipo import __version__
+
+        return __version__
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` with options allowed anywhere: argparse stops filling a ``nargs="*"`` positional at the first
+    option, so the positionals after it come back as extras; they are appended to the sub-command's list argument
+    (named by its ``rest`` default). Anything else left over (an unknown option) is the usual argparse error."""
+    args, extras = parser.parse_known_args(argv)
+    rest = getattr(args, "rest", None)
+    stray = [e for e in extras if e.startswith("-") or rest is None]
+    if stray:
+        parser.error("unrecognized arguments: " + " ".join(stray))
+    if extras:
+        setattr(args, rest, [*(getattr(args, rest) or []), *extras])
+    return args
 
 
 def _status_line(results: list[dict]) -> str:
@@ -103,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
     from sipo.config import load_config
     from sipo.pipeline import run_pipeline
 
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     if args.command == "report":
         from sipo.stages.report import report_run_dir
 
@@ -141,22 +207,71 @@ def _health(cfg, *, strict: bool) -> int:
     return 0
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error, naming the path(s) it concerns."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths)
+    return f"{where}: {reason}" if where else reason
+
+
+def _model_file_error(exc: BaseException) -> tuple[str, int] | None:
+    """safetensors' errors (raised from Rust, not OSError): an unreadable or unwritable weights file."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    text = " ".join(str(exc).split())
+    environment = any(s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "code: 28",
+                                          "code: 13", "code: 30"))
+    return f"cannot read or write a safetensors weights file ({text})", EXIT_ENVIRONMENT if environment else EXIT_USER
+
+
+def _fail(message: str, code: int) -> int:
+    message = " ".join(message.split())
+    sys.stderr.write("sipo: error: " + textwrap.shorten(message, 2000) + "\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sipo.logging_utils import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     setup_logging(verbose=args.debug)
     if args.debug:
         os.environ.setdefault("SIPO_DEBUG", "1")
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (sipo.cli.main called from a thread): keep the default
+        previous = None
     try:
         return _run(args)
     except SipoError as exc:
         if args.debug:
             raise
-        message = " ".join(str(exc).split())
-        sys.stderr.write("sipo: error: " + textwrap.shorten(message, 2000) + "\n")
-        return 2
+        return _fail(str(exc), EXIT_USER)
+    except OSError as exc:
+        if args.debug:
+            raise
+        code = EXIT_ENVIRONMENT if exc.errno in ENVIRONMENT_ERRNOS else EXIT_USER
+        return _fail(os_error_line(exc), code)
+    except MemoryError:
+        if args.debug:
+            raise
+        return _fail("out of memory (lower the batch sizes or use a smaller model)", EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         sys.stderr.write("sipo: interrupted; finished stages are kept, run the same command to resume\n")
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        sys.stderr.write("sipo: terminated (SIGTERM); finished stages are kept, run the same command to resume\n")
+        return EXIT_TERMINATED
+    except Exception as exc:
+        known = _model_file_error(exc)
+        if known is None and type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (a RuntimeError)
+            known = ("out of memory on the accelerator (lower the batch sizes or use a smaller model)",
+                     EXIT_ENVIRONMENT)
+        if known is None or args.debug:
+            raise
+        return _fail(*known)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

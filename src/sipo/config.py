@@ -119,7 +119,8 @@ class DataConfig:
     matters with 3+ objectives). Pairs kept and lost by it are counted in the prepare manifest."""
     fill_judge: str = "implicit"
     """With one dataset per objective, who labels a pair for the objectives its dataset does not label:
-    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``)."""
+    ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``) or
+    ``reward_model`` (the reward model of ``eval.reward_model`` that scores that objective)."""
     conflict_fraction: float = 0.6
     """Share of conflicting pairs in each objective's DPO training mixture (the paper's 0.6)."""
     test_fraction: float = 0.2
@@ -288,6 +289,9 @@ class PipelineConfig:
     seed: int = 0
     objectives: list[str] = MISSING
     """Objective names, e.g. ``[correctness, verbosity]``; they must be score columns of the data."""
+    allow_single_objective: bool = False
+    """Accept ``objectives`` with one name. Off by default: with one objective nothing conflicts, SIPO has no
+    prompts to improve and every method reduces to DPO; set it for a single-objective baseline run."""
     objective_descriptions: dict[str, str] = field(default_factory=dict)
     """Plain-language description of each objective, used in the review/rewrite prompts."""
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
@@ -320,6 +324,18 @@ def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
     return f"{source}: config key '{key}': {msg}" if key else f"{source}: {msg}"
 
 
+def _read_utf8(path: Path) -> str:
+    """A config file's text; a byte-order mark is dropped, and a byte that is not UTF-8 is named with its line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column})") from None
+    return text.removeprefix("\ufeff")
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PipelineConfig:
     """Load a YAML preset, apply dotted ``key=value`` overrides, validate, and return the typed config.
 
@@ -333,7 +349,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(_read_utf8(path))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -350,7 +366,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
     try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+        merged = _drop_removed_descriptions(merged, dotlist)
+        merged = OmegaConf.merge(merged, dotlist)
     except OmegaConfBaseException as exc:
         raise ConfigError(_format_omegaconf_error(exc, "command line")) from None
     try:
@@ -362,6 +380,19 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(cfg)
     return cfg
+
+
+def _drop_removed_descriptions(merged: Any, dotlist: Any) -> Any:
+    """When the command line sets ``objectives``, the preset's descriptions of objectives it no longer lists are
+    dropped (a dict key cannot be removed by a dotted override, so they would otherwise fail validation);
+    descriptions given on the command line are kept as given."""
+    if "objectives" not in dotlist or "objective_descriptions" not in merged:
+        return merged
+    objectives = {str(o) for o in (dotlist.objectives or [])}
+    kept = {k: v for k, v in merged.objective_descriptions.items() if k in objectives}
+    merged = OmegaConf.merge(merged, {})  # a copy: the caller's config is left as it was
+    merged.objective_descriptions = kept
+    return merged
 
 
 def _fail(key: str, message: str) -> None:
@@ -388,6 +419,92 @@ def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
         _fail(f"{key}.resolution", "must be at least 1")
     elif grid.interior_only and grid.resolution < num_objectives:
         _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
+
+
+def non_finite_key(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in a config tree (dataclasses, dicts, lists), or None.
+
+    No setting of a run means NaN or infinity; one that slipped through would train and decode on NaN for hours and
+    fail only when the report computes hypervolumes.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else key
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items: Any = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        return next((k for i, v in enumerate(value) if (k := non_finite_key(v, f"{key}[{i}]")) is not None), None)
+    else:
+        return None
+    for name, child in items:
+        found = non_finite_key(child, f"{key}.{name}" if key else str(name))
+        if found is not None:
+            return found
+    return None
+
+
+MAX_SEED = 2**32 - 1
+"""numpy's legacy seeding (used by transformers' ``set_seed``) takes seeds in [0, 2**32 - 1]."""
+
+
+def _at_least(key: str, value: int | float | None, low: int | float, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < low:
+        _fail(key, f"must be at least {low:g}, got {value!r}")
+
+
+def _check_ranges(cfg: PipelineConfig) -> None:
+    """Ranges of the numeric keys that :func:`validate` does not check one by one (all values are finite here)."""
+    if not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", f"must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    model = cfg.model
+    _at_least("model.max_prompt_tokens", model.max_prompt_tokens, 1)
+    _at_least("model.max_response_tokens", model.max_response_tokens, 1)
+    rnd = model.random
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings"):
+        _at_least(f"model.random.{name}", getattr(rnd, name), 1)
+    if rnd.hidden_size % rnd.num_attention_heads:
+        _fail("model.random.hidden_size", f"must be a multiple of num_attention_heads ({rnd.num_attention_heads})")
+    if rnd.num_attention_heads % rnd.num_key_value_heads:
+        _fail("model.random.num_key_value_heads", f"must divide num_attention_heads ({rnd.num_attention_heads})")
+    for name in ("max_train_pairs", "max_conflict_prompts", "max_test_prompts"):
+        _at_least(f"data.{name}", getattr(cfg.data, name), 1, optional=True)
+    synthetic = cfg.data.synthetic
+    for name in ("num_entities", "num_attributes", "num_train_prompts"):
+        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 1)
+    for name in ("unknown_per_entity", "num_test_prompts"):
+        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 0)
+    _at_least("data.synthetic.responses_per_prompt", synthetic.responses_per_prompt, 2)
+    lora = cfg.dpo.lora
+    _at_least("dpo.lora.r", lora.r, 1)
+    _at_least("dpo.lora.alpha", lora.alpha, 1)
+    if not 0.0 <= lora.dropout < 1.0:
+        _fail("dpo.lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
+    if not lora.target_modules:
+        _fail("dpo.lora.target_modules", "needs at least one module name")
+    for key, train in (("sft.train", cfg.sft.train), ("dpo.train", cfg.dpo.train),
+                       ("realign.train", cfg.realign.train)):
+        if train.epochs <= 0:
+            _fail(f"{key}.epochs", f"must be positive, got {train.epochs:g}")
+        if train.max_steps != -1 and train.max_steps < 1:
+            _fail(f"{key}.max_steps", f"must be at least 1, or -1 for all epochs, got {train.max_steps}")
+        _at_least(f"{key}.gradient_accumulation_steps", train.gradient_accumulation_steps, 1)
+        if not 0.0 <= train.warmup_ratio <= 1.0:
+            _fail(f"{key}.warmup_ratio", f"must be in [0, 1], got {train.warmup_ratio:g}")
+        if train.weight_decay < 0:
+            _fail(f"{key}.weight_decay", f"must be >= 0, got {train.weight_decay:g}")
+    rm = cfg.eval.reward_model
+    _at_least("eval.reward_model.batch_size", rm.batch_size, 1)
+    _at_least("eval.reward_model.max_length", rm.max_length, 1)
+    for i, spec in enumerate(rm.models):
+        for objective, head in spec.heads.items():
+            _at_least(f"eval.reward_model.models[{i}].heads.{objective}", head, 0)
+        for objective, sign in spec.sign.items():
+            if sign == 0:
+                _fail(f"eval.reward_model.models[{i}].sign.{objective}", "must not be 0")
 
 
 DATA_SPEC_KEYS = ("path", "split", "revision", "data_dir")
@@ -445,9 +562,15 @@ def _check_data_path(cfg: PipelineConfig) -> None:
 
 def validate(cfg: PipelineConfig) -> None:
     """Check values that types alone cannot. Raises :class:`ConfigError` naming the key at fault."""
+    bad = non_finite_key(cfg)
+    if bad is not None:
+        _fail(bad, "must be a finite number (not NaN or infinity)")
     objs = list(cfg.objectives)
     if not objs:
         _fail("objectives", "needs at least one objective")
+    if len(objs) == 1 and not cfg.allow_single_objective:
+        _fail("objectives", f"has one objective ({objs[0]}): nothing conflicts, so SIPO has no prompts to improve "
+                            "and every method reduces to DPO; name two or more, or set allow_single_objective=true")
     if len(set(objs)) != len(objs):
         _fail("objectives", f"names must be unique, got {objs}")
     for name in objs:
@@ -478,8 +601,14 @@ def validate(cfg: PipelineConfig) -> None:
     _check_data_path(cfg)
     if cfg.data.conflict_max_ties < 0:
         _fail("data.conflict_max_ties", "must be >= 0")
-    if cfg.data.fill_judge not in ("implicit",):
-        _fail("data.fill_judge", "must be implicit")
+    if cfg.data.fill_judge not in ("implicit", "reward_model"):
+        _fail("data.fill_judge", "must be implicit or reward_model")
+    if cfg.data.fill_judge == "reward_model" and data_specs(cfg) is not None:
+        scored = {o for spec in cfg.eval.reward_model.models for o in spec.heads}
+        missing = [o for o in objs if o not in scored]
+        if missing:
+            _fail("data.fill_judge", f"reward_model needs a head for every objective in eval.reward_model.models "
+                  f"(none scores '{missing[0]}')")
     if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
         _fail("data.conflict_fraction", "must be in [0, 1]")
     for key in ("test_fraction", "validation_fraction"):
@@ -531,6 +660,7 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("realign.alpha", "must be >= 0")
     if cfg.model.name_or_path == "random" and not cfg.sft.enabled and cfg.data.source == "synthetic":
         _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
+    _check_ranges(cfg)
 
 
 def weight_grid(objectives: Sequence[str], grid: WeightGrid) -> list[dict[str, float]]:
@@ -567,10 +697,15 @@ def to_dict(cfg: PipelineConfig | Any) -> dict[str, Any]:
     return cfg
 
 
+def config_text(cfg: PipelineConfig) -> str:
+    """The resolved config as ``RUN_DIR/config.yaml`` holds it."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: PipelineConfig, path: Path) -> None:
     from sipo.artifacts import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_text(cfg))
 
 
 def resolve_device(cfg: PipelineConfig) -> str:

@@ -1,13 +1,18 @@
 """The stage graph of a run, fingerprints, and the orchestrator that skips finished stages.
 
 Each stage has an id (``prepare``, ``dpo``, ``r1/sample``, ...), the config sections that affect it, and the
-stages whose outputs it reads. Its *fingerprint* hashes those config values and the upstream fingerprints, so
-changing one stage's settings re-runs that stage and everything downstream of it, and nothing else. A stage is
-skipped iff its ``manifest.json`` exists and holds the same fingerprint.
+stages whose outputs it reads. Its *fingerprint* hashes those config values, the content of the files outside the
+run directory that it reads, and the result ids of the upstream stages (:mod:`sipo.fingerprints`), so changing one
+stage's settings or inputs re-runs that stage and everything downstream of it, and nothing else. A stage is skipped
+iff its ``manifest.json`` holds the same fingerprint and its outputs are the files the manifest recorded.
+
+A run that has work to do holds the run directory's lock (:mod:`sipo.runlock`) while it writes; a run with nothing
+to do, ``--dry-run`` and a refused run write nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import shutil
@@ -19,12 +24,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sipo.artifacts import RunDir, atomic_write_text, stable_hash
-from sipo.config import PipelineConfig, save_config, to_dict
+from sipo.artifacts import RunDir, atomic_write_text
+from sipo.config import PipelineConfig, config_text, to_dict
 from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
-from sipo.errors import ConfigError, RunDirError
+from sipo.errors import ConfigError, RunDirError, SipoError
+from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
 from sipo.logging_utils import process_rank
-from sipo.preflight import check_inputs
+from sipo.preflight import check_inputs, precheck_stages
+from sipo.runlock import run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
 
@@ -113,10 +120,13 @@ def _section(plain: Any, key: str, exclude: tuple[str, ...]) -> Any:
     return value
 
 
-def fingerprint(cfg: PipelineConfig, stage: StageSpec, upstream_fingerprints: dict[str, str]) -> str:
+def fingerprint(cfg: PipelineConfig, stage: StageSpec, upstream_results: dict[str, str],
+                hashes: RunHashes | None = None) -> str:
+    """The stage's settings, the content of its external inputs and its upstream stages' result ids, hashed."""
     plain = OmegaConf.create(to_dict(cfg))
     values = {key: _section(plain, key, stage.exclude) for key in stage.config_keys}
-    return stable_hash({"stage": stage.id, "config": values, "upstream": upstream_fingerprints})
+    inputs = external_inputs(cfg, stage.name, needs_sft_stage(cfg))
+    return stage_fingerprint(cfg, stage.id, values, inputs, upstream_results, hashes or RunHashes())
 
 
 def _library_versions() -> dict[str, str]:
@@ -143,11 +153,16 @@ def stage_function(name: str) -> Callable[[StageContext], dict[str, Any]]:
 
 
 def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
-    """Refuse a run directory written by a config with other objectives, data source or model."""
-    if run_dir.root.exists() and not run_dir.root.is_dir():
-        raise RunDirError(f"run_dir '{run_dir.root}' is a file, not a folder")
+    """Refuse a run_dir that is (or lies under) a file, and a run directory in which a stage finished with other
+    objectives, data source or model (one where no stage finished, e.g. after refused data, is free to reuse)."""
+    for folder in (run_dir.root, *run_dir.root.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "is a file" if folder == run_dir.root else f"lies under the file '{folder}'"
+                raise RunDirError(f"run_dir '{run_dir.root}' {where}, not a folder")
+            break
     saved = run_dir.root / "config.yaml"
-    if not saved.is_file():
+    if not saved.is_file() or not any(run_dir.root.rglob("manifest.json")):
         return
     try:
         old = OmegaConf.load(saved)
@@ -166,18 +181,73 @@ def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
                 "use a fresh run_dir")
 
 
-def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], force: Sequence[str] = ()
-                  ) -> list[StageSpec]:
-    """The stages that a run would not skip: forced, or without a manifest holding their fingerprint."""
-    fingerprints: dict[str, str] = {}
+def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], force: Sequence[str] = (),
+                  hashes: RunHashes | None = None) -> list[StageSpec]:
+    """The stages that a run would not skip: forced, unfinished, finished with another fingerprint or with outputs
+    gone or changed, and every stage downstream of one of those (it will read new results)."""
+    hashes = hashes or RunHashes()
+    results: dict[str, str | None] = {}
     todo = []
     for stage in stages:
-        fp = fingerprint(cfg, stage, {u: fingerprints[u] for u in stage.upstream})
-        fingerprints[stage.id] = fp
-        manifest = run_dir.read_manifest(stage.id)
-        if stage.id in force or stage.name in force or manifest is None or manifest.get("fingerprint") != fp:
+        result = None
+        upstream = {u: results[u] for u in stage.upstream}
+        if all(r is not None for r in upstream.values()) and stage.id not in force and stage.name not in force:
+            result = finished_result(run_dir, stage.id, fingerprint(cfg, stage, upstream, hashes), hashes)  # type: ignore[arg-type]
+        results[stage.id] = result
+        if result is None:
             todo.append(stage)
     return todo
+
+
+def _save_config_if_changed(cfg: PipelineConfig, path: Path) -> None:
+    """Write ``config.yaml`` only when its text changes (a finished run on read-only storage stays checkable)."""
+    text = config_text(cfg)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+
+
+class _Undo:
+    """What a run refused by a user mistake (a SipoError raised by a stage) takes back so that the run directory is
+    left as it was: the folders this run created for the failing stage, ``config.yaml`` and, when no stage finished,
+    the run directory itself if this run created it."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self.created_root = not run_dir.root.exists()
+        self.lock_existed = (run_dir.root / ".sipo.lock").exists()
+        saved = run_dir.root / "config.yaml"
+        self.config_before = saved.read_bytes() if saved.is_file() else None
+        self.finished = 0
+        self.new_folder: Path | None = None
+        """The outermost folder that the stage now running created (removed if it is refused)."""
+
+    def new_folders(self, stage_id: str) -> Path | None:
+        """The outermost folder of ``stage_id``'s path that does not exist yet (None: the stage folder exists)."""
+        outermost = None
+        folder = self.run_dir.path(stage_id)
+        while folder != self.run_dir.root and not folder.exists():
+            outermost, folder = folder, folder.parent
+        return outermost
+
+    def undo(self) -> None:
+        root, new_stage_folder = self.run_dir.root, self.new_folder
+        if self.finished == 0 and self.created_root:
+            shutil.rmtree(root, ignore_errors=True)
+            return
+        if new_stage_folder is not None:
+            shutil.rmtree(new_stage_folder, ignore_errors=True)
+        if self.finished == 0:
+            saved = root / "config.yaml"
+            if self.config_before is None:
+                saved.unlink(missing_ok=True)
+            elif not saved.is_file() or saved.read_bytes() != self.config_before:
+                atomic_write_text(saved, self.config_before.decode("utf-8"))
+            if not self.lock_existed:
+                (root / ".sipo.lock").unlink(missing_ok=True)
 
 
 def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, force: Sequence[str] = (),
@@ -205,9 +275,18 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         last = max(i for i, s in enumerate(stages) if s.id in only or s.name in only)
         stages = stages[:last + 1]
     check_run_dir(cfg, run_dir)
-    check_inputs(cfg, {s.name for s in stages_to_run(cfg, run_dir, stages, force)})
+    hashes = RunHashes()
+    todo = stages_to_run(cfg, run_dir, stages, force, hashes)
+    check_inputs(cfg, {s.name for s in todo})
+    cache: dict[str, Any] = {}
+    precheck_stages(cfg, {s.name for s in todo}, cache)  # e.g. the data, parsed and split, before any write
     if dry_run:
         return [{"id": s.id, "status": "planned"} for s in stages]
+    if not todo:  # nothing to do: no lock, nothing written (a finished run on read-only storage is checked)
+        for stage in stages:
+            logger.info("%-12s skipped (finished, settings and inputs unchanged)", stage.id)
+        return [{"id": s.id, "status": "skipped", "counts": (run_dir.read_manifest(s.id) or {}).get("counts", {})}
+                for s in stages]
 
     rank, world_size = process_rank()
     main = rank == 0
@@ -216,31 +295,51 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         init_processes(device)
     else:
         warn_if_launch_lost_processes()
+    undo = _Undo(run_dir)
+    lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if main:
         run_dir.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir.root / "config.yaml")
-        if world_size > 1 and cfg.model.name_or_path == "smollm2":
-            from sipo.models.loading import resolve_model_source
+        lock = run_lock(run_dir.root)
+    with lock:
+        try:
+            if main:
+                check_run_dir(cfg, run_dir)  # again: another run may have finished stages while we were checking
+                _save_config_if_changed(cfg, run_dir.root / "config.yaml")
+                if world_size > 1 and cfg.model.name_or_path == "smollm2":
+                    from sipo.models.loading import resolve_model_source
 
-            resolve_model_source(cfg.model)  # convert the GGUF once, before the other ranks look for it
-    barrier()
-    fingerprints: dict[str, str] = {}
+                    resolve_model_source(cfg.model)  # convert the GGUF once, before the other ranks look for it
+            barrier()
+            return _run_stages(cfg, run_dir, stages, only, force, hashes, cache, device, undo)
+        except SipoError:
+            if main:
+                undo.undo()
+            raise
+
+
+def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], only: Sequence[str] | None,
+                force: Sequence[str], hashes: RunHashes, cache: dict[str, Any], device: str, undo: _Undo
+                ) -> list[dict[str, Any]]:
+    rank, world_size = process_rank()
+    main = rank == 0
+    results_ids: dict[str, str] = {}
     results = []
-    cache: dict[str, Any] = {}
     for stage in stages:
-        upstream = {u: fingerprints[u] for u in stage.upstream}
-        fp = fingerprint(cfg, stage, upstream)
-        fingerprints[stage.id] = fp
+        upstream = {u: results_ids[u] for u in stage.upstream}
+        fp = fingerprint(cfg, stage, upstream, hashes)
         selected = only is None or stage.id in only or stage.name in only
-        manifest = run_dir.read_manifest(stage.id)
         forced = stage.id in force or stage.name in force
-        if manifest is not None and manifest.get("fingerprint") == fp and not forced:
-            logger.info("%-12s skipped (finished, settings unchanged)", stage.id)
+        previous = None if forced else finished_result(run_dir, stage.id, fp, hashes)
+        if previous is not None:
+            logger.info("%-12s skipped (finished, settings and inputs unchanged)", stage.id)
+            results_ids[stage.id] = previous
+            manifest = run_dir.read_manifest(stage.id) or {}
             results.append({"id": stage.id, "status": "skipped", "counts": manifest.get("counts", {})})
             continue
         if not selected:
-            raise RunDirError(f"stage '{stage.id}' is not finished (or its settings changed); run it first")
+            raise RunDirError(f"stage '{stage.id}' is not finished (or its settings or inputs changed); run it first")
         barrier()
+        undo.new_folder = undo.new_folders(stage.id)
         if main:
             run_dir.invalidate(stage.id)
             reset_partial_outputs(run_dir, stage.id, fp)
@@ -249,27 +348,36 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
-        if main or stage.distributed:
-            counts = stage_function(stage.name)(ctx) or {}
+        try:
+            if main or stage.distributed:
+                counts = stage_function(stage.name)(ctx) or {}
+        except OSError as exc:
+            if exc.filename is None:  # e.g. a write that ran out of space: name the stage's folder at least
+                exc.filename = str(run_dir.path(stage.id))
+            raise
         seconds = round(time.perf_counter() - start, 2)
         barrier()
-        if not main:
-            results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
-            continue
-        run_dir.write_manifest(stage.id, {
-            "stage": stage.id,
-            "fingerprint": fp,
-            "upstream": upstream,
-            "counts": counts,
-            "seconds": seconds,
-            "processes": world_size,
-            "versions": _library_versions(),
-            "git_sha": _git_sha(),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
-        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, (dict, list)))
-        logger.info("%-12s done in %.1fs%s", stage.id, seconds, f": {summary}" if summary else "")
+        if main:
+            run_dir.write_manifest(stage.id, {
+                "stage": stage.id,
+                "fingerprint": fp,
+                "upstream": upstream,
+                **record_outputs(run_dir, stage.id, fp),
+                "counts": counts,
+                "seconds": seconds,
+                "processes": world_size,
+                "versions": _library_versions(),
+                "git_sha": _git_sha(),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+            undo.finished += 1
+        undo.new_folder = None
+        barrier()  # the other processes read the new result id from the manifest
+        results_ids[stage.id] = (run_dir.read_manifest(stage.id) or {}).get("result", "")
         results.append({"id": stage.id, "status": "ran", "seconds": seconds, "counts": counts})
+        if main:
+            summary = ", ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, (dict, list)))
+            logger.info("%-12s done in %.1fs%s", stage.id, seconds, f": {summary}" if summary else "")
     barrier()
     return results
 

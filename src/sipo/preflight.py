@@ -59,8 +59,19 @@ def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
 
         _load_template(cfg.review.template)  # found, and valid jinja
         _load_template(cfg.rewrite.template)
-    if "evaluate" in stages and cfg.eval.judge == "reward_model":
+    if ("evaluate" in stages and cfg.eval.judge == "reward_model") or \
+            ("label" in stages and cfg.data.fill_judge == "reward_model"):
         from sipo.scoring.reward_model import resolve_source
 
         for i, spec in enumerate(cfg.eval.reward_model.models):
             resolve_source(spec.name_or_path, cfg.model, f"eval.reward_model.models[{i}].name_or_path")
+
+
+def precheck_stages(cfg: PipelineConfig, stages: Collection[str], cache: dict) -> None:
+    """Do the parts of the named stages' work that can refuse the run and write nothing, before the run writes
+    anything: the ``prepare`` stage's data loading and splitting (every malformed row, a split that comes out
+    empty). The result is kept in ``cache`` for the stage, so the data is read once."""
+    if "prepare" in stages:
+        from sipo.stages.prepare import compute
+
+        cache["prepare"] = compute(cfg)

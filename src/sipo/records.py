@@ -171,13 +171,28 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
     return count
 
 
+def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
+    """One line of a UTF-8 text file (a byte-order mark on the first line is dropped, as editors write one).
+
+    Raises:
+        DataError: the line is not UTF-8; the message names the line, the byte and its column.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})",
+                        path=str(path), line=lineno) from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for every non-blank line; a malformed line raises DataError with its place."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=str(path))
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:

@@ -297,3 +297,52 @@ def test_causal_lm_is_not_a_reward_model(tmp_path):
     spec = RewardModelSpec(name_or_path=str(tmp_path / "lm"), heads={"helpfulness": 0})
     with pytest.raises(ConfigError, match="no trained reward head"):
         RewardModelJudge(make_cfg(["helpfulness"], [spec]), "cpu")
+
+
+def test_label_stage_fills_missing_labels_with_the_reward_model(tmp_path):
+    """One dataset per objective (HH-RLHF helpful and harmless rows): each pair misses the other objective's label;
+    ``data.fill_judge: reward_model`` fills it with the reward model that scores that objective, preferring the
+    response it scores higher, and records it in ``filled``. Expected labels come from the judge called directly."""
+    from sipo.artifacts import RunDir
+    from sipo.data import load_pairs, make_splits, write_splits
+    from sipo.pipeline import StageContext, StageSpec
+    from sipo.stages import label
+
+    root = Path(__file__).resolve().parents[2]
+    for name, seed in (("helpful_rm", 21), ("harmless_rm", 22)):
+        save_classifier(tmp_path / name, num_labels=1, seed=seed)
+    objectives = ["helpful", "harmless"]
+    cfg = make_cfg(objectives, [RewardModelSpec(name_or_path=str(tmp_path / "helpful_rm"), heads={"helpful": 0}),
+                                RewardModelSpec(name_or_path=str(tmp_path / "harmless_rm"), heads={"harmless": 0})],
+                   prompt_format="plain", max_length=256)
+    cfg.run_dir = str(tmp_path / "run")
+    cfg.data.source = "jsonl"
+    cfg.data.path = {"helpful": str(root / "tests/fixtures/hh_helpful_sample.jsonl"),
+                     "harmless": str(root / "tests/fixtures/hh_harmless_sample.jsonl")}
+    cfg.data.fill_judge = "reward_model"
+    cfg.data.validation_fraction = 0.0
+    splits = make_splits(load_pairs(cfg), objectives, conflict_fraction=0.6, test_fraction=0.2,
+                         validation_fraction=0.0, seed=0)
+    run_dir = RunDir(cfg.run_dir)
+    write_splits(splits, run_dir.stage_dir("prepare"))
+    ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=StageSpec("label"), device="cpu")
+    counts = label.run(ctx)
+
+    pairs = {p["pair_id"]: p for p in map(json.loads, (run_dir.path("label") / "pairs.jsonl").open())}
+    union = {p.pair_id: p for o in objectives for p in splits.train[o]}
+    assert set(pairs) == set(union) and len(pairs) == 48
+    judge = RewardModelJudge(cfg, "cpu")
+    for pid, original in union.items():
+        (missing,) = original.unlabelled
+        scores = judge.score([original.prompt] * 2, [original.response_a, original.response_b])[missing]
+        expected = "a" if scores[0] > scores[1] else "b" if scores[1] > scores[0] else None
+        row = pairs[pid]
+        assert row["filled"] == [missing] and row["unlabelled"] == []
+        assert row["preferred"][missing] == expected
+        assert row["preferred"] == {**original.preferred, missing: expected}
+    assert counts["filled"] == {"helpful": 25, "harmless": 23}
+    assert counts["conflicting_pairs"] == sum(
+        len({w for w in p["preferred"].values() if w is not None}) > 1 for p in pairs.values())
+    conflict = list(map(json.loads, (run_dir.path("label") / "train_conflict.jsonl").open()))
+    assert len(conflict) == counts["train_conflict_prompts"] == counts["train_conflict_prompts_available"]
+    assert all(p["conflict"] for p in conflict)

@@ -31,7 +31,7 @@ def _from_repo_root(monkeypatch):
 def _data_override(preset: Path) -> list[str]:
     data = (yaml.safe_load(preset.read_text()) or {}).get("data", {})
     path = data.get("path")
-    if path and not (REPO / path).exists() and data.get("source") in FIXTURES:
+    if isinstance(path, str) and not (REPO / path).exists() and data.get("source") in FIXTURES:
         return [f"data.path={FIXTURES[data['source']]}"]
     return []
 

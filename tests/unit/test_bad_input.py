@@ -53,11 +53,8 @@ def files_under(run_dir: Path) -> list[str]:
 
 
 def assert_nothing_half_written(run_dir: Path) -> None:
-    """The resolved config (saved before any work) and the hidden bookkeeping of the stage that failed, no stage
-    output and no manifest."""
-    files = files_under(run_dir)
-    assert all(f == "config.yaml" or Path(f).name.startswith(".") for f in files), files
-    assert "config.yaml" in files
+    """Refused data is found before anything is written: a new run directory is not even created."""
+    assert not run_dir.exists(), files_under(run_dir)
 
 
 def helpsteer_with(tmp_path: Path, bad_line: str, at: int = 3) -> Path:
@@ -290,7 +287,7 @@ def test_no_data_field_becomes_a_path(tmp_path, capsys):
     assert cli.main(["stage", "prepare", str(SMOKE), f"run_dir={run_dir}", f"data.path={data}",
                      "data.test_fraction=0.25", "model.device=cpu"]) == 0
     names = {p.name for p in run_dir.rglob("*")}
-    assert names <= {"config.yaml", "prepare", ".started", "manifest.json", "counts.json", "sft.jsonl",
+    assert names <= {"config.yaml", ".sipo.lock", "prepare", ".started", "manifest.json", "counts.json", "sft.jsonl",
                      "train_correctness.jsonl", "train_verbosity.jsonl", "train_conflict.jsonl", "validation.jsonl",
                      "test_prompts.jsonl"}, names
     assert not (tmp_path / "escape").exists() and not list(tmp_path.glob("**/z"))

@@ -370,7 +370,7 @@ def test_bad_paths(tmp_path, source):
     with pytest.raises(DataError, match=r"blank\.jsonl: no rows found"):
         load_pairs(make_cfg(source, tmp_path / "blank.jsonl", objectives))
     (tmp_path / "latin1.jsonl").write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1\.jsonl: not UTF-8"):
+    with pytest.raises(DataError, match=r"latin1\.jsonl:1: not UTF-8 text \(byte 0xe9 at column 16"):
         load_pairs(make_cfg(source, tmp_path / "latin1.jsonl", objectives))
 
 

@@ -325,6 +325,9 @@ def test_data_path_mapping_is_validated():
         load_config(None, [*base, "data.path={helpful: a, nope: b}", "model.name_or_path=random"])
     with pytest.raises(ConfigError, match=r"'data.path': has no dataset for objective 'harmless'"):
         load_config(None, [*base, "data.path={helpful: a}", "model.name_or_path=random"])
+    with pytest.raises(ConfigError, match=r"'data.fill_judge': reward_model needs a head for every objective"):
+        load_config(None, [*base, "data.path={helpful: a, harmless: b}", "model.name_or_path=random",
+                           "data.fill_judge=reward_model"])
     with pytest.raises(ConfigError, match=r"'data.path.helpful.splitt': unknown key"):
         load_config(None, [*base, "data.path={helpful: {path: a, splitt: b}, harmless: c}",
                            "model.name_or_path=random"])

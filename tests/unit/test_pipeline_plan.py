@@ -157,6 +157,10 @@ def test_check_run_dir(tmp_path):
     cfg = smoke(run_dir=str(tmp_path))
     check_run_dir(cfg, RunDir(tmp_path))  # no config.yaml yet: fine
     save_config(cfg, tmp_path / "config.yaml")
+    # No stage finished (e.g. a run refused for bad data): other objectives may use the directory.
+    check_run_dir(with_objectives(smoke(run_dir=str(tmp_path)), ["correctness", "coherence"]), RunDir(tmp_path))
+    (tmp_path / "prepare").mkdir()
+    (tmp_path / "prepare" / "manifest.json").write_text("{}")
     check_run_dir(smoke("realign.alpha=0.3", run_dir=str(tmp_path)), RunDir(tmp_path))  # other settings: fine
     with pytest.raises(RunDirError, match="objectives"):
         check_run_dir(with_objectives(smoke(run_dir=str(tmp_path)), ["correctness", "coherence"]), RunDir(tmp_path))
@@ -168,6 +172,8 @@ def test_check_run_dir(tmp_path):
 
 def test_check_run_dir_unreadable(tmp_path):
     (tmp_path / "config.yaml").write_text("objectives: [a, b\n")
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "manifest.json").write_text("{}")
     with pytest.raises(RunDirError, match="unreadable"):
         check_run_dir(smoke(run_dir=str(tmp_path)), RunDir(tmp_path))
 
@@ -215,10 +221,14 @@ def test_run_then_rerun_skips_every_stage(tmp_path, fake_stages):
     assert all(r["status"] == "ran" for r in results)
     assert fake_stages.calls == ids(cfg)
     manifest = RunDir(tmp_path).read_manifest("r1/filter")
-    assert manifest["fingerprint"] == fingerprints(cfg)["r1/filter"]
+    combine = RunDir(tmp_path).read_manifest("r1/combine")
+    # Chained on the upstream stage's result id (fresh each time it runs), not on its settings alone.
+    assert manifest["upstream"] == {"r1/combine": combine["result"]}
+    filter_spec = {s.id: s for s in plan(cfg)}["r1/filter"]
+    assert manifest["fingerprint"] == fingerprint(cfg, filter_spec, {"r1/combine": combine["result"]})
+    assert manifest["outputs"] == {"out.txt": [len("r1/filter"), manifest["outputs"]["out.txt"][1]]}
     assert manifest["counts"] == {"items": ids(cfg).index("r1/filter") + 1}
-    assert manifest["upstream"] == {"r1/combine": fingerprints(cfg)["r1/combine"]}
-    assert {"seconds", "versions", "finished_at", "processes"} <= set(manifest)
+    assert {"seconds", "versions", "finished_at", "processes", "result"} <= set(manifest)
 
     fake_stages.calls.clear()
     again = run_pipeline(cfg)
@@ -239,7 +249,8 @@ def test_force_reruns_a_finished_stage(tmp_path, fake_stages):
     run_pipeline(cfg)
     fake_stages.calls.clear()
     run_pipeline(cfg, force=["review"])
-    assert fake_stages.calls == ["r1/review"]
+    assert fake_stages.calls == ["r1/review", "r1/rewrite", "r1/combine", "r1/filter", "r1/realign", "evaluate",
+                                 "report"]  # a forced stage's new results re-run everything that reads them
 
 
 def test_a_failed_stage_leaves_no_manifest_and_the_run_resumes_there(tmp_path, monkeypatch, fake_stages):

@@ -332,7 +332,7 @@ def test_review_language_round_trip(world):
 
 
 def test_single_objective_reviews_only_name_that_objective():
-    cfg = make_cfg("objectives=[correctness]")
+    cfg = make_cfg("objectives=[correctness]", "allow_single_objective=true")
     reviews = sft_examples_by_kind(cfg)["reviews"]
     assert all("adding" not in e["completion"] for e in reviews)
     assert all(e["completion"].startswith("The response can be more correct by changing") for e in reviews)

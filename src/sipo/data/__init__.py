@@ -5,7 +5,12 @@ used by ``data.source``. Built in:
 
 - ``helpsteer``: nvidia/HelpSteer and HelpSteer2 rows (:mod:`sipo.data.helpsteer`);
 - ``pku_saferlhf``: PKU-SafeRLHF / -10K / BeaverTails rows (:mod:`sipo.data.pku_saferlhf`);
-- ``jsonl``: a user's own file, per-response scores or pairwise choices (:mod:`sipo.data.jsonl`).
+- ``jsonl``: a user's own data in any format, detected from the first row (:mod:`sipo.data.jsonl`; TRL and
+  HelpSteer2 preference rows in :mod:`sipo.data.formats`).
+
+Every source reads JSONL, parquet, arrow, ``save_to_disk`` folders and Hub ids through :mod:`sipo.data.readers`.
+With ``data.path`` mapping objectives to datasets, :func:`load_pairs` calls the source once per objective and
+leaves the other objectives' labels to the ``label`` stage (``Pair.unlabelled``). Formats: docs/data.md.
 
 Add one with :func:`register_source` (build its pairs with :func:`make_pair` or
 :func:`pairs_from_scored_responses`, so that ids follow the same scheme). :func:`load_pairs` calls the configured

@@ -14,10 +14,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -292,6 +293,28 @@ def resolve_model_source(model_cfg: ModelConfig) -> str:
     return _check_source(name, model_cfg)
 
 
+@contextlib.contextmanager
+def model_load_errors(source: str | Path, key: str = "model.name_or_path") -> Iterator[None]:
+    """Turn the errors of loading weights from ``source`` into one ConfigError naming the folder.
+
+    transformers raises OSError (no weights file, a ``.bin`` next to unrelated safetensors without
+    ``model.allow_pickle``), ValueError, or safetensors' own SafetensorError (a truncated or corrupt file). An OS
+    error with an errno (permission denied, I/O error) is the machine's, not the folder's, and passes through.
+    """
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key '{key}': cannot load the model weights in '{source}' ({first})") from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ConfigError(f"config key '{key}': cannot load the model weights in '{source}' "
+                          f"(a corrupt or truncated safetensors file: {exc})") from None
+
+
 def load_tokenizer(path: str | Path, model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """Load a tokenizer for decoding and scoring: left padding, and a pad token (the EOS token when it has none)."""
     from transformers import AutoTokenizer
@@ -322,16 +345,13 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
     if model_cfg.dtype not in DTYPES:
         raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     source = _check_source(path, model_cfg)
-    try:
+    with model_load_errors(source):
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=getattr(torch, model_cfg.dtype),
             trust_remote_code=model_cfg.trust_remote_code,
             use_safetensors=None if model_cfg.allow_pickle else True,
         )
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config key 'model.name_or_path': cannot load a model from '{source}' ({first})") from None
     model.to(device)
     model.eval()
     return model

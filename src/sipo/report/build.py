@@ -193,6 +193,18 @@ def make_report(
     }
 
 
+def format_hypervolume(value: float) -> str:
+    """A hypervolume for people: four decimals, or scientific notation below 1e-3 (where four decimals would
+    print a small but real volume as ``0.0000``); exactly 0 stays ``0.0000``.
+
+    >>> format_hypervolume(0.84917), format_hypervolume(3.2e-06), format_hypervolume(0.0)
+    ('0.8492', '3.200e-06', '0.0000')
+    """
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return f"{value:.4f}"
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "–"

@@ -36,11 +36,12 @@ def sft_rows(cfg, splits) -> list[dict]:
     return rows
 
 
-def run(ctx: StageContext) -> dict:
+def compute(cfg) -> tuple:
+    """The stage's work without writing: (pairs, splits, sft rows). The pipeline calls it before a run writes
+    anything, so that refused data leaves the run directory as it was (:func:`sipo.preflight.precheck_stages`)."""
     from sipo.data import load_pairs
-    from sipo.data.splits import make_splits, write_splits
+    from sipo.data.splits import make_splits
 
-    cfg = ctx.cfg
     pairs = load_pairs(cfg)
     test_prompts = None
     if cfg.data.test_path:
@@ -59,9 +60,18 @@ def run(ctx: StageContext) -> dict:
         # The benchmark holds out (entity, phrasing) combinations of its own; no training pair uses them.
         splits.test_prompts = test_prompts(cfg)[: cfg.data.max_test_prompts or None]
         splits.counts["test_prompts"] = len(splits.test_prompts)
+    return pairs, splits, sft_rows(cfg, splits)
+
+
+def run(ctx: StageContext) -> dict:
+    from sipo.data.splits import write_splits
+
+    cfg = ctx.cfg
+    computed = ctx.cache.pop("prepare", None)
+    pairs, splits, rows = computed if computed is not None else compute(cfg)
     write_splits(splits, ctx.out_dir)
     counts = dict(splits.counts)
-    counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", sft_rows(cfg, splits))
+    counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", rows)
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
                 len(pairs), len(splits.train_conflict), len(splits.test_prompts))
     return counts

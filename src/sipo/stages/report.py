@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
     from sipo.report import build_report, load_score_rows
+    from sipo.report.build import format_hypervolume
 
     scores_path = run_dir.path("evaluate", "scores.jsonl")
     if not scores_path.is_file():
@@ -28,7 +29,7 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
                           funnel=run_funnel(cfg, run_dir))
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
-        logger.info("report: %-12s hypervolume %.4f", name, method["hypervolume"])
+        logger.info("report: %-12s hypervolume %s", name, format_hypervolume(method["hypervolume"]))
     warnings = report.get("pipeline", {}).get("warnings", [])
     for warning in warnings:
         logger.warning("pipeline health: %s", warning)

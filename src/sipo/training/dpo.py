@@ -298,11 +298,14 @@ def build_dpo_trainer(
         settings.train, output_dir=output_dir, beta=settings.beta, seed=settings.seed, device=model_settings.device,
         dtype=model_settings.dtype, max_length=None, logging_steps=settings.logging_steps,
     )
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_settings.path), dtype=resolve_dtype(model_settings.dtype),
-        trust_remote_code=model_settings.trust_remote_code,
-        use_safetensors=None if model_settings.allow_pickle else True,
-    )
+    from sipo.models.loading import model_load_errors
+
+    with model_load_errors(model_settings.path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_settings.path), dtype=resolve_dtype(model_settings.dtype),
+            trust_remote_code=model_settings.trust_remote_code,
+            use_safetensors=None if model_settings.allow_pickle else True,
+        )
     disable_dropout(model)
     peft_config = None
     if init_adapter is None:
@@ -356,6 +359,9 @@ def save_adapter(trainer: SipoDPOTrainer, out_dir: str | Path) -> None:
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(trainer.model)
             model.save_pretrained(str(tmp), state_dict=state_dict, selected_adapters=[ADAPTER], safe_serialization=True)
+            from sipo.models.portable import set_adapter_base
+
+            set_adapter_base(tmp, model.peft_config[ADAPTER].base_model_name_or_path)
 
 
 def train_dpo_adapter(

@@ -156,10 +156,13 @@ def train_sft(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = training_tokenizer(tokenizer, trust_remote_code)
     dataset = _sft_dataset(examples, tokenizer, max_prompt_tokens, max_response_tokens)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-        use_safetensors=None if allow_pickle else True,
-    )
+    from sipo.models.loading import model_load_errors
+
+    with model_load_errors(model_path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
         args = to_trl_sft_config(
             train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps

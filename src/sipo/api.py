@@ -1,0 +1,226 @@
+"""Use a finished run: decode prompts with any method at any weight vector.
+
+The point of multi-objective alignment is that the trade-off is picked at inference time. :func:`load` opens a run
+directory and returns an :class:`AlignedRun` whose :meth:`~AlignedRun.generate` decodes prompts the way the
+``evaluate`` stage does: the run's saved ``config.yaml`` gives the model, the prompt template and the decode
+settings (``eval.decode``), :func:`sipo.stages.evaluate.plan_jobs` decides which adapters (or soups) a
+(method, weights, round) point decodes with, and :func:`sipo.decoding.mod.mod_generate` decodes. So for a prompt,
+method and weight vector that ``evaluate`` decoded, the response is the one in ``evaluate/scores.jsonl``.
+
+Example::
+
+    import sipo
+
+    run = sipo.load("runs/demo")
+    run.generate(["What is the capital of Zarnia?"], {"correctness": 0.3, "verbosity": 0.7}, method="sipo")
+
+``dpo_lw`` and ``modpo`` train one adapter per weight vector of ``eval.grid``, so they exist only at those weights;
+``dpo`` only at the one-hot weights, ``sft`` at none (its weights are ignored). ``dpo_soups``, ``mod`` and ``sipo``
+work at any weight vector.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sipo.artifacts import RunDir
+from sipo.config import PipelineConfig, WeightGrid, weights_tag
+from sipo.errors import ConfigError, RunDirError
+
+logger = logging.getLogger(__name__)
+
+ONE_ADAPTER_PER_WEIGHTS = ("dpo_lw", "modpo")
+"""Methods that trained one adapter per weight vector of the run's ``eval.grid``."""
+
+
+def parse_weights(text: str | Mapping[str, float] | Sequence[float] | None, objectives: Sequence[str],
+                  what: str = "--weights") -> dict[str, float]:
+    """A weight vector over ``objectives`` from ``"correctness=0.3,verbosity=0.7"``, ``"0.3,0.7"`` (objective
+    order), a mapping or a sequence. Every objective needs a weight (``name=0`` for none), weights are
+    non-negative and sum to 1 (as in the config's grids). Returns the weights in objective order.
+
+    Raises:
+        ConfigError: naming ``what``, on an unknown or missing objective, a non-number, a negative weight or a sum
+            other than 1.
+    """
+    objectives = list(objectives)
+    if text is None:
+        raise ConfigError(f"{what}: give one weight per objective, e.g. "
+                          + ",".join(f"{o}={1 / len(objectives):g}" for o in objectives))
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if parts and all("=" in p for p in parts):
+            pairs = [p.split("=", 1) for p in parts]
+            raw: dict[str, Any] = {k.strip(): v.strip() for k, v in pairs}
+        elif parts and not any("=" in p for p in parts):
+            if len(parts) != len(objectives):
+                raise ConfigError(f"{what}: {len(parts)} weights for {len(objectives)} objectives "
+                                  f"({', '.join(objectives)})")
+            raw = dict(zip(objectives, parts))
+        else:
+            raise ConfigError(f"{what}: '{text}' is not of the form "
+                              + ",".join(f"{o}=W" for o in objectives))
+    elif isinstance(text, Mapping):
+        raw = dict(text)
+    else:
+        values = list(text)
+        if len(values) != len(objectives):
+            raise ConfigError(f"{what}: {len(values)} weights for {len(objectives)} objectives")
+        raw = dict(zip(objectives, values))
+    unknown = [k for k in raw if k not in objectives]
+    if unknown:
+        raise ConfigError(f"{what}: '{unknown[0]}' is not an objective of this run ({', '.join(objectives)})")
+    missing = [o for o in objectives if o not in raw]
+    if missing:
+        raise ConfigError(f"{what}: no weight for objective '{missing[0]}' (give {missing[0]}=0 for none)")
+    weights = {}
+    for o in objectives:
+        try:
+            weights[o] = float(raw[o])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{what}: weight of '{o}' is not a number: {raw[o]!r}") from None
+        if not math.isfinite(weights[o]) or weights[o] < 0:
+            raise ConfigError(f"{what}: weight of '{o}' must be a finite number >= 0, got {raw[o]!r}")
+    if not math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{what}: weights must sum to 1 (they sum to {sum(weights.values()):g})")
+    return weights
+
+
+def open_run_config(run_dir: str | Path) -> PipelineConfig:
+    """The saved config of a run directory, with ``run_dir`` pointing at where the folder is now."""
+    from sipo.config import load_config
+
+    root = Path(run_dir)
+    saved = root / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"{saved}: not found; is {run_dir} a sipo run directory?")
+    return load_config(saved, [f"run_dir={root}"])
+
+
+class AlignedRun:
+    """A finished run, ready to decode (see the module docstring). The base model is loaded once, at the first
+    call, and adapters as the methods need them."""
+
+    def __init__(self, run_dir: str | Path, device: str | None = None):
+        from sipo.config import resolve_device
+
+        self.cfg = open_run_config(run_dir)
+        self.run_dir = RunDir(run_dir)
+        self.device = device or resolve_device(self.cfg)
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.cfg.objectives)
+
+    @property
+    def last_round(self) -> int:
+        return int(self.cfg.rounds)
+
+    def _context(self, cfg: PipelineConfig):
+        from sipo.pipeline import StageContext, StageSpec
+
+        return StageContext(cfg=cfg, run_dir=self.run_dir, stage=StageSpec("evaluate"), device=self.device,
+                            cache=self._cache)
+
+    def bank(self):
+        """The run's adapter bank (base model + the round-1 adapters), and its tokenizer."""
+        from sipo.stages.common import adapter_dir, adapter_name, load_bank
+
+        objs = self.objectives
+        return load_bank(self._context(self.cfg), {adapter_name(o, 0): adapter_dir(self.run_dir, o, 0) for o in objs})
+
+    def _check_method(self, method: str, weights: Mapping[str, float], round_: int) -> None:
+        from sipo.methods import METHODS
+        from sipo.stages.common import adapter_dir
+
+        if method not in METHODS:
+            raise ConfigError(f"--method: unknown method '{method}' (choose from {', '.join(METHODS)})")
+        if method == "sipo":
+            if not 1 <= round_ <= self.last_round:
+                raise ConfigError(f"--round: this run has rounds 1..{self.last_round}, not {round_}")
+            missing = [o for o in self.objectives if not adapter_dir(self.run_dir, o, round_).is_dir()]
+            if missing:
+                raise RunDirError(f"{adapter_dir(self.run_dir, missing[0], round_)}: not found; the run has no "
+                                  f"round-{round_} sipo adapters (was sipo in methods, and did the run finish?)")
+        elif round_ != 1:
+            raise ConfigError(f"--round: only sipo has rounds; {method} has round 1 only")
+        if method == "dpo" and sorted(weights.values()) != [0.0] * (len(weights) - 1) + [1.0]:
+            raise ConfigError("--weights: dpo has one adapter per objective, so only one-hot weights "
+                              f"(e.g. {','.join(f'{o}={int(i == 0)}' for i, o in enumerate(self.objectives))})")
+        if method in ONE_ADAPTER_PER_WEIGHTS:
+            folder = self.run_dir.path(method, weights_tag(weights))
+            if not folder.is_dir():
+                trained = sorted(p.name for p in self.run_dir.path(method).glob("*") if p.is_dir()) \
+                    if self.run_dir.path(method).is_dir() else []
+                raise ConfigError(f"--weights: {method} trained one adapter per weight vector of the evaluation "
+                                  f"grid and has none at {weights_tag(weights)} (it has: "
+                                  f"{', '.join(trained) or 'none; was it in methods?'})")
+
+    def point(self, method: str, weights: Mapping[str, float] | None, round_: int | None = None):
+        """The :class:`~sipo.stages.evaluate.Job` that ``evaluate`` decodes for (method, weights, round), with
+        its adapters loaded into the bank. ``round_`` defaults to the run's last round (sipo) or 1."""
+        from sipo.stages.evaluate import plan_jobs
+
+        round_ = (self.last_round if method == "sipo" else 1) if round_ is None else int(round_)
+        weights = {} if method == "sft" and weights is None else parse_weights(weights, self.objectives)
+        if method != "sft":
+            self._check_method(method, weights, round_)
+        elif round_ != 1:
+            raise ConfigError("--round: only sipo has rounds; sft has round 1 only")
+        bank, _ = self.bank()
+        # evaluate's own planning, restricted to this one method and weight vector.
+        cfg = copy.deepcopy(self.cfg)
+        cfg.methods = [method]
+        cfg.rounds = max(round_, 1)
+        cfg.eval.grid = WeightGrid(explicit=[[weights[o] for o in self.objectives]] if weights else None)
+        jobs = plan_jobs(self._context(cfg), bank)
+        wanted = [j for j in jobs if j.round == round_ and (method == "sft" or _same(j.weights, weights))]
+        if len(wanted) != 1:  # pragma: no cover - plan_jobs gives one job per (round, weights)
+            raise RuntimeError(f"expected one evaluation point for {method} at {weights}, got {len(wanted)}")
+        return wanted[0]
+
+    def generate(self, prompts: str | Sequence[str], weights: Mapping[str, float] | str | Sequence[float] | None = None,
+                 *, method: str = "sipo", round: int | None = None, max_new_tokens: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None, progress: bool = False) -> list[str]:
+        """Decode ``prompts`` (plain user prompts; the run's template is applied) with ``method`` at ``weights``.
+
+        Decoding settings default to the run's ``eval.decode`` (and its seed), so the responses are those that
+        ``evaluate`` wrote for the same prompt, method and weights.
+
+        Raises:
+            ConfigError: bad weights, an unknown method, or a point the run has no model for (see the module
+                docstring).
+        """
+        from sipo.decoding.mod import mod_generate
+        from sipo.stages.common import format_prompts
+
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        job = self.point(method, weights, round)
+        bank, tokenizer = self.bank()
+        decode = self.cfg.eval.decode
+        texts = format_prompts(tokenizer, prompts, self.cfg)
+        return mod_generate(
+            bank, tokenizer, texts, [job.mix] * len(texts),
+            max_new_tokens=decode.max_new_tokens if max_new_tokens is None else int(max_new_tokens),
+            temperature=decode.temperature if temperature is None else float(temperature),
+            top_p=decode.top_p if top_p is None else float(top_p),
+            batch_size=decode.batch_size, seed=self.cfg.seed, max_prompt_tokens=self.cfg.model.max_prompt_tokens,
+            progress=progress,
+        )
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return set(a) == set(b) and all(math.isclose(float(a[k]), float(b[k]), abs_tol=1e-9) for k in a)
+
+
+def load(run_dir: str | Path, device: str | None = None) -> AlignedRun:
+    """Open a finished run directory for decoding; see :class:`AlignedRun`."""
+    return AlignedRun(run_dir, device=device)

@@ -1,0 +1,109 @@
+"""The sub-commands that use a finished run or look at the config: ``generate``, ``export``, ``compare``,
+``config``. Each is thin wiring over its module (:mod:`sipo.api`, :mod:`sipo.export`, :mod:`sipo.compare`,
+:mod:`sipo.config_help`); :func:`add_commands` registers them on ``sipo``'s parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from sipo.errors import DataError
+
+logger = logging.getLogger("sipo")
+
+_HIDDEN_DEBUG = {"action": "store_true", "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+
+
+def add_commands(sub) -> None:
+    generate = sub.add_parser(
+        "generate", help="decode prompts with a finished run at any weights",
+        description="Decode prompts with a finished run's models at the weights you choose, exactly as the "
+                    "evaluate stage decodes (the run's config.yaml gives the model, template and eval.decode "
+                    "settings). Prints one JSON line per prompt: prompt_id, prompt, method, round, weights, "
+                    "response.\n\nexamples:\n"
+                    "  sipo generate runs/demo --weights correctness=0.3,verbosity=0.7 'Tell me about Zarnia.'\n"
+                    "  sipo generate runs/demo --weights 0.5,0.5 --method dpo_soups --input prompts.jsonl\n\n"
+                    "methods: sipo (default; MOD over the last round's realigned adapters), mod, dpo_soups (any "
+                    "weights), dpo (one-hot weights), dpo_lw and modpo (only the weights of the run's eval.grid), "
+                    "sft (weights ignored).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    generate.add_argument("run_dir", help="a finished run directory (holds config.yaml)")
+    generate.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt texts (or use --input)")
+    generate.add_argument("--weights", help="one weight per objective summing to 1: name=w,name=w or w,w "
+                                            "(objective order); not needed for sft")
+    generate.add_argument("--method", default="sipo", help="sft, dpo, dpo_soups, mod, dpo_lw, modpo or sipo "
+                                                           "(default sipo)")
+    generate.add_argument("--round", type=int, default=None, help="sipo's round (default: the last)")
+    generate.add_argument("--input", metavar="FILE.jsonl", help="prompts, one JSON object per line with a 'prompt' "
+                                                               "(and optional 'prompt_id')")
+    generate.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval.decode")
+    generate.add_argument("--device", default=None, help="cpu or cuda (default: the run's model.device)")
+    generate.add_argument("--debug", **_HIDDEN_DEBUG)
+    generate.set_defaults(handler=run_generate, rest="prompts")
+
+    export = sub.add_parser(
+        "export", help="write one point of a run as a PEFT adapter (or a merged model)",
+        description="Write the model of a method at a weight vector as a plain PEFT LoRA adapter folder (with "
+                    "the tokenizer and a model card README.md naming the run, the weights and the method's front); "
+                    "with --merge, a merged safetensors model plain transformers loads (the adapter goes to "
+                    "OUT/adapter/).\n\n"
+                    "methods: dpo_soups (the LoRA soup at the weights), dpo (one-hot weights), dpo_lw and modpo "
+                    "(the weights of the run's eval.grid), sipo and mod (the soup of the adapters that MOD mixes; "
+                    "the run decoded them with MOD, which a single model approximates). Default: sipo when the "
+                    "run has it, else dpo_soups.\n\nexample:\n"
+                    "  sipo export runs/demo --weights correctness=0.3,verbosity=0.7 --out exports/w03 --merge",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("run_dir", help="a finished run directory")
+    export.add_argument("--weights", required=True, help="name=w,name=w or w,w (objective order), summing to 1")
+    export.add_argument("--method", default=None, help="dpo_soups, sipo, mod, dpo, dpo_lw or modpo")
+    export.add_argument("--round", type=int, default=None, help="sipo's round (default: the last)")
+    export.add_argument("--out", required=True, help="a new (or empty) folder")
+    export.add_argument("--merge", action="store_true", help="also merge the adapter into the base weights")
+    export.add_argument("--debug", **_HIDDEN_DEBUG)
+    export.set_defaults(handler=run_export)
+
+
+def _read_prompts(path: str) -> list[tuple[str, str]]:
+    from sipo.records import iter_json_lines
+
+    rows = []
+    for line, obj in iter_json_lines(path):
+        prompt = obj.get("prompt") if isinstance(obj, dict) else None
+        if not isinstance(prompt, str):
+            raise DataError("needs a string 'prompt'", path=path, line=line)
+        rows.append((str(obj.get("prompt_id", line)), prompt))
+    if not rows:
+        raise DataError("no prompts", path=path)
+    return rows
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from sipo.api import load
+    from sipo.errors import ConfigError
+
+    items = [(str(i), p) for i, p in enumerate(args.prompts, start=1)]
+    if args.input:
+        items += _read_prompts(args.input)
+    if not items:
+        raise ConfigError("give at least one PROMPT or --input FILE.jsonl")
+    run = load(args.run_dir, device=args.device)
+    responses = run.generate([p for _, p in items], args.weights, method=args.method, round=args.round,
+                             max_new_tokens=args.max_new_tokens)
+    job = run.point(args.method, args.weights, args.round)
+    for (prompt_id, prompt), response in zip(items, responses):
+        sys.stdout.write(json.dumps({"prompt_id": prompt_id, "prompt": prompt, "method": job.method,
+                                     "round": job.round, "weights": job.weights, "response": response},
+                                    ensure_ascii=False) + "\n")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sipo.export import export_point
+
+    out = export_point(args.run_dir, args.weights, args.out, method=args.method, round_=args.round,
+                       merge=args.merge)
+    logger.info("exported to %s", out)
+    return 0

@@ -1,0 +1,199 @@
+"""Export one point of a run's front as a model other tools load: ``sipo export RUN_DIR --weights ... --out DIR``.
+
+What is written (atomically: the folder appears complete or not at all):
+
+- without ``--merge``: ``DIR/`` is a plain PEFT LoRA adapter (``adapter_config.json``,
+  ``adapter_model.safetensors``) whose ``base_model_name_or_path`` is the run's base model (an absolute path, or a
+  hub id), plus the base model's tokenizer and a model card ``README.md``;
+- with ``--merge``: ``DIR/`` is a plain transformers model (``config.json``, ``model.safetensors``, generation
+  config, tokenizer) with the adapter's update merged into the base weights (so vLLM and friends load it too),
+  the adapter itself under ``DIR/adapter/``, and the model card.
+
+Which adapter: ``dpo_soups`` is the LoRA soup of the round-1 adapters at the weights (exactly the model the run
+evaluated); ``dpo_lw`` and ``modpo`` their adapter at a weight vector of the evaluation grid; ``dpo`` an objective's
+adapter (one-hot weights). ``sipo`` and ``mod`` decode with MOD, a mix of several models' next-token
+distributions that no single set of weights reproduces: their export is the soup (weight-space interpolation, with
+the run's ``soup_mode``) of the adapters MOD mixes (the last round's realigned adapters for ``sipo``), and the
+model card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sipo.api import AlignedRun, parse_weights
+from sipo.artifacts import atomic_path, atomic_write_text
+from sipo.config import weights_tag
+from sipo.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+EXPORTABLE = ("dpo_soups", "sipo", "mod", "dpo", "dpo_lw", "modpo")
+EXACT = ("dpo_soups", "dpo", "dpo_lw", "modpo")
+"""Methods whose exported adapter is the very model the run evaluated (the others are MOD-decoded)."""
+
+
+def default_method(run: AlignedRun) -> str:
+    return "sipo" if "sipo" in run.cfg.methods else "dpo_soups"
+
+
+def export_adapter_name(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int | None) -> str:
+    """Load (or build) the single adapter that represents (method, weights, round) in the run's bank; its name."""
+    from sipo.stages.common import soup_name
+
+    job = run.point(method, weights, round_)
+    active = {name: w for name, w in job.mix.items() if w != 0}
+    if len(active) == 1:
+        return next(iter(active))
+    bank, _ = run.bank()
+    name = "export_" + soup_name(job.weights, job.round)
+    bank.add_soup(name, active, run.cfg.soup_mode)
+    return name
+
+
+def _front_table(report: Mapping[str, Any], key: str, objectives: list[str]) -> list[str]:
+    from sipo.report.build import format_hypervolume
+    from sipo.report.plot import weights_label
+
+    entry = report["methods"][key]
+    front = set(entry.get("front", []))
+    lines = [f"The run's `{key}` points (judge `{report['judge']}`, mean over the test prompts; "
+             f"hypervolume {format_hypervolume(entry['hypervolume'])} above the reference point "
+             f"({', '.join(f'{x:g}' for x in report['reference_point'])})):", "",
+             "| weights | " + " | ".join(objectives) + " | on the front |",
+             "|---|" + "---:|" * len(objectives) + ":---:|"]
+    for index, point in enumerate(entry["points"]):
+        scores = " | ".join(f"{point['scores'][o]:.4g}" for o in objectives)
+        lines.append(f"| {weights_label(point['weights'], objectives)} | {scores} | "
+                     f"{'yes' if index in front else ''} |")
+    return lines
+
+
+def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int, merged: bool,
+               base: str) -> str:
+    """The export's README.md: where it came from, what it is, how to load it, and the method's front."""
+    from sipo.report.build import read_report
+    from sipo.report.plot import weights_label
+
+    objectives = run.objectives
+    run_name = Path(run.cfg.run_dir).name
+    shown = ", ".join(f"{o}={weights[o]:g}" for o in objectives)
+    what = {
+        "dpo_soups": "the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)",
+        "dpo": "one objective's round-1 DPO adapter",
+        "dpo_lw": "the DPO-LW adapter trained at these weights",
+        "modpo": "the MODPO adapter trained at these weights",
+        "mod": "the LoRA soup of the round-1 DPO adapters; the run evaluated `mod` by MOD decoding over those "
+               "adapters, which this single model approximates",
+        "sipo": f"the LoRA soup of the round-{round_} realigned adapters; the run evaluated `sipo` by MOD decoding "
+                "over those adapters, which this single model approximates",
+    }[method]
+    lines = [
+        f"# {run_name}: {method} at ({shown})",
+        "",
+        f"Exported by sipo from the run directory `{Path(run.cfg.run_dir).resolve()}`.",
+        "",
+        f"- Method: `{method}`" + (f", round {round_}" if method == "sipo" else "") + f": {what}.",
+        f"- Weights: {weights_label(weights, objectives)} over ({', '.join(objectives)}).",
+        f"- Base model: `{base}`; prompt template `{run.cfg.model.prompt_template}`; soup mode "
+        f"`{run.cfg.soup_mode}`.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+    ]
+    if merged:
+        lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  "model = AutoModelForCausalLM.from_pretrained(FOLDER)",
+                  "tokenizer = AutoTokenizer.from_pretrained(FOLDER)",
+                  "# the unmerged adapter: peft.PeftModel.from_pretrained(base, FOLDER + '/adapter')"]
+    else:
+        lines += ["from peft import AutoPeftModelForCausalLM",
+                  "from transformers import AutoTokenizer",
+                  "model = AutoPeftModelForCausalLM.from_pretrained(FOLDER)",
+                  "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"]
+    lines += ["```", ""]
+    report_path = run.run_dir.path("report", "report.json")
+    if report_path.is_file():
+        report = read_report(report_path)
+        key = method if method in report.get("methods", {}) else None
+        lines += ["## The method's front", ""]
+        lines += _front_table(report, key, objectives) if key else [f"The run's report has no `{method}` entry."]
+        lines.append("")
+    else:
+        lines += ["The run has no report (report/report.json), so no front is shown.", ""]
+    return "\n".join(lines)
+
+
+def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: str | Path, *,
+                 method: str | None = None, round_: int | None = None, merge: bool = False,
+                 device: str = "cpu") -> Path:
+    """Write the model of (method, weights, round) of a finished run to ``out`` (see the module docstring).
+
+    Raises:
+        ConfigError: ``out`` exists and is not empty, the method cannot be exported (``sft``: use the base model
+            itself), or the point does not exist (see :meth:`sipo.api.AlignedRun.point`).
+    """
+    from transformers import AutoTokenizer
+
+    run = AlignedRun(run_dir, device=device)
+    method = method or default_method(run)
+    if method not in EXPORTABLE:
+        hint = " (it is the base model: RUN_DIR/sft/model or model.name_or_path)" if method == "sft" else ""
+        raise ConfigError(f"--method: {method} has no adapter to export{hint}; choose from {', '.join(EXPORTABLE)}")
+    parsed = parse_weights(weights, run.objectives)
+    round_ = (run.last_round if method == "sipo" else 1) if round_ is None else int(round_)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out: '{out}' exists and is not an empty folder; choose a new one")
+    name = export_adapter_name(run, method, parsed, round_)
+    bank, _ = run.bank()
+    from sipo.stages.common import base_model_path
+
+    base = base_model_path(run.cfg, run.run_dir)
+    from sipo.models.portable import portable_base_name, set_adapter_base
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        adapter_out = tmp / "adapter" if merge else tmp
+        staging = tmp / ".staging"
+        bank.model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True)
+        saved = staging / name if (staging / name).is_dir() else staging
+        adapter_out.mkdir(parents=True, exist_ok=True)
+        for item in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.move(str(saved / item), str(adapter_out / item))
+        shutil.rmtree(staging)
+        _plain_adapter_config(adapter_out)
+        set_adapter_base(adapter_out, base)
+        tokenizer = AutoTokenizer.from_pretrained(portable_base_name(base),
+                                                  trust_remote_code=run.cfg.model.trust_remote_code)
+        if merge:
+            _merge(run, base, adapter_out, tmp)
+        tokenizer.save_pretrained(str(tmp))
+        atomic_write_text(tmp / "README.md", model_card(run, method, parsed, round_, merge, portable_base_name(base)))
+    logger.info("export: %s at %s -> %s%s", method, weights_tag(parsed), out, " (merged)" if merge else "")
+    return out
+
+
+def _plain_adapter_config(folder: Path) -> None:
+    """A soup's config is written for inference (``inference_mode``); nothing sipo-specific is left in it."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["inference_mode"] = True
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _merge(run: AlignedRun, base: str, adapter_folder: Path, out: Path) -> None:
+    """Merge the adapter into a fresh copy of the base weights and save a plain transformers model."""
+    from peft import PeftModel
+
+    from sipo.models.loading import load_model
+
+    model = load_model(base, run.cfg.model, "cpu")
+    merged = PeftModel.from_pretrained(model, str(adapter_folder)).merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)

@@ -1,0 +1,126 @@
+"""What a stage's fingerprint covers, and the check that a finished stage's outputs are still what it wrote.
+
+A stage is skipped only when its manifest holds the fingerprint it would have now *and* its outputs are the files
+the manifest recorded. The fingerprint hashes
+
+- the stage's config values (its ``config_keys``);
+- the content of the files outside the run directory that it reads (``data.path`` and ``data.test_path``, local
+  files and folders, a local model folder, prompt templates given as paths, local reward-model folders), hashed
+  once per run;
+- the *result id* of every upstream stage it reads: a fresh id each time that stage runs, recorded in its manifest.
+
+So a changed setting, an edited data file or model, a forced re-run or a re-run caused by a deleted or altered
+output all re-run exactly the stages downstream of the change, and a final run always equals a clean run of the
+same config. Large files are identified by :func:`sipo.artifacts.content_hash` (whole below 256 MiB, sampled
+above), so checking a model folder of gigabytes costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sipo.artifacts import RunDir, changed_files, content_hash, files_table, stable_hash
+from sipo.config import PipelineConfig
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SKIP = ("manifest.json",)
+"""Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
+
+MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", "dpo_lw", "modpo",
+                 "evaluate")
+"""Stages that read the configured base model (when no sft stage builds one, only sft does)."""
+
+
+def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -> dict[str, Path]:
+    """The files and folders outside the run directory that stage ``stage_name`` reads, by label.
+
+    Hub ids and the built-in names (``random``, ``smollm2``, the packaged templates) are covered by the config
+    values themselves and are not listed.
+    """
+    inputs: dict[str, Path] = {}
+    if stage_name == "prepare" and cfg.data.source != "synthetic":
+        from sipo.config import data_input_paths
+
+        for i, location in enumerate(data_input_paths(cfg)):
+            if Path(location).expanduser().exists():  # a Hub id is named by the config values
+                inputs[f"data[{i}]"] = Path(location).expanduser()
+    templates = stage_name in ("sft", "review", "rewrite") or (stage_name == "prepare"
+                                                                and cfg.data.source == "synthetic")
+    if templates:
+        for key, name in (("review.template", cfg.review.template), ("rewrite.template", cfg.rewrite.template)):
+            if Path(name).is_file():
+                inputs[key] = Path(name)
+    reads_model = stage_name == "sft" if has_sft_stage else stage_name in MODEL_READERS
+    name = cfg.model.name_or_path
+    if reads_model and name not in ("random", "smollm2") and Path(name).expanduser().is_dir():
+        inputs["model.name_or_path"] = Path(name).expanduser()
+    reward_models = (stage_name == "evaluate" and cfg.eval.judge == "reward_model") or (
+        stage_name == "label" and getattr(cfg.data, "fill_judge", None) == "reward_model")
+    if reward_models:
+        for i, spec in enumerate(cfg.eval.reward_model.models):
+            if Path(spec.name_or_path).expanduser().is_dir():
+                inputs[f"eval.reward_model.models[{i}]"] = Path(spec.name_or_path).expanduser()
+    return inputs
+
+
+class RunHashes:
+    """Content hashes computed once per run: external inputs by path, and verified stage outputs by result id."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[Path, str] = {}
+        self._verified: dict[tuple[str, str], bool] = {}
+
+    def input_hash(self, path: Path) -> str:
+        """A file's content hash, or a folder's (its files' names, sizes and content hashes; for the ``data.path``
+        of a folder that is every file in it, a superset of the ``*.jsonl`` files read)."""
+        key = path.resolve()
+        if key not in self._inputs:
+            if key.is_dir():
+                self._inputs[key] = stable_hash(files_table(key))
+            elif key.is_file():
+                self._inputs[key] = content_hash(key)
+            else:
+                self._inputs[key] = "missing"
+        return self._inputs[key]
+
+    def outputs_intact(self, run_dir: RunDir, stage_id: str, manifest: dict[str, Any]) -> bool:
+        """True when every output the manifest recorded is there with its size and content hash."""
+        key = (stage_id, str(manifest.get("result")))
+        if key not in self._verified:
+            changed = changed_files(run_dir.path(stage_id), manifest["outputs"])
+            if changed:
+                logger.warning("%-12s finished before, but its output %s is missing or changed; running it again",
+                               stage_id, changed[0])
+            self._verified[key] = not changed
+        return self._verified[key]
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage_id: str, config_values: dict[str, Any], inputs: dict[str, Path],
+                      upstream_results: dict[str, str], hashes: RunHashes) -> str:
+    return stable_hash({"stage": stage_id, "config": config_values,
+                        "inputs": {label: hashes.input_hash(path) for label, path in sorted(inputs.items())},
+                        "upstream": upstream_results})
+
+
+def finished_result(run_dir: RunDir, stage_id: str, fingerprint: str, hashes: RunHashes) -> str | None:
+    """The result id of a finished stage whose manifest holds ``fingerprint`` and whose outputs are intact, else
+    None (never run, other settings or inputs, a manifest of an older format, or an output gone or changed)."""
+    manifest = run_dir.read_manifest(stage_id)
+    if not manifest or manifest.get("fingerprint") != fingerprint:
+        return None
+    if not isinstance(manifest.get("outputs"), dict) or not isinstance(manifest.get("result"), str):
+        return None
+    if not hashes.outputs_intact(run_dir, stage_id, manifest):
+        return None
+    return manifest["result"]
+
+
+def record_outputs(run_dir: RunDir, stage_id: str, fingerprint: str) -> dict[str, Any]:
+    """The manifest fields of a stage that has just run: its outputs table and a fresh result id."""
+    outputs = files_table(run_dir.path(stage_id), skip=OUTPUT_SKIP)
+    result = stable_hash({"fingerprint": fingerprint, "outputs": outputs, "run": uuid.uuid4().hex})
+    return {"outputs": outputs, "result": result}

@@ -1,0 +1,508 @@
+"""A run directory that cannot lie (no model; fake stage functions write one small file each):
+
+- the lock: a second run on a directory in use is refused at once, naming the holder; a killed holder frees it;
+- content-chained fingerprints: an edited data file, a forced stage, a deleted or altered output re-run exactly the
+  stages downstream of it, and every manifest chains to the result its upstream stages hold now;
+- a finished run is checked without opening anything for writing; a refused run leaves the directory as it was;
+  ``config.yaml`` is written only when it changes;
+- validation before any compute: NaN and infinity anywhere, ranges, one objective; non-UTF-8 input named by line
+  and byte, a byte-order mark accepted;
+- one line and a documented exit code for OS errors, unloadable weights and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sipo import cli, pipeline
+from sipo.artifacts import RunDir
+from sipo.config import load_config
+from sipo.errors import ConfigError, DataError, RunDirError
+from sipo.pipeline import fingerprint, plan, run_pipeline, stages_to_run
+from sipo.runlock import LOCK_NAME, RunLocked, run_lock
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+DATA = ROOT / "tests" / "fixtures" / "helpsteer_smoke.jsonl"
+
+ROUND_1 = ["r1/sample", "r1/review", "r1/rewrite", "r1/combine", "r1/filter", "r1/realign"]
+ALL = ["prepare", "sft", "dpo", *ROUND_1, "evaluate", "report"]
+
+
+class FakeStages:
+    """Stands in for sipo.stages.*: each stage writes ``out.txt`` (its id and its config's dpo.beta)."""
+
+    def __init__(self, fail_on: str | None = None, error: Exception | None = None):
+        self.calls: list[str] = []
+        self.fail_on, self.error = fail_on, error
+
+    def __call__(self, name: str):
+        def run(ctx: pipeline.StageContext) -> dict:
+            if ctx.stage.id == self.fail_on:
+                raise self.error or RuntimeError("killed")
+            self.calls.append(ctx.stage.id)
+            (ctx.out_dir / "out.txt").write_text(f"{ctx.stage.id} {ctx.cfg.dpo.beta}")
+            return {"items": len(self.calls)}
+
+        return run
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    stages = FakeStages()
+    monkeypatch.setattr(pipeline, "stage_function", stages)
+    monkeypatch.setattr(pipeline, "_git_sha", lambda: None)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SIPO_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return stages
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(DATA.read_bytes())
+    return path
+
+
+def config(run_dir: Path, data: Path, *overrides: str):
+    return load_config(SMOKE, [f"run_dir={run_dir}", f"data.path={data}", "model.device=cpu", *overrides])
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (folders included) with its inode, size and modification time."""
+    entries = {}
+    for path in [root, *root.rglob("*")]:
+        st = path.stat()
+        entries[str(path.relative_to(root))] = (st.st_ino, st.st_size if path.is_file() else 0, st.st_mtime_ns)
+    return entries
+
+
+def assert_chain_consistent(cfg) -> None:
+    """What makes a run directory honest: every stage's manifest holds the fingerprint of the current config and
+    inputs, chained to the result ids its upstream manifests hold now, and its recorded outputs are on disk."""
+    run_dir = RunDir(cfg.run_dir)
+    for stage in plan(cfg):
+        manifest = run_dir.read_manifest(stage.id)
+        upstream = {u: run_dir.read_manifest(u)["result"] for u in stage.upstream}
+        assert manifest["upstream"] == upstream, stage.id
+        assert manifest["fingerprint"] == fingerprint(cfg, stage, upstream), stage.id
+    assert stages_to_run(cfg, run_dir, plan(cfg)) == []
+
+
+# --- the lock ---------------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_is_refused_while_the_lock_is_held(tmp_path, data, fake):
+    cfg = config(tmp_path / "run", data)
+    (tmp_path / "run").mkdir()
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(RunLocked, match=rf"another sipo run is writing .* \(pid {os.getpid()} on .*, started "):
+            run_pipeline(cfg)
+        assert fake.calls == []
+        assert not (tmp_path / "run" / "config.yaml").exists()
+    run_pipeline(cfg)  # released at the end of the with block
+    assert fake.calls == ALL
+    info = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+    assert info["pid"] == os.getpid() and info["started"]
+
+
+def test_the_lock_is_refused_through_the_cli_with_one_line(tmp_path, data, fake, capsys):
+    (tmp_path / "run").mkdir()
+    with run_lock(tmp_path / "run"):
+        code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("sipo: error: ") and f"pid {os.getpid()}" in err[-1]
+    assert fake.calls == []
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    """SIGKILL: the kernel drops the flock with the process; the file (and its stale pid) stays, harmlessly."""
+    script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r}); from sipo.runlock import run_lock\n"
+              f"with run_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"pid {proc.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_sigterm_ends_a_run_with_one_line_and_frees_the_lock(tmp_path):
+    """SIGTERM unwinds like Ctrl-C: exit 143, one line, the lock released (a new holder gets it at once)."""
+    script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+              "from sipo import cli\nfrom sipo.runlock import run_lock\n"
+              "def slow(args):\n"
+              f"    with run_lock({str(tmp_path)!r}):\n        print('locked', flush=True); time.sleep(60)\n"
+              "cli._run = slow\nsys.exit(cli.main(['report', 'x']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("sipo: terminated (SIGTERM); finished stages are kept")
+    with run_lock(tmp_path):
+        pass
+
+
+# --- content-chained fingerprints -------------------------------------------------------------------------------
+
+
+def test_an_edited_data_file_reruns_everything_that_follows_from_it(tmp_path, data, fake):
+    cfg = config(tmp_path / "run", data)
+    run_pipeline(cfg)
+    fake.calls.clear()
+    lines = data.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[0])
+    row["verbosity"] = (row["verbosity"] + 1) % 5  # still a valid row, another score
+    data.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n", encoding="utf-8")
+    assert [s.id for s in stages_to_run(cfg, RunDir(cfg.run_dir), plan(cfg))] == ALL
+    run_pipeline(cfg)
+    assert fake.calls == ALL
+    assert_chain_consistent(cfg)
+
+
+def test_a_deleted_or_altered_output_reruns_its_stage_and_the_later_ones(tmp_path, data, fake):
+    cfg = config(tmp_path / "run", data)
+    run_pipeline(cfg)
+    fake.calls.clear()
+    (tmp_path / "run" / "r1" / "review" / "out.txt").unlink()  # the manifest stays
+    run_pipeline(cfg)
+    assert fake.calls == ALL[ALL.index("r1/review"):]
+    fake.calls.clear()
+    out = tmp_path / "run" / "r1" / "filter" / "out.txt"
+    out.write_text(out.read_text().upper())  # same size, other content
+    run_pipeline(cfg)
+    assert fake.calls == ALL[ALL.index("r1/filter"):]
+    assert_chain_consistent(cfg)
+
+
+def test_a_manifest_without_recorded_outputs_is_not_trusted(tmp_path, data, fake):
+    """A manifest of the older format (fingerprint only) cannot show that its outputs are there."""
+    cfg = config(tmp_path / "run", data)
+    run_pipeline(cfg)
+    fake.calls.clear()
+    path = tmp_path / "run" / "evaluate" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["outputs"]
+    path.write_text(json.dumps(manifest))
+    run_pipeline(cfg)
+    assert fake.calls == ["evaluate", "report"]
+
+
+def test_edits_forced_stages_and_settings_in_turn_keep_the_chain_consistent(tmp_path, data, fake):
+    """The directory never holds a stage computed from results other than the ones its upstream stages hold."""
+    cfg = config(tmp_path / "run", data)
+    run_pipeline(cfg)
+    fake.calls.clear()
+    run_pipeline(cfg, force=["r1/sample"])
+    assert fake.calls == ALL[ALL.index("r1/sample"):]
+    fake.calls.clear()
+    run_pipeline(cfg, only=["dpo"], force=["dpo"])  # `sipo stage dpo`: what follows is now stale
+    assert fake.calls == ["dpo"]
+    assert [s.id for s in stages_to_run(cfg, RunDir(cfg.run_dir), plan(cfg))] == ALL[ALL.index("r1/sample"):]
+    fake.calls.clear()
+    changed = config(tmp_path / "run", data, "dpo.beta=0.5")
+    run_pipeline(changed)
+    assert fake.calls == ALL[ALL.index("dpo"):]
+    assert (tmp_path / "run" / "report" / "out.txt").read_text() == "report 0.5"
+    assert_chain_consistent(changed)
+    fake.calls.clear()
+    run_pipeline(changed)
+    assert fake.calls == []
+
+
+def test_a_moved_model_folder_is_hashed_by_content(tmp_path):
+    """A local model folder enters the fingerprints of the stages that read it through its files' content."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"x" * 100)
+    cfg = load_config(SMOKE, [f"run_dir={tmp_path / 'run'}", f"model.name_or_path={model}", "sft.enabled=false"])
+    before = {s.id: fingerprint(cfg, s, {u: "r" for u in s.upstream}) for s in plan(cfg)}
+    (model / "model.safetensors").write_bytes(b"y" * 100)
+    after = {s.id: fingerprint(cfg, s, {u: "r" for u in s.upstream}) for s in plan(cfg)}
+    assert {k for k in before if before[k] != after[k]} == {"dpo", "r1/sample", "r1/review", "r1/rewrite",
+                                                             "r1/combine", "r1/filter", "r1/realign", "evaluate"}
+
+
+def test_large_files_are_sampled_not_read_whole(tmp_path, monkeypatch):
+    from sipo import artifacts
+
+    monkeypatch.setattr(artifacts, "FULL_HASH_LIMIT", 1000)
+    monkeypatch.setattr(artifacts, "SAMPLE_BYTES", 10)
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(range(256)) * 40)
+    first = artifacts.content_hash(path)
+    data = bytearray(path.read_bytes())
+    data[5] ^= 1  # inside the first window
+    path.write_bytes(bytes(data))
+    assert artifacts.content_hash(path) != first
+    data[5] ^= 1
+    data[3000] ^= 1  # outside every window: the documented blind spot
+    path.write_bytes(bytes(data))
+    assert artifacts.content_hash(path) == first
+
+
+# --- what a run writes ------------------------------------------------------------------------------------------
+
+
+def test_a_finished_run_is_checked_without_writing_anything(tmp_path, data, fake, monkeypatch, capsys):
+    """As on read-only storage: the finished run is skipped, exit 0, and nothing under it is opened for writing
+    (root ignores chmod, so the test refuses writes itself and compares inodes, sizes and mtimes)."""
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    fake.calls.clear()
+    before = snapshot(run)
+    real_open, real_os_open = builtins.open, os.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(str(run)) \
+                and any(c in mode for c in "wax+"):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if str(Path(path).resolve()).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "0 stage(s) ran, 11 skipped" in capsys.readouterr().err
+    assert fake.calls == []
+    assert snapshot(run) == before
+    # A stage to run on read-only storage: one line, the environment's exit code (4), naming the path.
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
+                     "eval.reference_point=[0,0]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and err[-1] == f"sipo: error: {run / LOCK_NAME}: Read-only file system"
+    assert snapshot(run) == before
+
+
+def test_config_yaml_is_written_only_when_it_changes(tmp_path, data, fake):
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    saved = (run / "config.yaml").stat()
+    run_pipeline(config(run, data), force=["report"])
+    assert (run / "config.yaml").stat().st_mtime_ns == saved.st_mtime_ns
+    assert (run / "config.yaml").stat().st_ino == saved.st_ino
+    run_pipeline(config(run, data, "eval.reference_point=[0,0]"))
+    assert "reference_point:\n  - 0.0" in (run / "config.yaml").read_text()
+
+
+def test_refused_data_leaves_an_existing_run_directory_as_it_was(tmp_path, data, fake):
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    fake.calls.clear()
+    before = snapshot(run)
+    data.write_text(data.read_text() + '{"prompt": "x", "response": "y"}\n')
+    with pytest.raises(DataError, match=r"data\.jsonl:\d+: missing column"):
+        run_pipeline(config(run, data))
+    assert fake.calls == [] and snapshot(run) == before
+
+
+def test_a_stage_refusing_the_run_takes_back_what_it_wrote(tmp_path, data, monkeypatch, fake):
+    """A mistake only a stage can see (e.g. every SFT prompt too long): in a new run refused by its first stage the
+    directory goes; refused later, the finished stages are kept and the refusing stage's new folder goes."""
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("prepare", ConfigError("config key 'x': bad")))
+    with pytest.raises(ConfigError):
+        run_pipeline(config(tmp_path / "run", data))
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("r1/sample", ConfigError("config key 'x': bad")))
+    with pytest.raises(ConfigError):
+        run_pipeline(config(tmp_path / "run", data))
+    assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()
+    assert not (tmp_path / "run" / "r1").exists()
+
+
+def test_a_refused_run_does_not_pin_the_directory(tmp_path, data, fake):
+    """No stage finished, so another config (other objectives) may use the directory afterwards."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    (run / "notes.txt").write_text("mine")
+    data.write_text(data.read_text() + "{}\n")
+    with pytest.raises(DataError, match="missing column"):
+        run_pipeline(config(run, data))
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    data.write_bytes(DATA.read_bytes())
+    cfg = config(run, data)
+    cfg.objectives, cfg.objective_descriptions = ["correctness", "coherence"], {}
+    run_pipeline(cfg)
+    assert fake.calls == ALL
+
+
+def test_run_dir_under_a_file(tmp_path, data, fake, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="lies under the file"):
+        run_pipeline(config(tmp_path / "file" / "run", data), dry_run=True)
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'file' / 'run'}", f"data.path={data}"])
+    assert code == 2 and "lies under the file" in capsys.readouterr().err
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+
+NON_FINITE = ["dpo.beta=nan", "dpo.train.learning_rate=inf", "realign.alpha=nan", "eval.reference_point=[nan,nan]",
+              "sample.decode.temperature=nan", "data.conflict_fraction=nan", "eval.reward_model.shift=-inf",
+              "sft.train.epochs=inf", "realign.beta=nan", "dpo.lora.dropout=nan", "sample.grid.explicit=[[nan,1]]"]
+
+
+@pytest.mark.parametrize("override", NON_FINITE)
+def test_nan_and_infinity_are_refused_naming_the_key(override, capsys, tmp_path):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"config key '{key}(\[\d+\])*': must be a finite number"):
+        load_config(SMOKE, ["run_dir=/r", override])
+    assert cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'r'}", override, "--dry-run"]) == 2
+    assert f"config key '{key}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+OUT_OF_RANGE = [
+    ("seed=-1", "seed"), ("seed=4294967296", "seed"), ("dpo.lora.r=0", "dpo.lora.r"),
+    ("dpo.lora.alpha=0", "dpo.lora.alpha"), ("dpo.lora.dropout=1.0", "dpo.lora.dropout"),
+    ("model.max_response_tokens=0", "model.max_response_tokens"), ("model.max_prompt_tokens=0", "model.max_prompt_tokens"),
+    ("dpo.train.epochs=0", "dpo.train.epochs"), ("realign.train.max_steps=0", "realign.train.max_steps"),
+    ("sft.train.gradient_accumulation_steps=0", "sft.train.gradient_accumulation_steps"),
+    ("dpo.train.warmup_ratio=1.5", "dpo.train.warmup_ratio"), ("dpo.train.weight_decay=-1", "dpo.train.weight_decay"),
+    ("dpo.train.learning_rate=0", "dpo.train.learning_rate"), ("data.max_test_prompts=0", "data.max_test_prompts"),
+    ("data.max_conflict_prompts=-3", "data.max_conflict_prompts"), ("model.random.hidden_size=30", "model.random.hidden_size"),
+    ("model.random.num_key_value_heads=3", "model.random.num_key_value_heads"),
+    ("model.random.num_hidden_layers=0", "model.random.num_hidden_layers"),
+    ("data.synthetic.responses_per_prompt=1", "data.synthetic.responses_per_prompt"),
+    ("eval.reward_model.batch_size=0", "eval.reward_model.batch_size"), ("sample.decode.top_p=0", "sample.decode.top_p"),
+    ("eval.decode.temperature=-1", "eval.decode.temperature"), ("realign.alpha=-0.1", "realign.alpha"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), OUT_OF_RANGE, ids=[o for o, _ in OUT_OF_RANGE])
+def test_out_of_range_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        load_config(SMOKE, ["run_dir=/r", override])
+
+
+def test_one_objective_needs_to_be_asked_for(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'objectives': has one objective \(correctness\).*"
+                                          r"allow_single_objective=true"):
+        load_config(SMOKE, ["run_dir=/r", "objectives=[correctness]", "objective_descriptions={}"])
+    cfg = load_config(None, ["run_dir=/r", "objectives=[correctness]", "allow_single_objective=true",
+                             "model.name_or_path=random", "data.path=x.jsonl"])
+    assert cfg.objectives == ["correctness"]
+
+
+# --- text encodings ---------------------------------------------------------------------------------------------
+
+
+def test_a_non_utf8_byte_is_named_with_its_line(tmp_path):
+    from sipo.records import iter_json_lines
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"data\.jsonl:3: not UTF-8 text \(byte 0xe9 at column 16"):
+        list(iter_json_lines(path))
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path, data):
+    from sipo.data import load_pairs
+
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())
+    cfg = config(tmp_path / "run", with_bom)
+    assert [p.pair_id for p in load_pairs(cfg)] == [p.pair_id for p in load_pairs(config(tmp_path / "run", data))]
+    preset = tmp_path / "preset.yaml"
+    preset.write_bytes(b"\xef\xbb\xbf" + SMOKE.read_bytes())
+    assert load_config(preset, ["run_dir=/r"]).objectives == ["correctness", "verbosity"]
+    preset.write_bytes(SMOKE.read_bytes().replace(b"seed: 0", b"seed: 0 # \xff"))
+    with pytest.raises(ConfigError, match=r"preset\.yaml:5: not UTF-8 text \(byte 0xff at column 11\)"):
+        load_config(preset, ["run_dir=/r"])
+
+
+# --- one line for OS and weight-loading errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/dpo/adapter.safetensors"), 4),
+    (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 4),
+    (OSError(errno.EROFS, "Read-only file system", "/runs/x/.sipo.lock"), 4),
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/runs/file/x"), 2),
+    (MemoryError(), 4),
+])
+def test_os_errors_end_with_one_line_and_their_exit_code(error, code, monkeypatch, capsys):
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.main(["report", "x"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if isinstance(error, OSError):
+        assert err.strip() == f"sipo: error: {error.filename}: {error.strerror}"
+
+
+def test_a_write_error_without_a_path_names_the_stage_folder(tmp_path, data, monkeypatch, fake, capsys):
+    monkeypatch.setattr(pipeline, "stage_function",
+                        FakeStages("r1/sample", OSError(errno.ENOSPC, "No space left on device")))
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"sipo: error: {tmp_path / 'run' / 'r1' / 'sample'}: No space left on device"
+    assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()  # finished stages are kept
+
+
+def test_unloadable_weights_are_one_config_error(tmp_path):
+    """A truncated safetensors file, in the inference path and the training path alike."""
+    from sipo.config import ModelConfig
+    from sipo.models.loading import build_random_model, load_model, model_load_errors
+
+    cfg = load_config(SMOKE, ["run_dir=/r"])
+    folder = tmp_path / "model"
+    build_random_model(cfg.model.random, ["a few words"], folder, seed=0)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=rf"cannot load the model weights in '{folder}'"):
+        load_model(folder, ModelConfig(name_or_path=str(folder)), "cpu")
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(ConfigError, match=rf"cannot load the model weights in '{folder}'"):
+        with model_load_errors(folder):
+            AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+    weights.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    (folder / "unrelated.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match=rf"cannot load the model weights in '{folder}'"):
+        with model_load_errors(folder):
+            AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+
+
+def test_the_lock_is_not_taken_by_dry_runs(tmp_path, data, fake):
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(run):
+        assert [r["status"] for r in run_pipeline(config(run, data), dry_run=True)][0] == "planned"
