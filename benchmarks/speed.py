@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -106,47 +105,19 @@ and scoring runs on 16 responses (the batched and the reference times are per th
 
 def _lexicon(size: int, seed: int) -> list[str]:
     """``size`` made-up words of two or three syllables (the small random model's vocabulary)."""
-    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    generator = torch.Generator().manual_seed(seed)
-    words: dict[str, None] = {}
-    while len(words) < size:
-        count = 2 + int(torch.randint(0, 2, (1,), generator=generator))
-        picks = torch.randint(0, len(syllables), (count,), generator=generator).tolist()
-        words.setdefault("".join(syllables[i] for i in picks))
-    return list(words)
+    from sipo.device_checks import lexicon
+
+    return lexicon(size, seed)
 
 
 def _save_random_llama(out: Path, tokenizer: Any, seed: int, *, hidden: int, layers: int, heads: int,
                        kv_heads: int, mlp: int, max_positions: int) -> Path:
-    """A random Llama of the given shape over ``tokenizer``, saved (with the tokenizer) as a model folder.
+    """A random Llama of the given shape over ``tokenizer`` (:func:`sipo.device_checks.random_llama`: std 0.1, the
+    EOS row of the output layer zeroed, so greedy decoding never stops early), saved with the tokenizer."""
+    from sipo.device_checks import random_llama
 
-    Weights are drawn with std 0.1 (peaked next-token distributions: no near-ties for greedy decoding to break) and
-    the EOS row of the output layer is zeroed, so EOS gets logit 0 while the other tokens' logits spread around 0
-    with a standard deviation above 1: greedy decoding never stops early and every decoder compared decodes exactly
-    the same number of tokens."""
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        intermediate_size=mlp,
-        max_position_embeddings=max_positions,
-        initializer_range=0.1,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.lm_head.weight[tokenizer.eos_token_id].zero_()
-    model.generation_config = GenerationConfig(
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
-    )
+    model = random_llama(tokenizer, seed, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=kv_heads, intermediate_size=mlp, max_position_embeddings=max_positions)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -201,28 +172,11 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
 
 def _make_adapters(model_dir: Path, root: Path, seed: int) -> dict[str, Path]:
     """Random LoRA adapters (the package's default LoRA settings: r 8, alpha 16, q/k/v/o), with A and B both
-    non-zero, so every adapter changes the model's outputs."""
-    from peft import LoraConfig, get_peft_model
-
-    from sipo.config import LoraSettings
+    non-zero, so every adapter changes the model's outputs (:func:`sipo.device_checks.random_lora_adapters`)."""
+    from sipo.device_checks import random_lora_adapters
 
     model, _ = _load(model_dir)
-    lora = LoraSettings()
-    generator = torch.Generator().manual_seed(seed + 1)
-    paths = {}
-    for name in OBJECTIVES:
-        peft_model = get_peft_model(
-            copy.deepcopy(model),
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=0.0,
-                       task_type="CAUSAL_LM"),
-        )
-        with torch.no_grad():
-            for param_name, param in peft_model.named_parameters():
-                if "lora_" in param_name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-        peft_model.save_pretrained(root / "adapters" / name)
-        paths[name] = root / "adapters" / name
-    return paths
+    return random_lora_adapters(model, OBJECTIVES, root / "adapters", seed + 1)
 
 
 def _bank(model_dir: Path, adapters: dict[str, Path], soups: bool) -> tuple[Any, Any]:
@@ -238,13 +192,9 @@ def _bank(model_dir: Path, adapters: dict[str, Path], soups: bool) -> tuple[Any,
 
 def _texts(words: Sequence[str], count: int, low: int, high: int, seed: int) -> list[str]:
     """``count`` sentences of ``low`` to ``high`` words drawn from ``words``."""
-    generator = torch.Generator().manual_seed(seed)
-    texts = []
-    for _ in range(count):
-        length = int(torch.randint(low, high + 1, (1,), generator=generator))
-        picks = torch.randint(0, len(words), (length,), generator=generator).tolist()
-        texts.append(" ".join(words[i] for i in picks) + ".")
-    return texts
+    from sipo.device_checks import texts
+
+    return texts(words, count, low, high, seed)
 
 
 def _words(model: str, tokenizer: Any, seed: int) -> list[str]:
@@ -414,6 +364,7 @@ def _generate_one_adapter(bank: Any, tokenizer: Any, prompts: Sequence[str], set
             for r, seq in enumerate(batch):
                 ids[r, width - len(seq):] = torch.tensor(seq)
                 mask[r, width - len(seq):] = 1
+            ids, mask = ids.to(bank.device), mask.to(bank.device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.new_tokens,
                                  do_sample=False, eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
             for row in out[:, width:].tolist():

@@ -112,10 +112,11 @@ def content_hash(path: str | Path) -> str:
 
 def files_table(folder: str | Path, *, skip_hidden: bool = True, skip: tuple[str, ...] = ()) -> dict[str, list]:
     """``{relative path: [size, content hash]}`` of every file under ``folder`` (sorted; hidden names and the
-    top-level names in ``skip`` left out). Symlinks are followed, as a reader of the folder would."""
+    top-level names in ``skip`` left out). Symlinked files are read through (as in a Hugging Face cache snapshot);
+    symlinked folders are not entered, so a link cycle cannot loop."""
     root = Path(folder)
     table: dict[str, list] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         if skip_hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -38,8 +38,8 @@ MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine"
 def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -> dict[str, Path]:
     """The files and folders outside the run directory that stage ``stage_name`` reads, by label.
 
-    Hub ids and the built-in names (``random``, ``smollm2``, the packaged templates) are covered by the config
-    values themselves and are not listed.
+    Hub ids and the built-in model names (``random``, ``smollm2``) are covered by the config values themselves and
+    are not listed; the packaged templates are, so that an edited template re-runs the stages that render it.
     """
     inputs: dict[str, Path] = {}
     if stage_name == "prepare" and cfg.data.source != "synthetic":
@@ -51,9 +51,13 @@ def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -
     templates = stage_name in ("sft", "review", "rewrite") or (stage_name == "prepare"
                                                                 and cfg.data.source == "synthetic")
     if templates:
+        from sipo.prompting import TEMPLATE_DIR
+
         for key, name in (("review.template", cfg.review.template), ("rewrite.template", cfg.rewrite.template)):
-            if Path(name).is_file():
-                inputs[key] = Path(name)
+            for candidate in (Path(name), TEMPLATE_DIR / name):  # the order in which prompting looks for it
+                if candidate.is_file():
+                    inputs[key] = candidate
+                    break
     reads_model = stage_name == "sft" if has_sft_stage else stage_name in MODEL_READERS
     name = cfg.model.name_or_path
     if reads_model and name not in ("random", "smollm2") and Path(name).expanduser().is_dir():

@@ -236,7 +236,7 @@ def test_edits_forced_stages_and_settings_in_turn_keep_the_chain_consistent(tmp_
     assert fake.calls == []
 
 
-def test_a_moved_model_folder_is_hashed_by_content(tmp_path):
+def test_a_local_model_folder_is_hashed_by_content(tmp_path):
     """A local model folder enters the fingerprints of the stages that read it through its files' content."""
     model = tmp_path / "model"
     model.mkdir()
@@ -248,6 +248,18 @@ def test_a_moved_model_folder_is_hashed_by_content(tmp_path):
     after = {s.id: fingerprint(cfg, s, {u: "r" for u in s.upstream}) for s in plan(cfg)}
     assert {k for k in before if before[k] != after[k]} == {"dpo", "r1/sample", "r1/review", "r1/rewrite",
                                                              "r1/combine", "r1/filter", "r1/realign", "evaluate"}
+
+
+def test_an_edited_template_changes_the_stages_that_render_it(tmp_path):
+    from sipo.prompting import TEMPLATE_DIR
+
+    template = tmp_path / "review.jinja"
+    template.write_text((TEMPLATE_DIR / "review.jinja").read_text(encoding="utf-8"), encoding="utf-8")
+    cfg = load_config(SMOKE, ["run_dir=/r", f"review.template={template}"])
+    before = {s.id: fingerprint(cfg, s, {u: "r" for u in s.upstream}) for s in plan(cfg)}
+    template.write_text(template.read_text(encoding="utf-8") + "\nBe brief.", encoding="utf-8")
+    after = {s.id: fingerprint(cfg, s, {u: "r" for u in s.upstream}) for s in plan(cfg)}
+    assert {k for k in before if before[k] != after[k]} == {"sft", "r1/review", "r1/rewrite"}
 
 
 def test_large_files_are_sampled_not_read_whole(tmp_path, monkeypatch):
