@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import logging
 
+from sipo.artifacts import RunDir
 from sipo.judges import ScoreItem
-from sipo.records import Candidate, CombinedCandidate, read_jsonl, write_jsonl
+from sipo.records import CombinedCandidate, read_jsonl, write_jsonl
 from sipo.selection import rewrite_replaces
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import adapter_name, objective_adapters
+from sipo.stages.rewrite import read_rewrites
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "combined.jsonl"
+
+
+def read_combined(run_dir: RunDir, round_: int) -> list[CombinedCandidate]:
+    """Round ``round_``'s combined candidates (this stage's output, read by filter)."""
+    return read_jsonl(run_dir.path(f"r{round_}/combine", OUTPUT), CombinedCandidate)
 
 
 def rewrite_key(candidate_id: str) -> str:
@@ -29,9 +39,8 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = {o: adapter_name(o, 0) for o in cfg.objectives}
     bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
-    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
-    rewrites = {c.candidate_id: c for c in
-                read_jsonl(ctx.run_dir.path(f"r{ctx.round}/rewrite", "rewrites.jsonl"), Candidate)}
+    candidates = read_candidates(ctx.run_dir, ctx.round)
+    rewrites = read_rewrites(ctx.run_dir, ctx.round)
     rewritten = [c for c in candidates if c.candidate_id in rewrites]
     items = [ScoreItem(c.candidate_id, c.prompt, c.response) for c in candidates]
     items += [ScoreItem(rewrite_key(c.candidate_id), rewrites[c.candidate_id].prompt,
@@ -52,7 +61,7 @@ def run(ctx: StageContext) -> dict:
                 replaced += 1
         combined.append(CombinedCandidate(candidate=keep, scores=scores, original_scores=original,
                                           rewrite_scores=rewrite_scores, replaced=swap))
-    count = write_jsonl(ctx.out_dir / "combined.jsonl", combined)
+    count = write_jsonl(ctx.out_dir / OUTPUT, combined)
     share = replaced / max(1, len(rewrites))
     logger.info("combine: replaced %d/%d samples by their rewrite (%.1f%% of %d rewrites, rule %s)",
                 replaced, len(candidates), 100 * share, len(rewrites), cfg.combine.rule)

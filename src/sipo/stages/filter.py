@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from sipo.artifacts import RunDir
 from sipo.judges import ScoreItem
 from sipo.records import CombinedCandidate, Selection, read_jsonl, write_jsonl
 from sipo.selection import beats_both, select_candidate
 from sipo.stage import StageContext, StageDef
+from sipo.stages.combine import read_combined
 from sipo.stages.common import (
     adapter_name,
     objective_adapters,
@@ -25,6 +27,13 @@ from sipo.stages.common import (
 )
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "selected.jsonl"
+
+
+def read_selected(run_dir: RunDir, round_: int) -> list[Selection]:
+    """Round ``round_``'s selected responses (this stage's output, read by realign)."""
+    return read_jsonl(run_dir.path(f"r{round_}/filter", OUTPUT), Selection)
 
 
 def candidate_weights(combined: Sequence[CombinedCandidate], objectives: Sequence[str]) -> list[dict[str, float]]:
@@ -38,7 +47,7 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
     bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
-    combined = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/combine", "combined.jsonl"), CombinedCandidate)
+    combined = read_combined(ctx.run_dir, ctx.round)
     if cfg.filter.soups and len(cfg.objectives) > 1:
         for w in candidate_weights(combined, cfg.objectives):
             name = soup_name(w, 0)
@@ -70,7 +79,7 @@ def run(ctx: StageContext) -> dict:
         selections.append(Selection(prompt_id=pid, prompt=pair.prompt, response=cands[best].candidate.response,
                                     candidate_id=best, pair_id=pair.pair_id, response_a=pair.response_a,
                                     response_b=pair.response_b, judge_scores=rewards[best]))
-    count = write_jsonl(ctx.out_dir / "selected.jsonl", selections)
+    count = write_jsonl(ctx.out_dir / OUTPUT, selections)
     dropped = len(prompt_ids) - count
     logger.info("filter: kept %d/%d prompts (%.1f%%), %d of %d candidates beat both originals under %d judges",
                 count, len(prompt_ids), 100 * count / max(1, len(prompt_ids)), survivors_total, len(responses),

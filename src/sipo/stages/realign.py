@@ -14,7 +14,6 @@ import logging
 import shutil
 
 from sipo.artifacts import atomic_path
-from sipo.records import Selection, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
@@ -22,6 +21,7 @@ from sipo.stages.common import (
     format_prompts,
     train_adapter,
 )
+from sipo.stages.filter import read_selected
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def run(ctx: StageContext) -> dict:
     from sipo.training.settings import LossSpec
 
     cfg = ctx.cfg
-    selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
+    selected = read_selected(ctx.run_dir, ctx.round)
     tokenizer = ctx.models.load_tokenizer(ctx)
     prompts = format_prompts(tokenizer, [s.prompt for s in selected], cfg)
     examples = [{"prompt": p, "chosen": s.response, "rejected": other}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from sipo.artifacts import RunDir
 from sipo.prompting import parse_review, review_prompt
-from sipo.records import Candidate, Review, read_jsonl
+from sipo.records import Review, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
@@ -22,8 +23,16 @@ from sipo.stages.common import (
     run_sharded,
     write_output,
 )
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "reviews.jsonl"
+
+
+def read_reviews(run_dir: RunDir, round_: int) -> dict[str, Review]:
+    """Round ``round_``'s reviews by candidate id (this stage's output, read by rewrite)."""
+    return {r.candidate_id: r for r in read_jsonl(run_dir.path(f"r{round_}/review", OUTPUT), Review)}
 
 
 def run(ctx: StageContext) -> dict:
@@ -32,7 +41,7 @@ def run(ctx: StageContext) -> dict:
     reviewer = cfg.review.reviewer or cfg.objectives[0]
     name = adapter_name(reviewer, previous)
     bank, tokenizer = ctx.models.load_bank(ctx, {name: adapter_dir(ctx.run_dir, reviewer, previous)})
-    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
+    candidates = read_candidates(ctx.run_dir, ctx.round)
 
     def work(shard) -> list[Review]:
         texts = [review_prompt(c.prompt, c.response, cfg.objectives, cfg.objective_descriptions,
@@ -44,7 +53,7 @@ def run(ctx: StageContext) -> dict:
 
     rows = run_sharded(ctx.out_dir, candidates, work, record=Review, key=lambda r: r.candidate_id,
                        shard_size=cfg.shard_size, desc="review")
-    count = write_output(ctx.out_dir / "reviews.jsonl", rows)
+    count = write_output(ctx.out_dir / OUTPUT, rows)
     finish_shards(ctx.out_dir)
     unparsed = sum(1 for r in rows if not r.review)
     logger.info("review: %d reviews by %s (%d empty after parsing)", count, reviewer, unparsed)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from sipo.artifacts import RunDir
 from sipo.prompting import parse_rewrite, rewrite_prompt
-from sipo.records import Candidate, Review, read_jsonl
+from sipo.records import Candidate, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_name,
@@ -23,8 +24,17 @@ from sipo.stages.common import (
     run_sharded,
     write_output,
 )
+from sipo.stages.review import read_reviews
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "rewrites.jsonl"
+
+
+def read_rewrites(run_dir: RunDir, round_: int) -> dict[str, Candidate]:
+    """Round ``round_``'s usable rewrites by candidate id (this stage's output, read by combine)."""
+    return {c.candidate_id: c for c in read_jsonl(run_dir.path(f"r{round_}/rewrite", OUTPUT), Candidate)}
 
 
 def run(ctx: StageContext) -> dict:
@@ -32,9 +42,8 @@ def run(ctx: StageContext) -> dict:
     previous = ctx.round - 1
     adapters = objective_adapters(ctx, previous)
     bank, tokenizer = ctx.models.load_bank(ctx, adapters)
-    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
-    reviews = {r.candidate_id: r for r in read_jsonl(ctx.run_dir.path(f"r{ctx.round}/review", "reviews.jsonl"),
-                                                       Review)}
+    candidates = read_candidates(ctx.run_dir, ctx.round)
+    reviews = read_reviews(ctx.run_dir, ctx.round)
     todo = [c for c in candidates if reviews.get(c.candidate_id) and reviews[c.candidate_id].review]
 
     def work(shard) -> list[Candidate]:
@@ -50,7 +59,7 @@ def run(ctx: StageContext) -> dict:
     rows = run_sharded(ctx.out_dir, todo, work, record=Candidate, key=lambda c: c.candidate_id,
                        shard_size=cfg.shard_size, desc="rewrite")
     usable = [r for r in rows if r.response]
-    count = write_output(ctx.out_dir / "rewrites.jsonl", usable)
+    count = write_output(ctx.out_dir / OUTPUT, usable)
     finish_shards(ctx.out_dir)
     logger.info("rewrite: %d rewrites for %d candidates (%d without a usable review, %d empty rewrites)",
                 count, len(candidates), len(candidates) - len(todo), len(rows) - len(usable))

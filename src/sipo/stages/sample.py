@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from sipo.artifacts import RunDir
 from sipo.config import weight_grid, weights_tag
-from sipo.records import Candidate
+from sipo.records import Candidate, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_name,
@@ -27,6 +28,13 @@ from sipo.stages.common import (
 )
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "candidates.jsonl"
+
+
+def read_candidates(run_dir: RunDir, round_: int) -> list[Candidate]:
+    """Round ``round_``'s MOD candidates (this stage's output, read by review, rewrite and combine)."""
+    return read_jsonl(run_dir.path(f"r{round_}/sample", OUTPUT), Candidate)
 
 
 def run(ctx: StageContext) -> dict:
@@ -50,7 +58,7 @@ def run(ctx: StageContext) -> dict:
 
     rows = run_sharded(ctx.out_dir, pairs, work, record=Candidate, key=lambda c: c.candidate_id,
                        shard_size=cfg.shard_size, desc="sample")
-    count = write_output(ctx.out_dir / "candidates.jsonl", rows)
+    count = write_output(ctx.out_dir / OUTPUT, rows)
     finish_shards(ctx.out_dir)
     empty = sum(1 for r in rows if not r.response.strip())
     logger.info("sample: %d candidates for %d prompts x %d weight vectors (%d empty)",

@@ -18,7 +18,10 @@ from typing import Any
 
 from sipo.artifacts import RunDir
 from sipo.config import load_config, weights_tag
-from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl
+from sipo.stages.combine import read_combined
+from sipo.stages.filter import read_selected
+from sipo.stages.rewrite import read_rewrites
+from sipo.stages.sample import read_candidates
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -62,15 +65,15 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
         out["conflict_share"] = round(counts["conflicting_pairs"] / counts["pairs"], 4)
 
     prefix = f"r{round_}"
-    candidates = read_jsonl(rd.path(f"{prefix}/sample", "candidates.jsonl"), Candidate)
+    candidates = read_candidates(rd, round_)
     cand_scores = oracle([c.prompt for c in candidates], [c.response for c in candidates])
     by_weight: dict[str, list[dict[str, float]]] = {}
     for c, s in zip(candidates, cand_scores):
         by_weight.setdefault(weights_tag(c.weights), []).append(s)
     out["candidates_by_weight"] = {tag: _mean_scores(s, objectives) for tag, s in by_weight.items()}
 
-    combined = read_jsonl(rd.path(f"{prefix}/combine", "combined.jsonl"), CombinedCandidate)
-    rewrites = {c.candidate_id: c for c in read_jsonl(rd.path(f"{prefix}/rewrite", "rewrites.jsonl"), Candidate)}
+    combined = read_combined(rd, round_)
+    rewrites = read_rewrites(rd, round_)
     original = {c.candidate_id: c for c in candidates}
     paired = [(original[cid], rw) for cid, rw in rewrites.items() if cid in original]
     rw_scores = oracle([r.prompt for _, r in paired], [r.response for _, r in paired])
@@ -91,7 +94,7 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
     }
 
     filter_manifest = rd.read_manifest(f"{prefix}/filter") or {}
-    selected = read_jsonl(rd.path(f"{prefix}/filter", "selected.jsonl"), Selection)
+    selected = read_selected(rd, round_)
     out["filter"] = {k: filter_manifest.get("counts", {}).get(k)
                      for k in ("prompts", "selected", "survival_rate", "surviving_candidates", "candidates")}
     if selected:
