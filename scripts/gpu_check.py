@@ -224,15 +224,18 @@ class Job:
 
 
 def run_jobs(jobs: list[Job], deadline: float) -> None:
-    """Wait for every job; stop those still running at ``deadline``."""
-    while [job for job in jobs if job.running()]:
-        if time.monotonic() >= deadline:
-            for job in jobs:
-                if job.running():
-                    job.stop()
-                    job.running()
-            break
-        time.sleep(0.5)
+    """Wait for every job; stop those still running at ``deadline``, or when this process is interrupted (the jobs
+    run in process groups of their own, which a Ctrl-C or a SIGTERM of this process does not reach)."""
+    try:
+        while [job for job in jobs if job.running()]:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for job in jobs:
+            if job.running():
+                job.stop()
+                job.running()
 
 
 def preset_result(job: Job, run_dir: Path) -> dict[str, Any]:
@@ -632,7 +635,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(
-        description="Check and time sipo on a device (see the module docstring for the phases).",
+        description="Check and time sipo on a device (cuda or cpu) within a time budget; every figure goes to one JSON file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(__doc__ or "").split("\n\n", 1)[1],
     )
@@ -734,25 +737,8 @@ def failures_of(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     return failed, incomplete
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        worker(args)
-        return 0
-    started = time.monotonic()
-    deadline = started + args.budget
-    out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT")
-                                           else REPO / "runs" / "gpu_check.json")
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sipo-gpu-check-"))
-    work.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
-    report.data.update(script="scripts/gpu_check.py", started_at=_now(), argv=sys.argv[1:], device=args.device,
-                       size=args.size, budget_s=args.budget, phases=args.phases, work_dir=str(work))
-    report.save()
-    args.site = args.site or str(work / "site")
-    print(f"gpu_check: device {args.device}, size {args.size}, budget {args.budget:.0f} s, phases "
-          f"{','.join(args.phases)}; JSON -> {out}", flush=True)
-
+def phases(args: argparse.Namespace, report: Report, work: Path, deadline: float) -> None:
+    """Setup, then the timings alone, then checks, tests and presets at once; the report saved after each."""
     if "setup" in args.phases:
         report.data["setup"] = _guarded(lambda: setup(args))
         report.save()
@@ -774,6 +760,39 @@ def main(argv: list[str] | None = None) -> int:
 
     concurrent_phases(args, report, env, work, deadline - 5)
     report.save()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_jobs, which stops the children
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    deadline = started + args.budget
+    out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT")
+                                           else REPO / "runs" / "gpu_check.json")
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sipo-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report = Report(out)
+    report.data.update(script="scripts/gpu_check.py", started_at=_now(), argv=sys.argv[1:], device=args.device,
+                       size=args.size, budget_s=args.budget, phases=args.phases, work_dir=str(work))
+    report.save()
+    args.site = args.site or str(work / "site")
+    print(f"gpu_check: device {args.device}, size {args.size}, budget {args.budget:.0f} s, phases "
+          f"{','.join(args.phases)}; JSON -> {out}", flush=True)
+
+    try:
+        phases(args, report, work, deadline)
+    except (KeyboardInterrupt, SystemExit) as exc:  # the children are stopped by now (run_jobs)
+        report.data.update(interrupted=f"{type(exc).__name__} after {time.monotonic() - started:.0f} s",
+                           finished_at=_now(), ok=False)
+        report.save()
+        raise
 
     failed, incomplete = failures_of(report.data)
     report.data.update(finished_at=_now(), wall_s=round(time.monotonic() - started, 1), failures=failed,

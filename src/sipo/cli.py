@@ -176,11 +176,21 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("report written to %s", path)
         return 0
     cfg = load_config(args.config, args.overrides)
+    if args.command == "run" and args.dry_run:
+        results = run_pipeline(cfg, force=args.force, dry_run=True)
+        sys.stdout.write("config is valid; stages: " + " ".join(r["id"] for r in results) + "\n")
+        return 0
+    from sipo.tracking import run_log
+
+    with run_log(cfg.run_dir):  # RUN_DIR/run.log gets what the console shows
+        return _run_stages(args, cfg)
+
+
+def _run_stages(args: argparse.Namespace, cfg) -> int:
+    from sipo.pipeline import run_pipeline
+
     if args.command == "run":
-        results = run_pipeline(cfg, force=args.force, dry_run=args.dry_run)
-        if args.dry_run:
-            sys.stdout.write("config is valid; stages: " + " ".join(r["id"] for r in results) + "\n")
-            return 0
+        results = run_pipeline(cfg, force=args.force)
     else:
         results = run_pipeline(cfg, only=[args.name], force=[args.name])
     logger.info("%s; run directory: %s", _status_line(results), cfg.run_dir)

@@ -65,6 +65,34 @@ def add_commands(sub) -> None:
     export.add_argument("--debug", **_HIDDEN_DEBUG)
     export.set_defaults(handler=run_export)
 
+    compare = sub.add_parser(
+        "compare", help="several runs' methods on one reference point: one table, one figure",
+        description="Put the methods of several finished runs on one reference point: every hypervolume and front "
+                    "is recomputed against it, and OUT/compare.md (the table), OUT/compare.png (one colour per "
+                    "method, one line style per run) and OUT/compare.json are written. The runs must share their "
+                    "objectives and judge.\n\nexample:\n"
+                    "  sipo compare runs/seed0 runs/seed1 --out runs/compare --reference-point 0,0",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories (two or more)")
+    compare.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    compare.add_argument("--reference-point", default=None,
+                         help="one value per objective, e.g. 0,0 (default: the worst mean score over every run's "
+                              "points minus a margin)")
+    compare.add_argument("--debug", **_HIDDEN_DEBUG)
+    compare.set_defaults(handler=run_compare, rest="run_dirs")
+
+    config = sub.add_parser(
+        "config", help="print every config key with its value and a one-line description",
+        description="Print every config key of PRESET (with key=value overrides applied; without a preset, the "
+                    "built-in defaults) as 'key: value  # description', with the built-in default where the preset "
+                    "changes it. Generated from the config tree, so it lists exactly the keys that exist.\n\n"
+                    "example:\n  sipo config configs/demo.yaml | grep dpo.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_argument("preset", nargs="?", help="a YAML preset, e.g. configs/demo.yaml")
+    config.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    config.add_argument("--debug", **_HIDDEN_DEBUG)
+    config.set_defaults(handler=run_config, rest="overrides")
+
 
 def _read_prompts(path: str) -> list[tuple[str, str]]:
     from sipo.records import iter_json_lines
@@ -106,4 +134,33 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_point(args.run_dir, args.weights, args.out, method=args.method, round_=args.round,
                        merge=args.merge)
     logger.info("exported to %s", out)
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from sipo.config import load_config
+    from sipo.config_help import config_lines
+
+    preset, overrides = args.preset, list(args.overrides)
+    if preset is not None and "=" in preset:
+        preset, overrides = None, [preset, *overrides]
+    cfg = load_config(preset, overrides) if preset is not None or overrides else None
+    sys.stdout.write("\n".join(config_lines(cfg)) + "\n")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from sipo.compare import compare_runs
+    from sipo.errors import ConfigError
+
+    reference = None
+    if args.reference_point is not None:
+        try:
+            reference = [float(x) for x in args.reference_point.split(",")]
+        except ValueError:
+            raise ConfigError(f"--reference-point: '{args.reference_point}' is not numbers separated by commas") \
+                from None
+    combined = compare_runs(args.run_dirs, args.out, reference)
+    logger.info("compared %d runs (%d methods) -> %s/compare.md", len(combined["runs"]), len(combined["methods"]),
+                args.out)
     return 0

@@ -39,11 +39,17 @@ class RandomModelConfig:
     """Shape of a randomly initialised Llama model (``model.name_or_path: random``), for tests and smoke runs."""
 
     hidden_size: int = 32
+    """Width of the random model."""
     num_hidden_layers: int = 2
+    """Transformer layers of the random model."""
     num_attention_heads: int = 4
+    """Attention heads of the random model."""
     num_key_value_heads: int = 2
+    """Key/value heads of the random model (grouped-query attention when fewer than the heads)."""
     intermediate_size: int = 64
+    """Width of the random model's MLP."""
     max_position_embeddings: int = 512
+    """Longest sequence (prompt + response tokens) the random model handles."""
     tokenizer: str = "byte"
     """``byte`` (256 byte tokens + specials) or ``word`` (a word-level vocabulary built from the training texts)."""
 
@@ -71,6 +77,7 @@ class ModelConfig:
     cache_dir: str | None = None
     """Where converted models (e.g. the SmolLM2 GGUF) are cached; default ``$SIPO_CACHE`` or ``~/.cache/sipo``."""
     random: RandomModelConfig = field(default_factory=RandomModelConfig)
+    """Shape of the model built for ``name_or_path: random``."""
 
 
 @dataclass
@@ -78,12 +85,17 @@ class SyntheticConfig:
     """The synthetic conflict benchmark (docs/method.md §3)."""
 
     num_entities: int = 24
+    """Entities of the synthetic world."""
     num_attributes: int = 6
+    """Attributes per entity (an answer can state each one)."""
     unknown_per_entity: int = 2
     """Attributes per entity that the writer confabulates with a consistent wrong value."""
     responses_per_prompt: int = 4
+    """Writer answers per training prompt (they form the preference pairs)."""
     num_train_prompts: int = 400
+    """Training prompts of the benchmark."""
     num_test_prompts: int = 48
+    """Held-out test prompts (phrasings never seen in training)."""
     known_first: float = 0.5
     """How often a writer answer takes the attributes the writer knows before the ones it does not (else a uniform
     subset): higher makes short answers more often fully correct, so errors grow more with length."""
@@ -126,6 +138,7 @@ class DataConfig:
     test_fraction: float = 0.2
     """Share of prompts held out for evaluation (split by prompt, seeded)."""
     validation_fraction: float = 0.1
+    """Share of prompts held out for validation (split by prompt, seeded)."""
     max_train_pairs: int | None = None
     """Cap on the training mixture per objective (None: all)."""
     max_conflict_prompts: int | None = None
@@ -135,14 +148,19 @@ class DataConfig:
     response_columns: dict[str, str] = field(default_factory=dict)
     """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The synthetic benchmark's world and writer (``source: synthetic``)."""
 
 
 @dataclass
 class LoraSettings:
     r: int = 8
+    """LoRA rank."""
     alpha: int = 16
+    """LoRA alpha (the update is scaled by alpha / r)."""
     dropout: float = 0.0
+    """Dropout on the LoRA branch while training."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers that get a LoRA adapter."""
 
 
 @dataclass
@@ -150,15 +168,23 @@ class TrainSettings:
     """Optimisation knobs shared by the training stages; mapped to trl/transformers configs in one place."""
 
     learning_rate: float = 5e-4
+    """Peak learning rate."""
     epochs: float = 1.0
+    """Passes over the training data (fractions allowed)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = 4
+    """Examples per optimizer step over all processes (before gradient accumulation)."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches summed into one optimizer step."""
     warmup_ratio: float = 0.0
+    """Share of the steps with a rising learning rate, in [0, 1)."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     lr_scheduler: str = "linear"
+    """Learning-rate schedule (a transformers scheduler name: linear, cosine, constant, ...)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, more time)."""
 
 
 @dataclass
@@ -166,13 +192,17 @@ class SFTStageConfig:
     enabled: bool = False
     """Run supervised fine-tuning of the base model (the synthetic benchmark trains its model from scratch)."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=1e-3, epochs=1.0))
+    """Optimisation of the supervised fine-tuning."""
 
 
 @dataclass
 class DPOStageConfig:
     beta: float = 0.1
+    """DPO's KL strength (also the scale of the implicit rewards that combine and filter use)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    """Shape of every LoRA adapter (dpo, realign, dpo_lw, modpo)."""
     train: TrainSettings = field(default_factory=TrainSettings)
+    """Optimisation of the DPO adapters (and of dpo_lw and modpo)."""
 
 
 @dataclass
@@ -184,7 +214,9 @@ class WeightGrid:
     """
 
     resolution: int = 5
+    """Grid step 1/resolution on the simplex."""
     interior_only: bool = False
+    """Drop the weight vectors with a zero weight."""
     explicit: list[list[float]] | None = None
     """Explicit weight vectors (each of length N, summing to 1); overrides ``resolution``."""
 
@@ -192,9 +224,11 @@ class WeightGrid:
 @dataclass
 class DecodeSettings:
     max_new_tokens: int = 128
+    """Most tokens generated per response."""
     temperature: float = 0.0
     """0 means greedy (the paper's setting)."""
     top_p: float = 1.0
+    """Nucleus mass when sampling (temperature > 0)."""
     batch_size: int = 16
     """Prompts per batch; each prompt is expanded once per adapter inside the batch."""
 
@@ -202,7 +236,9 @@ class DecodeSettings:
 @dataclass
 class SampleStageConfig:
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=True))
+    """Weight vectors at which conflicting prompts are MOD-decoded."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the candidates."""
 
 
 @dataclass
@@ -212,12 +248,15 @@ class ReviewStageConfig:
     template: str = "review.jinja"
     """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(max_new_tokens=96))
+    """Decoding of the reviews."""
 
 
 @dataclass
 class RewriteStageConfig:
     template: str = "rewrite.jinja"
+    """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the rewrites."""
 
 
 @dataclass
@@ -238,7 +277,9 @@ class RealignStageConfig:
     alpha: float = 0.1
     """Weight of the NLL term on the selected response (DPO + alpha * NLL)."""
     beta: float = 0.1
+    """DPO's KL strength in the re-alignment."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=5e-6, epochs=1.0))
+    """Optimisation of the re-alignment."""
 
 
 @dataclass
@@ -246,6 +287,7 @@ class RewardModelSpec:
     """One Hugging Face sequence-classification reward model and which output heads score which objective."""
 
     name_or_path: str = MISSING
+    """Local folder or hub id of the reward model."""
     heads: dict[str, int] = field(default_factory=dict)
     """Objective -> output index (logit column), e.g. ``{correctness: 1, verbosity: 4}`` for a multi-head model."""
     sign: dict[str, float] = field(default_factory=dict)
@@ -259,7 +301,9 @@ class RewardModelConfig:
     """Reward-model judge (``eval.judge: reward_model``): score = sign * (raw - shift) / scale."""
 
     models: list[RewardModelSpec] = field(default_factory=list)
+    """The reward models (each: name_or_path, heads, sign, prompt_format)."""
     shift: float = 0.0
+    """Subtracted from every raw score."""
     scale: float = 1.0
     """E.g. shift 10, scale 20 for the RLHFlow DPA model: the paper's ``(s - 10) / 20``."""
     prompt_format: str = "chat"
@@ -267,7 +311,9 @@ class RewardModelConfig:
     ASSISTANT:{response}``), ``dpa`` (the RLHFlow DPA rating instruction), ``plain`` (prompt, newline, response)
     or any template containing ``{prompt}`` and ``{response}``."""
     batch_size: int = 8
+    """Responses scored per batch."""
     max_length: int = 1024
+    """Tokens of prompt + response the reward model reads (longer inputs are cut)."""
 
 
 @dataclass
@@ -276,10 +322,25 @@ class EvalStageConfig:
     """``implicit`` (round-1 adapters' implicit rewards), ``oracle`` (synthetic benchmark), ``reward_model`` or
     ``length``."""
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=False))
+    """Weight vectors at which every method is evaluated (dpo_lw and modpo train one adapter per vector)."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    """Decoding of the evaluated responses (also what sipo generate uses)."""
     reference_point: list[float] | None = None
     """Hypervolume reference point (one value per objective); default: the worst score seen minus a margin."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """Settings of the reward_model judge."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking of every training stage (sft, dpo, realign, dpo_lw, modpo); it changes no result, so
+    changing it re-runs nothing."""
+
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that transformers reports to, e.g. ``[tensorboard]`` (event files under RUN_DIR/tensorboard/),
+    ``[wandb]`` or ``[trackio]``; empty: none."""
+    logging_steps: int = 1
+    """Optimizer steps between logged training metrics (losses, implicit rewards)."""
 
 
 @dataclass
@@ -287,6 +348,7 @@ class PipelineConfig:
     run_dir: str = MISSING
     """Root folder for every artifact of this run."""
     seed: int = 0
+    """Seeds the splits, the LoRA initialisation, the data order and sampling."""
     objectives: list[str] = MISSING
     """Objective names, e.g. ``[correctness, verbosity]``; they must be score columns of the data."""
     allow_single_objective: bool = False
@@ -306,16 +368,29 @@ class PipelineConfig:
     prompts, each at every point): a killed stage redoes at most the shard in progress. Not part of any stage's
     settings (changing it re-runs nothing)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model and how prompts are written for it."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the preference data comes from and how it is split."""
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    """Stage sft: builds and/or fine-tunes the base model."""
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    """Stage dpo: one LoRA adapter per objective."""
     sample: SampleStageConfig = field(default_factory=SampleStageConfig)
+    """Stage sample: MOD decoding of the conflicting prompts."""
     review: ReviewStageConfig = field(default_factory=ReviewStageConfig)
+    """Stage review: suggestions to improve each candidate."""
     rewrite: RewriteStageConfig = field(default_factory=RewriteStageConfig)
+    """Stage rewrite: MOD decoding of a rewrite that follows the review."""
     combine: CombineStageConfig = field(default_factory=CombineStageConfig)
+    """Stage combine: whether each rewrite replaces its candidate."""
     filter: FilterStageConfig = field(default_factory=FilterStageConfig)
+    """Stage filter: keep responses that beat both originals under every judge."""
     realign: RealignStageConfig = field(default_factory=RealignStageConfig)
+    """Stage realign: DPO + alpha * NLL on the selected responses."""
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+    """Stage evaluate (and report): decoding, judge, grid and reference point."""
+    train: TrackingConfig = field(default_factory=TrackingConfig)
+    """Tracking shared by the training stages (their optimisation settings are ``<stage>.train``)."""
 
 
 def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
@@ -654,6 +729,12 @@ def validate(cfg: PipelineConfig) -> None:
             _fail(f"{key}.learning_rate", "must be positive")
         if train.batch_size < 1:
             _fail(f"{key}.batch_size", "must be at least 1")
+    if cfg.train.logging_steps < 1:
+        _fail("train.logging_steps", "must be at least 1")
+    if cfg.train.report_to:
+        from sipo.tracking import check_report_to
+
+        check_report_to(list(cfg.train.report_to))
     if cfg.dpo.beta <= 0 or cfg.realign.beta <= 0:
         _fail("dpo.beta" if cfg.dpo.beta <= 0 else "realign.beta", "must be positive")
     if cfg.realign.alpha < 0:

@@ -199,6 +199,20 @@ def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSp
     return todo
 
 
+def safetensors_error(exc: Exception, folder: Path) -> Exception:
+    """safetensors' error (e.g. ``IoError(Os { code: 28, ... })`` when a disk fills up while an adapter is saved) as
+    an OSError with its errno, naming the stage's folder, or as a RunDirError for a corrupt file."""
+    import errno
+    import os
+    import re
+
+    text = " ".join(str(exc).split())
+    code = re.search(r"code: (\d+)", text)
+    if code and int(code.group(1)) in errno.errorcode:
+        return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(folder))
+    return RunDirError(f"{folder}: cannot read or write a safetensors file ({text})")
+
+
 def _save_config_if_changed(cfg: PipelineConfig, path: Path) -> None:
     """Write ``config.yaml`` only when its text changes (a finished run on read-only storage stays checkable)."""
     text = config_text(cfg)
@@ -348,12 +362,21 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
         try:
             if main or stage.distributed:
-                counts = stage_function(stage.name)(ctx) or {}
+                from sipo.tracking import stage_tracking
+
+                with stage_tracking(cfg, run_dir.root, stage.id) as tracked:
+                    counts = stage_function(stage.name)(ctx) or {}
+                metrics = tracked.summary()
         except OSError as exc:
             if exc.filename is None:  # e.g. a write that ran out of space: name the stage's folder at least
                 exc.filename = str(run_dir.path(stage.id))
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "SafetensorError":  # raised from Rust, with no path and no errno attribute
+                raise safetensors_error(exc, run_dir.path(stage.id)) from None
             raise
         seconds = round(time.perf_counter() - start, 2)
         barrier()
@@ -364,6 +387,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
                 "upstream": upstream,
                 **record_outputs(run_dir, stage.id, fp),
                 "counts": counts,
+                **({"metrics": metrics} if metrics else {}),
                 "seconds": seconds,
                 "processes": world_size,
                 "versions": _library_versions(),

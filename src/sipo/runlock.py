@@ -49,15 +49,26 @@ def run_lock(root: str | Path) -> Iterator[Path]:
     import fcntl
 
     path = Path(root) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
+    for _attempt in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             raise RunLocked(f"{root}: another sipo run is writing this run directory ({_holder(path)}); wait for "
                             "it to finish or use another run_dir") from None
+        try:  # a refused run removes the lock file it created; a lock on that removed file guards nothing
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise RunLocked(f"{root}: the run directory's lock file keeps being replaced; is another sipo run "
+                        "starting on it?")
+    try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

@@ -79,3 +79,19 @@ def test_one_bfloat16_training_step(device, tmp_path, nll_alpha):
     result = dc.check_training_step(tmp_path, device, "bfloat16", nll_alpha=nll_alpha)
     assert result["device"].startswith(device) and result["base_dtype"] == "bfloat16"
     assert result["ok"], result
+
+
+def test_the_1b_shape_has_about_a_billion_parameters():
+    """The timed model (``--size 1b``), built on the meta device (shapes only, no memory) over a vocabulary of the
+    size its tokenizer has (32,000 words plus special tokens and the template's pieces): ~1.1B parameters."""
+
+    class Vocabulary:  # what random_llama reads of a tokenizer
+        pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+
+        def __len__(self) -> int:
+            return dc.SIZES["1b"]["vocabulary"] + 12
+
+    shape = {k: v for k, v in dc.SIZES["1b"].items() if k != "vocabulary"}
+    model = dc.random_llama(Vocabulary(), 0, device="meta", **shape)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 1.0e9 < parameters < 1.2e9, parameters

@@ -96,3 +96,38 @@ def test_failures_and_incomplete_parts_of_a_report(gpu_check):
     failed, incomplete = gpu_check.failures_of(data)
     assert failed == ["checks.mod_float32", "tests"]
     assert incomplete == ["timings.decoding.64", "presets.demo-bfloat16"]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc (Linux)")
+def test_sigterm_stops_the_child_processes(tmp_path):
+    """The children run in process groups of their own (so that a deadline can end each with what it started);
+    a SIGTERM of the script itself still ends them before it exits, and the JSON says it was interrupted."""
+    import signal
+    import time
+
+    work = tmp_path / "work"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIPO_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--device", "cpu", "--phases", "timings", "--budget", "600",
+                             "--out", str(tmp_path / "x.json"), "--work-dir", str(work)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _processes_mentioning(str(work / "worker_timings.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(work / "worker_timings.json")), "the worker never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _processes_mentioning(str(work / "worker_timings.json")) == []
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert data["ok"] is False and data["interrupted"].startswith("SystemExit")

@@ -104,8 +104,12 @@ def test_unknown_stage_name(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
-    """SIGINT while the sft stage runs: exit 130, one line, finished stages kept (prepare is not re-run)."""
+@pytest.mark.parametrize(("sig", "code", "line"), [(signal.SIGINT, 130, "sipo: interrupted;"),
+                                                  (signal.SIGTERM, 143, "sipo: terminated (SIGTERM);")],
+                         ids=["sigint", "sigterm"])
+def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path, sig, code, line):
+    """SIGINT (Ctrl-C) or SIGTERM while the sft stage runs: exit 130 / 143, one line, finished stages kept (prepare
+    is not re-run), the lock released."""
     run_dir = tmp_path / "run"
     args = ["run", str(SMOKE), f"run_dir={run_dir}", "model.device=cpu", "sft.train.max_steps=1000"]
     # A shell that starts a job in the background without job control makes it ignore SIGINT, and an ignored signal
@@ -119,16 +123,19 @@ def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
         assert time.monotonic() < deadline, "sft never started"
         time.sleep(0.05)
     time.sleep(2)  # into the stage's work
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("sipo: interrupted;")
+    assert stderr.strip().splitlines()[-1].startswith(line)
     assert (run_dir / "prepare" / "manifest.json").is_file()
     assert not (run_dir / "sft" / "manifest.json").exists()
     from sipo.artifacts import RunDir
     from sipo.config import load_config
     from sipo.pipeline import plan, stages_to_run
+    from sipo.runlock import run_lock
 
     cfg = load_config(SMOKE, args[2:])
     assert [s.id for s in stages_to_run(cfg, RunDir(run_dir), plan(cfg))][0] == "sft"
+    with run_lock(run_dir):  # released by the interrupted run
+        pass

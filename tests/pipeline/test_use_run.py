@@ -1,7 +1,8 @@
 """Using a finished run: ``sipo generate`` / ``sipo.load`` reproduce what ``evaluate`` decoded, and ``sipo export``
 writes adapters and merged models that plain peft / transformers load with the run's numbers.
 
-One smoke run (every method, relative ``run_dir`` so that relocatability is tested) is shared by the module.
+One smoke run (every method, relative ``run_dir`` so that relocatability is tested, ``train.report_to=[tensorboard]``
+so that tracking is tested) is shared by the module.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def smoke_run(tmp_path_factory):
     config.write_text((ROOT / "configs" / "smoke.yaml").read_text().replace(
         "tests/fixtures/helpsteer_smoke.jsonl", str(ROOT / "tests" / "fixtures" / "helpsteer_smoke.jsonl")))
     result = sipo("run", str(config), "run_dir=runs/smoke", "methods=[sft,dpo,dpo_soups,mod,dpo_lw,modpo,sipo]",
-                  cwd=work)
+                  "train.report_to=[tensorboard]", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work / "runs" / "smoke"
 
@@ -180,3 +181,45 @@ def test_export_refuses_sft_and_a_used_folder(smoke_run, tmp_path, capsys):
     code, _, err = cli(capsys, "export", str(smoke_run), "--weights", "0.5,0.5", "--out", str(tmp_path / "used"))
     assert code == 2 and "not an empty folder" in err.strip().splitlines()[-1]
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+def test_tensorboard_events_hold_per_step_losses_and_rewards(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for unit in ("dpo/correctness", "dpo/verbosity", "r1/realign/correctness", "dpo_lw/correctness0.5-verbosity0.5",
+                 "modpo/correctness0.5-verbosity0.5", "sft/model"):
+        events = EventAccumulator(str(smoke_run / "tensorboard" / unit))
+        events.Reload()
+        losses = events.Scalars("train/loss")
+        steps = json.loads((smoke_run / unit.rsplit("/", 1)[0] / "manifest.json").read_text())
+        assert [e.step for e in losses] == list(range(1, len(losses) + 1)) and len(losses) >= 3, unit
+        if unit != "sft/model":
+            assert "train/rewards/margins" in events.Tags()["scalars"], unit
+            metrics = steps["metrics"][unit.rsplit("/", 1)[1]]
+            assert metrics["logged_steps"] == len(losses)
+            assert [v for _, v in metrics["loss_curve"]] == pytest.approx([e.value for e in losses], abs=1e-5)
+
+
+def test_run_log_holds_what_the_console_showed(smoke_run):
+    log = (smoke_run / "run.log").read_text()
+    assert log.startswith("===== ") and "sipo run" in log.splitlines()[0]
+    for line in ("prepare      running", "evaluate     done", "stage(s) ran, 0 skipped"):
+        assert line in log
+
+
+def test_generate_reads_prompts_from_a_jsonl_file(smoke_run, tmp_path, capsys):
+    import sipo as sipo_package
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt_id": "q1", "prompt": "Tell me about rivers."}\n\n{"prompt": "And lakes?"}\n')
+    code, out, err = cli(capsys, "generate", str(smoke_run), "--input", str(prompts), "--weights", "0.2,0.8",
+                         "--method", "mod", "--max-new-tokens", "5")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["prompt_id"] for line in lines] == ["q1", "3"]  # a row without an id gets its line number
+    expected = sipo_package.load(smoke_run).generate(["Tell me about rivers.", "And lakes?"], [0.2, 0.8],
+                                                     method="mod", max_new_tokens=5)
+    assert [line["response"] for line in lines] == expected
+    prompts.write_text('{"prompt": "fine"}\n{"text": "no prompt key"}\n')
+    code, _, err = cli(capsys, "generate", str(smoke_run), "--input", str(prompts), "--weights", "0.2,0.8")
+    assert code == 2 and err.strip().splitlines()[-1].endswith(f"{prompts}:2: needs a string 'prompt'")

@@ -287,8 +287,8 @@ def test_no_data_field_becomes_a_path(tmp_path, capsys):
     assert cli.main(["stage", "prepare", str(SMOKE), f"run_dir={run_dir}", f"data.path={data}",
                      "data.test_fraction=0.25", "model.device=cpu"]) == 0
     names = {p.name for p in run_dir.rglob("*")}
-    assert names <= {"config.yaml", ".sipo.lock", "prepare", ".started", "manifest.json", "counts.json", "sft.jsonl",
-                     "train_correctness.jsonl", "train_verbosity.jsonl", "train_conflict.jsonl", "validation.jsonl",
+    assert names <= {"config.yaml", "run.log", ".sipo.lock", "prepare", ".started", "manifest.json", "counts.json",
+                     "sft.jsonl", "train_correctness.jsonl", "train_verbosity.jsonl", "train_conflict.jsonl", "validation.jsonl",
                      "test_prompts.jsonl"}, names
     assert not (tmp_path / "escape").exists() and not list(tmp_path.glob("**/z"))
 

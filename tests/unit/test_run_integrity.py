@@ -150,6 +150,25 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
+def test_a_lock_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
+    """A run refused before any stage finished removes the lock file it created. Another process that opened that
+    file just before must not count the lock of a file no longer in the directory: it locks the new file."""
+    import fcntl
+
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_removal(fd, op):
+        if not calls:  # the file this process opened goes away before it locks it
+            (tmp_path / LOCK_NAME).unlink()
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    with run_lock(tmp_path):
+        assert len(calls) == 2
+        assert os.stat(tmp_path / LOCK_NAME).st_ino == os.fstat(calls[-1]).st_ino
+
+
 def test_sigterm_ends_a_run_with_one_line_and_frees_the_lock(tmp_path):
     """SIGTERM unwinds like Ctrl-C: exit 143, one line, the lock released (a new holder gets it at once)."""
     script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
@@ -486,6 +505,19 @@ def test_a_write_error_without_a_path_names_the_stage_folder(tmp_path, data, mon
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"sipo: error: {tmp_path / 'run' / 'r1' / 'sample'}: No space left on device"
     assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()  # finished stages are kept
+
+
+def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path, data, monkeypatch, fake, capsys):
+    """safetensors raises its own error, from Rust, without a path: the disk-full one becomes exit 4."""
+    from safetensors import SafetensorError
+
+    full = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                           'left on device" })')
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("dpo", full))
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
 
 
 def test_unloadable_weights_are_one_config_error(tmp_path):

@@ -5,8 +5,10 @@ One colour and marker per method (the same ones in every report), each method's 
 as one large marker), standard-error bars, the two end points labelled with their weights, filled markers for the
 method's non-dominated points and hollow ones for dominated points. Earlier self-improvement rounds
 (``sipo@r1``) are dashed and paler. Two objectives give one scatter plot; N > 2 objectives give a grid with one
-subplot per pair of objectives (projections), where points are not joined (a weight lattice has no path order)
-and the simplex vertices (one-hot weights) are labelled; one objective gives a strip plot per method.
+subplot per pair of objectives (projections), where each method's front in that projection is drawn as a line (a
+weight lattice has no path order) and every point is labelled with its weights; one objective gives a strip plot per
+method. Each method's marks are shifted by a few points so that methods with coinciding points stay visible; in a
+``sipo compare`` figure each run has its own line style.
 
 Rendering uses matplotlib's Agg canvas directly (no pyplot, no display, no global figure state); the file is written
 atomically.
@@ -28,6 +30,8 @@ FIGURE_NAME = "pareto.png"
 
 _EXTRA_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
 _EXTRA_MARKERS = ("X", "h", "p", "<", ">", "d")
+RUN_LINESTYLES = ("-", "--", ":", "-.")
+"""Line style of each run in a ``sipo compare`` figure (entries with a ``run_index``)."""
 
 
 def weights_label(weights: Mapping[str, float], objectives: Sequence[str]) -> str:
@@ -78,10 +82,31 @@ def _labelled(points: Sequence[Mapping[str, Any]], objectives: Sequence[str]) ->
     return [i for i, p in enumerate(points) if p["weights"] and math.isclose(max(p["weights"].values()), 1.0)]
 
 
+def projected_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """Indices of the points not dominated in the (x, y) projection (both maximised), sorted by x. Pure."""
+    keep = [i for i in range(len(xs))
+            if not any(xs[j] >= xs[i] and ys[j] >= ys[i] and (xs[j] > xs[i] or ys[j] > ys[i])
+                       for j in range(len(xs)))]
+    return sorted(keep, key=lambda i: (xs[i], -ys[i]))
+
+
+MARKER_SHIFT_PT = 2.5
+"""Each method's marks are shifted by a few points (its position in the legend decides which way), so methods whose
+points coincide (e.g. ``mod`` and ``dpo_soups`` at one-hot weights) stay visible side by side."""
+
+
 def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Sequence[str], dims: tuple[int, int],
-                 style: tuple[str, str]) -> Any:
-    """Draw one method's points on one pair of objectives; returns the legend handle."""
+                 style: tuple[str, str], shift: float = 0.0, seen: set | None = None) -> Any:
+    """Draw one method's points on one pair of objectives; returns the legend handle.
+
+    ``seen`` holds the (x, y, weights) labels already drawn on this subplot: a point that coincides with another
+    method's point of the same weights is not labelled twice. ``shift`` moves every mark of the method by that many points along the x axis (see :data:`MARKER_SHIFT_PT`).
+    With two objectives the points are joined in weight order; with more, each projection draws the method's
+    front in that projection (its points that no other point of the method beats on both objectives shown) as a
+    line, and labels every point with its weights.
+    """
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
 
     colour, marker = style
     earlier_round = "@" in name
@@ -93,23 +118,40 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
     ys = [p["scores"][y_obj] for p in points]
     single = len(points) == 1
     size = 14 if single and marker == "*" else 10 if single else 6
-    # A weight grid over N > 2 objectives is a lattice, not a path: joining its points in any order draws zigzags.
-    joined = len(objectives) == 2 and len(points) > 1 and _joined(_base(name, entry))
-    linestyle = ("--" if earlier_round else "-") if joined else "none"
-    if joined:
-        ax.plot(xs, ys, linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, zorder=2)
+    transform = offset_copy(ax.transData, fig=ax.figure, x=shift, y=0.0, units="points")
+    line = "--" if earlier_round else "-"
+    if "run_index" in entry:  # sipo compare: one line style per run
+        line = RUN_LINESTYLES[int(entry["run_index"]) % len(RUN_LINESTYLES)]
+    joined = len(points) > 1 and _joined(_base(name, entry))
+    linestyle = line if joined else "none"
+    if joined and len(objectives) == 2:
+        ax.plot(xs, ys, linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, zorder=2, transform=transform)
+    elif joined:
+        # A weight grid over N > 2 objectives is a lattice, not a path: draw this projection's front instead.
+        order = projected_front(xs, ys)
+        ax.plot([xs[i] for i in order], [ys[i] for i in order], linestyle=linestyle, linewidth=1.2, color=colour,
+                alpha=0.8 * alpha, zorder=2, transform=transform)
     for index, (x, y) in enumerate(zip(xs, ys)):
         ax.plot([x], [y], linestyle="none", marker=marker, markersize=size, color=colour, alpha=alpha,
-                markerfacecolor=colour if index in front else "white", markeredgewidth=1.2, zorder=3)
+                markerfacecolor=colour if index in front else "white", markeredgewidth=1.2, zorder=3,
+                transform=transform)
     xerr = [p["stderr"].get(x_obj) for p in points]
     yerr = [p["stderr"].get(y_obj) for p in points]
     if any(e is not None for e in xerr + yerr):
         ax.errorbar(xs, ys, xerr=[e or 0.0 for e in xerr], yerr=[e or 0.0 for e in yerr], fmt="none",
-                    ecolor=colour, alpha=0.35 * alpha, elinewidth=0.8, capsize=0, zorder=1)
+                    ecolor=colour, alpha=0.35 * alpha, elinewidth=0.8, capsize=0, zorder=1, transform=transform)
     if len(points) > 1:
-        for index in _labelled(points, objectives):
-            ax.annotate(weights_label(points[index]["weights"], objectives), (xs[index], ys[index]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour, alpha=alpha)
+        every = len(objectives) > 2
+        for index in (range(len(points)) if every else _labelled(points, objectives)):
+            text = weights_label(points[index]["weights"], objectives)
+            key = (round(xs[index], 6), round(ys[index], 6), text)
+            if seen is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            ax.annotate(text, (xs[index], ys[index]),
+                        xycoords=transform, textcoords="offset points", xytext=(4, 4 if index % 2 == 0 else -9),
+                        fontsize=6 if every else 7, color=colour, alpha=alpha)
     return Line2D([], [], linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, marker=marker,
                   markersize=min(size, 10), label=name)
 
@@ -124,6 +166,24 @@ def _draw_single_objective(ax: Any, report: Mapping[str, Any], styles: Mapping[s
         ax.plot([position] * len(ys), ys, linestyle="none", marker=marker, color=colour, markersize=8, label=name)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel(f"mean {objective}")
+
+
+def _set_limits(ax: Any, report: Mapping[str, Any], objectives: Sequence[str], dims: tuple[int, int]) -> None:
+    """Axis limits from the points and their error bars (marks drawn with a shifted transform do not count in
+    matplotlib's autoscaling)."""
+    for axis, dim in (("x", dims[0]), ("y", dims[1])):
+        objective = objectives[dim]
+        lows, highs = [], []
+        for entry in report["methods"].values():
+            for point in entry["points"]:
+                value, err = point["scores"][objective], point["stderr"].get(objective) or 0.0
+                lows.append(value - err)
+                highs.append(value + err)
+        if not lows:
+            continue
+        low, high = min(lows), max(highs)
+        pad = (high - low) * 0.08 or max(abs(high), 1.0) * 0.05
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(low - pad, high + pad)
 
 
 def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
@@ -142,10 +202,15 @@ def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
     handles: dict[str, Any] = {}
     if not pairs:
         _draw_single_objective(axes[0], report, styles)
+    names = ordered_methods(report)
     for ax, dims in zip(axes, pairs):
-        for name in ordered_methods(report):
+        seen: set = set()
+        for position, name in enumerate(names):
             entry = report["methods"][name]
-            handles[name] = _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)])
+            shift = (position - (len(names) - 1) / 2) * MARKER_SHIFT_PT
+            handles[name] = _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)], shift,
+                                         seen)
+        _set_limits(ax, report, objectives, dims)
         ax.set_xlabel(f"mean {objectives[dims[0]]}")
         ax.set_ylabel(f"mean {objectives[dims[1]]}")
         ax.grid(True, alpha=0.3)
