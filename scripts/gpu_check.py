@@ -579,7 +579,7 @@ def worker(args: argparse.Namespace) -> None:
             torch.cuda.empty_cache()
 
     save()
-    with tempfile.TemporaryDirectory(prefix="sipo-gpu-check-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="models-", dir=path.parent) as tmp:
         start = time.perf_counter()
         model, tokenizer, words, adapters = dc.random_setup(args.size, tmp, device=args.device, seed=args.seed)
         fragment["model"] = {"size": args.size, "parameters": sum(p.numel() for p in model.parameters()),
@@ -606,7 +606,7 @@ def worker(args: argparse.Namespace) -> None:
                 save()
                 del bank
                 free()
-            checks["soup_maths"] = _guarded(lambda: dc.check_soup_maths(args.device))
+            checks["soup_maths"] = _guarded(lambda: dc.check_soup_maths(args.device, root=tmp))
             save()
         if "timings" in args.phases:
             dtype = args.timing_dtype or ("bfloat16" if args.device == "cuda" else "float32")

@@ -37,7 +37,8 @@ main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode,
   model.{{name_or_path,dtype,device,prompt_template,trust_remote_code}},
   data.{{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties}},
   dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule, realign.{{alpha,beta}},
-  eval.{{judge ({judges}),grid,decode.max_new_tokens}}.
+  eval.{{judge ({judges}),grid,decode.max_new_tokens}},
+  train.report_to (tensorboard, wandb, ...). Every key, its value and what it does: sipo config PRESET.
   Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings or input files (data, model
   folder), forcing it, or deleting or editing one of its outputs re-runs that stage and the ones after it.

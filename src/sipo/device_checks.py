@@ -248,11 +248,12 @@ def check_scoring(bank: Any, tokenizer: Any, prompts: Sequence[str], responses: 
     }
 
 
-def check_soup_maths(device: str | torch.device, seed: int = 0) -> dict[str, Any]:
+def check_soup_maths(device: str | torch.device, seed: int = 0, root: str | Path | None = None) -> dict[str, Any]:
     """The soup ``sum_o w_o dW_o`` computed on ``device`` in float32 against float64 on the CPU: the factors'
     interpolation alone (two adapters of ranks 4 and 2 with different scalings and target modules), and an
     :class:`AdapterBank` soup's logits against the base model with the hand-merged update ``W + sum_o w_o dW_o``.
-    ``ok``: relative errors below 1e-5 (weights) and 1e-4 (logits)."""
+    ``ok``: relative errors below 1e-5 (weights) and 1e-4 (logits). The bank's adapters are saved in a temporary
+    folder (under ``root`` when given)."""
     from sipo.models.adapters import BASE, interpolate_lora, lora_delta_weights
     from sipo.models.loading import build_tokenizer
 
@@ -284,7 +285,7 @@ def check_soup_maths(device: str | torch.device, seed: int = 0) -> dict[str, Any
     tokenizer = build_tokenizer("byte")
     model = random_llama(tokenizer, seed, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64, device=device)
-    with tempfile.TemporaryDirectory(prefix="sipo-soup-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sipo-soup-", dir=root) as tmp:
         folders = random_lora_adapters(model, ["x", "y"], tmp, seed + 1)
         bank = make_bank(model, folders, "float32", soups=False)
         bank.add_soup("xy", {"x": 0.3, "y": 0.7})

@@ -64,10 +64,10 @@ def test_bfloat16_decoding_and_scoring_run_on_the_device(setup, prompts, device)
     assert scoring["finite"] and scoring["ok"] is None
 
 
-def test_soup_maths_on_the_device(device):
+def test_soup_maths_on_the_device(device, tmp_path):
     """sum_o w_o dW_o on the device equals float64 on the CPU; a soup adapter's logits equal the base model's with
     the hand-merged update."""
-    result = dc.check_soup_maths(device)
+    result = dc.check_soup_maths(device, root=tmp_path)
     assert result["ok"], result
 
 

@@ -62,7 +62,8 @@ def test_cpu_run_writes_every_check_and_timing(tmp_path):
 
 def test_a_budget_too_short_skips_the_phases_and_says_so(tmp_path):
     out = tmp_path / "check.json"
-    proc = _run("--device", "cpu", "--phases", "tests,presets", "--budget", "5", "--out", str(out))
+    proc = _run("--device", "cpu", "--phases", "tests,presets", "--budget", "5", "--out", str(out),
+                "--work-dir", str(tmp_path / "work"))
     assert proc.returncode == 1
     data = json.loads(out.read_text())
     assert data["incomplete"] == ["tests", "presets"] and not data["ok"]
