@@ -53,6 +53,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(path)
         os.replace(target, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is None:  # a write that ran out of space names no file: name the one being written
+            exc.filename = str(path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

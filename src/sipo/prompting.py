@@ -41,8 +41,15 @@ def _load_template(name_or_path: str) -> jinja2.Template:
     if not path.is_file():
         raise ConfigError(f"prompt template not found: {name_or_path} (looked in {TEMPLATE_DIR} too)")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    data = path.read_bytes()
     try:
-        return env.from_string(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column})") from None
+    try:
+        return env.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
 

@@ -71,8 +71,12 @@ def run_lock(root: str | Path) -> Iterator[Path]:
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as exc:
+            exc.filename = str(path)
+            raise
         yield path
     finally:
         os.close(fd)  # closing the last descriptor releases the flock

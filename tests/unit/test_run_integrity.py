@@ -475,6 +475,16 @@ def test_a_byte_order_mark_is_accepted(tmp_path, data):
         load_config(preset, ["run_dir=/r"])
 
 
+def test_a_non_utf8_template_is_named_with_its_line(tmp_path, capsys):
+    template = tmp_path / "review.jinja"
+    template.write_bytes(b"Review this.\n{{ prompt }} \xe9t\xe9\n")
+    assert cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"review.template={template}",
+                     "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"sipo: error: {template}:2: not UTF-8 text (byte 0xe9 at column 14)"
+    assert not (tmp_path / "run").exists()
+
+
 # --- one line for OS and weight-loading errors ------------------------------------------------------------------
 
 
@@ -518,6 +528,19 @@ def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path,
     assert code == 4
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
+
+
+def test_a_full_disk_while_writing_a_file_names_the_file(tmp_path):
+    from sipo.artifacts import atomic_path, atomic_write_text
+
+    target = tmp_path / "config.yaml"
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(target) and not target.exists()
+    atomic_write_text(target, "ok")
+    assert target.read_text() == "ok"
 
 
 def test_unloadable_weights_are_one_config_error(tmp_path):

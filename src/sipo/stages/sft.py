@@ -24,17 +24,23 @@ from sipo.stages.common import prompts_that_fit
 logger = logging.getLogger(__name__)
 
 
+def _vocabulary_text(prompt: str) -> str:
+    from sipo.conversation import decode, render_plain
+
+    return prompt if decode(prompt) is None else render_plain(prompt)
+
+
 def _texts(ctx: StageContext, rows: list[dict]) -> list[str]:
     """Every text a word-level tokenizer must cover: SFT rows, pairs, test prompts and the templates."""
-    from sipo.conversation import render_plain
-
-    # Prompts as the model sees them (a multi-turn prompt's turns, not its stored encoding).
-    texts = [render_plain(r["prompt"]) for r in rows] + [r["completion"] for r in rows]
+    # Prompts as the model sees them: a multi-turn prompt's turns, not its stored encoding. A one-turn prompt
+    # counts as its own text, as it always has, so the vocabulary's order (and with it the random model of the
+    # benchmark and the smoke runs) does not change for data without conversations.
+    texts = [_vocabulary_text(r["prompt"]) for r in rows] + [r["completion"] for r in rows]
     for path in sorted(ctx.run_dir.path("prepare").glob("*.jsonl")):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
-                texts += [render_plain(v) if k == "prompt" else v for k, v in row.items()
+                texts += [_vocabulary_text(v) if k == "prompt" else v for k, v in row.items()
                           if k in ("prompt", "response_a", "response_b")]
     texts.append(render(ctx.cfg.review.template, prompt="", response="", objectives=[], objective_list=""))
     texts.append(render(ctx.cfg.rewrite.template, prompt="", response="", review="", objectives=[],
