@@ -157,14 +157,24 @@ def _from_row(cls: type[R], row: dict[str, Any]) -> R:
 
 
 def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
-    """Write records atomically (temporary file, then rename). Returns the number of rows."""
+    """Write records atomically (temporary file, then rename). Returns the number of rows.
+
+    Raises:
+        DataError: a row holds NaN or infinity (JSON has no such numbers, and a later stage would fail on them
+            far from their cause: a diverged model, most often); nothing is written.
+    """
     count = 0
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
                 row = record if isinstance(record, dict) else to_row(record)
                 # Field order is the dataclass order and weights keep the objectives' order, so rows are stable.
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                try:
+                    text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+                except ValueError:
+                    raise DataError("this output would hold NaN or infinity (did a model diverge? lower the "
+                                    "learning rates)", path=str(path), line=count + 1) from None
+                f.write(text + "\n")
                 count += 1
             f.flush()
             os.fsync(f.fileno())

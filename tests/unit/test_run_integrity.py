@@ -530,6 +530,17 @@ def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path,
         f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
 
 
+def test_an_output_row_holding_nan_is_refused_naming_the_row(tmp_path):
+    """NaN that a diverged model produced is stopped at the stage that made it, not hours later at the report."""
+    from sipo.records import write_jsonl
+
+    path = tmp_path / "combined.jsonl"
+    with pytest.raises(DataError, match=r"combined\.jsonl:2: this output would hold NaN or infinity"):
+        write_jsonl(path, [{"score": 1.0}, {"score": float("nan")}])
+    assert not path.exists()
+    assert write_jsonl(path, [{"score": 1.0}]) == 1
+
+
 def test_a_full_disk_while_writing_a_file_names_the_file(tmp_path):
     from sipo.artifacts import atomic_path, atomic_write_text
 
