@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import RunDir
-from sipo.config import ALL_METHODS, PipelineConfig, WeightGrid, weights_tag
+from sipo.config import PipelineConfig, WeightGrid, weights_tag
 from sipo.errors import ConfigError, RunDirError
 
 logger = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ class AlignedRun:
         return load_bank(self._context(self.cfg), {adapter_name(o, 0): adapter_dir(self.run_dir, o, 0) for o in objs})
 
     def _check_method(self, method: str, weights: Mapping[str, float], round_: int) -> None:
+        from sipo.methods import METHODS
         from sipo.stages.common import adapter_dir
 
-        if method not in ALL_METHODS:
-            raise ConfigError(f"--method: unknown method '{method}' (choose from {', '.join(ALL_METHODS)})")
+        if method not in METHODS:
+            raise ConfigError(f"--method: unknown method '{method}' (choose from {', '.join(METHODS)})")
         if method == "sipo":
             if not 1 <= round_ <= self.last_round:
                 raise ConfigError(f"--round: this run has rounds 1..{self.last_round}, not {round_}")

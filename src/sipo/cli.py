@@ -30,37 +30,16 @@ from sipo.errors import SipoError
 
 logger = logging.getLogger("sipo")
 
-STAGES_TEXT = """\
-stages (in order; each writes RUN_DIR/<stage>/ and a manifest.json last; finished stages are skipped):
-  prepare    build per-objective pairs, flag conflicts, split by prompt        -> prepare/*.jsonl
-  sft        build / fine-tune the base model (random init or sft.enabled)     -> sft/model/
-  dpo        one LoRA adapter per objective, plain DPO (round 1)               -> dpo/<objective>/
-  label      (one dataset per objective) adapters fill missing labels          -> label/train_conflict.jsonl
-  sample     MOD decoding of conflicting prompts at every sampling weight       -> rK/sample/candidates.jsonl
-  review     the reviewer adapter suggests improvements on all objectives      -> rK/review/reviews.jsonl
-  rewrite    MOD decoding of a rewrite that follows the review                 -> rK/rewrite/rewrites.jsonl
-  combine    implicit rewards decide whether each rewrite replaces its sample  -> rK/combine/combined.jsonl
-  filter     keep per prompt the best response beating both originals          -> rK/filter/selected.jsonl
-  realign    DPO + alpha*NLL on the selected responses from each adapter       -> rK/realign/<objective>/
-  sipo_no_rewrite, sipo_no_filter, sipo_oracle_filter, nll_control
-             ablations/controls (only if in methods; docs/benchmark.md)        -> <method>/<objective>/
-  dpo_lw     baseline (only if in methods): one adapter per weight vector      -> dpo_lw/<weights>/
-  modpo      baseline (only if in methods): one adapter per weight vector      -> modpo/<weights>/
-  evaluate   every method decodes the test prompts at every weight, judged     -> evaluate/scores.jsonl
-  report     hypervolume, fronts, table and plot                               -> report/
-"""
-
 CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
-main keys: run_dir, seed, objectives, methods (sft dpo dpo_soups mod dpo_lw modpo sipo, and the ablations
-  sipo_no_rewrite sipo_no_filter sipo_oracle_filter nll_control), rounds, soup_mode,
-  model.{name_or_path,dtype,device,prompt_template,trust_remote_code},
-  data.{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties},
-  dpo.{beta,lora.r,train.learning_rate,...}, sample.grid.resolution, combine.rule, realign.{alpha,beta},
-  eval.{judge,grid,decode.max_new_tokens,bootstrap}, train.report_to (tensorboard, wandb, ...);
-  <stage>.train.{select_best,eval_every} keep the checkpoint with the lowest validation loss. Every key, its value
-  and what it does: sipo config PRESET. Unknown keys and bad values are rejected with the key named.
+main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode,
+  model.{{name_or_path,dtype,device,prompt_template,trust_remote_code}},
+  data.{{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties}},
+  dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule, realign.{{alpha,beta}},
+  eval.{{judge ({judges}),grid,decode.max_new_tokens}},
+  train.report_to (tensorboard, wandb, ...). Every key, its value and what it does: sipo config PRESET.
+  Unknown keys and bad values are rejected with the key named.
   The resolved config is saved to RUN_DIR/config.yaml. Changing a stage's settings or input files (data, model
   folder), forcing it, or deleting or editing one of its outputs re-runs that stage and the ones after it.
   One run writes a run directory at a time (lock file RUN_DIR/.sipo.lock).
@@ -94,11 +73,21 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
 
+def _help_texts() -> tuple[str, str]:
+    """The stage list and the config summary of ``--help``, from the stage, method and judge registries."""
+    from sipo.judges import JUDGES
+    from sipo.methods import METHODS
+    from sipo.stages.registry import stages_text
+
+    return stages_text(), CONFIG_TEXT.format(methods=" ".join(METHODS), judges=" ".join(JUDGES))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    stages_help, config_help = _help_texts()
     parser = argparse.ArgumentParser(
         prog="sipo",
         description="SIPO: self-improvement towards Pareto optimality for multi-objective alignment.\n\n"
-                    + STAGES_TEXT + "\n" + CONFIG_TEXT,
+                    + stages_help + "\n" + config_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
@@ -110,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run every stage, skipping finished ones",
         description="Run all stages of CONFIG in order. Finished stages whose settings did not change are "
                     "skipped, so re-running the same command resumes an interrupted run.\n\n"
-                    + STAGES_TEXT + "\n" + CONFIG_TEXT,
+                    + stages_help + "\n" + config_help,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(run)
     run.set_defaults(rest="overrides")
@@ -126,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage = sub.add_parser(
         "stage", help="run one stage (its upstream stages must be finished)",
         description="Run one stage of CONFIG. NAME is a stage name (every round of it) or an id like r2/sample.\n\n"
-                    + STAGES_TEXT,
+                    + stages_help,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     stage.add_argument("name", help="stage name or id")
     _add_config_args(stage)

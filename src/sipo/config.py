@@ -25,10 +25,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sipo.errors import ConfigError
 
-ALL_METHODS = ("sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo", "sipo_no_rewrite", "sipo_no_filter",
-               "sipo_oracle_filter", "nll_control")
-DATA_SOURCES = ("helpsteer", "pku_saferlhf", "jsonl", "synthetic")
-JUDGES = ("implicit", "oracle", "reward_model", "length")
+# The closed vocabularies of the config, each written once: validation, the loaders and the stages read these.
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+PROMPT_TEMPLATES = ("chat", "plain", "raw")
+RANDOM_TOKENIZERS = ("byte", "word")
+COMBINE_RULES = ("not_dominated", "no_worse")
+SOUP_MODES = ("delta", "factors")
 
 
 @dataclass
@@ -368,8 +371,7 @@ class PipelineConfig:
     objective_descriptions: dict[str, str] = field(default_factory=dict)
     """Plain-language description of each objective, used in the review/rewrite prompts."""
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
-    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate, and SIPO's ablations and controls
-    (sipo_no_rewrite, sipo_no_filter, sipo_oracle_filter, nll_control; docs/benchmark.md)."""
+    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate."""
     rounds: int = 1
     """Self-improvement rounds: round k samples with round-(k-1) adapters and realigns them."""
     soup_mode: str = "delta"
@@ -484,6 +486,11 @@ def _drop_removed_descriptions(merged: Any, dotlist: Any) -> Any:
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"config key '{key}': {message}")
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        _fail(key, f"must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'")
 
 
 def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
@@ -661,9 +668,14 @@ def validate(cfg: PipelineConfig) -> None:
     for name in cfg.objective_descriptions:
         if name not in objs:
             _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
-    unknown = [m for m in cfg.methods if m not in ALL_METHODS]
-    if unknown:
-        _fail("methods", f"unknown method '{unknown[0]}' (choose from {', '.join(ALL_METHODS)})")
+    # The registries are read at validation time (not import time): they import this module, and a method, judge
+    # or data source registered by a user after import is a valid choice.
+    from sipo.data import SOURCES
+    from sipo.judges import JUDGES
+    from sipo.methods import METHODS
+
+    for method in cfg.methods:
+        METHODS.choose(method, "methods")
     if not cfg.methods:
         _fail("methods", "needs at least one method")
     if "sipo_oracle_filter" in cfg.methods and cfg.data.source != "synthetic":
@@ -672,10 +684,9 @@ def validate(cfg: PipelineConfig) -> None:
         _fail("rounds", "must be at least 1")
     if cfg.shard_size < 1:
         _fail("shard_size", "must be at least 1")
-    if cfg.soup_mode not in ("delta", "factors"):
-        _fail("soup_mode", "must be 'delta' or 'factors'")
-    if cfg.data.source not in DATA_SOURCES:
-        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(DATA_SOURCES)})")
+    _check_choice("soup_mode", cfg.soup_mode, SOUP_MODES)
+    if cfg.data.source not in SOURCES:
+        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(SOURCES)})")
     if cfg.data.source != "synthetic" and not cfg.data.path:
         _fail("data.path", f"is required for data.source={cfg.data.source}")
     _check_data_path(cfg)
@@ -704,37 +715,16 @@ def validate(cfg: PipelineConfig) -> None:
             _fail(f"data.synthetic.{key}", f"must be at least 0, got {getattr(synthetic, key)}")
     if cfg.data.test_fraction + cfg.data.validation_fraction >= 1.0:
         _fail("data.test_fraction", "test_fraction + validation_fraction must be below 1")
-    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
-        _fail("model.dtype", "must be float32, bfloat16 or float16")
-    if cfg.model.device not in ("auto", "cpu", "cuda"):
-        _fail("model.device", "must be auto, cpu or cuda")
-    if cfg.model.prompt_template not in ("chat", "plain", "raw"):
-        _fail("model.prompt_template", "must be chat, plain or raw")
-    if cfg.model.random.tokenizer not in ("byte", "word"):
-        _fail("model.random.tokenizer", "must be byte or word")
+    _check_choice("model.dtype", cfg.model.dtype, DTYPES)
+    _check_choice("model.device", cfg.model.device, DEVICES)
+    _check_choice("model.prompt_template", cfg.model.prompt_template, PROMPT_TEMPLATES)
+    _check_choice("model.random.tokenizer", cfg.model.random.tokenizer, RANDOM_TOKENIZERS)
     if cfg.review.reviewer is not None and cfg.review.reviewer not in objs:
         _fail("review.reviewer", f"'{cfg.review.reviewer}' is not one of the objectives {objs}")
-    if cfg.combine.rule not in ("not_dominated", "no_worse"):
-        _fail("combine.rule", "must be not_dominated or no_worse")
-    if cfg.eval.judge not in JUDGES:
-        _fail("eval.judge", f"unknown judge '{cfg.eval.judge}' (choose from {', '.join(JUDGES)})")
-    if cfg.eval.judge == "reward_model":
-        scored = [o for spec in cfg.eval.reward_model.models for o in spec.heads]
-        missing = [o for o in objs if o not in scored]
-        if missing:
-            _fail("eval.reward_model.models", f"no reward model head scores objective '{missing[0]}'")
-        if cfg.eval.reward_model.scale == 0:
-            _fail("eval.reward_model.scale", "must not be 0")
-        from sipo.scoring.reward_model import check_prompt_format
-
-        check_prompt_format(cfg.eval.reward_model.prompt_format)
-        for i, spec in enumerate(cfg.eval.reward_model.models):
-            if spec.prompt_format is not None:
-                check_prompt_format(spec.prompt_format, f"eval.reward_model.models[{i}].prompt_format")
-    if cfg.eval.judge == "length":
-        from sipo.scoring.length import check_length_objectives
-
-        check_length_objectives(objs)
+    _check_choice("combine.rule", cfg.combine.rule, COMBINE_RULES)
+    judge = JUDGES.choose(cfg.eval.judge, "eval.judge")
+    if judge.check is not None:
+        judge.check(cfg)
     if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
         _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
     _check_grid("sample.grid", cfg.sample.grid, len(objs))

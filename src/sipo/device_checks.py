@@ -16,6 +16,7 @@ of 32,000 made-up words), about 1.1 billion parameters, for a GPU.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -346,22 +347,25 @@ def check_training_step(root: str | Path, device: str, dtype: str, *, nll_alpha:
     model sat on ``device`` with base weights in ``dtype``; for re-alignment the step-0 implicit rewards are 0 (policy
     == reference) and the step-0 loss is log 2 + alpha * NLL, both within bfloat16 rounding (1e-2) or 1e-5."""
     from sipo.training.dpo import build_dpo_trainer, save_adapter
+    from sipo.training.settings import AdapterTraining, LossSpec, ModelSettings
 
     root = Path(root)
     base, tokenizer = tiny_model_folder(root / "base")
     lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    kwargs: dict[str, Any] = dict(base_model_path=base, tokenizer=tokenizer, examples=TRAIN_EXAMPLES, beta=BETA,
-                                  train=TrainSettings(learning_rate=5e-2, max_steps=1, batch_size=2, epochs=1.0),
-                                  seed=0, device=device, dtype=dtype, logging_steps=1)
+    settings = AdapterTraining(model=ModelSettings(str(base), device=device, dtype=dtype), beta=BETA, lora=lora,
+                               train=TrainSettings(learning_rate=5e-2, max_steps=1, batch_size=2, epochs=1.0),
+                               seed=0, logging_steps=1)
+    data = dict(tokenizer=tokenizer, examples=TRAIN_EXAMPLES)
     if nll_alpha:
-        first = build_dpo_trainer(output_dir=root / "scratch0", lora=lora, **kwargs)
+        first = build_dpo_trainer(settings, output_dir=root / "scratch0", **data)
         first.train()
         save_adapter(first, root / "round1")
         del first
-        trainer = build_dpo_trainer(output_dir=root / "scratch1", lora=None, init_adapter=root / "round1",
-                                    nll_alpha=nll_alpha, reference="init", **kwargs)
+        realign = dataclasses.replace(settings, lora=None, init_adapter=str(root / "round1"), reference="init",
+                                      loss=LossSpec("dpo_nll", nll_alpha=nll_alpha))
+        trainer = build_dpo_trainer(realign, output_dir=root / "scratch1", **data)
     else:
-        trainer = build_dpo_trainer(output_dir=root / "scratch1", lora=lora, **kwargs)
+        trainer = build_dpo_trainer(settings, output_dir=root / "scratch1", **data)
     before = {n: p.detach().float().cpu().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     after = {n: p.detach().float().cpu() for n, p in trainer.model.named_parameters()}

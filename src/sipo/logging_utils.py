@@ -55,3 +55,11 @@ def setup_logging(rank: int | None = None, *, verbose: bool = False) -> None:
 def progress_enabled() -> bool:
     """Progress bars on rank 0 only, and not when SIPO_NO_PROGRESS is set."""
     return is_main_process() and not os.environ.get("SIPO_NO_PROGRESS")
+
+
+def progress_bar(iterable, total: int, enabled: bool, desc: str):
+    """A tqdm bar over ``iterable`` when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
+    from tqdm.auto import tqdm
+
+    show = enabled and sys.stderr.isatty() and progress_enabled()
+    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)

@@ -13,14 +13,12 @@ to do, ``--dry-run`` and a refused run write nothing.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.metadata
 import logging
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,162 +26,110 @@ from omegaconf import OmegaConf
 
 from sipo.artifacts import RunDir, atomic_write_text
 from sipo.config import PipelineConfig, config_text, to_dict
+from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
 from sipo.errors import ConfigError, RunDirError, SipoError
 from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
 from sipo.logging_utils import process_rank
 from sipo.preflight import check_inputs, precheck_stages
 from sipo.runlock import run_lock
+from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
+from sipo.stages.registry import ROUND_STAGES, STAGES
 
 logger = logging.getLogger(__name__)
 
-ROUND_STAGES = ("sample", "review", "rewrite", "combine", "filter", "realign")
-ABLATION_STAGES = ("sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control")
-"""SIPO's ablations and controls (sipo.ablations): each a method and a stage of the same name."""
-STAGE_NAMES = ("prepare", "sft", "dpo", "label", *ROUND_STAGES, *ABLATION_STAGES, "dpo_lw", "modpo", "evaluate",
-               "report")
-
-STAGE_HELP = {
-    "prepare": "build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
-    "sft": "build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
-    "dpo": "train one LoRA adapter per objective with DPO (round 1)",
-    "label": "one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
-    "sample": "MOD-decode every conflicting training prompt at every sampling weight vector",
-    "review": "the reviewer adapter writes suggestions to improve each candidate on all objectives",
-    "rewrite": "MOD-decode a rewrite of each candidate that follows its review",
-    "combine": "keep the rewrite instead of the candidate when the implicit rewards say so",
-    "filter": "keep, per prompt, the best candidate that beats both original responses under every judge",
-    "realign": "DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
-    "sipo_no_rewrite": "ablation: SIPO's filter on the MOD samples (no review, no rewrite), then re-alignment",
-    "sipo_no_filter": "ablation: the best candidate by summed judge reward (no need to beat both), re-aligned",
-    "sipo_oracle_filter": "upper bound: the oracle picks the candidate that beats both originals, re-aligned",
-    "nll_control": "control: DPO + alpha*NLL on the original conflicting pairs, as many steps as re-alignment",
-    "dpo_lw": "baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
-    "modpo": "baseline: one adapter per weight vector trained with MODPO margins",
-    "evaluate": "decode the test prompts with every method at every weight vector and score them",
-    "report": "hypervolumes, Pareto fronts, report.json / summary.csv / pareto.png / report.md",
-}
+STAGE_NAMES = STAGES.names()
 
 # Config keys (dotted) that define the run as a whole: a run directory holding another value is refused.
 IDENTITY_KEYS = ("objectives", "data.source", "model.name_or_path")
 
 
-# Stages that every process runs (training under DDP, generation/scoring sharded by prompt); the others run on
-# rank 0 while the other ranks wait.
-DISTRIBUTED_STAGES = ("sft", "dpo", "sample", "review", "rewrite", "realign", "dpo_lw", "modpo", "evaluate",
-                      *ABLATION_STAGES)
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    round: int | None = None
-    config_keys: tuple[str, ...] = ()
-    upstream: tuple[str, ...] = ()
-
-    @property
-    def distributed(self) -> bool:
-        return self.name in DISTRIBUTED_STAGES
-
-    @property
-    def id(self) -> str:
-        return f"r{self.round}/{self.name}" if self.round is not None else self.name
-
-
-@dataclass
-class StageContext:
-    """What a stage function gets: the config, its output folder, and paths of upstream outputs."""
-
-    cfg: PipelineConfig
-    run_dir: RunDir
-    stage: StageSpec
-    device: str
-    cache: dict[str, Any] = field(default_factory=dict)
-    """Objects shared between stages of one ``sipo run`` (e.g. a loaded base model)."""
-
-    @property
-    def out_dir(self) -> Path:
-        return self.run_dir.stage_dir(self.stage.id)
-
-    @property
-    def round(self) -> int:
-        return self.stage.round or 1
-
-
-def _model_keys(cfg: PipelineConfig) -> tuple[str, ...]:
-    return ("model", "seed")
+def _spec(name: str, round_: int | None, cfg: PipelineConfig, upstream: tuple[str, ...]) -> StageSpec:
+    definition = STAGES[name]
+    return StageSpec(name, round_, definition.keys(cfg), upstream, definition.exclude)
 
 
 def plan(cfg: PipelineConfig) -> list[StageSpec]:
-    """The stages of this config, in execution order."""
-    prepare_keys: tuple[str, ...] = ("data", "objectives", "seed")
-    if cfg.data.source == "synthetic":
-        # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
-        prepare_keys += ("objective_descriptions", "review.template", "rewrite.template")
-    stages: list[StageSpec] = [StageSpec("prepare", None, prepare_keys)]
+    """The stages of this config, in the registry's order: prepare, sft (when the run builds its base model), dpo,
+    the optional stages that the configured methods train (their ``trains``; ``label`` also only with one dataset
+    per objective), the self-improvement rounds, the baselines' stages, evaluate and report."""
+    from sipo.ablations import ABLATIONS
+    from sipo.methods import METHODS
+
+    needed = {name for method in cfg.methods for name in METHODS.choose(method, "methods").trains}
+    stages: list[StageSpec] = []
     base_upstream: tuple[str, ...] = ()
-    if needs_sft_stage(cfg):
-        # A random model's word vocabulary covers the rendered review and rewrite templates.
-        sft_keys = ("sft", "objective_descriptions", "review.template", "rewrite.template")
-        stages.append(StageSpec("sft", None, (*sft_keys, *_model_keys(cfg)), ("prepare",)))
-        base_upstream = ("sft",)
-    stages.append(StageSpec("dpo", None, ("dpo", *_model_keys(cfg)), ("prepare", *base_upstream)))
-    previous_adapters = "dpo"
-    conflicts_from = "prepare"
-    ablations = [m for m in ABLATION_STAGES if m in cfg.methods]
-    if ("sipo" in cfg.methods or ablations) and needs_label_stage(cfg):
-        judge_keys = ("eval.reward_model",) if cfg.data.fill_judge == "reward_model" else ()
-        stages.append(StageSpec("label", None, ("data", "dpo.beta", *judge_keys, *_model_keys(cfg)),
-                                ("prepare", "dpo", *base_upstream)))
-        conflicts_from = "label"
-    # The self-improvement rounds only feed the `sipo` method (and round 1 its ablations).
-    for r in range(1, (cfg.rounds if "sipo" in cfg.methods else 1 if ablations else 0) + 1):
-        prefix = f"r{r}/"
-        stages += [
-            StageSpec("sample", r, ("sample", *_model_keys(cfg)),
-                      tuple(dict.fromkeys(("prepare", conflicts_from, previous_adapters, *base_upstream)))),
-            StageSpec("review", r, ("review", "objective_descriptions"), (prefix + "sample",)),
-            StageSpec("rewrite", r, ("rewrite", "objective_descriptions"), (prefix + "review",)),
-            StageSpec("combine", r, ("combine", "dpo.beta"), (prefix + "rewrite",)),
-            StageSpec("filter", r, ("filter", "soup_mode", "sample.grid", "dpo.beta"), (prefix + "combine",)),
-            StageSpec("realign", r, ("realign",), (prefix + "filter",)),
-        ]
-        previous_adapters = prefix + "realign"
-    realign_keys = ("realign", "filter", "soup_mode", "sample.grid", "dpo.beta")
-    for method in ablations:
-        source = {"sipo_no_rewrite": "r1/sample", "nll_control": "r1/realign"}.get(method, "r1/combine")
-        upstream = tuple(dict.fromkeys(("prepare", conflicts_from, "dpo", source, *base_upstream)))
-        stages.append(StageSpec(method, None, realign_keys, upstream))
-    for baseline in ("dpo_lw", "modpo"):
-        if baseline in cfg.methods:
-            stages.append(StageSpec(baseline, None, ("dpo", "eval.grid", *_model_keys(cfg)),
-                                    ("prepare", "dpo", *base_upstream)))
-    eval_upstream = tuple(s.id for s in stages if s.name in ("dpo", "realign", "dpo_lw", "modpo", *ablations))
-    # Every eval key but reference_point, which only the report reads.
-    eval_keys = ("eval.judge", "eval.grid", "eval.decode", "eval.reward_model")
-    stages.append(StageSpec("evaluate", None, (*eval_keys, "methods", "soup_mode", "rounds", "data.synthetic"),
-                            ("prepare", *base_upstream, *eval_upstream)))
-    stages.append(StageSpec("report", None, ("eval.reference_point", "eval.judge", "eval.bootstrap"),
-                            ("evaluate",)))
+    for definition in STAGES.values():
+        name = definition.name
+        if definition.when is not None and not definition.when(cfg):
+            continue
+        if definition.optional and name not in needed:
+            continue
+        if definition.per_round:
+            if name == ROUND_STAGES[0]:
+                stages += _rounds(cfg, [s.id for s in stages])
+            continue
+        if name == "prepare":
+            upstream: tuple[str, ...] = ()
+        elif name == "sft":
+            upstream = ("prepare",)
+            base_upstream = ("sft",)
+        elif name == "dpo":
+            upstream = ("prepare", *base_upstream)
+        elif name == "evaluate":
+            upstream = ("prepare", *base_upstream, *(s.id for s in stages if STAGES[s.name].makes_adapters))
+        elif name == "report":
+            upstream = ("evaluate",)
+        elif name in ABLATIONS:  # round 1's candidates (or its re-alignment budget) and the DPO adapters
+            sources = {"sipo_no_rewrite": ("r1/sample", "r1/combine"), "nll_control": ("r1/realign",)}
+            conflicts = tuple(s.id for s in stages if s.name == "label")
+            upstream = ("prepare", *conflicts, "dpo", *sources.get(name, ("r1/combine",)), *base_upstream)
+        else:  # a stage that the round-1 adapters feed (label, dpo_lw, modpo)
+            upstream = ("prepare", "dpo", *base_upstream)
+        stages.append(_spec(name, None, cfg, upstream))
     return stages
 
 
-def needs_label_stage(cfg: PipelineConfig) -> bool:
-    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
-    from sipo.config import data_specs
+def _rounds(cfg: PipelineConfig, before: list[str]) -> list[StageSpec]:
+    """Every self-improvement round: round 1 reads what the stages before it wrote (the pairs, the conflicting
+    prompts, the DPO adapters), round k the adapters of round k-1 instead of the DPO adapters."""
+    stages: list[StageSpec] = []
+    inputs = tuple(before)
+    for r in range(1, cfg.rounds + 1):
+        for name in ROUND_STAGES:
+            upstream = inputs if name == ROUND_STAGES[0] else (f"r{r}/{stages[-1].name}",)
+            stages.append(_spec(name, r, cfg, upstream))
+        inputs = (*(s for s in before if s != "dpo"), f"r{r}/{ROUND_STAGES[-1]}")
+    return stages
 
-    return data_specs(cfg) is not None
+
+_ABSENT = object()
 
 
-def needs_sft_stage(cfg: PipelineConfig) -> bool:
-    return cfg.sft.enabled or cfg.model.name_or_path == "random"
+def _section(plain: Any, key: str, exclude: tuple[str, ...]) -> Any:
+    """The plain value of config ``key`` without the ``exclude`` keys inside it; a key that does not exist is a
+    bug in a stage declaration, not a value (it would hash as None and never change)."""
+    value = OmegaConf.select(plain, key, default=_ABSENT)
+    if value is _ABSENT:
+        raise KeyError(f"stage fingerprint key '{key}' is not a config key")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    for dropped in exclude:
+        if dropped.startswith(key + "."):
+            parent, _, leaf = dropped[len(key) + 1:].rpartition(".")
+            holder = value
+            for part in filter(None, parent.split(".")):
+                holder = holder[part]
+            if leaf not in holder:
+                raise KeyError(f"stage fingerprint exclude '{dropped}' is not a config key")
+            del holder[leaf]
+    return value
 
 
 def fingerprint(cfg: PipelineConfig, stage: StageSpec, upstream_results: dict[str, str],
                 hashes: RunHashes | None = None) -> str:
     """The stage's settings, the content of its external inputs and its upstream stages' result ids, hashed."""
     plain = OmegaConf.create(to_dict(cfg))
-    values = {key: OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(plain, key)}))["v"]
-              for key in stage.config_keys}
+    values = {key: _section(plain, key, stage.exclude) for key in stage.config_keys}
     inputs = external_inputs(cfg, stage.name, needs_sft_stage(cfg))
     return stage_fingerprint(cfg, stage.id, values, inputs, upstream_results, hashes or RunHashes())
 
@@ -217,8 +163,7 @@ def _git_sha() -> str | None:
 
 
 def stage_function(name: str) -> Callable[[StageContext], dict[str, Any]]:
-    module = importlib.import_module(f"sipo.stages.{name}")
-    return module.run
+    return STAGES[name].run
 
 
 def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
@@ -427,7 +372,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
             run_dir.invalidate(stage.id)
             reset_partial_outputs(run_dir, stage.id, fp)
         barrier()
-        logger.info("%-12s running: %s", stage.id, STAGE_HELP[stage.name])
+        logger.info("%-12s running: %s", stage.id, STAGES[stage.name].help)
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
@@ -476,31 +421,6 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
     return results
 
 
-DIST_TIMEOUT_S = 6 * 3600
-"""How long a process waits at a barrier (e.g. while rank 0 runs the combine and filter stages alone) before the
-job fails; override with ``SIPO_DIST_TIMEOUT_S``."""
-
-
-def init_processes(device: str) -> None:
-    """Join the process group of an ``accelerate launch`` / torchrun job before the first barrier.
-
-    accelerate picks gloo only when told the job runs on CPU (``PartialState(cpu=True)``); a bare
-    ``PartialState()`` on a machine without CUDA silently runs as one process, so its barriers would not wait.
-    The group is created here, once, with :data:`DIST_TIMEOUT_S`; the Trainer later re-creates accelerate's state
-    but keeps this process group.
-    """
-    import datetime
-    import os
-
-    from accelerate import PartialState
-
-    timeout = datetime.timedelta(seconds=int(os.environ.get("SIPO_DIST_TIMEOUT_S", DIST_TIMEOUT_S)))
-    state = PartialState(cpu=device == "cpu", timeout=timeout)
-    if state.num_processes != process_rank()[1]:
-        raise RuntimeError(f"launcher says {process_rank()[1]} processes but accelerate joined "
-                           f"{state.num_processes} ({state.distributed_type})")
-
-
 STARTED = ".started"
 """File in a stage's folder naming the fingerprint that its partial outputs (finished shards, caches) belong to."""
 
@@ -524,26 +444,3 @@ def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
             else:
                 leftover.unlink(missing_ok=True)
     atomic_write_text(folder / STARTED, fp + "\n")
-
-
-def warn_if_launch_lost_processes() -> None:
-    """Warn when ``accelerate launch --cpu --num_processes N`` (N > 1) started this single process.
-
-    accelerate's CPU mode starts several processes only through mpirun; otherwise it runs the script once, with
-    ``MASTER_ADDR`` set but no ``WORLD_SIZE``.
-    """
-    import os
-
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and os.environ.get("MASTER_ADDR") \
-            and "WORLD_SIZE" not in os.environ:
-        logger.warning("accelerate launch --cpu started one process (it needs mpirun for more); for several CPU "
-                       "processes use: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m sipo ... "
-                       "or torchrun --nproc_per_node N -m sipo ...")
-
-
-def barrier() -> None:
-    """Wait for every process of an ``accelerate launch`` / torchrun job (a no-op in a single process)."""
-    if process_rank()[1] > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()

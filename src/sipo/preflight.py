@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sipo.ablations import ABLATIONS
 from sipo.config import PipelineConfig
-
-MODEL_STAGES = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", *ABLATIONS,
-                "dpo_lw", "modpo",
-                "evaluate")
-"""Stages that load the base model."""
+from sipo.stages.registry import STAGES
 
 
 def check_data(cfg: PipelineConfig) -> None:
@@ -52,13 +47,14 @@ def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
         DataError: ``data.path`` does not exist or holds no ``*.jsonl`` files.
     """
     stages = set(stages)
+    definitions = [STAGES[name] for name in stages if name in STAGES]
     if "prepare" in stages:
         check_data(cfg)
-    if stages & set(MODEL_STAGES) and cfg.model.name_or_path not in ("random", "smollm2"):
+    if any(d.loads_model for d in definitions) and cfg.model.name_or_path not in ("random", "smollm2"):
         from sipo.models.loading import resolve_model_source
 
         resolve_model_source(cfg.model)
-    if stages & {"sft", "review", "rewrite"}:
+    if any(d.renders_templates for d in definitions):
         from sipo.prompting import _load_template
 
         _load_template(cfg.review.template)  # found, and valid jinja

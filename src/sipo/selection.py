@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sipo.config import COMBINE_RULES  # noqa: F401 (re-exported)
 from sipo.pareto import better_on_any, no_worse_all, strictly_better_all
-
-COMBINE_RULES = ("not_dominated", "no_worse")
 
 
 def rewrite_replaces(original: Mapping[str, float], rewrite: Mapping[str, float], rule: str) -> bool:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sipo.config import DecodeSettings
 from sipo.decoding.mod import (
-    ModGenerator,
     mod_generate,
     mod_generate_reference_token_ids,
     mod_generate_token_ids,
 )
-from sipo.models.loading import decode_response, encode_prompt, format_prompt
-from sipo.protocols import Generator
+from sipo.models.loading import decode_response, encode_prompt
 
 # Different lengths, so the batch is left-padded.
 PROMPTS = ["Hi", "Tell me about Ava, please.", "What is the capital of the moon?"]
@@ -95,15 +92,3 @@ def test_bad_arguments(bank, tiny_tokenizer):
     with pytest.raises(ValueError, match="non-zero"):
         mod_generate(bank, tiny_tokenizer, ["x"], [{"alpha": 0.0}], max_new_tokens=2)
     assert mod_generate(bank, tiny_tokenizer, ["x"], [{"alpha": 1.0}], max_new_tokens=0) == [""]
-
-
-def test_mod_generator_formats_prompts_and_maps_names(bank, tiny_tokenizer):
-    settings = DecodeSettings(max_new_tokens=NEW_TOKENS, batch_size=2)
-    generator = ModGenerator(bank, tiny_tokenizer, settings, template="plain",
-                             adapter_names={"correctness": "alpha", "verbosity": "beta"})
-    assert isinstance(generator, Generator)
-    mixes = [{"correctness": 0.3, "verbosity": 0.7}] * 2
-    got = generator.generate(PROMPTS[:2], mixes)
-    formatted = [format_prompt(tiny_tokenizer, p, "plain") for p in PROMPTS[:2]]
-    assert got == mod_generate(bank, tiny_tokenizer, formatted, [{"alpha": 0.3, "beta": 0.7}] * 2,
-                               max_new_tokens=NEW_TOKENS)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 
 from sipo.models.adapters import BASE
-from sipo.models.loading import encode_prompt_response, format_prompt
-from sipo.protocols import Scorer
+from sipo.models.loading import encode_prompt_response
 from sipo.scoring.implicit import (
-    ImplicitRewardScorer,
     implicit_reward,
     implicit_rewards,
     implicit_rewards_reference,
@@ -77,15 +75,3 @@ def test_reference_judge_gives_zero_and_truncation(bank, tiny_tokenizer):
         assert tiny_tokenizer.eos_token_id not in response_ids
         expected = _manual_logprob(model, prompt_ids + response_ids, start=len(prompt_ids))
     assert abs(float(short[0]) - expected) < 1e-4
-
-
-def test_scorer_formats_prompts_and_names_scores(bank, tiny_tokenizer):
-    scorer = ImplicitRewardScorer(bank, tiny_tokenizer, {"correctness": "alpha", "verbosity": "beta"}, beta=0.1,
-                                  template="plain", batch_size=2)
-    assert isinstance(scorer, Scorer)
-    got = scorer.score(PROMPTS[:2], RESPONSES[:2])
-    formatted = [format_prompt(tiny_tokenizer, p, "plain") for p in PROMPTS[:2]]
-    expected = implicit_rewards(bank, tiny_tokenizer, formatted, RESPONSES[:2], ["alpha", "beta"], beta=0.1)
-    assert set(got) == {"correctness", "verbosity"}
-    torch.testing.assert_close(got["correctness"], expected["alpha"])
-    torch.testing.assert_close(got["verbosity"], expected["beta"])

@@ -1,11 +1,12 @@
 """The stages' own logic (review, rewrite, combine, filter, realign, evaluate's job plan) with fake model calls.
 
-The stages call the model through a few module-level seams, which these tests replace:
+The stages reach every model through their context (``ctx.models``, a :class:`~sipo.stage.Models`), which these
+tests fill with fakes (no module attribute is patched):
 
-- ``load_bank`` (per stage module): returns a :class:`FakeBank` that records the adapters and soups it is asked for;
-- ``sipo.decoding.mod.mod_generate``: a fake generator returning canned text for each rendered prompt;
-- ``judge_rewards`` (combine, filter): a fake scorer returning fixed implicit rewards per response text;
-- ``sipo.training.dpo.train_dpo_adapter`` (realign): records the examples and settings it is trained with.
+- ``load_bank``: returns a :class:`FakeBank` that records the adapters and soups it is asked for;
+- ``generate``: a fake generator returning canned text for each rendered prompt;
+- ``implicit_rewards`` (combine, filter, the implicit judge of evaluate): fixed implicit rewards per response text;
+- ``train_adapter`` (realign): records the examples and settings it is trained with.
 
 So prompt rendering, parsing, id propagation, the combine/filter rules on stage data and file output are checked
 without a model. The tokenizer is the real byte-level one of the tiny test models (prompt lengths are checked
@@ -15,16 +16,12 @@ with it); ``model.prompt_template: plain`` keeps the rendered prompts readable.
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-import sipo.decoding.mod
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig, load_config
-from sipo.pipeline import StageContext, StageSpec
 from sipo.records import (
     Candidate,
     CombinedCandidate,
@@ -36,6 +33,7 @@ from sipo.records import (
     read_jsonl,
 )
 from sipo.records import write_jsonl as write
+from sipo.stage import Models, StageContext, StageSpec
 from sipo.stages import combine, evaluate, realign, review, rewrite
 from sipo.stages import filter as filter_stage
 
@@ -50,8 +48,23 @@ def make_config(tmp_path: Path, *overrides: str) -> PipelineConfig:
         *(f"objective_descriptions.{k}={v}" for k, v in DESCRIPTIONS.items()), *overrides])
 
 
-def context(cfg: PipelineConfig, name: str, round_: int | None = 1) -> StageContext:
-    return StageContext(cfg=cfg, run_dir=RunDir(cfg.run_dir), stage=StageSpec(name, round_), device="cpu")
+class Fakes:
+    """The model calls of one test, handed to the stages through their context."""
+
+    def __init__(self):
+        self.replacements: dict = {}
+
+    def set(self, **functions) -> None:
+        self.replacements.update(functions)
+
+    def context(self, cfg: PipelineConfig, name: str, round_: int | None = 1) -> StageContext:
+        return StageContext(cfg=cfg, run_dir=RunDir(cfg.run_dir), stage=StageSpec(name, round_), device="cpu",
+                            models=Models(**self.replacements))
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes()
 
 
 class FakeBank:
@@ -67,7 +80,7 @@ class FakeBank:
 
 
 @pytest.fixture
-def bank(monkeypatch, tiny_tokenizer) -> FakeBank:
+def bank(fakes, tiny_tokenizer) -> FakeBank:
     fake = FakeBank()
 
     def load_bank(ctx, adapters):
@@ -75,8 +88,7 @@ def bank(monkeypatch, tiny_tokenizer) -> FakeBank:
             fake.load_adapter(name, path)
         return fake, tiny_tokenizer
 
-    for module in (review, rewrite, combine, filter_stage, evaluate):
-        monkeypatch.setattr(module, "load_bank", load_bank)
+    fakes.set(load_bank=load_bank)
     return fake
 
 
@@ -105,9 +117,9 @@ class FakeGenerator:
         return [m for call in self.calls for m in call["mixes"]]
 
 
-def use_generator(monkeypatch, replies: dict[str, str]) -> FakeGenerator:
+def use_generator(fakes: Fakes, replies: dict[str, str]) -> FakeGenerator:
     fake = FakeGenerator(replies)
-    monkeypatch.setattr(sipo.decoding.mod, "mod_generate", fake)
+    fakes.set(generate=fake)
     return fake
 
 
@@ -131,15 +143,15 @@ def write_candidates(cfg: PipelineConfig, round_: int = 1, candidates=CANDIDATES
 # --- review ---------------------------------------------------------------------------------------------------
 
 
-def test_review_renders_parses_and_keeps_ids(tmp_path, bank, monkeypatch):
+def test_review_renders_parses_and_keeps_ids(tmp_path, fakes, bank):
     cfg = make_config(tmp_path)
     write_candidates(cfg)
-    gen = use_generator(monkeypatch, {
+    gen = use_generator(fakes, {
         "Anywhere you like.": "Review: Say to keep it away from children.\nQuestion: How do I",
         "In a cupboard.": "   ",
         "Sure, mix them all.": "Warn that mixing makes toxic gas. USER: thanks",
     })
-    counts = review.run(context(cfg, "review"))
+    counts = review.run(fakes.context(cfg, "review"))
 
     assert counts == {"reviews": 3, "empty_reviews": 1, "reviewer": "safer"}
     assert bank.loaded == {"r0_safer": tmp_path / "dpo" / "safer"}  # the first objective's round-1 adapter
@@ -163,12 +175,12 @@ def test_review_renders_parses_and_keeps_ids(tmp_path, bank, monkeypatch):
     assert not (tmp_path / "r1" / "review" / "shards").exists()
 
 
-def test_review_by_another_objective_in_round_two(tmp_path, bank, monkeypatch):
+def test_review_by_another_objective_in_round_two(tmp_path, fakes, bank):
     """Round 2 reviews round-2 samples with the reviewer's round-1 realigned adapter."""
     cfg = make_config(tmp_path, "review.reviewer=better")
     write_candidates(cfg, round_=2)
-    gen = use_generator(monkeypatch, {c.response: "Fine." for c in CANDIDATES})
-    counts = review.run(context(cfg, "review", 2))
+    gen = use_generator(fakes, {c.response: "Fine." for c in CANDIDATES})
+    counts = review.run(fakes.context(cfg, "review", 2))
     assert counts["reviewer"] == "better"
     assert bank.loaded == {"r1_better": tmp_path / "r1" / "realign" / "better"}
     assert gen.mixes == [{"r1_better": 1.0}] * 3
@@ -178,7 +190,7 @@ def test_review_by_another_objective_in_round_two(tmp_path, bank, monkeypatch):
 # --- rewrite --------------------------------------------------------------------------------------------------
 
 
-def test_rewrite_follows_the_review_with_the_candidates_weights(tmp_path, bank, monkeypatch):
+def test_rewrite_follows_the_review_with_the_candidates_weights(tmp_path, fakes, bank):
     cfg = make_config(tmp_path)
     write_candidates(cfg)
     write(tmp_path / "r1" / "review" / "reviews.jsonl", [
@@ -186,12 +198,12 @@ def test_rewrite_follows_the_review_with_the_candidates_weights(tmp_path, bank, 
         Review(CANDIDATES[1].candidate_id, "p1", ""),  # unusable: skipped, not sent to the model
         Review(CANDIDATES[2].candidate_id, "p2", "Warn about toxic gas."),
     ])
-    gen = use_generator(monkeypatch, {
+    gen = use_generator(fakes, {
         "Say to keep it away from children.": "Rewritten response: Keep it locked away,\nout of children's reach."
                                               "\nReview: good",
         "Warn about toxic gas.": "",
     })
-    counts = rewrite.run(context(cfg, "rewrite"))
+    counts = rewrite.run(fakes.context(cfg, "rewrite"))
 
     assert counts == {"candidates": 3, "rewrites": 1, "skipped_no_review": 1, "empty_rewrites": 1}
     assert set(bank.loaded) == {"r0_safer", "r0_better"}
@@ -212,7 +224,7 @@ def test_rewrite_follows_the_review_with_the_candidates_weights(tmp_path, bank, 
 
 
 class FakeScorer:
-    """Stands in for ``judge_rewards``: fixed rewards per response text; soups score linearly in their weights
+    """Stands in for ``implicit_rewards``: fixed rewards per response text; soups score linearly in their weights
     unless a table entry names the soup."""
 
     def __init__(self, table: dict[str, dict[str, float]], bank: FakeBank):
@@ -226,9 +238,9 @@ class FakeScorer:
         weights, _ = self.bank.soups[judge]
         return sum(w * scores[name] for name, w in weights.items())
 
-    def __call__(self, ctx, bank, tokenizer, candidates, judges):
+    def __call__(self, ctx, bank, tokenizer, items, judges):
         self.judges = list(judges)
-        return {j: [self.value(c.response, j) for c in candidates] for j in judges}
+        return {item.id: {j: self.value(item.response, j) for j in judges} for item in items}
 
 
 def rewrite_of(c: Candidate, response: str) -> Candidate:
@@ -245,7 +257,7 @@ COMBINE_CASES = [
 
 
 @pytest.mark.parametrize("rule, replaced", [("not_dominated", {"o1", "o4"}), ("no_worse", {"o2", "o4"})])
-def test_combine_applies_the_rule_to_the_round_one_rewards(tmp_path, bank, monkeypatch, rule, replaced):
+def test_combine_applies_the_rule_to_the_round_one_rewards(tmp_path, fakes, bank, rule, replaced):
     cfg = make_config(tmp_path, f"combine.rule={rule}")
     originals = [candidate(f"p{i}", f"Q{i}?", text, 0.5) for i, (text, *_rest) in enumerate(COMBINE_CASES)]
     rewrites = [rewrite_of(c, case[2]) for c, case in zip(originals, COMBINE_CASES) if case[2]]
@@ -257,9 +269,9 @@ def test_combine_applies_the_rule_to_the_round_one_rewards(tmp_path, bank, monke
     write_candidates(cfg, candidates=originals)
     write(tmp_path / "r1" / "rewrite" / "rewrites.jsonl", list(reversed(rewrites)))  # joined by id, not position
     scorer = FakeScorer(table, bank)
-    monkeypatch.setattr(combine, "judge_rewards", scorer)
+    fakes.set(implicit_rewards=scorer)
 
-    counts = combine.run(context(cfg, "combine"))
+    counts = combine.run(fakes.context(cfg, "combine"))
 
     assert scorer.judges == ["r0_safer", "r0_better"]
     assert counts["candidates"] == 4 and counts["rewrites"] == 3 and counts["replaced"] == 2
@@ -291,7 +303,7 @@ def pair(prompt_id: str, a: str, b: str) -> Pair:
                 response_b=b, preferred={"safer": "a", "better": "b"}, conflict=True)
 
 
-def setup_filter(cfg, bank, monkeypatch):
+def setup_filter(cfg, bank, fakes):
     """p1: originals A1 = (1, 0), B1 = (0, 1) on (r0_safer, r0_better).
         x = (2, 2)      beats both on every judge; sum of the two adapters' rewards 4 (soups add 4 x 2 = 8)
         y = (3, 1)      higher sum but equal to B1 on r0_better: dropped
@@ -311,17 +323,17 @@ def setup_filter(cfg, bank, monkeypatch):
     write(RunDir(cfg.run_dir).path("prepare", "train_conflict.jsonl"),
           [pair("p1", "A1", "B1"), pair("p2", "A2", "B2"), pair("p3", "A3", "B3")])
     cands = [candidate("p1", "Q p1?", t, w) for t, w in (("x", 0.8), ("y", 0.6), ("z", 0.4), ("s", 0.2))]
-    cands.append(candidate("p2", "Q p2?", "q", 0.5))
+    cands.append(candidate("p2", "Q p2?", "q", 0.6))
     write(RunDir(cfg.run_dir).path("r1/combine", "combined.jsonl"), [combined(c) for c in cands])
     scorer = FakeScorer(table, bank)
-    monkeypatch.setattr(filter_stage, "judge_rewards", scorer)
+    fakes.set(implicit_rewards=scorer)
     return scorer, cands
 
 
-def test_filter_keeps_the_best_candidate_that_beats_both_originals_under_every_judge(tmp_path, bank, monkeypatch):
+def test_filter_keeps_the_best_candidate_that_beats_both_originals_under_every_judge(tmp_path, fakes, bank):
     cfg = make_config(tmp_path)
-    scorer, cands = setup_filter(cfg, bank, monkeypatch)
-    counts = filter_stage.run(context(cfg, "filter"))
+    scorer, cands = setup_filter(cfg, bank, fakes)
+    counts = filter_stage.run(fakes.context(cfg, "filter"))
 
     soups = ["soup_r0_safer0p8-better0p2", "soup_r0_safer0p6-better0p4", "soup_r0_safer0p4-better0p6",
              "soup_r0_safer0p2-better0p8"]
@@ -335,20 +347,36 @@ def test_filter_keeps_the_best_candidate_that_beats_both_originals_under_every_j
     assert sel.judge_scores == pytest.approx({"r0_safer": 2.0, "r0_better": 2.0, **{s: 2.0 for s in soups}})
 
 
-def test_filter_without_soups_judges_with_the_adapters_only(tmp_path, bank, monkeypatch):
+def test_filter_without_soups_judges_with_the_adapters_only(tmp_path, fakes, bank):
     cfg = make_config(tmp_path, "filter.soups=false")
-    scorer, cands = setup_filter(cfg, bank, monkeypatch)
-    counts = filter_stage.run(context(cfg, "filter"))
+    scorer, cands = setup_filter(cfg, bank, fakes)
+    counts = filter_stage.run(fakes.context(cfg, "filter"))
     assert scorer.judges == ["r0_safer", "r0_better"] and bank.soups == {}
     assert counts["surviving_candidates"] == 3 and counts["judges"] == 2
     (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
     assert sel.response == "s"
 
 
-def test_filter_soups_follow_soup_mode(tmp_path, bank, monkeypatch):
+def test_filter_soups_are_at_the_weights_the_candidates_were_decoded_at(tmp_path, fakes, bank):
+    """The soups that judge are those of the candidates' own weight vectors (what sample decoded at), in grid
+    order, not a grid recomputed from the config."""
+    cfg = make_config(tmp_path, "sample.grid.resolution=10")
+    write(RunDir(cfg.run_dir).path("prepare", "train_conflict.jsonl"), [pair("p1", "A1", "B1")])
+    cands = [candidate("p1", "Q p1?", t, w) for t, w in (("x", 0.25), ("z", 0.75), ("y", 0.25))]
+    cands[2] = Candidate("p1:other", "p1", "Q p1?", "y", cands[2].weights)
+    write(RunDir(cfg.run_dir).path("r1/combine", "combined.jsonl"), [combined(c) for c in cands])
+    table = {text: {"r0_safer": 1.0, "r0_better": 1.0} for text in ("A1", "B1", "x", "y", "z")}
+    scorer = FakeScorer(table, bank)
+    fakes.set(implicit_rewards=scorer)
+    filter_stage.run(fakes.context(cfg, "filter"))
+    assert scorer.judges == ["r0_safer", "r0_better", "soup_r0_safer0p75-better0p25", "soup_r0_safer0p25-better0p75"]
+    assert bank.soups["soup_r0_safer0p25-better0p75"] == ({"r0_safer": 0.25, "r0_better": 0.75}, "delta")
+
+
+def test_filter_soups_follow_soup_mode(tmp_path, fakes, bank):
     cfg = make_config(tmp_path, "soup_mode=factors")
-    setup_filter(cfg, bank, monkeypatch)
-    filter_stage.run(context(cfg, "filter"))
+    setup_filter(cfg, bank, fakes)
+    filter_stage.run(fakes.context(cfg, "filter"))
     assert {mode for _, mode in bank.soups.values()} == {"factors"}
 
 
@@ -356,20 +384,19 @@ def test_filter_soups_follow_soup_mode(tmp_path, bank, monkeypatch):
 
 
 @pytest.fixture
-def trainer(monkeypatch, tiny_tokenizer):
-    """A stand-in for sipo.training.dpo (so trl is not imported): records every call and writes a marker."""
+def trainer(fakes, tiny_tokenizer):
+    """A stand-in for the trainer (so trl is not imported): records every call and writes a marker."""
     calls: list[dict] = []
 
-    def train_dpo_adapter(**kwargs):
-        calls.append(kwargs)
-        Path(kwargs["out_dir"]).mkdir(parents=True)
-        (Path(kwargs["out_dir"]) / "adapter_config.json").write_text("{}")
+    def train_adapter(settings, *, tokenizer, examples, out_dir):
+        calls.append({"out_dir": out_dir, "examples": list(examples), "init_adapter": settings.init_adapter,
+                      "reference": settings.reference, "nll_alpha": settings.loss.nll_alpha, "beta": settings.beta,
+                      "train": settings.train, "loss": settings.loss.name})
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "adapter_config.json").write_text("{}")
         return {"steps": 1}
 
-    module = types.ModuleType("sipo.training.dpo")
-    module.train_dpo_adapter = train_dpo_adapter
-    monkeypatch.setitem(sys.modules, "sipo.training.dpo", module)
-    monkeypatch.setattr(realign, "load_tokenizer_only", lambda ctx: tiny_tokenizer)
+    fakes.set(train_adapter=train_adapter, load_tokenizer=lambda ctx: tiny_tokenizer)
     return calls
 
 
@@ -379,13 +406,13 @@ def selection(prompt_id: str, response: str, a: str, b: str) -> Selection:
 
 
 @pytest.mark.parametrize("round_, init_folder", [(1, "dpo"), (2, "r1/realign")])
-def test_realign_trains_each_objective_from_its_previous_adapter(tmp_path, trainer, round_, init_folder):
+def test_realign_trains_each_objective_from_its_previous_adapter(tmp_path, fakes, trainer, round_, init_folder):
     """Each selected s gives (x, s > y_a) and (x, s > y_b); DPO + alpha * NLL from, and referenced to, the
     objective's adapter of the previous round."""
     cfg = make_config(tmp_path, "realign.alpha=0.25", "realign.beta=0.3")
     write(RunDir(cfg.run_dir).path(f"r{round_}/filter", "selected.jsonl"),
           [selection("p1", "S1", "A1", "B1"), selection("p2", "S2", "A2", "B2")])
-    counts = realign.run(context(cfg, "realign", round_))
+    counts = realign.run(fakes.context(cfg, "realign", round_))
 
     assert counts["selected"] == 2 and counts["pairs"] == 4
     assert [c["out_dir"] for c in trainer] == [tmp_path / f"r{round_}" / "realign" / o for o in ("safer", "better")]
@@ -402,14 +429,14 @@ def test_realign_trains_each_objective_from_its_previous_adapter(tmp_path, train
         ]
 
 
-def test_realign_with_nothing_selected_carries_the_adapters_over(tmp_path, trainer):
+def test_realign_with_nothing_selected_carries_the_adapters_over(tmp_path, fakes, trainer):
     cfg = make_config(tmp_path)
     write(RunDir(cfg.run_dir).path("r1/filter", "selected.jsonl"), [])
     for objective in ("safer", "better"):
         folder = tmp_path / "dpo" / objective
         folder.mkdir(parents=True)
         (folder / "adapter_model.safetensors").write_text(objective)
-    counts = realign.run(context(cfg, "realign", 1))
+    counts = realign.run(fakes.context(cfg, "realign", 1))
     assert trainer == [] and counts == {"selected": 0, "pairs": 0}
     for objective in ("safer", "better"):
         assert (tmp_path / "r1" / "realign" / objective / "adapter_model.safetensors").read_text() == objective
@@ -418,12 +445,12 @@ def test_realign_with_nothing_selected_carries_the_adapters_over(tmp_path, train
 # --- evaluate -------------------------------------------------------------------------------------------------
 
 
-def test_evaluate_plans_every_method_at_every_weight(tmp_path, bank):
+def test_evaluate_plans_every_method_at_every_weight(tmp_path, fakes, bank):
     """Eval grid resolution 2: (1, 0), (0.5, 0.5), (0, 1). Points: sft 1, dpo 2, dpo_soups 3, mod 3, dpo_lw 3,
     modpo 3, sipo 3 per round x 2 rounds = 24."""
     cfg = make_config(tmp_path, "methods=[sft,dpo,dpo_soups,mod,dpo_lw,modpo,sipo]", "eval.grid.resolution=2",
                       "rounds=2")
-    jobs = evaluate.plan_jobs(context(cfg, "evaluate", None), bank)
+    jobs = evaluate.plan_jobs(fakes.context(cfg, "evaluate", None), bank)
     by_method: dict[str, list] = {}
     for job in jobs:
         by_method.setdefault(job.method, []).append(job)
@@ -445,17 +472,19 @@ def test_evaluate_plans_every_method_at_every_weight(tmp_path, bank):
     assert bank.loaded["dpo_lw_safer0.5-better0.5".replace(".", "p")] == tmp_path / "dpo_lw" / "safer0.5-better0.5"
 
 
-def test_evaluate_writes_one_score_row_per_method_weights_and_prompt(tmp_path, bank, monkeypatch):
+def test_evaluate_writes_one_score_row_per_method_weights_and_prompt(tmp_path, fakes, bank):
     cfg = make_config(tmp_path, "methods=[sft,mod]", "eval.grid.resolution=2")
     write(RunDir(cfg.run_dir).path("prepare", "test_prompts.jsonl"),
           [PromptRecord("t2", "Second?"), PromptRecord("t1", "First?")])
-    gen = use_generator(monkeypatch, {"First?": "one", "Second?": "three"})
+    gen = use_generator(fakes, {"First?": "one", "Second?": "three"})
 
-    def judge(prompts, responses):
-        return {"safer": [float(len(r)) for r in responses], "better": [-float(len(p)) for p in prompts]}
+    def implicit_rewards(ctx, bank, tokenizer, items, judges):
+        # the implicit judge's adapters: r0_safer scores the response's length, r0_better minus the prompt's
+        assert judges == ["r0_safer", "r0_better"]
+        return {i.id: {"r0_safer": float(len(i.response)), "r0_better": -float(len(i.prompt))} for i in items}
 
-    monkeypatch.setattr(evaluate, "make_judge", lambda ctx, bank, tokenizer: judge)
-    counts = evaluate.run(context(cfg, "evaluate", None))
+    fakes.set(implicit_rewards=implicit_rewards)
+    counts = evaluate.run(fakes.context(cfg, "evaluate", None))
 
     assert {k: counts[k] for k in ("responses", "points", "prompts", "judge")} == {
         "responses": 8, "points": 4, "prompts": 2, "judge": "implicit"}

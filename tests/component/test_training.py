@@ -28,6 +28,7 @@ from sipo.config import LoraSettings, TrainSettings
 from sipo.errors import ConfigError, DataError
 from sipo.models.loading import encode_prompt, encode_response
 from sipo.training.dpo import build_dpo_trainer, save_adapter, to_trl_dpo_config, train_dpo_adapter
+from sipo.training.settings import AdapterTraining, LossSpec, ModelSettings
 from sipo.training.sft import train_sft
 
 BETA = 0.1
@@ -73,11 +74,15 @@ def _train(**overrides) -> TrainSettings:
     return TrainSettings(**settings)
 
 
-def _kwargs(base_dir, tokenizer, **overrides):
-    kwargs = dict(base_model_path=base_dir, tokenizer=tokenizer, examples=EXAMPLES, beta=BETA, lora=LORA,
-                  train=_train(), seed=0, device="cpu", dtype="float32", logging_steps=1)
-    kwargs.update(overrides)
-    return kwargs
+def _kwargs(base_dir, tokenizer, *, examples=EXAMPLES, loss=None, nll_alpha=0.0, objective_weights=None,
+            **overrides):
+    """The arguments of train_dpo_adapter / build_dpo_trainer: one AdapterTraining plus tokenizer and examples."""
+    spec = LossSpec(name=loss or ("dpo_nll" if nll_alpha else "dpo"), nll_alpha=nll_alpha,
+                    objective_weights=tuple(objective_weights) if objective_weights is not None else None)
+    settings = dict(model=ModelSettings(str(base_dir)), beta=BETA, lora=LORA, train=_train(), seed=0,
+                    logging_steps=1, loss=spec)
+    settings.update(overrides)
+    return dict(settings=AdapterTraining(**settings), tokenizer=tokenizer, examples=examples)
 
 
 @pytest.fixture(scope="module")

@@ -294,26 +294,33 @@ def test_resumable_unit_runs_once_until_the_stage_finishes(tmp_path, one_process
 def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
     """Items 0..6 in shards of 3: shards 0 and 2 finished before a kill (and a temporary folder left behind by the
     kill) are not recomputed; rows come back sorted by key; finish_shards removes everything."""
+    from dataclasses import dataclass
+
     from sipo.records import write_jsonl
     from sipo.stages.common import finish_shards, run_sharded
 
+    @dataclass(frozen=True)
+    class Item:
+        i: int
+        v: str
+
     shards = tmp_path / "shards" / "size3"
     shards.mkdir(parents=True)
-    write_jsonl(shards / "00000.jsonl", [{"i": 0, "v": "kept"}, {"i": 1, "v": "kept"}, {"i": 2, "v": "kept"}])
-    write_jsonl(shards / "00002.jsonl", [{"i": 6, "v": "kept"}])
+    write_jsonl(shards / "00000.jsonl", [Item(0, "kept"), Item(1, "kept"), Item(2, "kept")])
+    write_jsonl(shards / "00002.jsonl", [Item(6, "kept")])
     (shards / ".00001.jsonl.xyz.tmp").mkdir()
     seen = []
 
     def work(items):
         seen.append(list(items))
-        return [{"i": i, "v": "new"} for i in items]
+        return [Item(i, "new") for i in items]
 
-    rows = run_sharded(tmp_path, list(range(7)), work, key=lambda r: -r["i"], shard_size=3)
+    rows = run_sharded(tmp_path, list(range(7)), work, record=Item, key=lambda r: -r.i, shard_size=3)
     assert seen == [[3, 4, 5]]
-    assert [r["i"] for r in rows] == [6, 5, 4, 3, 2, 1, 0]
-    assert [r["v"] for r in rows] == ["kept", "new", "new", "new", "kept", "kept", "kept"]
+    assert [r.i for r in rows] == [6, 5, 4, 3, 2, 1, 0]
+    assert [r.v for r in rows] == ["kept", "new", "new", "new", "kept", "kept", "kept"]
     # Another shard size never reads these shards.
-    other = run_sharded(tmp_path, list(range(7)), work, key=lambda r: r["i"], shard_size=7)
-    assert [r["v"] for r in other] == ["new"] * 7
+    other = run_sharded(tmp_path, list(range(7)), work, record=Item, key=lambda r: r.i, shard_size=7)
+    assert [r.v for r in other] == ["new"] * 7
     finish_shards(tmp_path)
     assert not (tmp_path / "shards").exists()

@@ -41,3 +41,12 @@ def test_method_doc_has_the_sections_the_code_cites():
     assert cited, "the code cites docs/method.md"
     for section in sorted(cited):
         assert re.search(rf"^## {section}\. ", text, re.MULTILINE), f"docs/method.md has no section {section}"
+
+
+def test_readme_stage_table_is_the_stage_registry():
+    from sipo.stages.registry import stage_table
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("-->", text.index("<!-- stages:start")) + len("-->")
+    end = text.index("<!-- stages:end -->")
+    assert text[start:end].strip() == stage_table(), "regenerate the table with sipo.stages.registry.stage_table()"

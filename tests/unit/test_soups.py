@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sipo.models.adapters import interpolate_lora, lora_delta_weights, split_lora_state_dict
+from sipo.models.soups import interpolate_lora, lora_delta_weights, split_lora_state_dict
 
 MODULES = ("layers.0.q_proj", "layers.0.v_proj")
 

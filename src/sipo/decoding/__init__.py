@@ -1,5 +1,5 @@
 """Multi-objective decoding (MOD) over LoRA adapters."""
 
-from sipo.decoding.mod import ModGenerator, combine_logprobs, mod_generate, mod_generate_reference
+from sipo.decoding.mod import combine_logprobs, mod_generate, mod_generate_reference
 
-__all__ = ["ModGenerator", "combine_logprobs", "mod_generate", "mod_generate_reference"]
+__all__ = ["combine_logprobs", "mod_generate", "mod_generate_reference"]

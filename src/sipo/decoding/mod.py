@@ -19,20 +19,19 @@ Example::
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from sipo.logging_utils import progress_bar
 from sipo.models.adapters import BASE, AdapterBank, as_bank
-from sipo.models.loading import decode_response, encode_prompt, format_prompt
+from sipo.models.loading import decode_response, encode_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from sipo.config import DecodeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +112,6 @@ def stop_token_ids(bank: AdapterBank, tokenizer: PreTrainedTokenizerBase) -> set
     if not ids:
         raise ValueError("neither the tokenizer nor the model defines an EOS token")
     return ids
-
-
-def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
-    from tqdm.auto import tqdm
-
-    from sipo.logging_utils import progress_enabled
-
-    show = enabled and sys.stderr.isatty() and progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 @torch.no_grad()
@@ -258,7 +247,7 @@ def mod_generate_token_ids(
     # Prompts of similar length share a batch, so that little of it is padding.
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     starts = range(0, len(prompts), batch_size)
-    for start in _progress(starts, len(starts), progress, "MOD decoding"):
+    for start in progress_bar(starts, len(starts), progress, "MOD decoding"):
         idx = order[start:start + batch_size]
         batch_ids = _decode_batch(
             bank,
@@ -394,56 +383,3 @@ def mod_generate_reference(
     """Text of :func:`mod_generate_reference_token_ids` (same arguments)."""
     ids = mod_generate_reference_token_ids(bank_or_model, tokenizer, prompts, mixes, **kwargs)
     return [decode_response(tokenizer, seq) for seq in ids]
-
-
-class ModGenerator:
-    """A :class:`sipo.protocols.Generator` that formats raw prompts and decodes them with :func:`mod_generate`.
-
-    Args:
-        bank: the adapters.
-        tokenizer: the model's tokenizer.
-        settings: decoding settings (``max_new_tokens``, ``temperature``, ``top_p``, ``batch_size``).
-        template: ``chat``, ``plain`` or ``raw`` (``model.prompt_template``).
-        adapter_names: maps the keys of a mix (objective names) to adapter names in the bank; keys not listed are
-            used as adapter names directly.
-        max_prompt_tokens: as in :func:`mod_generate`.
-        seed: sampling seed.
-    """
-
-    def __init__(
-        self,
-        bank: AdapterBank | torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        settings: DecodeSettings,
-        *,
-        template: str = "chat",
-        adapter_names: Mapping[str, str] | None = None,
-        max_prompt_tokens: int | None = None,
-        seed: int = 0,
-        progress: bool = True,
-    ):
-        self.bank = as_bank(bank)
-        self.tokenizer = tokenizer
-        self.settings = settings
-        self.template = template
-        self.adapter_names = dict(adapter_names or {})
-        self.max_prompt_tokens = max_prompt_tokens
-        self.seed = seed
-        self.progress = progress
-
-    def generate(self, prompts: Sequence[str], mixes: Sequence[Mapping[str, float]]) -> list[str]:
-        formatted = [format_prompt(self.tokenizer, p, self.template) for p in prompts]  # type: ignore[arg-type]
-        renamed = [{self.adapter_names.get(k, k): w for k, w in mix.items()} for mix in mixes]
-        return mod_generate(
-            self.bank,
-            self.tokenizer,
-            formatted,
-            renamed,
-            max_new_tokens=self.settings.max_new_tokens,
-            temperature=self.settings.temperature,
-            top_p=self.settings.top_p,
-            batch_size=self.settings.batch_size,
-            seed=self.seed,
-            max_prompt_tokens=self.max_prompt_tokens,
-            progress=self.progress,
-        )

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sipo.config import DTYPES
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ UNK_TOKEN = "[UNK]"
 PLAIN_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 """The paper's prompt format (the reference code's ``prompt_template``)."""
 
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -178,21 +178,33 @@ def _looks_local(name: str) -> bool:
 
 def _check_source(path: str | Path, model_cfg: ModelConfig) -> str:
     """Resolve ``path`` and refuse pickle checkpoints unless ``model.allow_pickle``."""
-    source = str(path)
+    return check_model_source(str(path), model_cfg.allow_pickle)
+
+
+def check_model_source(source: str, allow_pickle: bool, *, key: str = "model.name_or_path",
+                       what: str = "model") -> str:
+    """A local model folder (resolved) or a hub id; refuses a file, a missing folder, and a folder holding only
+    pickle weights (which run code when loaded) unless ``allow_pickle``. Shared by the policy and the reward
+    models, so both refuse the same things with the same words.
+
+    Raises:
+        ConfigError: naming ``key``, or ``model.allow_pickle`` for a pickle-only folder.
+    """
     local = Path(source).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise ConfigError(f"config key 'model.name_or_path': '{source}' is a file, expected a model folder")
+            raise ConfigError(f"config key '{key}': '{source}' is a file, expected a model folder")
         has_safetensors = any(local.glob("*.safetensors"))
         has_pickle = any(local.glob("*.bin")) or any(local.glob("*.pt")) or any(local.glob("*.pth"))
-        if has_pickle and not has_safetensors and not model_cfg.allow_pickle:
+        if has_pickle and not has_safetensors and not allow_pickle:
+            named = f"'{source}'" if what == "model" else f"{what} '{source}' ({key})"
             raise ConfigError(
-                f"config key 'model.allow_pickle': '{source}' holds only pickle (.bin) weights, which can run "
+                f"config key 'model.allow_pickle': {named} holds only pickle (.bin) weights, which can run "
                 "arbitrary code when loaded; convert them to safetensors or set model.allow_pickle=true"
             )
         return str(local)
     if _looks_local(source):
-        raise ConfigError(f"config key 'model.name_or_path': model folder '{source}' does not exist")
+        raise ConfigError(f"config key '{key}': {what} folder '{source}' does not exist")
     return source
 
 
@@ -330,8 +342,8 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
     import torch
     from transformers import AutoModelForCausalLM
 
-    if model_cfg.dtype not in _DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(_DTYPES)}, got '{model_cfg.dtype}'")
+    if model_cfg.dtype not in DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     source = _check_source(path, model_cfg)
     with model_load_errors(source):
         model = AutoModelForCausalLM.from_pretrained(

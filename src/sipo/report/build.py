@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import atomic_write_json, atomic_write_text
-from sipo.config import ALL_METHODS, weights_tag
+from sipo.config import weights_tag
 from sipo.errors import DataError
+from sipo.methods import method_order
 from sipo.pareto import default_reference_point, hypervolume, pareto_front
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
@@ -75,10 +76,6 @@ def _weight_order(weights: Mapping[str, float], objectives: Sequence[str]) -> tu
     """Sort key: the first objective's weight descending, then the next, then any other keys."""
     extra = tuple(sorted((k, -float(v)) for k, v in weights.items() if k not in objectives))
     return tuple(-float(weights.get(o, 0.0)) for o in objectives) + extra
-
-
-def _method_order(method: str) -> tuple[int, str]:
-    return (ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS), method)
 
 
 def method_key(method: str, round_: int, last_round: int) -> str:
@@ -160,7 +157,7 @@ def make_report(
 
     entries: dict[str, dict[str, Any]] = {}
     prompt_sets: dict[str, frozenset[str]] = {}
-    for method, round_ in sorted(groups, key=lambda mr: (_method_order(mr[0]), -mr[1])):
+    for method, round_ in sorted(groups, key=lambda mr: (method_order(mr[0]), -mr[1])):
         name = method_key(method, round_, last_round[method])
         points = []
         for rows in groups[(method, round_)].values():
@@ -395,7 +392,7 @@ def summary_csv(report: Mapping[str, Any]) -> str:
 def _sorted_rows(score_rows: Sequence[ScoreRow], objectives: Sequence[str]) -> list[ScoreRow]:
     return sorted(
         score_rows,
-        key=lambda r: (_method_order(r.method), r.round, _weight_order(r.weights, objectives), r.prompt_id),
+        key=lambda r: (method_order(r.method), r.round, _weight_order(r.weights, objectives), r.prompt_id),
     )
 
 

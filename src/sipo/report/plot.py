@@ -23,22 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import atomic_path
-from sipo.config import ALL_METHODS, weights_tag
+from sipo.config import weights_tag
+from sipo.methods import METHODS, method_order
 
 FIGURE_NAME = "pareto.png"
 
-_STYLES: dict[str, tuple[str, str]] = {
-    "sft": ("#000000", "*"),
-    "dpo": ("#7f7f7f", "s"),
-    "dpo_soups": ("#1f77b4", "o"),
-    "mod": ("#ff7f0e", "^"),
-    "dpo_lw": ("#2ca02c", "D"),
-    "modpo": ("#9467bd", "v"),
-    "sipo": ("#d62728", "P"),
-}
 _EXTRA_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
 _EXTRA_MARKERS = ("X", "h", "p", "<", ">", "d")
-_UNJOINED = frozenset({"dpo"})
 RUN_LINESTYLES = ("-", "--", ":", "-.")
 """Line style of each run in a ``sipo compare`` figure (entries with a ``run_index``)."""
 
@@ -54,25 +45,29 @@ def weights_label(weights: Mapping[str, float], objectives: Sequence[str]) -> st
 
 
 def ordered_methods(report: Mapping[str, Any]) -> list[str]:
-    """The report's method keys in a stable display order: the order of ``sipo.config.ALL_METHODS`` (other
+    """The report's method keys in a stable display order: the method registry's order (other
     methods after it, by name), the last round before earlier ones. ``report.json`` on disk has sorted keys, so
     views of a loaded report use this rather than the dict order."""
 
     def key(name: str) -> tuple[int, str, int]:
         entry = report["methods"][name]
         base = _base(name, entry)
-        position = ALL_METHODS.index(base) if base in ALL_METHODS else len(ALL_METHODS)
-        return (position, base, -int(entry.get("round", 1)))
+        return (*method_order(base), -int(entry.get("round", 1)))
 
     return sorted(report["methods"], key=key)
 
 
 def _styles(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    bases = sorted({_base(name, entry) for name, entry in report["methods"].items()} - set(_STYLES))
-    styles = dict(_STYLES)
+    """Each method's (colour, marker): its registered ones, else spare ones in name order."""
+    styles = {d.name: (d.colour, d.marker) for d in METHODS.values() if d.colour and d.marker}
+    bases = sorted({_base(name, entry) for name, entry in report["methods"].items()} - set(styles))
     for i, base in enumerate(bases):
         styles[base] = (_EXTRA_COLOURS[i % len(_EXTRA_COLOURS)], _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)])
     return styles
+
+
+def _joined(method: str) -> bool:
+    return METHODS[method].joined if method in METHODS else True
 
 
 def _base(name: str, entry: Mapping[str, Any]) -> str:
@@ -127,7 +122,7 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
     line = "--" if earlier_round else "-"
     if "run_index" in entry:  # sipo compare: one line style per run
         line = RUN_LINESTYLES[int(entry["run_index"]) % len(RUN_LINESTYLES)]
-    joined = len(points) > 1 and _base(name, entry) not in _UNJOINED
+    joined = len(points) > 1 and _joined(_base(name, entry))
     linestyle = line if joined else "none"
     if joined and len(objectives) == 2:
         ax.plot(xs, ys, linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, zorder=2, transform=transform)

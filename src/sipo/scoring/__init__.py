@@ -1,7 +1,6 @@
 """Scoring responses: implicit rewards of DPO adapters."""
 
 from sipo.scoring.implicit import (
-    ImplicitRewardScorer,
     implicit_reward,
     implicit_rewards,
     implicit_rewards_reference,
@@ -9,7 +8,6 @@ from sipo.scoring.implicit import (
 )
 
 __all__ = [
-    "ImplicitRewardScorer",
     "implicit_reward",
     "implicit_rewards",
     "implicit_rewards_reference",

@@ -16,15 +16,15 @@ Example::
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from sipo.logging_utils import progress_bar
 from sipo.models.adapters import BASE, AdapterBank, as_bank
-from sipo.models.loading import encode_prompt_response, format_prompt
+from sipo.models.loading import encode_prompt_response
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -35,16 +35,6 @@ logger = logging.getLogger(__name__)
 def implicit_reward(policy_logps: Tensor, reference_logps: Tensor, beta: float) -> Tensor:
     """DPO implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``. Shape: (n,), (n,) -> (n,)."""
     return beta * (policy_logps - reference_logps)
-
-
-def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar when asked, on a terminal, on rank 0 (and not with ``SIPO_NO_PROGRESS``)."""
-    from tqdm.auto import tqdm
-
-    from sipo.logging_utils import progress_enabled
-
-    show = enabled and sys.stderr.isatty() and progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 def _encode_all(
@@ -275,7 +265,7 @@ def sequence_logprobs(
     else:
         order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     starts = range(0, n, batch_size)
-    for start in _progress(starts, len(starts), progress, "scoring"):
+    for start in progress_bar(starts, len(starts), progress, "scoring"):
         batch = order[start:start + batch_size]
         pairs = [encoded[i] for i in batch]
         if len({tuple(prompt) for prompt, _ in pairs}) < len(pairs):
@@ -368,58 +358,3 @@ def implicit_rewards_reference(
             values.append(beta * (policy - ref))
         rewards[judge] = torch.tensor(values, dtype=torch.float32)
     return rewards
-
-
-class ImplicitRewardScorer:
-    """A :class:`sipo.protocols.Scorer`: implicit rewards of judge adapters for raw prompts and responses.
-
-    Args:
-        bank: the adapters.
-        tokenizer: the model's tokenizer.
-        judges: score name (e.g. an objective, or a soup's name) -> adapter name in the bank.
-        beta: the DPO beta of the judges.
-        template: ``chat``, ``plain`` or ``raw`` (``model.prompt_template``).
-        reference: the reference adapter name (``"__base__"``).
-    """
-
-    def __init__(
-        self,
-        bank: AdapterBank | torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        judges: Mapping[str, str],
-        *,
-        beta: float,
-        template: str = "chat",
-        batch_size: int = 8,
-        max_prompt_tokens: int | None = None,
-        max_response_tokens: int | None = None,
-        reference: str = BASE,
-        progress: bool = False,
-    ):
-        self.bank = as_bank(bank)
-        self.tokenizer = tokenizer
-        self.judges = dict(judges)
-        self.beta = beta
-        self.template = template
-        self.batch_size = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_response_tokens = max_response_tokens
-        self.reference = reference
-        self.progress = progress
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, Tensor]:
-        formatted = [format_prompt(self.tokenizer, p, self.template) for p in prompts]  # type: ignore[arg-type]
-        rewards = implicit_rewards(
-            self.bank,
-            self.tokenizer,
-            formatted,
-            responses,
-            list(dict.fromkeys(self.judges.values())),
-            beta=self.beta,
-            batch_size=self.batch_size,
-            max_prompt_tokens=self.max_prompt_tokens,
-            max_response_tokens=self.max_response_tokens,
-            reference=self.reference,
-            progress=self.progress,
-        )
-        return {score_name: rewards[adapter] for score_name, adapter in self.judges.items()}

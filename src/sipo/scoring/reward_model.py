@@ -95,12 +95,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from sipo.config import DTYPES
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -145,7 +145,6 @@ SAFE_RLHF_KEY_MAPPING = {r"^score_head\.": "score."}
 """safe-rlhf score models name their head ``score_head``; transformers' sequence classifiers call it ``score``."""
 
 _PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
-_DTYPES = ("float32", "bfloat16", "float16")
 _MISSING_VALUES = ("", "???")
 
 
@@ -252,11 +251,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _looks_local(name: str) -> bool:
-    """True when ``name`` can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
-
-
 def resolve_source(name_or_path: str, model_cfg: ModelConfig, key: str) -> str:
     """A local model folder or a hub id; refuses missing folders, and pickle-only folders unless ``allow_pickle``.
 
@@ -265,22 +259,9 @@ def resolve_source(name_or_path: str, model_cfg: ModelConfig, key: str) -> str:
     """
     if name_or_path in _MISSING_VALUES:
         raise ConfigError(f"config key '{key}': a reward model path or hub id is required")
-    local = Path(name_or_path).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise ConfigError(f"config key '{key}': '{name_or_path}' is a file, expected a model folder")
-        has_safetensors = any(local.glob("*.safetensors"))
-        has_pickle = any(local.glob("*.bin")) or any(local.glob("*.pt")) or any(local.glob("*.pth"))
-        if has_pickle and not has_safetensors and not model_cfg.allow_pickle:
-            raise ConfigError(
-                f"config key 'model.allow_pickle': reward model '{name_or_path}' ({key}) holds only pickle (.bin) "
-                "weights, which can run arbitrary code when loaded; convert them to safetensors or set "
-                "model.allow_pickle=true"
-            )
-        return str(local)
-    if _looks_local(name_or_path):
-        raise ConfigError(f"config key '{key}': reward model folder '{name_or_path}' does not exist")
-    return name_or_path
+    from sipo.models.loading import check_model_source
+
+    return check_model_source(name_or_path, model_cfg.allow_pickle, key=key, what="reward model")
 
 
 def _is_safe_rlhf(config: Any) -> bool:
@@ -317,8 +298,8 @@ def load_reward_model(
         AutoTokenizer,
     )
 
-    if model_cfg.dtype not in _DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(_DTYPES)}, got '{model_cfg.dtype}'")
+    if model_cfg.dtype not in DTYPES:
+        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     source = resolve_source(name_or_path, model_cfg, key)
     trust = bool(model_cfg.trust_remote_code)
     try:

@@ -15,20 +15,19 @@ from __future__ import annotations
 import logging
 
 from sipo.ablations import ablation_source, select_for
-from sipo.config import weight_grid
-from sipo.pipeline import StageContext
+from sipo.judges import ScoreItem
 from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl, write_jsonl
+from sipo.stage import StageContext, StageDef
+from sipo.stages.combine import read_combined
 from sipo.stages.common import (
-    adapter_dir,
     adapter_name,
-    judge_rewards,
-    load_bank,
-    load_tokenizer_only,
+    objective_adapters,
     preference_examples,
     prompts_that_fit,
     read_conflict_pairs,
     soup_name,
 )
+from sipo.stages.filter import candidate_weights
 from sipo.stages.realign import realign_selected, train_from_previous
 from sipo.stages.validation import split_by_prompt
 
@@ -42,23 +41,22 @@ def _read_candidates(ctx: StageContext, method: str) -> list[Candidate]:
     return [c.candidate for c in read_jsonl(ctx.run_dir.path(source, "combined.jsonl"), CombinedCandidate)]
 
 
-def _score(ctx: StageContext, method: str, texts: list[Candidate]) -> list[dict[str, float]]:
-    """Per text: the filter's judges' implicit rewards, or (``sipo_oracle_filter``) the oracle's scores."""
+def _score(ctx: StageContext, method: str, items: list[ScoreItem]) -> dict[str, dict[str, float]]:
+    """Item id -> scores: the filter's judges' implicit rewards, or (``sipo_oracle_filter``) the oracle's."""
     cfg = ctx.cfg
     if method == "sipo_oracle_filter":
         from sipo.synthetic.oracle import OracleJudge
 
-        scores = OracleJudge(cfg).score([t.prompt for t in texts], [t.response for t in texts])
-        return [{o: float(scores[o][i]) for o in cfg.objectives} for i in range(len(texts))]
+        scores = OracleJudge(cfg).score([t.prompt for t in items], [t.response for t in items])
+        return {t.id: {o: float(scores[o][i]) for o in cfg.objectives} for i, t in enumerate(items)}
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
     if cfg.filter.soups and len(cfg.objectives) > 1:  # the same judges as the filter stage
-        for w in weight_grid(cfg.objectives, cfg.sample.grid):
+        for w in candidate_weights(read_combined(ctx.run_dir, 1), cfg.objectives):
             name = soup_name(w, 0)
             bank.add_soup(name, {adapter_name(o, 0): w[o] for o in cfg.objectives}, cfg.soup_mode)
             judges.append(name)
-    rewards = judge_rewards(ctx, bank, tokenizer, texts, judges)
-    return [{j: rewards[j][i] for j in judges} for i in range(len(texts))]
+    return ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
 
 
 def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
@@ -69,27 +67,23 @@ def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
         if c.prompt_id in pairs:
             by_prompt.setdefault(c.prompt_id, []).append(c)
     prompt_ids = sorted(by_prompt)
-    texts: list[Candidate] = []
+    items: list[ScoreItem] = []
     for pid in prompt_ids:
         pair = pairs[pid]
-        texts += [Candidate(candidate_id=f"{pid}:original-{side}", prompt_id=pid, prompt=pair.prompt, response=r,
-                            weights={}, source="original")
+        items += [ScoreItem(f"{pid}:original-{side}", pair.prompt, r)
                   for side, r in (("a", pair.response_a), ("b", pair.response_b))]
-        texts += by_prompt[pid]
-    scores = _score(ctx, method, texts) if texts else []
-    selections, at = [], 0
+        items += [ScoreItem(c.candidate_id, c.prompt, c.response) for c in by_prompt[pid]]
+    scores = _score(ctx, method, items) if items else {}
+    selections = []
     for pid in prompt_ids:
-        pair, cands = pairs[pid], by_prompt[pid]
-        chosen, rejected = scores[at], scores[at + 1]
-        scored = [(c.candidate_id, scores[at + 2 + k]) for k, c in enumerate(cands)]
-        at += 2 + len(cands)
-        best = select_for(method, scored, chosen, rejected)
+        pair, cands = pairs[pid], {c.candidate_id: c for c in by_prompt[pid]}
+        chosen, rejected = scores[f"{pid}:original-a"], scores[f"{pid}:original-b"]
+        best = select_for(method, [(cid, scores[cid]) for cid in cands], chosen, rejected)
         if best is None:
             continue
-        k = next(i for i, (cid, _) in enumerate(scored) if cid == best)
-        selections.append(Selection(prompt_id=pid, prompt=pair.prompt, response=cands[k].response, candidate_id=best,
-                                    pair_id=pair.pair_id, response_a=pair.response_a, response_b=pair.response_b,
-                                    judge_scores=dict(scored[k][1])))
+        selections.append(Selection(prompt_id=pid, prompt=pair.prompt, response=cands[best].response,
+                                    candidate_id=best, pair_id=pair.pair_id, response_a=pair.response_a,
+                                    response_b=pair.response_b, judge_scores=dict(scores[best])))
     counts = {"prompts": len(prompt_ids), "selected_prompts": len(selections),
               "survival_rate": round(len(selections) / max(1, len(prompt_ids)), 4)}
     logger.info("%s: kept %d of %d prompts", method, len(selections), len(prompt_ids))
@@ -113,7 +107,7 @@ def realign_steps(ctx: StageContext) -> dict[str, int]:
 
 def run_nll_control(ctx: StageContext) -> dict:
     cfg = ctx.cfg
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     pairs, dropped = prompts_that_fit(tokenizer, read_conflict_pairs(ctx), lambda p: p.prompt, cfg, "nll_control")
     fraction = cfg.realign.validation_fraction if cfg.realign.train.select_best else 0.0
     train_pairs, eval_pairs = split_by_prompt(pairs, lambda p: p.prompt_id, cfg.seed, fraction)
@@ -124,3 +118,10 @@ def run_nll_control(ctx: StageContext) -> dict:
                     "budget_steps": budget}
     counts.update(train_from_previous(ctx, examples, ctx.out_dir, tokenizer, max_steps=budget, what="nll_control"))
     return counts
+
+
+def ablation_spec(name: str, run, help_text: str, reads: str) -> StageDef:
+    """The declaration of an ablation stage (its method of the same name trains it; docs/benchmark.md)."""
+    return StageDef(name=name, run=run, help=help_text, reads=reads, writes=f"`{name}/<o>/`",
+                    config_keys=("realign", "filter", "soup_mode", "dpo.beta"), loads_model=True, distributed=True,
+                    optional=True, makes_adapters=True, note="only if in methods")

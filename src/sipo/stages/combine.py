@@ -11,42 +11,66 @@ from __future__ import annotations
 
 import logging
 
-from sipo.pipeline import StageContext
-from sipo.records import Candidate, CombinedCandidate, read_jsonl, write_jsonl
+from sipo.artifacts import RunDir
+from sipo.judges import ScoreItem
+from sipo.records import CombinedCandidate, read_jsonl, write_jsonl
 from sipo.selection import rewrite_replaces
-from sipo.stages.common import adapter_dir, adapter_name, judge_rewards, load_bank
+from sipo.stage import StageContext, StageDef
+from sipo.stages.common import adapter_name, objective_adapters
+from sipo.stages.rewrite import read_rewrites
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "combined.jsonl"
+
+
+def read_combined(run_dir: RunDir, round_: int) -> list[CombinedCandidate]:
+    """Round ``round_``'s combined candidates (this stage's output, read by filter)."""
+    return read_jsonl(run_dir.path(f"r{round_}/combine", OUTPUT), CombinedCandidate)
+
+
+def rewrite_key(candidate_id: str) -> str:
+    """The scoring id of a candidate's rewrite (a rewrite keeps its candidate's id)."""
+    return f"{candidate_id}#rewrite"
 
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = {o: adapter_name(o, 0) for o in cfg.objectives}
-    bank, tokenizer = load_bank(ctx, {name: adapter_dir(ctx.run_dir, o, 0) for o, name in judges.items()})
-    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
-    rewrites = {c.candidate_id: c for c in
-                read_jsonl(ctx.run_dir.path(f"r{ctx.round}/rewrite", "rewrites.jsonl"), Candidate)}
-    to_score = candidates + [rewrites[c.candidate_id] for c in candidates if c.candidate_id in rewrites]
-    rewards = judge_rewards(ctx, bank, tokenizer, to_score, list(judges.values()))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    candidates = read_candidates(ctx.run_dir, ctx.round)
+    rewrites = read_rewrites(ctx.run_dir, ctx.round)
+    rewritten = [c for c in candidates if c.candidate_id in rewrites]
+    items = [ScoreItem(c.candidate_id, c.prompt, c.response) for c in candidates]
+    items += [ScoreItem(rewrite_key(c.candidate_id), rewrites[c.candidate_id].prompt,
+                        rewrites[c.candidate_id].response) for c in rewritten]
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, list(judges.values()))
     combined = []
     replaced = 0
-    for i, cand in enumerate(candidates):
-        original = {o: rewards[judges[o]][i] for o in cfg.objectives}
+    for cand in candidates:
+        original = {o: rewards[cand.candidate_id][judges[o]] for o in cfg.objectives}
         rewrite = rewrites.get(cand.candidate_id)
         rewrite_scores = None
         keep, scores, swap = cand, original, False
         if rewrite is not None:
-            j = len(candidates) + sum(1 for c in candidates[:i] if c.candidate_id in rewrites)
-            rewrite_scores = {o: rewards[judges[o]][j] for o in cfg.objectives}
+            rewrite_scores = {o: rewards[rewrite_key(cand.candidate_id)][judges[o]] for o in cfg.objectives}
             swap = rewrite_replaces(original, rewrite_scores, cfg.combine.rule)
             if swap:
                 keep, scores = rewrite, rewrite_scores
                 replaced += 1
         combined.append(CombinedCandidate(candidate=keep, scores=scores, original_scores=original,
                                           rewrite_scores=rewrite_scores, replaced=swap))
-    count = write_jsonl(ctx.out_dir / "combined.jsonl", combined)
+    count = write_jsonl(ctx.out_dir / OUTPUT, combined)
     share = replaced / max(1, len(rewrites))
     logger.info("combine: replaced %d/%d samples by their rewrite (%.1f%% of %d rewrites, rule %s)",
                 replaced, len(candidates), 100 * share, len(rewrites), cfg.combine.rule)
     return {"candidates": count, "rewrites": len(rewrites), "replaced": replaced,
             "replaced_share_of_rewrites": round(share, 4)}
+
+
+SPEC = StageDef(
+    name="combine", run=run, help="keep the rewrite instead of the candidate when the implicit rewards say so",
+    reads="candidates + rewrites", writes="`rK/combine/combined.jsonl`", config_keys=("combine", "dpo.beta"),
+    loads_model=True, per_round=True, optional=True
+)

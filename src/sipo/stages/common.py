@@ -21,13 +21,17 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sipo.artifacts import RunDir, atomic_write_json
-from sipo.config import PipelineConfig
+from sipo.config import DecodeSettings, LoraSettings, PipelineConfig, TrainSettings
+from sipo.distributed import barrier
 from sipo.logging_utils import process_rank
-from sipo.pipeline import StageContext, barrier, needs_sft_stage
 from sipo.records import Pair, read_jsonl, write_jsonl
+from sipo.stage import StageContext, needs_sft_stage
+
+if TYPE_CHECKING:
+    from sipo.training.settings import LossSpec
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,11 @@ def adapter_dir(run_dir: RunDir, objective: str, round_: int) -> Path:
     return run_dir.path(f"r{round_}/realign", objective)
 
 
+def objective_adapters(ctx: StageContext, round_: int) -> dict[str, Path]:
+    """Adapter-bank name -> folder of every objective's adapter after ``round_`` realignments (0: DPO)."""
+    return {adapter_name(o, round_): adapter_dir(ctx.run_dir, o, round_) for o in ctx.cfg.objectives}
+
+
 def load_bank(ctx: StageContext, adapters: Mapping[str, Path]):
     """The base model with the named adapters loaded (one copy of the base, cached across stages)."""
     from sipo.models.adapters import AdapterBank
@@ -83,10 +92,40 @@ def format_prompts(tokenizer, prompts: Sequence[str], cfg: PipelineConfig) -> li
     return [format_prompt(tokenizer, p, cfg.model.prompt_template) for p in prompts]
 
 
+def decode(ctx: StageContext, bank, tokenizer, texts: Sequence[str], mixes: Sequence[Mapping[str, float]],
+           settings: DecodeSettings, max_prompt_tokens: int) -> list[str]:
+    """MOD-decode templated ``texts`` (one adapter mix each) with a stage's decode settings, through the context's
+    generator."""
+    return ctx.models.generate(bank, tokenizer, list(texts), list(mixes), max_new_tokens=settings.max_new_tokens,
+                               temperature=settings.temperature, top_p=settings.top_p,
+                               batch_size=settings.batch_size, seed=ctx.cfg.seed, max_prompt_tokens=max_prompt_tokens)
+
+
+def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Mapping[str, Any]], out: Path, *,
+                  beta: float, train: TrainSettings, loss: LossSpec | None = None, lora: LoraSettings | None = None,
+                  init_adapter: Path | None = None, reference: str = "base",
+                  eval_examples: Sequence[Mapping[str, Any]] | None = None) -> dict:
+    """Train one adapter of a training stage (dpo, realign, dpo_lw, modpo) into ``out``, resumably (a
+    :func:`resumable_unit` named ``unit``), on the run's base model; returns its metrics."""
+    from sipo.training.settings import AdapterTraining, LossSpec, ModelSettings
+
+    settings = AdapterTraining(
+        model=ModelSettings.of(ctx.cfg, base_model_path(ctx.cfg, ctx.run_dir), ctx.device), train=train, beta=beta,
+        seed=ctx.cfg.seed, loss=loss or LossSpec(), lora=lora,
+        init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference)  # type: ignore[arg-type]
+
+    def work() -> dict:
+        logger.info("%s: training %s on %d pairs (%s loss)", ctx.stage.id, unit, len(examples), settings.loss.name)
+        extra = {"eval_examples": eval_examples} if eval_examples else {}  # validation pairs (train.select_best)
+        return ctx.models.train_adapter(settings, tokenizer=tokenizer, examples=examples, out_dir=out, **extra)
+
+    return resumable_unit(ctx, unit, work, [out / "adapter_config.json"])
+
+
 def read_conflict_pairs(ctx: StageContext) -> list[Pair]:
     """The conflicting pairs SIPO improves on: the ``label`` stage's when it runs (one dataset per objective),
     else ``prepare``'s."""
-    from sipo.pipeline import needs_label_stage
+    from sipo.stage import needs_label_stage
 
     stage = "label" if needs_label_stage(ctx.cfg) else "prepare"
     return read_jsonl(ctx.run_dir.path(stage, "train_conflict.jsonl"), Pair)
@@ -105,18 +144,20 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[int]:
 def run_sharded(
     out_dir: Path,
     items: Sequence[T],
-    work: Callable[[Sequence[T]], list[Any]],
+    work: Callable[[Sequence[T]], list[R]],
     *,
-    key: Callable[[dict], Any],
+    record: type[R],
+    key: Callable[[R], Any],
     shard_size: int = SHARD_SIZE,
     desc: str = "",
-) -> list[dict]:
-    """Apply ``work`` to shards of ``items``, resumably and across processes; return all rows sorted by ``key``.
+) -> list[R]:
+    """Apply ``work`` to shards of ``items``, resumably and across processes; return every shard's records (of
+    type ``record``) sorted by ``key``.
 
-    Every shard's rows (records or dicts) are written to ``out_dir/shards/size<S>/NNNNN.jsonl`` atomically; a shard
-    file that exists is not recomputed (the folder names the shard size, so a killed run resumed with another
-    ``shard_size`` never mixes shards of two sizes). Rows are merged by ``key`` (not by file order), so the result does not depend
-    on the number of processes.
+    Every shard's records are written to ``out_dir/shards/size<S>/NNNNN.jsonl`` atomically; a shard file that
+    exists is not recomputed (the folder names the shard size, so a killed run resumed with another ``shard_size``
+    never mixes shards of two sizes). Records are merged by ``key`` (not by file order), so the result does not
+    depend on the number of processes.
     """
     rank, world_size = process_rank()
     shard_dir = out_dir / "shards" / f"size{shard_size}"
@@ -129,18 +170,15 @@ def run_sharded(
         path = shard_dir / f"{index:05d}.jsonl"
         kept = path.is_file()
         if not kept:
-            rows = work(pieces[index])
-            write_jsonl(path, rows)
+            write_jsonl(path, work(pieces[index]))
         done += 1
         if desc:
             logger.info("%s: shard %d/%d %s (%.0fs)", desc, done, len(mine),
                         "kept from an interrupted run" if kept else "done", time.perf_counter() - start)
     barrier()
-    rows: list[dict] = []
+    rows: list[R] = []
     for index in range(len(pieces)):
-        path = shard_dir / f"{index:05d}.jsonl"
-        with open(path, encoding="utf-8") as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
+        rows.extend(read_jsonl(shard_dir / f"{index:05d}.jsonl", record))
     rows.sort(key=key)
     return rows
 
@@ -168,18 +206,24 @@ def soup_name(weights: Mapping[str, float], round_: int) -> str:
     return f"soup_r{round_}_" + weights_tag(weights).replace(".", "p")
 
 
-def judge_rewards(ctx: StageContext, bank, tokenizer, candidates: Sequence[Any], judges: Sequence[str]
-                  ) -> dict[str, list[float]]:
-    """Implicit reward of every candidate under every judge adapter (reference log-probs computed once)."""
+def judge_rewards(ctx: StageContext, bank, tokenizer, items: Sequence[Any], judges: Sequence[str]
+                  ) -> dict[str, dict[str, float]]:
+    """Implicit reward of every item (a :class:`~sipo.judges.ScoreItem`: id, prompt, response) under every judge
+    adapter, keyed by item id then judge name (reference log-probs computed once; items scored in the given order,
+    so the batches do not depend on how the caller joins the results)."""
     from sipo.scoring.implicit import implicit_rewards
 
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("judge_rewards: item ids must be unique")
     cfg = ctx.cfg
-    prompts = format_prompts(tokenizer, [c.prompt for c in candidates], cfg)
-    rewards = implicit_rewards(bank, tokenizer, prompts, [c.response for c in candidates], judges=judges,
+    prompts = format_prompts(tokenizer, [item.prompt for item in items], cfg)
+    rewards = implicit_rewards(bank, tokenizer, prompts, [item.response for item in items], judges=judges,
                                beta=cfg.dpo.beta, batch_size=cfg.sample.decode.batch_size,
                                max_prompt_tokens=cfg.model.max_prompt_tokens,
                                max_response_tokens=cfg.model.max_response_tokens)
-    return {name: [float(x) for x in values] for name, values in rewards.items()}
+    columns = {name: [float(x) for x in values] for name, values in rewards.items()}
+    return {item_id: {name: columns[name][i] for name in judges} for i, item_id in enumerate(ids)}
 
 
 def load_tokenizer_only(ctx: StageContext):

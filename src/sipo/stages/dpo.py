@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 
 from sipo.errors import ConfigError
-from sipo.pipeline import StageContext
 from sipo.records import Pair, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    base_model_path,
     finish_units,
-    load_tokenizer_only,
     preference_examples,
     prompts_that_fit,
-    resumable_unit,
+    train_adapter,
 )
 from sipo.stages.validation import round_one_validation
 
@@ -30,11 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.training.dpo import train_dpo_adapter
-
     cfg = ctx.cfg
-    base = base_model_path(cfg, ctx.run_dir)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     counts: dict = {"dropped_long_prompts": {}}
     data = {}
     for objective in cfg.objectives:  # every objective's data is checked before any training
@@ -47,19 +42,17 @@ def run(ctx: StageContext) -> dict:
         counts["dropped_long_prompts"][objective] = dropped
     validation = round_one_validation(ctx, tokenizer)
     for objective, examples in data.items():
-        out = ctx.out_dir / objective
-
-        def train(examples=examples, out=out, objective=objective) -> dict:
-            logger.info("dpo: training the %s adapter on %d pairs", objective, len(examples))
-            return train_dpo_adapter(
-                base_model_path=base, tokenizer=tokenizer, examples=examples, out_dir=out,
-                beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train, seed=cfg.seed, device=ctx.device,
-                dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle,
-                eval_examples=preference_examples(tokenizer, validation, objective, cfg))
-
         counts[f"pairs_{objective}"] = len(examples)
-        counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
+        counts[f"metrics_{objective}"] = train_adapter(ctx, objective, tokenizer, examples, ctx.out_dir / objective,
+                                                       beta=cfg.dpo.beta, train=cfg.dpo.train, lora=cfg.dpo.lora,
+                                                       eval_examples=preference_examples(tokenizer, validation,
+                                                                                         objective, cfg))
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="dpo", run=run, help="train one LoRA adapter per objective with DPO (round 1)",
+    reads="`prepare/train_<o>.jsonl`", writes="`dpo/<o>/`", config_keys=("dpo", "model", "seed"), loads_model=True,
+    distributed=True, makes_adapters=True
+)

@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    base_model_path,
     finish_units,
     format_prompts,
-    load_tokenizer_only,
     prompts_that_fit,
-    resumable_unit,
     reuse_dpo_endpoint,
+    train_adapter,
     training_union,
 )
 from sipo.stages.validation import round_one_validation
@@ -36,11 +34,11 @@ def preference_signs(preferred: dict, objectives) -> list[float]:
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.training.dpo import PREFERENCE_SIGNS, train_dpo_adapter
+    from sipo.training.settings import PREFERENCE_SIGNS, LossSpec
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     pairs, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "dpo_lw")
     prompts = format_prompts(tokenizer, [p.prompt for p in pairs], cfg)
     counts: dict = {"pairs": len(pairs), "dropped_long_prompts": dropped}
@@ -58,17 +56,17 @@ def run(ctx: StageContext) -> dict:
                          for p, prompt in zip(validation, validation_prompts)
                          if any(w[o] > 0 and p.preferred.get(o) is not None for o in objs)]
         tag = weights_tag(w)
-
-        def train(examples=examples, tag=tag, w=w, eval_examples=eval_examples) -> dict:
-            logger.info("dpo_lw: adapter for %s on %d pairs", tag, len(examples))
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
-                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="dpo_lw",
-                objective_weights=[w[o] for o in objs], max_prompt_tokens=cfg.model.max_prompt_tokens,
-                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle, eval_examples=eval_examples)
-
-        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train, [ctx.out_dir / tag / "adapter_config.json"])
+        loss = LossSpec("dpo_lw", objective_weights=tuple(float(w[o]) for o in objs))
+        counts[f"metrics_{tag}"] = train_adapter(ctx, tag, tokenizer, examples, ctx.out_dir / tag, beta=cfg.dpo.beta,
+                                                 train=cfg.dpo.train, loss=loss, lora=cfg.dpo.lora,
+                                                 eval_examples=eval_examples)
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="dpo_lw", run=run,
+    help="baseline: one adapter per weight vector trained on the weighted sum of per-objective DPO losses",
+    reads="pairs", writes="`dpo_lw/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True,
+    distributed=True, makes_adapters=True, optional=True, note="only if in methods"
+)

@@ -29,16 +29,10 @@ import logging
 
 from sipo.data.jsonl import is_conflict
 from sipo.data.splits import pair_counts, select_conflict_pairs
-from sipo.pipeline import StageContext
-from sipo.records import Candidate, Pair, write_jsonl
-from sipo.stages.common import (
-    adapter_dir,
-    adapter_name,
-    judge_rewards,
-    load_bank,
-    prompts_that_fit,
-    training_union,
-)
+from sipo.judges import ScoreItem, Scores, by_id
+from sipo.records import Pair, write_jsonl
+from sipo.stage import StageContext, StageDef, needs_label_stage
+from sipo.stages.common import adapter_dir, adapter_name, prompts_that_fit, training_union
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +68,9 @@ def run(ctx: StageContext) -> dict:
         else:
             todo, rewards, dropped = adapter_rewards(ctx, todo, needed)
         filled: dict[str, Pair] = {}
-        for k, pair in enumerate(todo):
-            judged = {o: (rewards[o][2 * k], rewards[o][2 * k + 1]) for o in pair.unlabelled}
+        for pair in todo:
+            side_a, side_b = rewards[f"{pair.pair_id}:a"], rewards[f"{pair.pair_id}:b"]
+            judged = {o: (side_a[o], side_b[o]) for o in pair.unlabelled}
             filled[pair.pair_id] = fill_labels(pair, judged)
             for o in judged:
                 filled_counts[o] += 1
@@ -93,29 +88,42 @@ def run(ctx: StageContext) -> dict:
             **conflict_counts}
 
 
-def _sides(pairs: list[Pair]) -> list[Candidate]:
-    """Both responses of every pair, a then b, as candidates to score."""
-    return [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt, response=response,
-                      weights={}, source="original")
+def _sides(pairs: list[Pair]) -> list[ScoreItem]:
+    """Both responses of every pair, a then b, as items to score (ids ``<pair_id>:a`` and ``<pair_id>:b``)."""
+    return [ScoreItem(f"{p.pair_id}:{side}", p.prompt, response)
             for p in pairs for side, response in (("a", p.response_a), ("b", p.response_b))]
 
 
-def adapter_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]
-                     ) -> tuple[list[Pair], dict[str, list[float]], int]:
-    """(the pairs that could be judged, objective -> rewards of a then b per pair, pairs dropped as too long) by the
-    round-1 adapters of ``needed``."""
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in needed})
+def adapter_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]) -> tuple[list[Pair], Scores, int]:
+    """(the pairs that could be judged, side id -> objective -> reward, pairs dropped as too long) by the round-1
+    adapters of ``needed``."""
+    adapters = {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in needed}
+    bank, tokenizer = ctx.models.load_bank(ctx, adapters)
     todo, dropped = prompts_that_fit(tokenizer, pairs, lambda p: p.prompt, ctx.cfg, "label")
     sides = _sides(todo)
-    rewards = judge_rewards(ctx, bank, tokenizer, sides, [adapter_name(o, 0) for o in needed]) if sides else {}
-    return todo, {o: rewards.get(adapter_name(o, 0), []) for o in needed}, dropped
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, sides, list(adapters)) if sides else {}
+    return todo, {i: {o: r[adapter_name(o, 0)] for o in needed} for i, r in rewards.items()}, dropped
 
 
-def reward_model_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]) -> dict[str, list[float]]:
-    """Objective -> scores of a then b per pair, by the reward models of ``eval.reward_model`` (only the models
-    that score one of ``needed`` are loaded)."""
+def reward_model_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]) -> Scores:
+    """Side id -> objective -> score, by the reward models of ``eval.reward_model`` (only the models that score
+    one of ``needed`` are loaded)."""
     from sipo.scoring.reward_model import RewardModelJudge
 
     judge = RewardModelJudge(dataclasses.replace(ctx.cfg, objectives=list(needed)), ctx.device)
     sides = _sides(pairs)
-    return judge.score([c.prompt for c in sides], [c.response for c in sides])
+    return by_id(sides, judge.score([s.prompt for s in sides], [s.response for s in sides]))
+
+
+def _judge_keys(cfg) -> tuple[str, ...]:
+    # The reward models that fill the labels are part of the stage's settings only when they do.
+    return ("eval.reward_model",) if cfg.data.fill_judge == "reward_model" else ()
+
+
+SPEC = StageDef(
+    name="label", run=run,
+    help="one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
+    reads="training pairs + adapters", writes="`label/train_conflict.jsonl`",
+    config_keys=("data", "dpo.beta", "model", "seed"), extra_keys=_judge_keys,
+    loads_model=True, optional=True, when=needs_label_stage, note="one dataset per objective, with sipo"
+)

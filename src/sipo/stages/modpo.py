@@ -19,19 +19,17 @@ import logging
 
 from sipo.artifacts import atomic_write_text
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
-from sipo.records import Candidate, Pair, read_jsonl
+from sipo.judges import ScoreItem
+from sipo.records import Pair, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    adapter_dir,
     adapter_name,
-    base_model_path,
     finish_units,
     format_prompts,
-    judge_rewards,
-    load_bank,
+    objective_adapters,
     prompts_that_fit,
-    resumable_unit,
     reuse_dpo_endpoint,
+    train_adapter,
     training_union,
 )
 from sipo.stages.validation import round_one_validation
@@ -53,13 +51,12 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
         return {r["pair_id"]: {"a": r["a"], "b": r["b"]} for r in rows}
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = load_bank(ctx, {adapter_name(o, 0): adapter_dir(ctx.run_dir, o, 0) for o in cfg.objectives})
-    cands = [Candidate(candidate_id=f"{p.pair_id}:{side}", prompt_id=p.prompt_id, prompt=p.prompt,
-                       response=p.response_a if side == "a" else p.response_b, weights={})
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    items = [ScoreItem(f"{p.pair_id}:{side}", p.prompt, p.response_a if side == "a" else p.response_b)
              for p in pairs for side in ("a", "b")]
-    rewards = judge_rewards(ctx, bank, tokenizer, cands, judges)
-    result = {p.pair_id: {side: [rewards[j][2 * i + k] for j in judges] for k, side in enumerate(("a", "b"))}
-              for i, p in enumerate(pairs)}
+    rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
+    result = {p.pair_id: {side: [rewards[f"{p.pair_id}:{side}"][j] for j in judges] for side in ("a", "b")}
+              for p in pairs}
     atomic_write_text(cache, "".join(json.dumps({"pair_id": pid, **r}) + "\n" for pid, r in sorted(result.items())))
     return result
 
@@ -67,7 +64,7 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
 def modpo_examples(tokenizer, pairs: list[Pair], rewards, target: str, others: list[str], objs: list[str],
                    cfg) -> list[dict]:
     """MODPO rows of ``pairs`` for ``target``: its chosen/rejected, and the other objectives' reward margins."""
-    from sipo.training.dpo import MARGIN
+    from sipo.training.settings import MARGIN
 
     examples = []
     for p, prompt in zip(pairs, format_prompts(tokenizer, [p.prompt for p in pairs], cfg)):
@@ -83,12 +80,11 @@ def modpo_examples(tokenizer, pairs: list[Pair], rewards, target: str, others: l
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.stages.common import load_tokenizer_only
-    from sipo.training.dpo import train_dpo_adapter
+    from sipo.training.settings import LossSpec
 
     cfg = ctx.cfg
     objs = list(cfg.objectives)
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     union, dropped = prompts_that_fit(tokenizer, training_union(ctx), lambda p: p.prompt, cfg, "modpo")
     fits = {p.pair_id for p in union}
     train = {o: [p for p in read_jsonl(ctx.run_dir.path("prepare", f"train_{o}.jsonl"), Pair) if p.pair_id in fits]
@@ -104,20 +100,17 @@ def run(ctx: StageContext) -> dict:
         examples = modpo_examples(tokenizer, train[target], rewards, target, others, objs, cfg)
         eval_examples = modpo_examples(tokenizer, validation, rewards, target, others, objs, cfg)
         tag = weights_tag(w)
-
-        def train_one(examples=examples, tag=tag, w=w, target=target, others=others,
-                      eval_examples=eval_examples) -> dict:
-            logger.info("modpo: adapter for %s (target %s) on %d pairs", tag, target, len(examples))
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=examples,
-                out_dir=ctx.out_dir / tag, beta=cfg.dpo.beta, lora=cfg.dpo.lora, train=cfg.dpo.train,
-                seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype, loss="modpo",
-                objective_weights=[w[target]] + [w[o] for o in others],
-                max_prompt_tokens=cfg.model.max_prompt_tokens, max_response_tokens=cfg.model.max_response_tokens,
-                trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle,
-                eval_examples=eval_examples)
-
-        counts[f"metrics_{tag}"] = resumable_unit(ctx, tag, train_one,
-                                                  [ctx.out_dir / tag / "adapter_config.json"])
+        # w[0] is the target objective's weight (MODPO trains on it directly), then the margins' weights.
+        loss = LossSpec("modpo", objective_weights=tuple(float(x) for x in [w[target]] + [w[o] for o in others]))
+        counts[f"metrics_{tag}"] = train_adapter(ctx, tag, tokenizer, examples, ctx.out_dir / tag, beta=cfg.dpo.beta,
+                                                 train=cfg.dpo.train, loss=loss, lora=cfg.dpo.lora,
+                                                 eval_examples=eval_examples)
     finish_units(ctx)
     return counts
+
+
+SPEC = StageDef(
+    name="modpo", run=run, help="baseline: one adapter per weight vector trained with MODPO margins", reads="pairs",
+    writes="`modpo/<w>/`", config_keys=("dpo", "eval.grid", "model", "seed"), loads_model=True, distributed=True,
+    makes_adapters=True, optional=True, note="only if in methods"
+)

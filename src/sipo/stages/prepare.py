@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 
-from sipo.pipeline import StageContext
 from sipo.records import write_jsonl
+from sipo.stage import StageContext, StageDef
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,18 @@ def run(ctx: StageContext) -> dict:
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
                 len(pairs), len(splits.train_conflict), len(splits.test_prompts))
     return counts
+
+
+def _template_keys(cfg) -> tuple[str, ...]:
+    # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
+    if cfg.data.source == "synthetic":
+        return ("objective_descriptions", "review.template", "rewrite.template")
+    return ()
+
+
+SPEC = StageDef(
+    name="prepare", run=run,
+    help="build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
+    reads="`data.source`", writes="`prepare/*.jsonl`", config_keys=("data", "objectives", "seed"),
+    extra_keys=_template_keys
+)

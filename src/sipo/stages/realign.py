@@ -10,22 +10,22 @@ that objective's adapter of the previous round. Reads ``rK/filter/selected.jsonl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from sipo.artifacts import atomic_path
-from sipo.pipeline import StageContext
-from sipo.records import Selection, read_jsonl
+from sipo.records import Selection
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
-    base_model_path,
     finish_units,
     format_prompts,
-    load_tokenizer_only,
-    resumable_unit,
+    train_adapter,
 )
+from sipo.stages.filter import read_selected
 from sipo.stages.validation import split_by_prompt
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ def realign_pairs(prompts: list[str], selected: list[Selection]) -> list[dict]:
     """``(x, s > y_a)`` and ``(x, s > y_b)`` for every selected ``s`` (``prompts``: the templated prompts)."""
     return [{"prompt": p, "chosen": s.response, "rejected": other}
             for p, s in zip(prompts, selected) for other in (s.response_a, s.response_b)]
+
+
+def _with_max_steps(train, steps: int):
+    return dataclasses.replace(train, max_steps=steps)
 
 
 def train_from_previous(ctx: StageContext, examples: Mapping[str, tuple[list[dict], list[dict]]], out_root: Path,
@@ -48,9 +52,9 @@ def train_from_previous(ctx: StageContext, examples: Mapping[str, tuple[list[dic
             budget); 0 carries the previous adapter over unchanged.
 
     Returns:
-        the counts: ``metrics_<objective>`` per trained adapter.
+        the counts: ``metrics_<objective>`` per objective.
     """
-    from sipo.training.dpo import train_dpo_adapter
+    from sipo.training.settings import LossSpec
 
     cfg = ctx.cfg
     counts: dict = {}
@@ -66,32 +70,14 @@ def train_from_previous(ctx: StageContext, examples: Mapping[str, tuple[list[dic
             counts[f"metrics_{objective}"] = {"steps": 0, "examples": 0, "pairs_seen": 0}
             continue
         settings = cfg.realign.train if steps is None else _with_max_steps(cfg.realign.train, steps)
-
-        def train(objective=objective, init=init, out=out, train_examples=train_examples,
-                  eval_examples=eval_examples, settings=settings) -> dict:
-            logger.info("%s: %s adapter on %d pairs (alpha=%g)", what, objective, len(train_examples),
-                        cfg.realign.alpha)
-            return train_dpo_adapter(
-                base_model_path=base_model_path(cfg, ctx.run_dir), tokenizer=tokenizer, examples=train_examples,
-                out_dir=out, beta=cfg.realign.beta, lora=cfg.dpo.lora, train=settings, seed=cfg.seed,
-                device=ctx.device, dtype=cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                max_response_tokens=cfg.model.max_response_tokens, trust_remote_code=cfg.model.trust_remote_code,
-                allow_pickle=cfg.model.allow_pickle, init_adapter=str(init), nll_alpha=cfg.realign.alpha,
-                reference="init", eval_examples=eval_examples)
-
-        counts[f"metrics_{objective}"] = resumable_unit(ctx, objective, train, [out / "adapter_config.json"])
+        # DPO + alpha * NLL from, and referenced to, the previous round's adapter (plain DPO when alpha is 0).
+        loss = LossSpec("dpo_nll", nll_alpha=cfg.realign.alpha) if cfg.realign.alpha else LossSpec("dpo")
+        counts[f"metrics_{objective}"] = train_adapter(ctx, objective, tokenizer, train_examples, out,
+                                                       beta=cfg.realign.beta, train=settings, loss=loss,
+                                                       lora=cfg.dpo.lora, init_adapter=init, reference="init",
+                                                       eval_examples=eval_examples)
     finish_units(ctx)
     return counts
-
-
-def _with_max_steps(train, steps: int):
-    import dataclasses
-
-    if dataclasses.is_dataclass(train):
-        return dataclasses.replace(train, max_steps=steps)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.merge(train, {"max_steps": steps})
 
 
 def split_selected(ctx: StageContext, selected: list[Selection]) -> tuple[list[Selection], list[Selection]]:
@@ -104,7 +90,7 @@ def split_selected(ctx: StageContext, selected: list[Selection]) -> tuple[list[S
 
 def realign_selected(ctx: StageContext, selected: list[Selection], out_root: Path, what: str = "realign") -> dict:
     """Re-align every objective's adapter on ``selected`` (the SIPO re-alignment; the ablations reuse it)."""
-    tokenizer = load_tokenizer_only(ctx)
+    tokenizer = ctx.models.load_tokenizer(ctx)
     train_sel, eval_sel = split_selected(ctx, selected)
     train_examples = realign_pairs(format_prompts(tokenizer, [s.prompt for s in train_sel], ctx.cfg), train_sel)
     eval_examples = realign_pairs(format_prompts(tokenizer, [s.prompt for s in eval_sel], ctx.cfg), eval_sel)
@@ -115,5 +101,12 @@ def realign_selected(ctx: StageContext, selected: list[Selection], out_root: Pat
 
 
 def run(ctx: StageContext) -> dict:
-    selected = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/filter", "selected.jsonl"), Selection)
-    return realign_selected(ctx, selected, ctx.out_dir)
+    return realign_selected(ctx, read_selected(ctx.run_dir, ctx.round), ctx.out_dir)
+
+
+SPEC = StageDef(
+    name="realign", run=run,
+    help="DPO + alpha*NLL on (selected > chosen), (selected > rejected) from each round's adapters",
+    reads="selected", writes="`rK/realign/<o>/`", config_keys=("realign",), loads_model=True, distributed=True,
+    per_round=True, optional=True, makes_adapters=True
+)

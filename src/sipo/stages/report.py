@@ -12,7 +12,7 @@ from pathlib import Path
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig
 from sipo.errors import RunDirError
-from sipo.pipeline import StageContext
+from sipo.stage import StageContext, StageDef
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +101,9 @@ def report_run_dir(path: str) -> Path:
     cfg = load_config(saved, [f"run_dir={path}"])
     write_report(cfg, run_dir)
     return run_dir.path("report")
+
+
+SPEC = StageDef(
+    name="report", run=run, help="hypervolumes, Pareto fronts, report.json / summary.csv / pareto.png / report.md",
+    reads="scores", writes="`report/`", config_keys=("eval.reference_point", "eval.judge")
+)

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import logging
 
-from sipo.pipeline import StageContext
+from sipo.artifacts import RunDir
 from sipo.prompting import parse_review, review_prompt
-from sipo.records import Candidate, Review, read_jsonl
+from sipo.records import Review, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
     adapter_dir,
     adapter_name,
+    decode,
     finish_shards,
     format_prompts,
-    load_bank,
     run_sharded,
     write_output,
 )
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
+
+OUTPUT = "reviews.jsonl"
+
+
+def read_reviews(run_dir: RunDir, round_: int) -> dict[str, Review]:
+    """Round ``round_``'s reviews by candidate id (this stage's output, read by rewrite)."""
+    return {r.candidate_id: r for r in read_jsonl(run_dir.path(f"r{round_}/review", OUTPUT), Review)}
 
 
 def run(ctx: StageContext) -> dict:
@@ -31,26 +40,29 @@ def run(ctx: StageContext) -> dict:
     previous = ctx.round - 1
     reviewer = cfg.review.reviewer or cfg.objectives[0]
     name = adapter_name(reviewer, previous)
-    bank, tokenizer = load_bank(ctx, {name: adapter_dir(ctx.run_dir, reviewer, previous)})
-    candidates = read_jsonl(ctx.run_dir.path(f"r{ctx.round}/sample", "candidates.jsonl"), Candidate)
-    decode = cfg.review.decode
+    bank, tokenizer = ctx.models.load_bank(ctx, {name: adapter_dir(ctx.run_dir, reviewer, previous)})
+    candidates = read_candidates(ctx.run_dir, ctx.round)
 
     def work(shard) -> list[Review]:
-        from sipo.decoding.mod import mod_generate
-
         texts = [review_prompt(c.prompt, c.response, cfg.objectives, cfg.objective_descriptions,
                                cfg.review.template) for c in shard]
-        outputs = mod_generate(bank, tokenizer, format_prompts(tokenizer, texts, cfg), [{name: 1.0}] * len(shard),
-                               max_new_tokens=decode.max_new_tokens, temperature=decode.temperature,
-                               top_p=decode.top_p, batch_size=decode.batch_size, seed=cfg.seed,
-                               max_prompt_tokens=cfg.model.max_prompt_tokens + cfg.model.max_response_tokens)
+        outputs = decode(ctx, bank, tokenizer, format_prompts(tokenizer, texts, cfg), [{name: 1.0}] * len(shard),
+                         cfg.review.decode, cfg.model.max_prompt_tokens + cfg.model.max_response_tokens)
         return [Review(candidate_id=c.candidate_id, prompt_id=c.prompt_id, review=parse_review(raw), raw=raw)
                 for c, raw in zip(shard, outputs)]
 
-    rows = run_sharded(ctx.out_dir, candidates, work, key=lambda r: r["candidate_id"], shard_size=cfg.shard_size,
-                       desc="review")
-    count = write_output(ctx.out_dir / "reviews.jsonl", rows)
+    rows = run_sharded(ctx.out_dir, candidates, work, record=Review, key=lambda r: r.candidate_id,
+                       shard_size=cfg.shard_size, desc="review")
+    count = write_output(ctx.out_dir / OUTPUT, rows)
     finish_shards(ctx.out_dir)
-    unparsed = sum(1 for r in rows if not r["review"])
+    unparsed = sum(1 for r in rows if not r.review)
     logger.info("review: %d reviews by %s (%d empty after parsing)", count, reviewer, unparsed)
     return {"reviews": count, "empty_reviews": unparsed, "reviewer": reviewer}
+
+
+SPEC = StageDef(
+    name="review", run=run,
+    help="the reviewer adapter writes suggestions to improve each candidate on all objectives", reads="candidates",
+    writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"), loads_model=True,
+    distributed=True, per_round=True, optional=True, renders_templates=True
+)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 
+from sipo.artifacts import RunDir
 from sipo.config import weight_grid, weights_tag
-from sipo.pipeline import StageContext
-from sipo.records import Candidate
+from sipo.records import Candidate, read_jsonl
+from sipo.stage import StageContext, StageDef
 from sipo.stages.common import (
-    adapter_dir,
     adapter_name,
+    decode,
     finish_shards,
     format_prompts,
-    load_bank,
+    objective_adapters,
     prompts_that_fit,
     read_conflict_pairs,
     run_sharded,
@@ -28,38 +29,46 @@ from sipo.stages.common import (
 
 logger = logging.getLogger(__name__)
 
+OUTPUT = "candidates.jsonl"
+
+
+def read_candidates(run_dir: RunDir, round_: int) -> list[Candidate]:
+    """Round ``round_``'s MOD candidates (this stage's output, read by review, rewrite and combine)."""
+    return read_jsonl(run_dir.path(f"r{round_}/sample", OUTPUT), Candidate)
+
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     previous = ctx.round - 1
-    adapters = {adapter_name(o, previous): adapter_dir(ctx.run_dir, o, previous) for o in cfg.objectives}
-    bank, tokenizer = load_bank(ctx, adapters)
+    adapters = objective_adapters(ctx, previous)
+    bank, tokenizer = ctx.models.load_bank(ctx, adapters)
     pairs, dropped = prompts_that_fit(tokenizer, read_conflict_pairs(ctx), lambda p: p.prompt, cfg, "sample")
     grid = weight_grid(cfg.objectives, cfg.sample.grid)
-    decode = cfg.sample.decode
 
     def work(shard_pairs) -> list[Candidate]:
-        from sipo.decoding.mod import mod_generate
-
         jobs = [(pair, w) for pair in shard_pairs for w in grid]
         prompts = format_prompts(tokenizer, [pair.prompt for pair, _ in jobs], cfg)
         mixes = [{adapter_name(o, previous): w[o] for o in cfg.objectives} for _, w in jobs]
-        responses = mod_generate(bank, tokenizer, prompts, mixes, max_new_tokens=decode.max_new_tokens,
-                                 temperature=decode.temperature, top_p=decode.top_p,
-                                 batch_size=decode.batch_size, seed=cfg.seed,
-                                 max_prompt_tokens=cfg.model.max_prompt_tokens)
+        responses = decode(ctx, bank, tokenizer, prompts, mixes, cfg.sample.decode, cfg.model.max_prompt_tokens)
         return [
             Candidate(candidate_id=f"{pair.prompt_id}:{weights_tag(w)}", prompt_id=pair.prompt_id,
                       prompt=pair.prompt, response=response, weights=w, source="mod")
             for (pair, w), response in zip(jobs, responses)
         ]
 
-    rows = run_sharded(ctx.out_dir, pairs, work, key=lambda r: r["candidate_id"], shard_size=cfg.shard_size,
-                       desc="sample")
-    count = write_output(ctx.out_dir / "candidates.jsonl", rows)
+    rows = run_sharded(ctx.out_dir, pairs, work, record=Candidate, key=lambda c: c.candidate_id,
+                       shard_size=cfg.shard_size, desc="sample")
+    count = write_output(ctx.out_dir / OUTPUT, rows)
     finish_shards(ctx.out_dir)
-    empty = sum(1 for r in rows if not r["response"].strip())
+    empty = sum(1 for r in rows if not r.response.strip())
     logger.info("sample: %d candidates for %d prompts x %d weight vectors (%d empty)",
                 count, len(pairs), len(grid), empty)
     return {"prompts": len(pairs), "weight_vectors": len(grid), "candidates": count, "empty_responses": empty,
             "dropped_long_prompts": dropped}
+
+
+SPEC = StageDef(
+    name="sample", run=run, help="MOD-decode every conflicting training prompt at every sampling weight vector",
+    reads="`prepare/train_conflict.jsonl`", writes="`rK/sample/candidates.jsonl`",
+    config_keys=("sample", "model", "seed"), loads_model=True, distributed=True, per_round=True, optional=True
+)

@@ -14,10 +14,11 @@ import logging
 import shutil
 
 from sipo.artifacts import atomic_path
+from sipo.distributed import barrier
 from sipo.errors import ConfigError
 from sipo.logging_utils import is_main_process
-from sipo.pipeline import StageContext, barrier
 from sipo.prompting import render
+from sipo.stage import StageContext, StageDef, needs_sft_stage
 from sipo.stages.common import prompts_that_fit
 
 logger = logging.getLogger(__name__)
@@ -88,3 +89,13 @@ def run(ctx: StageContext) -> dict:
     if cfg.model.name_or_path == "random" and is_main_process():
         shutil.rmtree(ctx.out_dir / "init", ignore_errors=True)
     return counts
+
+
+SPEC = StageDef(
+    name="sft", run=run,
+    help="build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
+    reads="`prepare/sft.jsonl`", writes="`sft/model/`",
+    config_keys=("sft", "objective_descriptions", "review.template", "rewrite.template", "model", "seed"),
+    loads_model=True, distributed=True, renders_templates=True, when=needs_sft_stage,
+    note="random model or sft.enabled"
+)

@@ -18,7 +18,10 @@ from typing import Any
 
 from sipo.artifacts import RunDir
 from sipo.config import load_config, weights_tag
-from sipo.records import Candidate, CombinedCandidate, Review, Selection, read_jsonl
+from sipo.stages.combine import read_combined
+from sipo.stages.filter import read_selected
+from sipo.stages.rewrite import read_rewrites
+from sipo.stages.sample import read_candidates
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -95,7 +98,7 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
         out["conflict_share"] = round(counts["conflicting_pairs"] / counts["pairs"], 4)
 
     prefix = f"r{round_}"
-    candidates = read_jsonl(rd.path(f"{prefix}/sample", "candidates.jsonl"), Candidate)
+    candidates = read_candidates(rd, round_)
     cand_scores = oracle([c.prompt for c in candidates], [c.response for c in candidates])
     by_weight: dict[str, list[dict[str, float]]] = {}
     for c, s in zip(candidates, cand_scores):
@@ -104,6 +107,7 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
 
     reviews_path = rd.path(f"{prefix}/review", "reviews.jsonl")
     if reviews_path.is_file():
+        from sipo.records import Review, read_jsonl
         from sipo.synthetic.world import build_world
 
         by_id = {c.candidate_id: c for c in candidates}
@@ -111,8 +115,8 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
                  for r in read_jsonl(reviews_path, Review) if r.candidate_id in by_id]
         out["review_skill"] = review_skill(build_world(cfg), items, objectives)
 
-    combined = read_jsonl(rd.path(f"{prefix}/combine", "combined.jsonl"), CombinedCandidate)
-    rewrites = {c.candidate_id: c for c in read_jsonl(rd.path(f"{prefix}/rewrite", "rewrites.jsonl"), Candidate)}
+    combined = read_combined(rd, round_)
+    rewrites = read_rewrites(rd, round_)
     original = {c.candidate_id: c for c in candidates}
     paired = [(original[cid], rw) for cid, rw in rewrites.items() if cid in original]
     rw_scores = oracle([r.prompt for _, r in paired], [r.response for _, r in paired])
@@ -133,7 +137,7 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
     }
 
     filter_manifest = rd.read_manifest(f"{prefix}/filter") or {}
-    selected = read_jsonl(rd.path(f"{prefix}/filter", "selected.jsonl"), Selection)
+    selected = read_selected(rd, round_)
     out["filter"] = {k: filter_manifest.get("counts", {}).get(k)
                      for k in ("prompts", "selected", "survival_rate", "surviving_candidates", "candidates")}
     if selected:

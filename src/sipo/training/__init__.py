@@ -188,3 +188,14 @@ def quiet_trainer(trainer: Any) -> None:
     from sipo.tracking import attach
 
     attach(trainer)
+
+
+def training_tokenizer(tokenizer: Any, trust_remote_code: bool) -> Any:
+    """A tokenizer (or its folder, loaded) with a pad token: EOS when it has none (both trainers pad batches)."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

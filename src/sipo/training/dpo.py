@@ -2,7 +2,8 @@
 
 One entry point, :func:`train_dpo_adapter`, trains one LoRA adapter on the base model and writes it (and only it)
 to ``out_dir`` as ``adapter_config.json`` + ``adapter_model.safetensors``, loadable with
-``PeftModel.from_pretrained(base, out_dir)``. It serves four stages and baselines through ``loss``:
+``PeftModel.from_pretrained(base, out_dir)``. Its settings are one :class:`~sipo.training.settings.AdapterTraining`;
+it serves four stages and baselines through ``settings.loss`` (a :class:`~sipo.training.settings.LossSpec`):
 
 - ``dpo``: round-1 DPO per objective (reference = the base model);
 - ``dpo_nll``: SIPO re-alignment, DPO + alpha * NLL(chosen), started from a round-1 adapter (``init_adapter``)
@@ -21,9 +22,9 @@ collation, PEFT wrapping, reference-adapter copy, distributed training) is trl's
 
 Example::
 
-    metrics = train_dpo_adapter(base_model_path="runs/demo/sft/model", tokenizer=tok, examples=rows,
-                                out_dir="runs/demo/dpo/correctness", beta=0.1, lora=LoraSettings(),
-                                train=TrainSettings(), seed=0, device="cpu", dtype="float32")
+    settings = AdapterTraining(model=ModelSettings("runs/demo/sft/model"), train=TrainSettings(), beta=0.1,
+                               lora=LoraSettings())
+    metrics = train_dpo_adapter(settings, tokenizer=tok, examples=rows, out_dir="runs/demo/dpo/correctness")
 """
 
 from __future__ import annotations
@@ -36,17 +37,17 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TrainerCallback
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from sipo import losses as sipo_losses
-from sipo.config import LoraSettings, TrainSettings
+from sipo.config import TrainSettings
 from sipo.errors import DataError
 from sipo.training import (
     atomic_output_dir,
@@ -54,52 +55,21 @@ from sipo.training import (
     quiet_trainer,
     resolve_dtype,
     training_arguments_kwargs,
+    training_tokenizer,
+)
+from sipo.training.settings import (  # noqa: F401 (re-exported: the example columns and loss names)
+    LOSSES,
+    MARGIN,
+    PREFERENCE_SIGNS,
+    AdapterTraining,
+    LossName,
+    LossSpec,
 )
 
 logger = logging.getLogger(__name__)
 
-LossName = Literal["dpo", "dpo_nll", "dpo_lw", "modpo"]
-LOSSES: tuple[str, ...] = ("dpo", "dpo_nll", "dpo_lw", "modpo")
-PREFERENCE_SIGNS = "preference_signs"
-"""Example column for ``dpo_lw``: N values in {+1, 0, -1}, +1 if objective o prefers ``chosen``."""
-MARGIN = "margin"
-"""Example column for ``modpo``: N - 1 values ``r_o(x, chosen) - r_o(x, rejected)`` for objectives 2..N."""
 ADAPTER = "default"
 """Name of the trained adapter inside the PeftModel (trl's ``ref`` adapter, if any, is never saved)."""
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """Which pure loss of :mod:`sipo.losses` the trainer calls, with its parameters."""
-
-    name: LossName = "dpo"
-    nll_alpha: float = 0.0
-    """Weight of NLL(chosen) for ``dpo_nll``."""
-    objective_weights: tuple[float, ...] | None = None
-    """``w`` for ``dpo_lw`` and ``modpo`` (``w[0]`` is MODPO's target objective)."""
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSSES:
-            raise ValueError(f"unknown loss '{self.name}' (choose from {', '.join(LOSSES)})")
-        if self.name != "dpo_nll" and self.nll_alpha != 0.0:
-            raise ValueError(f"nll_alpha is only used by loss='dpo_nll' (got loss='{self.name}')")
-        needs_weights = self.name in ("dpo_lw", "modpo")
-        if needs_weights and not self.objective_weights:
-            raise ValueError(f"loss='{self.name}' needs objective_weights")
-        if not needs_weights and self.objective_weights is not None:
-            raise ValueError(f"objective_weights is only used by dpo_lw and modpo (got loss='{self.name}')")
-        if self.name == "modpo" and len(self.objective_weights or ()) < 2:
-            raise ValueError("loss='modpo' needs at least two objective weights")
-
-    @property
-    def extra_columns(self) -> tuple[str, ...]:
-        """Per-example columns, beyond prompt/chosen/rejected, that this loss reads from the batch."""
-        return {"dpo_lw": (PREFERENCE_SIGNS,), "modpo": (MARGIN,)}.get(self.name, ())
-
-    @property
-    def extra_widths(self) -> dict[str, int]:
-        n = len(self.objective_weights or ())
-        return {"dpo_lw": {PREFERENCE_SIGNS: n}, "modpo": {MARGIN: n - 1}}.get(self.name, {})
 
 
 @dataclass
@@ -259,14 +229,6 @@ def to_trl_dpo_config(
     )
 
 
-def _load_tokenizer(tokenizer: PreTrainedTokenizerBase | str | Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def _preference_dataset(
     examples: Sequence[Mapping[str, Any]],
     spec: LossSpec,
@@ -317,55 +279,31 @@ def _preference_dataset(
 
 
 def build_dpo_trainer(
+    settings: AdapterTraining,
     *,
-    base_model_path: str | Path,
     tokenizer: PreTrainedTokenizerBase | str | Path,
     examples: Sequence[Mapping[str, Any]],
     output_dir: str | Path,
-    beta: float,
-    lora: LoraSettings | None,
-    train: TrainSettings,
-    seed: int,
-    device: str,
-    dtype: str | torch.dtype,
-    init_adapter: str | Path | None = None,
-    nll_alpha: float = 0.0,
-    loss: LossName | None = None,
-    objective_weights: Sequence[float] | None = None,
-    reference: Literal["base", "init"] = "base",
-    max_prompt_tokens: int | None = None,
-    max_response_tokens: int | None = None,
-    logging_steps: int = 10,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
     eval_examples: Sequence[Mapping[str, Any]] | None = None,
 ) -> SipoDPOTrainer:
     """Build (but do not run) the trainer of :func:`train_dpo_adapter`; ``output_dir`` is scratch space.
 
-    The policy is ``base + adapter ADAPTER``: a fresh LoRA adapter with the shape of ``lora``, or, with
-    ``init_adapter``, that saved adapter made trainable (its LoRA shape is read from the adapter; ``lora`` is
-    ignored). The reference is the base model (``reference="base"``) or the initial policy
-    (``reference="init"``: base + a frozen copy of ``init_adapter``, the re-alignment setting).
+    The trained adapter is named ``ADAPTER``; the policy and the reference are as :class:`AdapterTraining` says.
     """
-    if reference not in ("base", "init"):
-        raise ValueError(f"reference must be 'base' or 'init', got '{reference}'")
-    if loss is None:
-        loss = "dpo_nll" if nll_alpha else "dpo"
-    spec = LossSpec(
-        name=loss,
-        nll_alpha=nll_alpha,
-        objective_weights=tuple(float(w) for w in objective_weights) if objective_weights is not None else None,
-    )
-    tokenizer = _load_tokenizer(tokenizer, trust_remote_code)
-    dataset = _preference_dataset(examples, spec, tokenizer, max_prompt_tokens, max_response_tokens)
+    model_settings, spec, lora, init_adapter = settings.model, settings.loss, settings.lora, settings.init_adapter
+    tokenizer = training_tokenizer(tokenizer, model_settings.trust_remote_code)
+    dataset = _preference_dataset(examples, spec, tokenizer, model_settings.max_prompt_tokens,
+                                  model_settings.max_response_tokens)
     # Truncation already happened per part (prompt from the left, response from the right) when tokenizing.
     args = to_trl_dpo_config(
-        train, output_dir=output_dir, beta=beta, seed=seed, device=device, dtype=dtype, max_length=None,
-        logging_steps=logging_steps,
+        settings.train, output_dir=output_dir, beta=settings.beta, seed=settings.seed, device=model_settings.device,
+        dtype=model_settings.dtype, max_length=None, logging_steps=settings.logging_steps,
     )
     eval_dataset = None
     if eval_examples:
-        eval_dataset = _preference_dataset(eval_examples, spec, tokenizer, max_prompt_tokens, max_response_tokens)
+        eval_dataset = _preference_dataset(eval_examples, spec, tokenizer, model_settings.max_prompt_tokens,
+                                           model_settings.max_response_tokens)
+        train = settings.train
         per_epoch = max(1, math.ceil(len(dataset) / (train.batch_size * train.gradient_accumulation_steps)))
         args.eval_strategy = "steps"
         args.eval_steps = train.eval_every or per_epoch
@@ -373,16 +311,16 @@ def build_dpo_trainer(
         args.per_device_eval_batch_size = args.per_device_train_batch_size
     from sipo.models.loading import model_load_errors
 
-    with model_load_errors(base_model_path):
+    with model_load_errors(model_settings.path):
         model = AutoModelForCausalLM.from_pretrained(
-            str(base_model_path), dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
+            str(model_settings.path), dtype=resolve_dtype(model_settings.dtype),
+            trust_remote_code=model_settings.trust_remote_code,
+            use_safetensors=None if model_settings.allow_pickle else True,
         )
     disable_dropout(model)
     peft_config = None
     if init_adapter is None:
-        if lora is None:
-            raise ValueError("lora settings are required when training a new adapter (init_adapter is None)")
+        assert lora is not None  # AdapterTraining checks it
         peft_config = LoraConfig(
             r=lora.r,
             lora_alpha=lora.alpha,
@@ -417,7 +355,7 @@ def build_dpo_trainer(
     )
     quiet_trainer(trainer)
     peft_model = trainer.model
-    if init_adapter is not None and reference == "base" and "ref" in peft_model.peft_config:
+    if init_adapter is not None and settings.reference == "base" and "ref" in peft_model.peft_config:
         # Reference = the base model: without a "ref" adapter trl disables all adapters for the reference pass.
         peft_model.delete_adapter("ref")
         peft_model.set_adapter(ADAPTER)
@@ -469,58 +407,27 @@ def save_adapter(trainer: SipoDPOTrainer, out_dir: str | Path) -> None:
 
 
 def train_dpo_adapter(
+    settings: AdapterTraining,
     *,
-    base_model_path: str | Path,
     tokenizer: PreTrainedTokenizerBase | str | Path,
     examples: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
-    beta: float,
-    lora: LoraSettings | None,
-    train: TrainSettings,
-    seed: int,
-    device: str,
-    dtype: str | torch.dtype,
-    init_adapter: str | Path | None = None,
-    nll_alpha: float = 0.0,
-    loss: LossName | None = None,
-    objective_weights: Sequence[float] | None = None,
-    reference: Literal["base", "init"] = "base",
-    max_prompt_tokens: int | None = None,
-    max_response_tokens: int | None = None,
-    logging_steps: int = 10,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
     eval_examples: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train one LoRA adapter on ``base_model_path`` with a preference loss and save it to ``out_dir``.
+    """Train one LoRA adapter with a preference loss and save it to ``out_dir``.
 
     Args:
-        base_model_path: the base model folder (e.g. the SFT model); the adapter is always relative to it.
+        settings: the base model, the LoRA shape or starting adapter, the loss and the optimisation (see
+            :class:`~sipo.training.settings.AdapterTraining`); the adapter is always relative to the base model.
         tokenizer: a tokenizer or its folder. Its pad token is set to EOS if it has none.
         examples: rows with ``prompt`` (the formatted prompt text, template applied), ``chosen`` and ``rejected``
             (response texts; EOS is appended), plus ``preference_signs`` for ``dpo_lw`` or ``margin`` for
             ``modpo`` (see the module docstring). Other keys are ignored.
         out_dir: the adapter folder to write (replaced atomically).
-        beta: DPO's KL strength.
-        lora: LoRA shape of a new adapter (ignored with ``init_adapter``).
-        train: optimisation settings.
-        seed: seeds the LoRA initialisation and the data order.
-        device: ``cpu`` or a CUDA device string; under ``accelerate launch`` the Trainer places each process.
-        dtype: ``float32``, ``bfloat16`` or ``float16`` (see :func:`sipo.training.training_arguments_kwargs`).
-        init_adapter: start from this saved adapter (re-alignment) instead of a fresh one.
-        nll_alpha: NLL weight for ``loss="dpo_nll"``.
-        loss: ``dpo``, ``dpo_nll``, ``dpo_lw`` or ``modpo``; None picks ``dpo_nll`` when ``nll_alpha`` is
-            non-zero, else ``dpo``.
-        objective_weights: ``w`` for ``dpo_lw`` / ``modpo``, one per objective in the order of the example columns.
-        reference: ``base`` or ``init`` (the initial policy, base + ``init_adapter``).
-        max_prompt_tokens: keep this many prompt tokens (the end of the prompt); None keeps all.
-        max_response_tokens: keep this many response tokens, EOS included (the start); None keeps all.
-        logging_steps: optimizer steps between trainer log lines.
-        trust_remote_code: run code shipped with the base model (``model.trust_remote_code``; off by default).
-        allow_pickle: load pickle (``.bin``) base weights when there are no safetensors (``model.allow_pickle``).
-        eval_examples: validation pairs (same form as ``examples``). With ``train.select_best`` the validation loss
-            is computed before training, every ``train.eval_every`` optimizer steps (default: every epoch) and at
-            the end, and the saved adapter is the one with the lowest validation loss (``selected_step``).
+        eval_examples: validation pairs (same form as ``examples``). With ``settings.train.select_best`` the
+            validation loss is computed before training, every ``train.eval_every`` optimizer steps (default: every
+            epoch) and at the end, and the saved adapter is the one with the lowest validation loss
+            (``selected_step``, ``validation_curve`` in the metrics).
 
     Returns:
         ``{"steps", "examples", "train_loss", "first_loss", "final_loss", "reward_accuracy", "reward_margin",
@@ -531,31 +438,11 @@ def train_dpo_adapter(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
-        trainer = build_dpo_trainer(
-            base_model_path=base_model_path,
-            tokenizer=tokenizer,
-            examples=examples,
-            output_dir=scratch,
-            beta=beta,
-            lora=lora,
-            train=train,
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            init_adapter=init_adapter,
-            nll_alpha=nll_alpha,
-            loss=loss,
-            objective_weights=objective_weights,
-            reference=reference,
-            max_prompt_tokens=max_prompt_tokens,
-            max_response_tokens=max_response_tokens,
-            logging_steps=logging_steps,
-            trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle,
-            eval_examples=eval_examples if train.select_best else None,
-        )
+        select = bool(settings.train.select_best and eval_examples)
+        trainer = build_dpo_trainer(settings, tokenizer=tokenizer, examples=examples, output_dir=scratch,
+                                    eval_examples=eval_examples if select else None)
         best = None
-        if train.select_best and eval_examples:
+        if select:
             best = BestValidationCallback(trainer.model)
             trainer.add_callback(best)
             best.record(0, float(trainer.evaluate()["eval_loss"]))
@@ -566,13 +453,14 @@ def train_dpo_adapter(
             best.restore()
         seconds = time.perf_counter() - start
         save_adapter(trainer, out_dir)
-    metrics = summarize_records(trainer.step_records, train.gradient_accumulation_steps)
+    metrics = summarize_records(trainer.step_records, settings.train.gradient_accumulation_steps)
     metrics.update(
         steps=int(trainer.state.global_step),
         examples=len(examples),
         train_loss=float(result.training_loss),
         seconds=round(seconds, 3),
-        pairs_seen=int(trainer.state.global_step) * train.batch_size * train.gradient_accumulation_steps,
+        pairs_seen=int(trainer.state.global_step) * settings.train.batch_size
+        * settings.train.gradient_accumulation_steps,
     )
     if best is not None:
         metrics.update(selected_step=best.best_step, best_validation_loss=round(best.best_loss, 6),

@@ -20,12 +20,18 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from sipo.config import TrainSettings
 from sipo.errors import DataError
-from sipo.training import atomic_output_dir, quiet_trainer, resolve_dtype, training_arguments_kwargs
+from sipo.training import (
+    atomic_output_dir,
+    quiet_trainer,
+    resolve_dtype,
+    training_arguments_kwargs,
+    training_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +154,7 @@ def train_sft(
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = training_tokenizer(tokenizer, trust_remote_code)
     dataset = _sft_dataset(examples, tokenizer, max_prompt_tokens, max_response_tokens)
     from sipo.models.loading import model_load_errors
 

@@ -1,0 +1,194 @@
+"""The methods a run evaluates (``methods: [...]``): how each one decodes, what trains it, how it is drawn.
+
+A method is a :class:`MethodDef` in :data:`METHODS`: its ``points`` function turns the evaluation grid into the
+(weights, adapter mix) points that ``evaluate`` decodes, loading or building the adapters it needs into the shared
+adapter bank; ``trains`` names the stages that must run for it (beyond ``prepare``, ``sft`` and ``dpo``); its colour
+and marker are the same in every figure. ``evaluate``, the report and the stage plan read this registry and never
+branch on a method's name, so a new method (an ablation, another baseline) is one :meth:`~sipo.registry.Registry.
+register` call.
+
+Example::
+
+    METHODS.register(MethodDef(name="mod_r0", help="MOD over the DPO adapters, again",
+                               points=lambda m: [Job("mod_r0", 1, w, m.objective_mix(w, 0)) for w in m.grid]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sipo.config import weights_tag
+from sipo.registry import Registry
+
+if TYPE_CHECKING:
+    from sipo.artifacts import RunDir
+    from sipo.config import PipelineConfig
+
+BASE = "__base__"
+"""The adapter-bank name of the base model (every adapter disabled)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point of one method: decode every test prompt with ``mix`` and report it at ``weights``."""
+
+    method: str
+    round: int
+    weights: dict
+    mix: dict
+    """peft adapter name -> decoding weight (one entry: that adapter alone; several: MOD over them)."""
+
+
+@dataclass
+class MethodContext:
+    """What a method's ``points`` function gets: the config, the run directory, the adapter bank (holding the
+    round-1 adapters ``r0_<objective>``) and the evaluation grid."""
+
+    cfg: PipelineConfig
+    run_dir: RunDir
+    bank: Any
+    grid: list[dict[str, float]]
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.cfg.objectives)
+
+    def load_round(self, round_: int) -> None:
+        """Load the objectives' adapters after ``round_`` realignments (round 0, the DPO adapters, is loaded)."""
+        from sipo.stages.common import adapter_dir, adapter_name
+
+        for o in self.objectives:
+            self.bank.load_adapter(adapter_name(o, round_), adapter_dir(self.run_dir, o, round_))
+
+    def objective_mix(self, weights: Mapping[str, float], round_: int) -> dict[str, float]:
+        """MOD at ``weights`` over the objectives' adapters after ``round_`` realignments (0: the DPO adapters)."""
+        from sipo.stages.common import adapter_name
+
+        return {adapter_name(o, round_): weights[o] for o in self.objectives}
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    name: str
+    help: str
+    points: Callable[[MethodContext], list[Job]]
+    trains: tuple[str, ...] = ()
+    """Stages that train this method's adapters, beyond prepare / sft / dpo (they run only when a method needs
+    them)."""
+    colour: str | None = None
+    """Matplotlib colour; None: one of the report's spare colours."""
+    marker: str | None = None
+    joined: bool = True
+    """Join the method's points in weight order in the figure (False for points that are not a path)."""
+
+
+METHODS: Registry[MethodDef] = Registry("method")
+
+
+def _sft(m: MethodContext) -> list[Job]:
+    return [Job("sft", 1, {}, {BASE: 1.0})]
+
+
+def _dpo(m: MethodContext) -> list[Job]:
+    from sipo.stages.common import adapter_name
+
+    return [Job("dpo", 1, {p: float(p == o) for p in m.objectives}, {adapter_name(o, 0): 1.0}) for o in m.objectives]
+
+
+def _dpo_soups(m: MethodContext) -> list[Job]:
+    from sipo.stages.common import adapter_name, soup_name
+
+    jobs = []
+    for w in m.grid:
+        active = [o for o in m.objectives if w[o] > 0]
+        if len(active) == 1:
+            mix = {adapter_name(active[0], 0): 1.0}
+        else:
+            name = soup_name(w, 0)
+            m.bank.add_soup(name, {adapter_name(o, 0): w[o] for o in m.objectives}, m.cfg.soup_mode)
+            mix = {name: 1.0}
+        jobs.append(Job("dpo_soups", 1, w, mix))
+    return jobs
+
+
+def _mod(m: MethodContext) -> list[Job]:
+    return [Job("mod", 1, w, m.objective_mix(w, 0)) for w in m.grid]
+
+
+def _sipo(m: MethodContext) -> list[Job]:
+    jobs = []
+    for r in range(1, m.cfg.rounds + 1):
+        m.load_round(r)
+        jobs += [Job("sipo", r, w, m.objective_mix(w, r)) for w in m.grid]
+    return jobs
+
+
+def baseline_adapter_name(method: str, weights: Mapping[str, float]) -> str:
+    """Adapter-bank name of a baseline's adapter trained for ``weights``."""
+    return f"{method}_" + weights_tag(weights).replace(".", "p")
+
+
+def adapter_per_weight(method: str) -> Callable[[MethodContext], list[Job]]:
+    """The points of a method that trains one adapter per evaluation weight vector, in ``<method>/<weights>/``."""
+
+    def points(m: MethodContext) -> list[Job]:
+        jobs = []
+        for w in m.grid:
+            name = baseline_adapter_name(method, w)
+            m.bank.load_adapter(name, m.run_dir.path(method, weights_tag(w)))
+            jobs.append(Job(method, 1, w, {name: 1.0}))
+        return jobs
+
+    return points
+
+
+for _method in (
+    MethodDef("sft", "the base model (one point)", _sft, colour="#000000", marker="*"),
+    MethodDef("dpo", "each objective's round-1 DPO adapter alone (the end points)", _dpo, colour="#7f7f7f",
+              marker="s", joined=False),
+    MethodDef("dpo_soups", "the LoRA soup of the round-1 adapters at each weight vector", _dpo_soups,
+              colour="#1f77b4", marker="o"),
+    MethodDef("mod", "multi-objective decoding over the round-1 adapters", _mod, colour="#ff7f0e", marker="^"),
+    MethodDef("dpo_lw", "one adapter per weight vector, weighted sum of DPO losses", adapter_per_weight("dpo_lw"),
+              trains=("dpo_lw",), colour="#2ca02c", marker="D"),
+    MethodDef("modpo", "one adapter per weight vector, MODPO margins", adapter_per_weight("modpo"),
+              trains=("modpo",), colour="#9467bd", marker="v"),
+    MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
+              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728", marker="P"),
+):
+    METHODS.register(_method)
+
+
+def _ablation(method: str) -> Callable[[MethodContext], list[Job]]:
+    """MOD over an ablation's re-aligned adapters, ``<method>/<objective>/`` (docs/benchmark.md)."""
+
+    def points(m: MethodContext) -> list[Job]:
+        names = {o: f"{method}_{o}" for o in m.objectives}
+        for o, name in names.items():
+            m.bank.load_adapter(name, m.run_dir.path(method, o))
+        return [Job(method, 1, w, {names[o]: w[o] for o in m.objectives}) for w in m.grid]
+
+    return points
+
+
+_ROUND_ONE = ("label", "sample", "review", "rewrite", "combine", "filter", "realign")
+for _method in (
+    MethodDef("sipo_no_rewrite", "ablation: SIPO without review and rewrite (MOD samples straight to the filter)",
+              _ablation("sipo_no_rewrite"), trains=(*_ROUND_ONE, "sipo_no_rewrite"), colour="#e377c2", marker="x"),
+    MethodDef("sipo_no_filter", "ablation: SIPO without the filter (best summed judge reward)",
+              _ablation("sipo_no_filter"), trains=(*_ROUND_ONE, "sipo_no_filter"), colour="#8c564b", marker="<"),
+    MethodDef("sipo_oracle_filter", "upper bound: the oracle filters SIPO's candidates (synthetic benchmark)",
+              _ablation("sipo_oracle_filter"), trains=(*_ROUND_ONE, "sipo_oracle_filter"), colour="#17becf",
+              marker=">"),
+    MethodDef("nll_control", "control: DPO + NLL on the original pairs, SIPO's re-alignment budget",
+              _ablation("nll_control"), trains=(*_ROUND_ONE, "nll_control"), colour="#bcbd22", marker="h"),
+):
+    METHODS.register(_method)
+
+
+def method_order(name: str) -> tuple[int, str]:
+    """Display order: registration order, unregistered names after, by name."""
+    names = METHODS.names()
+    return (names.index(name) if name in names else len(names), name)

@@ -1,0 +1,172 @@
+"""What a pipeline stage is: its declaration (:class:`StageDef`), its place in a run's plan (:class:`StageSpec`)
+and what its function receives (:class:`StageContext`).
+
+Every stage module (``sipo/stages/<name>.py``) ends with a ``SPEC = StageDef(...)`` next to its ``run`` function:
+its help text, what it reads and writes, whether it loads the base model or runs on every process, and the config
+keys that fingerprint it. :mod:`sipo.stages.registry` lists the modules in pipeline order; the orchestrator, the
+command-line help, the input checks and the README's stage table are all derived from those declarations, so a
+new stage is one module plus one line in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sipo.artifacts import RunDir
+    from sipo.config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """The declaration of one stage, written next to its code."""
+
+    name: str
+    run: Callable[[StageContext], dict[str, Any]]
+    """The stage function: does the work under ``ctx.out_dir`` and returns the counts for its manifest."""
+    help: str
+    """What it does, one line (logs, ``sipo --help``, the README's stage table)."""
+    reads: str
+    writes: str
+    config_keys: tuple[str, ...] = ()
+    """Dotted config keys (whole sections where possible) whose values fingerprint the stage."""
+    exclude: tuple[str, ...] = ()
+    """Keys inside ``config_keys`` sections that do not affect the stage (e.g. ``eval.reference_point``, which only
+    the report reads)."""
+    extra_keys: Callable[[PipelineConfig], tuple[str, ...]] | None = None
+    """More fingerprinting keys that depend on the config (e.g. the templates, when the synthetic data renders
+    them)."""
+    loads_model: bool = False
+    """Loads the base model (the input checks then look for it before the run starts)."""
+    distributed: bool = False
+    """Runs on every process of a multi-process job (training under DDP, sharded generation or scoring); the
+    other stages run on rank 0 while the other processes wait."""
+    per_round: bool = False
+    """Part of a self-improvement round (``r<k>/<name>``)."""
+    optional: bool = False
+    """Planned only when a configured method's ``trains`` names it (the rounds for ``sipo``, a baseline's stage)."""
+    when: Callable[[PipelineConfig], bool] | None = None
+    """A further condition on the config for the stage to be planned (e.g. ``sft``: the run builds its model)."""
+    makes_adapters: bool = False
+    """Writes adapters that ``evaluate`` decodes with (so evaluate runs after it)."""
+    renders_templates: bool = False
+    """Renders the review / rewrite templates (the input checks then load them before the run starts)."""
+    note: str = ""
+    """A short condition shown in ``sipo --help``, e.g. ``only if in methods``."""
+
+    def keys(self, cfg: PipelineConfig) -> tuple[str, ...]:
+        extra = self.extra_keys(cfg) if self.extra_keys is not None else ()
+        return (*self.config_keys, *extra)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a run's plan: a registered stage, in a round or not, with its upstream stage ids."""
+
+    name: str
+    round: int | None = None
+    config_keys: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def definition(self) -> StageDef:
+        from sipo.stages.registry import STAGES
+
+        return STAGES[self.name]
+
+    @property
+    def distributed(self) -> bool:
+        return self.definition.distributed
+
+    @property
+    def id(self) -> str:
+        return f"r{self.round}/{self.name}" if self.round is not None else self.name
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, its output folder, and paths of upstream outputs."""
+
+    cfg: PipelineConfig
+    run_dir: RunDir
+    stage: StageSpec
+    device: str
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Objects shared between stages of one ``sipo run`` (e.g. a loaded base model)."""
+    models: Models = field(default_factory=lambda: Models())
+    """The model calls the stage makes (loading, generation, implicit rewards, training)."""
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir.stage_dir(self.stage.id)
+
+    @property
+    def round(self) -> int:
+        return self.stage.round or 1
+
+
+def needs_sft_stage(cfg: PipelineConfig) -> bool:
+    """Whether the run builds its base model (a random model, or ``sft.enabled``)."""
+    return cfg.sft.enabled or cfg.model.name_or_path == "random"
+
+
+def needs_label_stage(cfg: PipelineConfig) -> bool:
+    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
+    from sipo.config import data_specs
+
+    return data_specs(cfg) is not None
+
+
+def _load_bank(ctx: StageContext, adapters: Any) -> tuple[Any, Any]:
+    from sipo.stages.common import load_bank
+
+    return load_bank(ctx, adapters)
+
+
+def _load_tokenizer(ctx: StageContext) -> Any:
+    from sipo.stages.common import load_tokenizer_only
+
+    return load_tokenizer_only(ctx)
+
+
+def _generate(*args: Any, **kwargs: Any) -> list[str]:
+    from sipo.decoding.mod import mod_generate
+
+    return mod_generate(*args, **kwargs)
+
+
+def _implicit_rewards(*args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
+    from sipo.stages.common import judge_rewards
+
+    return judge_rewards(*args, **kwargs)
+
+
+def _train_adapter(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from sipo.training.dpo import train_dpo_adapter
+
+    return train_dpo_adapter(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Models:
+    """Every call from a stage into a model, in one place: the stage context carries one, so component tests hand
+    a stage fakes (``dataclasses.replace(Models(), generate=fake)``) instead of patching module attributes.
+
+    The defaults load the real implementations lazily (torch, peft and trl are imported on first use).
+    """
+
+    load_bank: Callable[..., tuple[Any, Any]] = _load_bank
+    """``(ctx, {adapter name: folder}) -> (bank, tokenizer)``: the base model with those adapters loaded."""
+    load_tokenizer: Callable[..., Any] = _load_tokenizer
+    """``(ctx) -> tokenizer`` of the base model."""
+    generate: Callable[..., list[str]] = _generate
+    """:func:`sipo.decoding.mod.mod_generate`: ``(bank, tokenizer, prompts, mixes, **decode) -> responses``."""
+    implicit_rewards: Callable[..., dict[str, dict[str, float]]] = _implicit_rewards
+    """``(ctx, bank, tokenizer, items, judges) -> {item id: {judge: reward}}`` (see
+    :func:`sipo.stages.common.judge_rewards`)."""
+    train_adapter: Callable[..., dict[str, Any]] = _train_adapter
+    """:func:`sipo.training.dpo.train_dpo_adapter`: ``(settings, tokenizer=, examples=, out_dir=) -> metrics``."""
