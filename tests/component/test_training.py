@@ -295,8 +295,8 @@ def test_select_best_keeps_the_checkpoint_with_the_lowest_validation_loss(round1
     init, _ = round1_adapter
     flipped = [{**e, "chosen": e["rejected"], "rejected": e["chosen"]} for e in EXAMPLES]
     out = tmp_path / "selected"
-    metrics = train_dpo_adapter(out_dir=out, **_kwargs(
-        base_dir, tokenizer, init_adapter=init, reference="init", lora=None, eval_examples=flipped,
+    metrics = train_dpo_adapter(out_dir=out, eval_examples=flipped, **_kwargs(
+        base_dir, tokenizer, init_adapter=str(init), reference="init", lora=None,
         train=_train(max_steps=4, batch_size=4, learning_rate=1e-2, select_best=True, eval_every=1)))
     curve = metrics["validation_curve"]
     assert [step for step, _ in curve] == [0, 1, 2, 3, 4]
@@ -306,8 +306,8 @@ def test_select_best_keeps_the_checkpoint_with_the_lowest_validation_loss(round1
     new, old = load_file(out / "adapter_model.safetensors"), load_file(init / "adapter_model.safetensors")
     assert all(torch.equal(new[k], old[k]) for k in new)
     # The same validation pairs as training pairs: the loss falls and a later checkpoint is kept.
-    same = train_dpo_adapter(out_dir=tmp_path / "later", **_kwargs(
-        base_dir, tokenizer, init_adapter=init, nll_alpha=0.1, reference="init", lora=None, eval_examples=EXAMPLES,
+    same = train_dpo_adapter(out_dir=tmp_path / "later", eval_examples=EXAMPLES, **_kwargs(
+        base_dir, tokenizer, init_adapter=str(init), nll_alpha=0.1, reference="init", lora=None,
         train=_train(max_steps=4, select_best=True, eval_every=2)))
     assert [step for step, _ in same["validation_curve"]] == [0, 2, 4]
     assert same["selected_step"] > 0

@@ -25,7 +25,8 @@ def smoke(*overrides: str):
 
 def test_every_stage_module_declares_its_spec_and_the_registry_keeps_pipeline_order():
     assert STAGES.names() == ("prepare", "sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter",
-                              "realign", "dpo_lw", "modpo", "evaluate", "report")
+                              "realign", "sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control",
+                              "dpo_lw", "modpo", "evaluate", "report")
     assert ROUND_STAGES == ("sample", "review", "rewrite", "combine", "filter", "realign")
     for name in STAGES:
         module = __import__(f"sipo.stages.{name}", fromlist=["SPEC"])
@@ -33,7 +34,8 @@ def test_every_stage_module_declares_its_spec_and_the_registry_keeps_pipeline_or
 
 
 def test_every_declared_fingerprint_key_exists_in_the_config():
-    cfg = smoke("methods=[sft,dpo,dpo_soups,mod,dpo_lw,modpo,sipo]", "data.source=synthetic", "sft.enabled=true")
+    cfg = smoke("methods=[sft,dpo,dpo_soups,mod,dpo_lw,modpo,sipo,sipo_no_rewrite,sipo_no_filter,sipo_oracle_filter,"
+                "nll_control]", "data.source=synthetic", "sft.enabled=true")
     for stage in plan(cfg):
         fingerprint(cfg, stage, {})  # raises KeyError on a key that is not in the config
 
