@@ -114,7 +114,8 @@ def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Ma
         init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference)  # type: ignore[arg-type]
 
     def work() -> dict:
-        logger.info("%s: training %s on %d pairs (%s loss)", ctx.stage.id, unit, len(examples), settings.loss.name)
+        logger.info("%s: training the %s adapter on %d pairs (%s loss)", ctx.stage.id, unit, len(examples),
+                    settings.loss.name)
         return ctx.models.train_adapter(settings, tokenizer=tokenizer, examples=examples, out_dir=out)
 
     return resumable_unit(ctx, unit, work, [out / "adapter_config.json"])
