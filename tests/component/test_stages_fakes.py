@@ -437,7 +437,10 @@ def test_realign_with_nothing_selected_carries_the_adapters_over(tmp_path, fakes
         folder.mkdir(parents=True)
         (folder / "adapter_model.safetensors").write_text(objective)
     counts = realign.run(fakes.context(cfg, "realign", 1))
-    assert trainer == [] and counts == {"selected": 0, "pairs": 0}
+    assert trainer == []
+    assert counts == {"selected": 0, "pairs": 0, "validation_pairs": 0,
+                      **{f"metrics_{o}": {"steps": 0, "examples": 0, "pairs_seen": 0}
+                         for o in ("safer", "better")}}
     for objective in ("safer", "better"):
         assert (tmp_path / "r1" / "realign" / objective / "adapter_model.safetensors").read_text() == objective
 

@@ -115,7 +115,8 @@ def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Ma
         init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference)  # type: ignore[arg-type]
 
     def work() -> dict:
-        logger.info("%s: training %s on %d pairs (%s loss)", ctx.stage.id, unit, len(examples), settings.loss.name)
+        logger.info("%s: training the %s adapter on %d pairs (%s loss)", ctx.stage.id, unit, len(examples),
+                    settings.loss.name)
         extra = {"eval_examples": eval_examples} if eval_examples else {}  # validation pairs (train.select_best)
         return ctx.models.train_adapter(settings, tokenizer=tokenizer, examples=examples, out_dir=out, **extra)
 
