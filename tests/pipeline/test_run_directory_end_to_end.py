@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -136,9 +137,16 @@ def test_a_second_run_with_other_settings_is_refused_at_once(finished, copy):
             assert first.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        start = time.monotonic()
-        second = subprocess.run(command(run_dir, "dpo.beta=0.5"), cwd=copy, env=environment(), capture_output=True,
-                                text=True, timeout=300)
+        # The first run holds the lock from before its first stage; on an idle machine its three stages finish
+        # before the second process has imported torch, so it is paused (still holding the lock) while the
+        # second one tries.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            second = subprocess.run(command(run_dir, "dpo.beta=0.5"), cwd=copy, env=environment(),
+                                    capture_output=True, text=True, timeout=300)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         assert time.monotonic() - start < 60  # at once, not after the first run
         assert second.returncode == 2, second.stderr[-3000:]
         lines = second.stderr.strip().splitlines()
