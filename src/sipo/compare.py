@@ -21,7 +21,7 @@ from typing import Any
 
 from sipo.artifacts import atomic_write_json, atomic_write_text
 from sipo.errors import DataError
-from sipo.pareto import default_reference_point, hypervolume, pareto_front
+from sipo.pareto import score_methods
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +66,11 @@ def combine_reports(reports: Sequence[dict[str, Any]], labels: Sequence[str],
                 "run_index": index,
                 "points": entry["points"],
             }
-    vectors = {name: [[p["scores"][o] for o in objectives] for p in entry["points"]]
-               for name, entry in methods.items()}
-    if reference_point is None:
-        reference = default_reference_point([v for vs in vectors.values() for v in vs], margin=margin)
-        rule = f"worst mean score minus {margin:g} x range, over every run's methods"
-    else:
-        if len(reference_point) != len(objectives):
-            raise DataError(f"reference point {list(reference_point)} needs one value per objective "
-                            f"({len(objectives)})")
-        reference = [float(x) for x in reference_point]
-        rule = "given"
-    for name, entry in methods.items():
-        entry["hypervolume"] = hypervolume(vectors[name], reference)
-        entry["front"] = pareto_front(vectors[name])
-        entry["best"] = {o: max(p["scores"][o] for p in entry["points"]) for o in objectives}
+    if reference_point is not None and len(reference_point) != len(objectives):
+        raise DataError(f"reference point {list(reference_point)} needs one value per objective "
+                        f"({len(objectives)})")
+    _, reference, rule = score_methods(methods, objectives, reference_point, margin=margin,
+                                       scope="every run's methods")
     return {
         "schema_version": 1,
         "title": "Comparison of " + ", ".join(labels),

@@ -148,3 +148,23 @@ def default_reference_point(all_points: Sequence[Sequence[float]], margin: float
             spread = max(abs(low), 1.0)
         reference.append(low - margin * spread)
     return reference
+
+
+def score_methods(entries: dict, objectives: Sequence[str], reference_point: Sequence[float] | None, *,
+                  margin: float, scope: str) -> tuple[dict[str, list[list[float]]], list[float], str]:
+    """Give every entry (a method with ``points``, each holding ``scores``) its ``hypervolume``, ``front`` and
+    ``best`` score per objective, against ``reference_point`` or, when None, the worst mean score of all entries'
+    points minus ``margin`` x range. Returns each entry's score vectors, the reference point and the rule that chose
+    it (``scope`` says over what the default was taken). Shared by a run's report and ``sipo compare``."""
+    vectors = {name: [[p["scores"][o] for o in objectives] for p in e["points"]] for name, e in entries.items()}
+    if reference_point is None:
+        reference = default_reference_point([v for vs in vectors.values() for v in vs], margin=margin)
+        rule = f"worst mean score minus {margin:g} x range, over {scope}"
+    else:
+        reference = [float(x) for x in reference_point]
+        rule = "given"
+    for name, entry in entries.items():
+        entry["hypervolume"] = hypervolume(vectors[name], reference)
+        entry["front"] = pareto_front(vectors[name])
+        entry["best"] = {o: max(p["scores"][o] for p in entry["points"]) for o in objectives}
+    return vectors, reference, rule

@@ -54,7 +54,7 @@ from sipo.artifacts import atomic_write_json, atomic_write_text
 from sipo.config import weights_tag
 from sipo.errors import DataError
 from sipo.methods import method_order
-from sipo.pareto import default_reference_point, hypervolume, pareto_front
+from sipo.pareto import score_methods
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
 
@@ -174,17 +174,9 @@ def make_report(
         sizes = sorted({len(s) for s in prompt_sets.values()})
         logger.warning("report: the points were not all evaluated on the same prompts (sizes %s)", sizes)
 
-    vectors = {name: [[p["scores"][o] for o in objectives] for p in e["points"]] for name, e in entries.items()}
-    if reference_point is None:
-        reference = default_reference_point([v for vs in vectors.values() for v in vs], margin=margin)
-        rule = f"worst mean score minus {margin:g} x range, over all methods"
-    else:
-        reference = [float(x) for x in reference_point]
-        rule = "given"
-    for name, entry in entries.items():
-        entry["hypervolume"] = hypervolume(vectors[name], reference)
-        entry["front"] = pareto_front(vectors[name])
-        entry["best"] = {o: max(p["scores"][o] for p in entry["points"]) for o in objectives}
+    vectors, reference, rule = score_methods(entries, objectives, reference_point, margin=margin,
+                                             scope="all methods")
+    for name in entries:
         outside = sum(1 for v in vectors[name] if not all(x > r for x, r in zip(v, reference)))
         if outside:
             logger.warning(
