@@ -126,7 +126,7 @@ def _save_random_llama(out: Path, tokenizer: Any, seed: int, *, hidden: int, lay
 def _tiny_model_dir(root: Path, seed: int) -> Path:
     """The synthetic demo's model (``configs/demo.yaml``: Llama hidden 128, 4 layers, 4 heads, MLP 256, its
     word-level tokenizer built from every text of the synthetic benchmark, ~130 tokens), randomly initialised."""
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.models.loading import build_tokenizer
     from sipo.synthetic import all_texts
 

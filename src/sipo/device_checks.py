@@ -44,9 +44,10 @@ BETA = 0.1
 
 
 def dtype_of(name: str | torch.dtype) -> torch.dtype:
-    """``"float32" | "bfloat16" | "float16"`` (or a torch dtype) -> the torch dtype."""
-    return name if isinstance(name, torch.dtype) else {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                                                       "float16": torch.float16}[name]
+    """A :class:`~sipo.config.Dtype` name (or a torch dtype) -> the torch dtype."""
+    from sipo.training import resolve_dtype
+
+    return resolve_dtype(name)
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sipo.ablations import ABLATIONS
 from sipo.artifacts import RunDir, changed_files, content_hash, files_table, stable_hash
-from sipo.config import PipelineConfig
+from sipo.config import FillJudge, PipelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -
     if reads_model and name not in ("random", "smollm2") and Path(name).expanduser().is_dir():
         inputs["model.name_or_path"] = Path(name).expanduser()
     reward_models = (stage_name == "evaluate" and cfg.eval.judge == "reward_model") or (
-        stage_name == "label" and getattr(cfg.data, "fill_judge", None) == "reward_model")
+        stage_name == "label" and getattr(cfg.data, "fill_judge", None) == FillJudge.reward_model)
     if reward_models:
         for i, spec in enumerate(cfg.eval.reward_model.models):
             if Path(spec.name_or_path).expanduser().is_dir():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sipo.config import weights_tag
+from sipo.errors import ConfigError
 from sipo.registry import Registry
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ class MethodDef:
     marker: str | None = None
     joined: bool = True
     """Join the method's points in weight order in the figure (False for points that are not a path)."""
+    check: Callable[[PipelineConfig], None] | None = None
+    """Checks the config for this method at config load (``--dry-run`` included); raises ConfigError naming the
+    key."""
 
 
 METHODS: Registry[MethodDef] = Registry("method")
@@ -173,6 +177,11 @@ def _ablation(method: str) -> Callable[[MethodContext], list[Job]]:
     return points
 
 
+def _needs_synthetic(cfg: PipelineConfig) -> None:
+    if cfg.data.source != "synthetic":
+        raise ConfigError("config key 'methods': sipo_oracle_filter needs the exact oracle of data.source: synthetic")
+
+
 _ROUND_ONE = ("label", "sample", "review", "rewrite", "combine", "filter", "realign")
 for _method in (
     MethodDef("sipo_no_rewrite", "ablation: SIPO without review and rewrite (MOD samples straight to the filter)",
@@ -181,7 +190,7 @@ for _method in (
               _ablation("sipo_no_filter"), trains=(*_ROUND_ONE, "sipo_no_filter"), colour="#8c564b", marker="<"),
     MethodDef("sipo_oracle_filter", "upper bound: the oracle filters SIPO's candidates (synthetic benchmark)",
               _ablation("sipo_oracle_filter"), trains=(*_ROUND_ONE, "sipo_oracle_filter"), colour="#17becf",
-              marker=">"),
+              marker=">", check=_needs_synthetic),
     MethodDef("nll_control", "control: DPO + NLL on the original pairs, SIPO's re-alignment budget",
               _ablation("nll_control"), trains=(*_ROUND_ONE, "nll_control"), colour="#bcbd22", marker="h"),
 ):

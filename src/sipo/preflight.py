@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sipo.config import PipelineConfig
+from sipo.config import FillJudge, PipelineConfig
 from sipo.stages.registry import STAGES
 
 
@@ -60,7 +60,7 @@ def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
         _load_template(cfg.review.template)  # found, and valid jinja
         _load_template(cfg.rewrite.template)
     if ("evaluate" in stages and cfg.eval.judge == "reward_model") or \
-            ("label" in stages and cfg.data.fill_judge == "reward_model"):
+            ("label" in stages and cfg.data.fill_judge == FillJudge.reward_model):
         from sipo.scoring.reward_model import resolve_source
 
         for i, spec in enumerate(cfg.eval.reward_model.models):

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sipo.config import COMBINE_RULES  # noqa: F401 (re-exported)
+from sipo.config import CombineRule
 from sipo.pareto import better_on_any, no_worse_all, strictly_better_all
 
 
 def rewrite_replaces(original: Mapping[str, float], rewrite: Mapping[str, float], rule: str) -> bool:
     """Whether the rewrite replaces the original candidate under ``rule`` (keys: objectives)."""
     objectives = list(original)
-    if rule == "not_dominated":
+    if rule == CombineRule.not_dominated:
         return better_on_any(rewrite, original, objectives)
-    if rule == "no_worse":
+    if rule == CombineRule.no_worse:
         return no_worse_all(rewrite, original, objectives)
-    raise ValueError(f"unknown combine rule {rule!r}; choose from {COMBINE_RULES}")
+    raise ValueError(f"unknown combine rule {rule!r}; choose from {CombineRule.values()}")
 
 
 def beats_both(candidate: Mapping[str, float], chosen: Mapping[str, float], rejected: Mapping[str, float]) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sipo.artifacts import RunDir
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.errors import ConfigError
 from sipo.judges import JUDGES, JudgeDef
 from sipo.methods import METHODS, Job, MethodDef

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from sipo.artifacts import RunDir
-from sipo.config import PipelineConfig, load_config
+from sipo.config import PipelineConfig
+from sipo.configure import load_config
 from sipo.records import (
     Candidate,
     CombinedCandidate,

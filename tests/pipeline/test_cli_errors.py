@@ -131,7 +131,7 @@ def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path, sig, code, line
     assert (run_dir / "prepare" / "manifest.json").is_file()
     assert not (run_dir / "sft" / "manifest.json").exists()
     from sipo.artifacts import RunDir
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.pipeline import plan, stages_to_run
     from sipo.runlock import run_lock
 

@@ -90,7 +90,7 @@ def test_demo_v2_reports_both_test_sets_with_intervals_for_every_method_and_abla
 
 @pytest.mark.slow
 def test_demo_v2_keeps_the_loop_off_the_held_out_entities(demo_v2_run):
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.synthetic.world import build_world
 
     world = build_world(load_config(demo_v2_run / "config.yaml", [f"run_dir={demo_v2_run}"]))

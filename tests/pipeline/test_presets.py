@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from sipo.cli import main
-from sipo.config import load_config, weight_grid
+from sipo.config import weight_grid
+from sipo.configure import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))

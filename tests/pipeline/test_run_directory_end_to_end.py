@@ -72,7 +72,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
 def stale_stages(folder: Path, run_dir: Path, *args: str) -> list[str]:
     """The stages a run of this config would not skip (in process: nothing is written)."""
     from sipo.artifacts import RunDir
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.pipeline import plan, stages_to_run
 
     cwd = os.getcwd()

@@ -210,7 +210,7 @@ def test_prompts_that_fit_drops_and_counts():
     """Byte tokenizer, plain template: a prompt of n ASCII characters takes 1 (BOS) + 44 (``BEGINNING OF
     CONVERSATION: USER: `` is 33 characters, `` ASSISTANT:`` 11) + n tokens, so with a limit of 55 a 10-character
     prompt fits (55 tokens) and an 11-character one does not (56)."""
-    from sipo.config import load_config
+    from sipo.configure import load_config
     from sipo.models.loading import build_tokenizer
     from sipo.stages.common import prompts_that_fit
 
@@ -226,7 +226,7 @@ def test_prompts_that_fit_drops_and_counts():
 
 
 def test_remote_code_and_pickle_are_off_by_default():
-    from sipo.config import load_config
+    from sipo.configure import load_config
 
     cfg = load_config(SMOKE, ["run_dir=/unused"])
     assert cfg.model.trust_remote_code is False and cfg.model.allow_pickle is False

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sipo.ablations import ABLATIONS, ablation_source, select_by_sum, select_for
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.data.splits import make_splits
 from sipo.errors import ConfigError
 from sipo.pareto import hypervolume

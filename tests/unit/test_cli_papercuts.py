@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sipo.cli import build_parser, main, parse_args
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.errors import ConfigError
 from sipo.report.build import format_hypervolume, markdown_table
 

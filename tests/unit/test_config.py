@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sipo.config import (
+    CombineRule,
+    DecodeSettings,
+    Device,
+    Dtype,
+    FillJudge,
+    ModelConfig,
     PipelineConfig,
+    PromptTemplate,
+    RandomModelConfig,
+    RandomTokenizer,
+    RewardModelConfig,
+    RewardModelSpec,
+    SoupMode,
+    TrainSettings,
     WeightGrid,
-    load_config,
+    config_text,
+    field_choices,
     save_config,
     to_dict,
-    validate,
     weight_grid,
     weights_tag,
 )
+from sipo.configure import load_config, validate
 from sipo.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -221,6 +239,138 @@ def test_validate_catches_values_set_after_loading():
     cfg.combine.rule = "whatever"
     with pytest.raises(ConfigError, match=r"'combine\.rule'"):
         validate(cfg)
+
+
+# --- closed choices: one enum each ---------------------------------------------------------------------------
+
+
+def choice_keys() -> list[tuple[str, type, str]]:
+    """(dotted key, section, field) of every config key with a closed set of values, found in the tree itself."""
+    from sipo.config_help import iter_keys
+
+    return [(key, owner, name) for key, owner, name, _ in iter_keys() if field_choices(owner, name) is not None]
+
+
+def test_the_closed_choices_are_the_enums():
+    assert {key: field_choices(owner, name) for key, owner, name in choice_keys()} == {
+        "soup_mode": SoupMode, "model.dtype": Dtype, "model.device": Device,
+        "model.prompt_template": PromptTemplate, "model.random.tokenizer": RandomTokenizer,
+        "data.fill_judge": FillJudge, "combine.rule": CombineRule}
+    assert Dtype.values() == ("float32", "bfloat16", "float16")
+    assert Device.values() == ("auto", "cpu", "cuda")
+    assert PromptTemplate.values() == ("chat", "plain", "raw")
+    assert RandomTokenizer.values() == ("byte", "word")
+    assert FillJudge.values() == ("implicit", "reward_model")
+    assert CombineRule.values() == ("not_dominated", "no_worse")
+    assert SoupMode.values() == ("delta", "factors")
+    # a member is the string users write, wherever it is compared, formatted or hashed
+    assert Dtype.bfloat16 == "bfloat16" and str(Dtype.bfloat16) == "bfloat16" and f"{SoupMode.delta}" == "delta"
+    assert hash(CombineRule.no_worse) == hash("no_worse")
+
+
+@pytest.mark.parametrize("key", [k for k, _, _ in choice_keys()])
+def test_a_bad_choice_is_one_line_naming_key_value_and_choices(key):
+    """Every enum-valued key: the error names the key, the bad value and every allowed value, on one line."""
+    owner, name = next((o, n) for k, o, n in choice_keys() if k == key)
+    allowed = field_choices(owner, name).values()
+    with pytest.raises(ConfigError) as info:
+        base(f"{key}=bogus")
+    message = str(info.value)
+    assert message == f"config key '{key}': must be {', '.join(allowed[:-1])} or {allowed[-1]}, got 'bogus'"
+    for value in allowed:  # and every allowed value passes the key's own check, as its member
+        assert field_choices(owner, name).check(key, value) == value
+
+
+@pytest.mark.parametrize("key, value", [("model.dtype", "bfloat16"), ("model.device", "cpu"),
+                                        ("model.prompt_template", "raw"), ("model.random.tokenizer", "word"),
+                                        ("combine.rule", "no_worse"), ("soup_mode", "factors")])
+def test_every_choice_value_loads_as_a_plain_string(key, value):
+    cfg = base(f"{key}={value}")
+    section, _, name = key.rpartition(".")
+    holder = cfg
+    for part in filter(None, section.split(".")):
+        holder = getattr(holder, part)
+    assert getattr(holder, name) == value and type(getattr(holder, name)) is str
+
+
+def test_an_enum_member_set_in_code_saves_and_hashes_as_its_string(tmp_path):
+    """Fields stay typed ``str``: a member assigned in code writes the same ``config.yaml`` and the same stage
+    fingerprints as the string loaded from YAML."""
+    from sipo.pipeline import fingerprint, plan
+
+    loaded = base("model.dtype=bfloat16", "soup_mode=factors", "combine.rule=no_worse")
+    typed = base()
+    typed.model.dtype, typed.soup_mode, typed.combine.rule = Dtype.bfloat16, SoupMode.factors, CombineRule.no_worse
+    validate(typed)
+    assert config_text(typed) == config_text(loaded)
+    assert "dtype: bfloat16\n" in config_text(typed) and "Dtype" not in config_text(typed)
+    assert all(type(v) is str for v in (to_dict(typed)["model"]["dtype"], to_dict(typed)["soup_mode"]))
+    for stage in plan(loaded):
+        upstream = {u: "x" for u in stage.upstream}
+        assert fingerprint(typed, stage, upstream) == fingerprint(loaded, stage, upstream), stage.id
+    save_config(typed, tmp_path / "config.yaml")
+    assert to_dict(load_config(tmp_path / "config.yaml")) == to_dict(loaded)
+
+
+# --- each section validates itself -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, message", [
+    (TrainSettings(learning_rate=0.0), "dpo.train", "'dpo.train.learning_rate': must be positive"),
+    (TrainSettings(warmup_ratio=float("nan")), "realign.train",
+     "'realign.train.warmup_ratio': must be a finite number"),
+    (DecodeSettings(top_p=1.5), "eval.decode", "'eval.decode.top_p': must be in (0, 1]"),
+    (ModelConfig(name_or_path="m", dtype="int8"), "model", "'model.dtype': must be float32, bfloat16 or float16"),
+    (ModelConfig(name_or_path="m", random=RandomModelConfig(num_key_value_heads=3)), "model",
+     "'model.random.num_key_value_heads': must divide num_attention_heads"),
+    (WeightGrid(explicit=[[0.5, 0.4]]), "sample.grid", "'sample.grid.explicit[0]': weights must sum to 1"),
+    (RewardModelConfig(models=[RewardModelSpec(name_or_path="rm", sign={"a": 0.0})]), "eval.reward_model",
+     "'eval.reward_model.models[0].sign.a': must not be 0"),
+])
+def test_a_section_validates_itself_naming_the_full_key(section, key, message):
+    """A section checks its own fields wherever it sits in the tree, without the rest of the config."""
+    with pytest.raises(ConfigError) as info:
+        section.validate(key)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_rules_between_sections_belong_to_the_whole_config():
+    """A grid alone cannot know the number of objectives: its vectors' length is checked by the whole config."""
+    WeightGrid(explicit=[[0.2, 0.3, 0.5]]).validate("sample.grid")
+    with pytest.raises(ConfigError, match=r"'sample\.grid\.explicit\[0\]': has 3 weights for 2 objectives"):
+        base("sample.grid.explicit=[[0.2,0.3,0.5]]")
+
+
+def test_sipo_oracle_filter_checks_its_data_source():
+    """A method checks the settings it needs (``MethodDef.check``), like a judge."""
+    with pytest.raises(ConfigError, match=r"'methods': sipo_oracle_filter needs the exact oracle"):
+        base("methods=[sft,sipo_oracle_filter]")
+
+
+# --- the import graph -------------------------------------------------------------------------------------------
+
+
+def test_importing_the_config_imports_no_registry():
+    """``sipo.config`` sits below every registry (methods, judges, data sources, stages): importing it in a fresh
+    interpreter loads no other sipo module than ``sipo.errors``, so no module that imports the config is imported
+    back by it (the cycle config -> judges -> ... -> config is gone)."""
+    code = "import sys, sipo.config; print(' '.join(sorted(m for m in sys.modules if m.startswith('sipo'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["sipo", "sipo.config", "sipo.errors"]
+
+
+def test_the_config_module_imports_no_module_that_imports_it():
+    """Also the imports inside its functions (read from the source): only modules that do not import the config."""
+    import sipo.config
+
+    tree = ast.parse(Path(sipo.config.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | \
+        {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    sipo_modules = {m for m in imported if m and m.split(".")[0] == "sipo"}
+    assert sipo_modules == {"sipo.errors", "sipo.artifacts"}
+    for name in sipo_modules:
+        source = Path(importlib.import_module(name).__file__).read_text()
+        assert "sipo.config" not in source and "from sipo import config" not in source, name
 
 
 # --- weight grids ---------------------------------------------------------------------------------------------

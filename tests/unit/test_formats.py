@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sipo import conversation
-from sipo.config import DataConfig, PipelineConfig, load_config
+from sipo.config import DataConfig, PipelineConfig
+from sipo.configure import load_config
 from sipo.data import load_pairs, make_pair, make_splits, pair_counts, prompt_id_for
 from sipo.data.formats import hh_messages, load_test_prompts
 from sipo.data.helpsteer import load_helpsteer

@@ -8,7 +8,8 @@ import pytest
 
 from sipo import pipeline
 from sipo.artifacts import RunDir
-from sipo.config import PipelineConfig, load_config, save_config
+from sipo.config import PipelineConfig, save_config
+from sipo.configure import load_config
 from sipo.errors import ConfigError, RunDirError
 from sipo.pipeline import check_run_dir, fingerprint, needs_sft_stage, plan, run_pipeline
 

@@ -26,7 +26,7 @@ import pytest
 
 from sipo import cli, pipeline
 from sipo.artifacts import RunDir
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.errors import ConfigError, DataError, RunDirError
 from sipo.pipeline import fingerprint, plan, run_pipeline, stages_to_run
 from sipo.runlock import LOCK_NAME, RunLocked, run_lock

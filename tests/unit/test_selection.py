@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipo.pareto import dominates
-from sipo.selection import COMBINE_RULES, beats_both, rewrite_replaces, select_candidate
+from sipo.selection import beats_both, rewrite_replaces, select_candidate
 
 # Six judges, as in the paper's setting: the two round-1 adapters and soups at 0.8/0.6/0.4/0.2.
 JUDGES = ("r0_correctness", "r0_verbosity", "soup0.8", "soup0.6", "soup0.4", "soup0.2")
@@ -114,10 +114,10 @@ def test_combine_rules_differ_exactly_where_documented(rewrite, not_dominated, n
 
 def test_the_rewrite_replaces_the_sample_iff_it_is_better_on_at_least_one_objective_by_default():
     """The reference code's ``not all(rewrite <= sample)`` is the config default."""
-    from sipo.config import CombineStageConfig
+    from sipo.config import CombineRule, CombineStageConfig
 
     assert CombineStageConfig().rule == "not_dominated"
-    assert COMBINE_RULES == ("not_dominated", "no_worse")
+    assert CombineRule.values() == ("not_dominated", "no_worse")
     assert rewrite_replaces(scores(0.0, 0.0), scores(-5.0, 0.001), CombineStageConfig().rule)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sipo.cli import build_parser
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.judges import JUDGES
 from sipo.methods import METHODS, MethodDef
 from sipo.pipeline import fingerprint, plan

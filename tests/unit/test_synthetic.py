@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipo import prompting
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.data.jsonl import prompt_id_for
 from sipo.errors import ConfigError
 from sipo.synthetic import (

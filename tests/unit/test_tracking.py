@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sipo.config import load_config
+from sipo.configure import load_config
 from sipo.errors import ConfigError
 from sipo.tracking import CURVE_POINTS, StageTracking, run_log, stage_tracking, summarize_steps
 

@@ -164,7 +164,7 @@ class AdapterBank:
             raise ValueError(f"adapter '{name}' has {len(values)} different scalings; soups need one per adapter")
         return values.pop()
 
-    def add_soup(self, name: str, weights: Mapping[str, float], mode: SoupMode = "delta") -> None:
+    def add_soup(self, name: str, weights: Mapping[str, float], mode: SoupMode | str = SoupMode.delta) -> None:
         """Materialise the soup ``sum_o w_o * dW_o`` of loaded adapters as a new adapter ``name`` (see
         :func:`interpolate_lora`). It is computed once and then used like any other adapter."""
         from peft import LoraConfig, set_peft_model_state_dict

@@ -20,9 +20,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from sipo.config import DTYPES
+from sipo.config import Dtype, PromptTemplate, RandomTokenizer
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _word_pre_tokenizer():
     )
 
 
-def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+def build_tokenizer(kind: RandomTokenizer | str, texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """A small tokenizer built with ``tokenizers``, wrapped as a Hugging Face fast tokenizer.
 
     Args:
@@ -90,7 +90,8 @@ def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None =
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    if kind == "byte":
+    kind = RandomTokenizer.check("model.random.tokenizer", kind)
+    if kind == RandomTokenizer.byte:
         specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
         vocab = {tok: i for i, tok in enumerate(specials)}
         table = _bytes_to_unicode()
@@ -99,7 +100,7 @@ def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None =
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         backend.decoder = decoders.ByteLevel()
-    elif kind == "word":
+    else:
         specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN]
         pre_tokenizer = _word_pre_tokenizer()
         counts: Counter[str] = Counter()
@@ -111,8 +112,6 @@ def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None =
         backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
         backend.pre_tokenizer = pre_tokenizer
         backend.decoder = decoders.Metaspace(prepend_scheme="first")
-    else:
-        raise ConfigError(f"config key 'model.random.tokenizer': must be byte or word, got '{kind}'")
     backend.add_special_tokens(specials)
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, vocab[BOS_TOKEN])]
@@ -122,7 +121,7 @@ def build_tokenizer(kind: Literal["byte", "word"], texts: Iterable[str] | None =
         pad_token=PAD_TOKEN,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
-        unk_token=UNK_TOKEN if kind == "word" else None,
+        unk_token=UNK_TOKEN if kind == RandomTokenizer.word else None,
         padding_side="left",
     )
 
@@ -342,8 +341,7 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
     import torch
     from transformers import AutoModelForCausalLM
 
-    if model_cfg.dtype not in DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
+    Dtype.check("model.dtype", model_cfg.dtype)
     source = _check_source(path, model_cfg)
     with model_load_errors(source):
         model = AutoModelForCausalLM.from_pretrained(
@@ -358,7 +356,7 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
 
 
 def format_prompt(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, template: Literal["chat", "plain", "raw"] = "chat"
+    tokenizer: PreTrainedTokenizerBase, prompt: str, template: PromptTemplate | str = PromptTemplate.chat
 ) -> str:
     """The text a model sees before its response.
 
@@ -369,19 +367,18 @@ def format_prompt(
     """
     from sipo import conversation
 
-    if template == "chat":
+    template = PromptTemplate.check("model.prompt_template", template)
+    if template == PromptTemplate.chat:
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(
                 conversation.to_messages(prompt), add_generation_prompt=True, tokenize=False
             )
-        template = "plain"
-    if template == "plain":
+        template = PromptTemplate.plain
+    if template == PromptTemplate.plain:
         if conversation.decode(prompt) is not None:
             return conversation.render_plain(prompt)
         return PLAIN_TEMPLATE.format(prompt=prompt)
-    if template == "raw":
-        return conversation.readable(prompt)
-    raise ConfigError(f"config key 'model.prompt_template': must be chat, plain or raw, got '{template}'")
+    return conversation.readable(prompt)  # raw
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt_text: str, max_prompt_tokens: int | None) -> list[int]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from sipo.config import SOUP_MODES
+from sipo.config import SoupMode
 
-SoupMode = Literal["delta", "factors"]
 StateDict = dict[str, Tensor]
 
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
@@ -71,7 +70,7 @@ def interpolate_lora(
     state_dicts: Mapping[str, Mapping[str, Tensor]],
     scalings: Mapping[str, float],
     weights: Mapping[str, float],
-    mode: SoupMode = "delta",
+    mode: SoupMode | str = SoupMode.delta,
 ) -> LoraSoup:
     """Interpolate LoRA adapters (a soup). Pure: the inputs are not modified.
 
@@ -101,12 +100,12 @@ def interpolate_lora(
     active = [(name, float(w)) for name, w in weights.items() if w != 0]
     if not active:
         raise ValueError("a soup needs at least one adapter with a non-zero weight")
-    if mode not in SOUP_MODES:
-        raise ValueError(f"soup mode must be 'delta' or 'factors', got '{mode}'")
+    if mode not in SoupMode.values():
+        raise ValueError(f"soup mode must be {' or '.join(map(repr, SoupMode.values()))}, got '{mode}'")
 
     modules = {name: split_lora_state_dict(state_dicts[name]) for name, _ in active}
     ranks = {name: _adapter_rank(name, modules[name]) for name, _ in active}
-    if mode == "factors" and len(set(ranks.values())) > 1:
+    if mode == SoupMode.factors and len(set(ranks.values())) > 1:
         raise ValueError(f"soup_mode 'factors' needs adapters of equal rank, got {ranks}")
     shared_scaling = {float(scalings[name]) for name, _ in active}
     if len(shared_scaling) == 1:
@@ -132,7 +131,7 @@ def interpolate_lora(
             else:
                 a_parts.append(torch.zeros(ranks[name], in_features, dtype=dtype, device=device))
                 b_parts.append(torch.zeros(out_features, ranks[name], dtype=dtype, device=device))
-        if mode == "delta":
+        if mode == SoupMode.delta:
             new_a, new_b = torch.cat(a_parts, dim=0), torch.cat(b_parts, dim=1)
         else:
             weight_of = dict(active)
@@ -140,5 +139,5 @@ def interpolate_lora(
             new_b = sum(b_parts)
         soup[f"{module}.lora_A.weight"] = new_a.contiguous()
         soup[f"{module}.lora_B.weight"] = new_b.contiguous()
-    rank = sum(ranks.values()) if mode == "delta" else next(iter(ranks.values()))
+    rank = sum(ranks.values()) if mode == SoupMode.delta else next(iter(ranks.values()))
     return LoraSoup(soup, rank, scaling)

@@ -100,7 +100,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from sipo.config import DTYPES
+from sipo.config import Dtype
 from sipo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -298,8 +298,7 @@ def load_reward_model(
         AutoTokenizer,
     )
 
-    if model_cfg.dtype not in DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
+    Dtype.check("model.dtype", model_cfg.dtype)
     source = resolve_source(name_or_path, model_cfg, key)
     trust = bool(model_cfg.trust_remote_code)
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from sipo.config import FillJudge
 from sipo.data.jsonl import is_conflict
 from sipo.data.splits import pair_counts, select_conflict_pairs
 from sipo.judges import ScoreItem, Scores, by_id
@@ -63,7 +64,7 @@ def run(ctx: StageContext) -> dict:
     dropped = 0
     if needed:
         todo = [p for p in pairs if p.unlabelled]
-        if cfg.data.fill_judge == "reward_model":
+        if cfg.data.fill_judge == FillJudge.reward_model:
             rewards = reward_model_rewards(ctx, todo, needed)
         else:
             todo, rewards, dropped = adapter_rewards(ctx, todo, needed)
@@ -117,7 +118,7 @@ def reward_model_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]
 
 def _judge_keys(cfg) -> tuple[str, ...]:
     # The reward models that fill the labels are part of the stage's settings only when they do.
-    return ("eval.reward_model",) if cfg.data.fill_judge == "reward_model" else ()
+    return ("eval.reward_model",) if cfg.data.fill_judge == FillJudge.reward_model else ()
 
 
 SPEC = StageDef(

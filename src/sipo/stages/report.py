@@ -92,7 +92,7 @@ def run(ctx: StageContext) -> dict:
 
 def report_run_dir(path: str) -> Path:
     """Rebuild the report of a finished run directory; returns the report folder."""
-    from sipo.config import load_config
+    from sipo.configure import load_config
 
     run_dir = RunDir(path)
     saved = run_dir.root / "config.yaml"

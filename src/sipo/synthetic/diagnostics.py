@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import RunDir
-from sipo.config import load_config, weights_tag
+from sipo.config import weights_tag
+from sipo.configure import load_config
 from sipo.stages.combine import read_combined
 from sipo.stages.filter import read_selected
 from sipo.stages.rewrite import read_rewrites

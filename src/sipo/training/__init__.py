@@ -17,24 +17,23 @@ from typing import Any
 import torch
 
 from sipo.artifacts import atomic_path
-from sipo.config import TrainSettings
+from sipo.config import Dtype, TrainSettings
 from sipo.errors import ConfigError
 from sipo.logging_utils import process_rank
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in Dtype.values()}
+"""``model.dtype`` -> the torch dtype of the same name."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32" | "bfloat16" | "float16"`` (or a torch dtype) -> the torch dtype."""
+    """A :class:`~sipo.config.Dtype` name (or a torch dtype) -> the torch dtype."""
     if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
+        if dtype not in TORCH_DTYPES.values():
             raise ConfigError(f"config key 'model.dtype': unsupported dtype {dtype}")
         return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"config key 'model.dtype': must be float32, bfloat16 or float16, got '{dtype}'")
-    return DTYPES[dtype]
+    return TORCH_DTYPES[Dtype.check("model.dtype", dtype).value]
 
 
 def is_cpu(device: str | torch.device) -> bool:
