@@ -263,7 +263,8 @@ class SyntheticConfig(Section):
 @dataclass
 class DataConfig(Section):
     source: str = "helpsteer"
-    """``helpsteer``, ``pku_saferlhf``, ``jsonl`` or ``synthetic``."""
+    """The source that builds the preference pairs, by its name in ``sipo.data.SOURCES`` (``synthetic``: the
+    synthetic benchmark)."""
     path: Any = None
     """Where the preference data is (``synthetic`` needs none): a JSONL, parquet or arrow file, a folder of them, a
     ``save_to_disk`` folder or a Hub dataset id; or one dataset per objective, a mapping objective -> one of those
@@ -637,7 +638,7 @@ class PipelineConfig(Section):
     objective_descriptions: dict[str, str] = field(default_factory=dict)
     """Plain-language description of each objective, used in the review/rewrite prompts."""
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "dpo_soups", "mod", "sipo"])
-    """Which of sft, dpo, dpo_soups, mod, dpo_lw, modpo, sipo to evaluate."""
+    """The methods to evaluate, by their names in ``sipo.methods.METHODS`` (baselines, SIPO, ablations)."""
     rounds: int = 1
     """Self-improvement rounds: round k samples with round-(k-1) adapters and realigns them."""
     soup_mode: str = choice_field(SoupMode.delta)
