@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module", params=[10, 11])
 def cfg(request):
-    return load_config(ROOT / "configs" / "demo-v2.yaml", ["run_dir=unused", f"seed={request.param}"])
+    return load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", f"seed={request.param}"])
 
 
 def _named_entities(world, text):
@@ -82,14 +82,14 @@ def test_test_sets_split_the_test_prompts_by_entity(cfg):
 
 
 def test_v1_has_no_held_out_entities_and_no_test_sets():
-    cfg = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused"])
+    cfg = load_config(ROOT / "configs" / "demo-v1.yaml", ["run_dir=unused"])
     assert build_world(cfg).heldout == frozenset()
     assert test_sets(cfg) == {}
 
 
 def test_holding_out_every_entity_is_a_config_error():
     with pytest.raises(ConfigError, match="heldout_entities"):
-        build_world(load_config(ROOT / "configs" / "demo-v2.yaml",
+        build_world(load_config(ROOT / "configs" / "demo.yaml",
                                 ["run_dir=unused", "data.synthetic.heldout_entities=12"]))
 
 

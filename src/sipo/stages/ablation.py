@@ -7,7 +7,7 @@ A selection ablation reads round 1's candidates, picks per conflicting prompt wi
 adapters with DPO + alpha * NLL on the original conflicting pairs, for as many optimizer steps as
 ``r1/realign`` took for that objective.
 
-    sipo stage sipo_no_rewrite configs/demo-v2.yaml run_dir=runs/demo-v2
+    sipo stage sipo_no_rewrite configs/demo.yaml run_dir=runs/demo
 """
 
 from __future__ import annotations
