@@ -7,9 +7,11 @@ Phases (``--phases`` picks some):
   setup    install what the machine lacks of trl, omegaconf, moocore and datasets from the wheels in ``--wheels``
            (``pip install --no-index``; scripts/fetch_gpu_wheels.sh downloads them where PyPI is reachable), and
            put this checkout's src/ on PYTHONPATH for every child process
-  checks   on the device, random models built from a config: batched MOD gives the naive per-adapter loop's
-           tokens and batched implicit rewards match one-at-a-time scoring (float32: required; bfloat16:
-           agreement reported), and the soup maths (sipo.device_checks)
+  checks   on the device, random models built from a config (sipo.device_checks; ``--checks`` picks some): batched
+           MOD gives the naive per-adapter loop's tokens (float32: required; bfloat16: agreement reported);
+           batched implicit rewards and one-at-a-time scoring, each against a float64 truth (float32: the
+           batched path about as accurate as the one-at-a-time one; bfloat16: both errors reported); the soup
+           maths
   timings  on a random Llama (``--size 1b``: ~1.1B parameters), in bfloat16 on CUDA (float32 on a CPU): MOD with 2
            and 3 adapters, one-adapter decoding (sipo's decoder and transformers' generate) and batched scoring at
            batch 1, 16 and 64, with the naive reference loop's ratio beside them; peak device memory
@@ -63,6 +65,8 @@ REQUIREMENTS = ("trl>=1.0,<2", "omegaconf>=2.3,<3", "moocore>=0.1.5", "datasets>
 PHASES = ("setup", "checks", "timings", "tests", "presets")
 BATCHES = (1, 16, 64)
 PRESETS = ("smoke", "demo")
+CHECKS = ("mod", "scoring", "soup")
+"""The checks phase's checks (``--checks``): MOD's tokens, scoring against the float64 truth, the soup maths."""
 DTYPES = ("bfloat16", "float32")
 MIN_JOB_S = 30
 """Tests and presets are not started with less time left than this."""
@@ -592,22 +596,30 @@ def worker(args: argparse.Namespace) -> None:
             checks = fragment.setdefault("checks", {})
             prompts = dc.prompts_for(tokenizer, words, args.check_prompts, args.seed + 1)
             shared = [prompts[i // 4] for i in range(2 * 4)]  # 2 prompts x 4 responses: shared-prompt batches
-            responses = dc.texts(words, len(shared), 4, 40, args.seed + 2)
+            pairs = (shared + prompts,
+                     dc.texts(words, len(shared), 4, 40, args.seed + 2) + dc.texts(words, len(prompts), 4, 40, 9))
+            truth = None
+            if "scoring" in args.checks:  # the float64 truth of both dtypes' scoring, one response at a time
+                truth = _guarded(lambda: dc.scoring_truth(model, adapters, tokenizer, *pairs))
+                checks["scoring_truth_seconds"] = truth.get("seconds")
+                free()
             for dtype in DTYPES[::-1]:  # float32 first: the exact checks
                 exact = dtype == "float32"
                 bank = dc.make_bank(model, adapters, dtype)
-                checks[f"mod_{dtype}"] = _guarded(lambda b=bank, e=exact: dc.check_mod(
-                    b, tokenizer, prompts, new_tokens=args.check_tokens, batch_size=len(prompts),
-                    require_exact=e))
-                save()
-                checks[f"scoring_{dtype}"] = _guarded(lambda b=bank, e=exact: dc.check_scoring(
-                    b, tokenizer, shared + prompts, responses + dc.texts(words, len(prompts), 4, 40, 9),
-                    batch_size=4, tolerance=1e-4 if e else None))
-                save()
+                if "mod" in args.checks:
+                    checks[f"mod_{dtype}"] = _guarded(lambda b=bank, e=exact: dc.check_mod(
+                        b, tokenizer, prompts, new_tokens=args.check_tokens, batch_size=len(prompts),
+                        require_exact=e))
+                    save()
+                if truth is not None:
+                    checks[f"scoring_{dtype}"] = truth if truth.get("ok") is False else _guarded(
+                        lambda b=bank: dc.check_scoring(b, tokenizer, *pairs, batch_size=4, truth=truth))
+                    save()
                 del bank
                 free()
-            checks["soup_maths"] = _guarded(lambda: dc.check_soup_maths(args.device, root=tmp))
-            save()
+            if "soup" in args.checks:
+                checks["soup_maths"] = _guarded(lambda: dc.check_soup_maths(args.device, root=tmp))
+                save()
         if "timings" in args.phases:
             dtype = args.timing_dtype or ("bfloat16" if args.device == "cuda" else "float32")
             bank = dc.make_bank(model, adapters, dtype)
@@ -661,6 +673,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="responses the one-at-a-time scoring reference scores (its time is extrapolated)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="timed rounds after a warm-up round (0: one timed round, cold)")
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help=f"the checks phase's checks, comma-separated, of {', '.join(CHECKS)} (default: all)")
     parser.add_argument("--check-prompts", type=int, default=4, help="prompts of the MOD equivalence check")
     parser.add_argument("--check-tokens", type=int, default=None, help="tokens per prompt there (default 32; 8 tiny)")
     parser.add_argument("--timing-dtype", choices=DTYPES, default=None,
@@ -675,6 +689,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.phases) - set(PHASES))
     if unknown:
         parser.error(f"--phases: unknown {', '.join(unknown)} (have {', '.join(PHASES)})")
+    args.checks = [c for c in args.checks.split(",") if c]
+    unknown = sorted(set(args.checks) - set(CHECKS))
+    if unknown or not args.checks:
+        parser.error(f"--checks: {'unknown ' + ', '.join(unknown) if unknown else 'none given'} (have "
+                     f"{', '.join(CHECKS)})")
     args.presets = [p for p in args.presets.split(",") if p]
     for preset in args.presets:
         if not (REPO / "configs" / f"{preset}.yaml").exists():
@@ -697,7 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _worker_command(args: argparse.Namespace, phase: str, fragment: Path, seconds: float) -> list[str]:
-    keep = ["--device", args.device, "--size", args.size, "--phases", phase,
+    keep = ["--device", args.device, "--size", args.size, "--phases", phase, "--checks", ",".join(args.checks),
             "--batches", ",".join(map(str, args.batches)), "--new-tokens", str(args.new_tokens),
             "--responses", str(args.responses), "--reference-responses", str(args.reference_responses),
             "--repeats", str(args.repeats), "--check-prompts", str(args.check_prompts),

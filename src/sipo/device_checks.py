@@ -221,32 +221,147 @@ def check_mod(bank: Any, tokenizer: Any, prompts: Sequence[str], *, new_tokens: 
     }
 
 
+SCORING_FLOAT32_RATIO = 4.0
+"""float32 scoring: the batched path's largest reward error against the float64 truth may be at most this many times
+the one-at-a-time path's (see :func:`check_scoring`)."""
+SCORING_MIN_MARGIN = 10.0
+"""... and that allowance must lie this many times below the smallest shift a real bug makes (``bug_scale``)."""
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+@torch.no_grad()
+def scoring_truth(model: Any, adapters: Mapping[str, Path], tokenizer: Any, prompts: Sequence[str],
+                  responses: Sequence[str]) -> dict[str, Any]:
+    """The summed response log-probs (``__base__`` and every judge of :data:`JUDGES`) and the implicit rewards of
+    ``(prompt, response)`` pairs in float64: a bank over ``model`` cast to float64 (adapters and soups included) on
+    ``model``'s device, one response at a time, each adapter alone (peft's plain forward, not sipo's grouped one),
+    log-softmax and sums in float64.
+
+    The truth the float32 and bfloat16 paths are measured against. It is not exact: the Llama code rounds a few
+    things through float32 itself (RMSNorm normalises in float32, the rotary angles are float32), single roundings
+    of relative size 2**-24 per layer, against the thousands of float32 roundings a float32 forward accumulates.
+
+    Returns ``{"logps": {name: [float]}, "rewards": {judge: [float]}, "response_tokens": [int], "device", "seconds"}``.
+    """
+    import time
+
+    from sipo.models.adapters import BASE
+    from sipo.models.loading import encode_prompt_response
+
+    start = time.perf_counter()
+    bank = make_bank(model, adapters, torch.float64)
+    dtypes = {p.dtype for p in bank.model.parameters()}
+    if dtypes != {torch.float64}:
+        raise RuntimeError(f"the float64 truth's bank holds parameters of {sorted(map(str, dtypes))}")
+    encoded = [encode_prompt_response(tokenizer, p, r, None, None) for p, r in zip(prompts, responses)]
+    logps: dict[str, list[float]] = {}
+    for name in (BASE, *JUDGES):
+        logps[name] = []
+        with bank.only(name) as plain:
+            for prompt_ids, response_ids in encoded:
+                ids = torch.tensor([prompt_ids + response_ids], device=bank.device)
+                logits = plain(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].double()
+                targets = ids[0, len(prompt_ids):, None]
+                logps[name].append(float(torch.log_softmax(logits, dim=-1).gather(-1, targets).sum()))
+    device = str(bank.device)
+    del bank
+    return {
+        "logps": logps,
+        "rewards": {j: [BETA * (a - b) for a, b in zip(logps[j], logps[BASE])] for j in JUDGES},
+        "response_tokens": [len(response_ids) for _, response_ids in encoded],
+        "device": device,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _reward_errors(rewards: Mapping[str, torch.Tensor], truth: Mapping[str, Sequence[float]]) -> float:
+    """The largest ``|reward - truth|`` over judges and responses (``inf`` when a reward is not finite)."""
+    worst = 0.0
+    for judge in JUDGES:
+        got = rewards[judge].double().cpu()
+        if not bool(torch.isfinite(got).all()):
+            return math.inf
+        worst = max(worst, float((got - torch.tensor(truth[judge], dtype=torch.float64)).abs().max()))
+    return worst
+
+
 def check_scoring(bank: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *,
-                  batch_size: int, tolerance: float | None) -> dict[str, Any]:
-    """Batched implicit rewards of 2 adapters + 4 soups (reference log-probs once, shared prompts run once)
-    against one-response-at-a-time scoring with the reference recomputed per judge. ``ok``: every reward is finite
-    and the largest absolute difference is at most ``tolerance``; with ``tolerance`` None (bfloat16, whose
-    rounding the two paths' different batch shapes expose) the difference is reported and only finiteness
-    required (``ok`` None, or False when a reward is not finite)."""
+                  batch_size: int, truth: Mapping[str, Any]) -> dict[str, Any]:
+    """Batched implicit rewards (2 adapters + 4 soups, reference log-probs once, shared prompts run once) and
+    one-response-at-a-time scoring (the reference recomputed per judge), each against the float64 truth of
+    :func:`scoring_truth` for the same pairs.
+
+    The error model. Both paths compute the same sums of the same log-probs in ``bank``'s dtype; they differ only
+    in reduction order (batch shapes, padding, a KV cache, chunked log-softmax), so in float32 they must be about
+    equally far from the truth. A fixed absolute tolerance cannot say that: the rounding of a summed log-prob
+    grows with the model (depth, width, vocabulary) and with the sum's size (a reward is ``beta`` times the
+    difference of two sums of tens of log-probs, which reach -762 nats on the random 1B model), so 1e-4 held for
+    the tiny model and not for the 1B one, on CUDA and on the CPU alike. A real bug -- a misaligned token, the wrong
+    adapter on a row, a wrong mask -- moves a reward by about ``beta`` times one token's log-prob (or one token's
+    reward), orders of magnitude above rounding.
+
+    float32 ``ok`` requires three things. Every reward is finite. The batched path's largest error (over all
+    judges and responses) is at most ``allowed_error``: :data:`SCORING_FLOAT32_RATIO` times the one-at-a-time
+    path's largest error (two samples of one rounding process; measured ratios were 0.8-1.2), or, if larger, the
+    textbook bound of float32 summation alone, ``2 (n - 1) u beta S`` (two sums of ``n`` negative log-probs, ``n``
+    the longest response, ``S`` the largest |summed log-prob|, unit roundoff ``u = 2**-24``), which covers a small
+    model on which both errors are near zero. And ``allowed_error`` lies at least :data:`SCORING_MIN_MARGIN` times
+    below ``bug_scale``, the smaller of ``beta`` times the mean per-token |log-prob| and the mean per-token
+    |reward| of the truth: a check that would pass a one-token bug is no check. bfloat16 (or float16): both paths'
+    errors are reported, so a reader can tell whether batching makes them worse or the dtype itself is that
+    coarse; only finiteness is required (``ok`` None, or False when a reward is not finite).
+
+    Errors are absolute (reward units) and relative to ``beta * |largest summed log-prob|`` (``*_rel``).
+    """
     from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
 
     batched = implicit_rewards(bank, tokenizer, prompts, responses, JUDGES, beta=BETA, batch_size=batch_size)
-    reference = implicit_rewards_reference(bank, tokenizer, prompts, responses, JUDGES, beta=BETA)
-    worst = max(float((batched[j] - reference[j]).abs().max()) for j in JUDGES)
-    scale = max(float(reference[j].abs().max()) for j in JUDGES)
-    finite = all(bool(torch.isfinite(batched[j]).all()) for j in JUDGES)
-    return {
+    single = implicit_rewards_reference(bank, tokenizer, prompts, responses, JUDGES, beta=BETA)
+    true_rewards = truth["rewards"]
+    batched_error, single_error = _reward_errors(batched, true_rewards), _reward_errors(single, true_rewards)
+    finite = math.isfinite(batched_error) and math.isfinite(single_error)
+    logp_scale = BETA * max(abs(v) for values in truth["logps"].values() for v in values)
+    tokens = truth["response_tokens"]
+    per_token_logp = BETA * sum(abs(v) / n for values in truth["logps"].values() for v, n in zip(values, tokens)) \
+        / sum(len(values) for values in truth["logps"].values())
+    per_token_reward = sum(abs(v) / n for values in true_rewards.values() for v, n in zip(values, tokens)) \
+        / sum(len(values) for values in true_rewards.values())
+    bug_scale = min(per_token_logp, per_token_reward)
+    dtype = _where(bank)["dtype"]
+    result: dict[str, Any] = {
         **_where(bank),
         "responses": len(responses),
         "distinct_prompts": len(set(prompts)),
         "judges": len(JUDGES),
         "batch_size": batch_size,
-        "max_abs_diff": worst,
-        "max_abs_reward": scale,
-        "tolerance": tolerance,
+        "truth": f"float64, one at a time, on {truth['device']}",
+        "max_abs_reward": max(abs(v) for values in true_rewards.values() for v in values),
+        "max_abs_summed_logprob": logp_scale / BETA,
+        "batched_error": batched_error,
+        "one_at_a_time_error": single_error,
+        "batched_error_rel": batched_error / logp_scale,
+        "one_at_a_time_error_rel": single_error / logp_scale,
+        "batched_vs_one_at_a_time": batched_error / single_error if single_error else None,
+        "max_abs_diff": _reward_errors(batched, {j: single[j].tolist() for j in JUDGES}),
+        "bug_scale": bug_scale,
+        "bug_scale_note": "min(beta * mean per-token |log-prob|, mean per-token |reward|) of the truth",
         "finite": finite,
-        "ok": (finite and worst <= tolerance) if tolerance is not None else (None if finite else False),
     }
+    if dtype == "float32":
+        summation_bound = 2 * (max(tokens) - 1) * FLOAT32_UNIT_ROUNDOFF * logp_scale
+        allowed = max(SCORING_FLOAT32_RATIO * single_error, summation_bound)
+        result.update(
+            summation_bound=summation_bound,
+            allowed_error=allowed,
+            rule=f"batched_error <= allowed_error = max({SCORING_FLOAT32_RATIO:g} x one_at_a_time_error, "
+                 f"summation_bound = 2 (n - 1) 2**-24 beta max|summed log-prob|), and allowed_error <= "
+                 f"bug_scale / {SCORING_MIN_MARGIN:g}",
+            margin=bug_scale / allowed if allowed else None,
+            ok=bool(finite and batched_error <= allowed and allowed * SCORING_MIN_MARGIN <= bug_scale),
+        )
+    else:
+        result["ok"] = None if finite else False
+    return result
 
 
 def check_soup_maths(device: str | torch.device, seed: int = 0, root: str | Path | None = None) -> dict[str, Any]:

@@ -40,18 +40,48 @@ def test_batched_mod_gives_the_naive_loops_tokens_float32(setup, prompts, device
     assert result["distinct_outputs"] == 4  # the four mixes decode different things
 
 
-def test_batched_rewards_match_one_at_a_time_float32(setup, prompts, device):
-    """Implicit rewards of 2 adapters + 4 soups in batches of 4 (prompts shared or not) equal one-response-at-a-
-    time scoring with the reference recomputed per judge, within 1e-4."""
+@pytest.fixture(scope="module")
+def truth(setup, prompts):
+    """The float64 truth of the pairs' rewards, one response at a time, on the device."""
     model, tokenizer, _, adapters = setup
+    return dc.scoring_truth(model, adapters, tokenizer, *_pairs(setup, prompts))
+
+
+def test_batched_rewards_are_as_accurate_as_one_at_a_time_float32(setup, prompts, truth, device):
+    """Implicit rewards of 2 adapters + 4 soups in batches of 4 (prompts shared or not) and one-response-at-a-time
+    scoring (the reference recomputed per judge) are both within float32 rounding of the float64 truth, the batched
+    path no worse than 4x the one-at-a-time one, with a margin of at least 10 below a one-token bug's shift."""
+    model, tokenizer, _, adapters = setup
+    assert truth["device"].startswith(device)
     bank = dc.make_bank(model, adapters, "float32")
-    result = dc.check_scoring(bank, tokenizer, *_pairs(setup, prompts), batch_size=4, tolerance=1e-4)
-    assert result["device"].startswith(device)
+    result = dc.check_scoring(bank, tokenizer, *_pairs(setup, prompts), batch_size=4, truth=truth)
+    assert result["device"].startswith(device) and result["dtype"] == "float32"
     assert result["ok"], result
     assert result["max_abs_reward"] > 1e-2  # the adapters do move the rewards away from 0
+    assert 0 < result["one_at_a_time_error_rel"] < 1e-5 and result["batched_error_rel"] < 1e-5  # float32 rounding
+    assert result["margin"] >= dc.SCORING_MIN_MARGIN
 
 
-def test_bfloat16_decoding_and_scoring_run_on_the_device(setup, prompts, device):
+def test_the_scoring_check_fails_a_one_token_mask_bug(setup, prompts, truth, monkeypatch):
+    """A batched scorer that drops each response's last token (a wrong mask) shifts rewards by about one token's
+    reward: far above the float32 allowance, so the check fails."""
+    from sipo.scoring import implicit
+
+    model, tokenizer, _, adapters = setup
+    real = implicit.implicit_rewards
+
+    def drop_last_word(bank, tokenizer, prompts, responses, judges, **kwargs):
+        return real(bank, tokenizer, prompts, [r.rsplit(" ", 1)[0] for r in responses], judges, **kwargs)
+
+    monkeypatch.setattr(implicit, "implicit_rewards", drop_last_word)
+    bank = dc.make_bank(model, adapters, "float32")
+    result = dc.check_scoring(bank, tokenizer, *_pairs(setup, prompts), batch_size=4, truth=truth)
+    assert result["ok"] is False and result["finite"]
+    assert result["batched_error"] > 10 * result["allowed_error"]
+    assert result["one_at_a_time_error"] < result["allowed_error"]  # the one-at-a-time path is still right
+
+
+def test_bfloat16_decoding_and_scoring_run_on_the_device(setup, prompts, truth, device):
     """In bfloat16 (the GPU presets' dtype) both fast paths run on the device and give finite rewards and full
     -length outputs; their agreement with the slow paths is reported by scripts/gpu_check.py, not required here
     (bfloat16 rounding differs with batch shape, so a near-tie may flip a token)."""
@@ -60,8 +90,9 @@ def test_bfloat16_decoding_and_scoring_run_on_the_device(setup, prompts, device)
     mod = dc.check_mod(bank, tokenizer, prompts, new_tokens=4, batch_size=4, require_exact=False)
     assert mod["dtype"] == "bfloat16" and mod["device"].startswith(device)
     assert mod["ok"] is None and mod["reference_tokens"] == 4 * 4
-    scoring = dc.check_scoring(bank, tokenizer, *_pairs(setup, prompts), batch_size=4, tolerance=None)
+    scoring = dc.check_scoring(bank, tokenizer, *_pairs(setup, prompts), batch_size=4, truth=truth)
     assert scoring["finite"] and scoring["ok"] is None
+    assert scoring["batched_error"] > 0 and scoring["one_at_a_time_error"] > 0  # both reported, vs the truth
 
 
 def test_soup_maths_on_the_device(device, tmp_path):

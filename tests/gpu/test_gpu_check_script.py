@@ -45,6 +45,9 @@ def test_cpu_run_writes_every_check_and_timing(tmp_path):
     checks = data["checks"]
     assert checks["mod_float32"]["ok"] and checks["scoring_float32"]["ok"] and checks["soup_maths"]["ok"]
     assert checks["mod_bfloat16"]["dtype"] == "bfloat16" and checks["scoring_bfloat16"]["finite"]
+    scoring = checks["scoring_float32"]
+    assert scoring["batched_error"] <= scoring["allowed_error"] and scoring["truth"].startswith("float64")
+    assert checks["scoring_bfloat16"]["ok"] is None and checks["scoring_bfloat16"]["one_at_a_time_error"] > 0
     timings = data["timings"]
     assert timings["dtype"] == "float32"
     for batch in ("1", "16", "64"):
@@ -60,6 +63,19 @@ def test_cpu_run_writes_every_check_and_timing(tmp_path):
     assert (tmp_path / "check.log").exists()
 
 
+def test_only_the_scoring_check(tmp_path):
+    """``--checks scoring``: the re-check of scoring alone (the float64 truth, then float32 and bfloat16), nothing
+    else of the checks phase."""
+    out = tmp_path / "check.json"
+    proc = _run("--device", "cpu", "--size", "tiny", "--phases", "checks", "--checks", "scoring", "--budget", "200",
+                "--threads", "1", "--out", str(out), "--work-dir", str(tmp_path / "work"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["ok"] and "--checks scoring" in data["worker_checks"]["command"]
+    assert sorted(data["checks"]) == ["scoring_bfloat16", "scoring_float32", "scoring_truth_seconds"]
+    assert data["checks"]["scoring_float32"]["ok"]
+
+
 def test_a_budget_too_short_skips_the_phases_and_says_so(tmp_path):
     out = tmp_path / "check.json"
     proc = _run("--device", "cpu", "--phases", "tests,presets", "--budget", "5", "--out", str(out),
@@ -70,10 +86,11 @@ def test_a_budget_too_short_skips_the_phases_and_says_so(tmp_path):
     assert "time budget" in data["tests"]["skipped"] and "time budget" in data["presets"]["skipped"]
 
 
-def test_a_bad_argument_is_one_line_and_exit_2(tmp_path):
-    proc = _run("--phases", "setup,nope", "--out", str(tmp_path / "x.json"))
+@pytest.mark.parametrize("option", ["--phases", "--checks"])
+def test_a_bad_argument_is_one_line_and_exit_2(tmp_path, option):
+    proc = _run(option, "setup,nope", "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--phases" in proc.stderr and "nope" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and option in proc.stderr and "nope" in proc.stderr
     assert not (tmp_path / "x.json").exists()
 
 
