@@ -44,10 +44,11 @@ BETA = 0.1
 
 
 def dtype_of(name: str | torch.dtype) -> torch.dtype:
-    """A :class:`~sipo.config.Dtype` name (or a torch dtype) -> the torch dtype."""
+    """A :class:`~sipo.config.Dtype` name -> the torch dtype; a torch dtype is returned as is (the checks' float64
+    truth is no ``model.dtype`` a run may choose)."""
     from sipo.training import resolve_dtype
 
-    return resolve_dtype(name)
+    return name if isinstance(name, torch.dtype) else resolve_dtype(name)
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:
