@@ -248,6 +248,7 @@ def scoring_truth(model: Any, adapters: Mapping[str, Path], tokenizer: Any, prom
 
     from sipo.models.adapters import BASE
     from sipo.models.loading import encode_prompt_response
+    from sipo.scoring.implicit import single_logprob
 
     start = time.perf_counter()
     bank = make_bank(model, adapters, torch.float64)
@@ -257,13 +258,9 @@ def scoring_truth(model: Any, adapters: Mapping[str, Path], tokenizer: Any, prom
     encoded = [encode_prompt_response(tokenizer, p, r, None, None) for p, r in zip(prompts, responses)]
     logps: dict[str, list[float]] = {}
     for name in (BASE, *JUDGES):
-        logps[name] = []
         with bank.only(name) as plain:
-            for prompt_ids, response_ids in encoded:
-                ids = torch.tensor([prompt_ids + response_ids], device=bank.device)
-                logits = plain(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].double()
-                targets = ids[0, len(prompt_ids):, None]
-                logps[name].append(float(torch.log_softmax(logits, dim=-1).gather(-1, targets).sum()))
+            logps[name] = [single_logprob(plain, prompt_ids, response_ids, bank.device)
+                           for prompt_ids, response_ids in encoded]
     device = str(bank.device)
     del bank
     return {

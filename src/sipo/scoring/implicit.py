@@ -319,9 +319,13 @@ def implicit_rewards(
 
 
 @torch.no_grad()
-def _single_logprob(model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], device: Any) -> float:
+def single_logprob(model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], device: Any) -> float:
+    """``log pi(response | prompt)`` of one pair, from one forward pass over the whole sequence: the slow, plain
+    path that batched scoring is checked against. Log-softmax and sum run in float32, or in the logits' own dtype
+    when that is wider (a float64 model gives a float64 truth)."""
     ids = torch.tensor([prompt_ids + response_ids], device=device)
-    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    logits = model(input_ids=ids).logits[0]
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     start = len(prompt_ids)
     positions = torch.arange(start - 1, start - 1 + len(response_ids), device=device)
     targets = ids[0, start:]
@@ -352,9 +356,9 @@ def implicit_rewards_reference(
         values = []
         for prompt_ids, response_ids in encoded:
             with bank.only(judge) as model:
-                policy = _single_logprob(model, prompt_ids, response_ids, device)
+                policy = single_logprob(model, prompt_ids, response_ids, device)
             with bank.only(reference) as model:
-                ref = _single_logprob(model, prompt_ids, response_ids, device)
+                ref = single_logprob(model, prompt_ids, response_ids, device)
             values.append(beta * (policy - ref))
         rewards[judge] = torch.tensor(values, dtype=torch.float32)
     return rewards
