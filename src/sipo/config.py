@@ -250,13 +250,10 @@ class SyntheticConfig(Section):
         for name in ("known_first", "recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"{key}.{name}", f"must be in [0, 1], got {getattr(self, name):g}")
-        for name in ("answers_per_prompt", "fact_copies"):
-            if getattr(self, name) < 0:
-                _fail(f"{key}.{name}", f"must be at least 0, got {getattr(self, name)}")
+        for name in ("answers_per_prompt", "fact_copies", "unknown_per_entity", "num_test_prompts"):
+            _at_least(f"{key}.{name}", getattr(self, name), 0)
         for name in ("num_entities", "num_attributes", "num_train_prompts"):
             _at_least(f"{key}.{name}", getattr(self, name), 1)
-        for name in ("unknown_per_entity", "num_test_prompts"):
-            _at_least(f"{key}.{name}", getattr(self, name), 0)
         _at_least(f"{key}.responses_per_prompt", self.responses_per_prompt, 2)
 
 
