@@ -31,6 +31,7 @@ from typing import Any
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig, WeightGrid, weights_tag
 from sipo.errors import ConfigError, RunDirError
+from sipo.layout import adapter_dir, adapter_name
 
 logger = logging.getLogger(__name__)
 
@@ -130,15 +131,13 @@ class AlignedRun:
 
     def bank(self):
         """The run's adapter bank (base model + the round-1 adapters), and its tokenizer."""
-        from sipo.stages.common import adapter_dir, adapter_name, load_bank
+        from sipo.stages.model_calls import load_bank
 
         objs = self.objectives
         return load_bank(self._context(self.cfg), {adapter_name(o, 0): adapter_dir(self.run_dir, o, 0) for o in objs})
 
     def _check_method(self, method: str, weights: Mapping[str, float], round_: int) -> None:
         from sipo.methods import METHODS
-        from sipo.stages.common import adapter_dir
-
         if method not in METHODS:
             raise ConfigError(f"--method: unknown method '{method}' (choose from {', '.join(METHODS)})")
         if method == "sipo":
@@ -198,7 +197,7 @@ class AlignedRun:
                 docstring).
         """
         from sipo.decoding.mod import mod_generate
-        from sipo.stages.common import format_prompts
+        from sipo.stages.model_calls import format_prompts
 
         if isinstance(prompts, str):
             prompts = [prompts]

@@ -30,6 +30,7 @@ from sipo.api import AlignedRun, parse_weights
 from sipo.artifacts import atomic_path, atomic_write_text
 from sipo.config import weights_tag
 from sipo.errors import ConfigError
+from sipo.layout import base_model_path, soup_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ def default_method(run: AlignedRun) -> str:
 
 def export_adapter_name(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int | None) -> str:
     """Load (or build) the single adapter that represents (method, weights, round) in the run's bank; its name."""
-    from sipo.stages.common import soup_name
-
     job = run.point(method, weights, round_)
     active = {name: w for name, w in job.mix.items() if w != 0}
     if len(active) == 1:
@@ -153,8 +152,6 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
         raise ConfigError(f"--out: '{out}' exists and is not an empty folder; choose a new one")
     name = export_adapter_name(run, method, parsed, round_)
     bank, _ = run.bank()
-    from sipo.stages.common import base_model_path
-
     base = base_model_path(run.cfg, run.run_dir)
     from sipo.models.portable import portable_base_name, set_adapter_base
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sipo.layout import adapter_name
 from sipo.registry import Registry
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ def by_id(items: Sequence[ScoreItem], columns: Mapping[str, Sequence[float]]) ->
 
 
 def _implicit(ctx: StageContext, bank: Any, tokenizer: Any) -> Scorer:
-    from sipo.stages.common import adapter_name
-
     names = {o: adapter_name(o, 0) for o in ctx.cfg.objectives}
 
     def score(items: Sequence[ScoreItem]) -> Scores:

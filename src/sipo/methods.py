@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipo.config import weights_tag
 from sipo.errors import ConfigError
+from sipo.layout import adapter_dir, adapter_name, soup_name
 from sipo.registry import Registry
 
 if TYPE_CHECKING:
@@ -58,15 +59,11 @@ class MethodContext:
 
     def load_round(self, round_: int) -> None:
         """Load the objectives' adapters after ``round_`` realignments (round 0, the DPO adapters, is loaded)."""
-        from sipo.stages.common import adapter_dir, adapter_name
-
         for o in self.objectives:
             self.bank.load_adapter(adapter_name(o, round_), adapter_dir(self.run_dir, o, round_))
 
     def objective_mix(self, weights: Mapping[str, float], round_: int) -> dict[str, float]:
         """MOD at ``weights`` over the objectives' adapters after ``round_`` realignments (0: the DPO adapters)."""
-        from sipo.stages.common import adapter_name
-
         return {adapter_name(o, round_): weights[o] for o in self.objectives}
 
 
@@ -96,14 +93,10 @@ def _sft(m: MethodContext) -> list[Job]:
 
 
 def _dpo(m: MethodContext) -> list[Job]:
-    from sipo.stages.common import adapter_name
-
     return [Job("dpo", 1, {p: float(p == o) for p in m.objectives}, {adapter_name(o, 0): 1.0}) for o in m.objectives]
 
 
 def _dpo_soups(m: MethodContext) -> list[Job]:
-    from sipo.stages.common import adapter_name, soup_name
-
     jobs = []
     for w in m.grid:
         active = [o for o in m.objectives if w[o] > 0]

@@ -45,7 +45,7 @@ IDENTITY_KEYS = ("objectives", "data.source", "model.name_or_path")
 
 def _spec(name: str, round_: int | None, cfg: PipelineConfig, upstream: tuple[str, ...]) -> StageSpec:
     definition = STAGES[name]
-    return StageSpec(name, round_, definition.keys(cfg), upstream, definition.exclude)
+    return StageSpec(name, round_, definition.keys(cfg), upstream, definition.exclude, definition.distributed)
 
 
 def plan(cfg: PipelineConfig) -> list[StageSpec]:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sipo.layout import needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
+from sipo.stages import model_calls
+
 if TYPE_CHECKING:
     from sipo.artifacts import RunDir
     from sipo.config import PipelineConfig
@@ -71,16 +74,8 @@ class StageSpec:
     config_keys: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-
-    @property
-    def definition(self) -> StageDef:
-        from sipo.stages.registry import STAGES
-
-        return STAGES[self.name]
-
-    @property
-    def distributed(self) -> bool:
-        return self.definition.distributed
+    distributed: bool = False
+    """The definition's ``distributed``: the stage runs on every process of a multi-process job."""
 
     @property
     def id(self) -> str:
@@ -109,44 +104,26 @@ class StageContext:
         return self.stage.round or 1
 
 
-def needs_sft_stage(cfg: PipelineConfig) -> bool:
-    """Whether the run builds its base model (a random model, or ``sft.enabled``)."""
-    return cfg.sft.enabled or cfg.model.name_or_path == "random"
-
-
-def needs_label_stage(cfg: PipelineConfig) -> bool:
-    """One dataset per objective (``data.path`` a mapping): labels must be filled before conflicts exist."""
-    from sipo.config import data_specs
-
-    return data_specs(cfg) is not None
-
-
 def _load_bank(ctx: StageContext, adapters: Any) -> tuple[Any, Any]:
-    from sipo.stages.common import load_bank
-
-    return load_bank(ctx, adapters)
+    return model_calls.load_bank(ctx, adapters)
 
 
 def _load_tokenizer(ctx: StageContext) -> Any:
-    from sipo.stages.common import load_tokenizer_only
-
-    return load_tokenizer_only(ctx)
+    return model_calls.load_tokenizer_only(ctx)
 
 
 def _generate(*args: Any, **kwargs: Any) -> list[str]:
-    from sipo.decoding.mod import mod_generate
+    from sipo.decoding.mod import mod_generate  # torch: imported on first use
 
     return mod_generate(*args, **kwargs)
 
 
 def _implicit_rewards(*args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
-    from sipo.stages.common import judge_rewards
-
-    return judge_rewards(*args, **kwargs)
+    return model_calls.judge_rewards(*args, **kwargs)
 
 
 def _train_adapter(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from sipo.training.dpo import train_dpo_adapter
+    from sipo.training.dpo import train_dpo_adapter  # torch and trl: imported on first use
 
     return train_dpo_adapter(*args, **kwargs)
 
@@ -167,6 +144,6 @@ class Models:
     """:func:`sipo.decoding.mod.mod_generate`: ``(bank, tokenizer, prompts, mixes, **decode) -> responses``."""
     implicit_rewards: Callable[..., dict[str, dict[str, float]]] = _implicit_rewards
     """``(ctx, bank, tokenizer, items, judges) -> {item id: {judge: reward}}`` (see
-    :func:`sipo.stages.common.judge_rewards`)."""
+    :func:`sipo.stages.model_calls.judge_rewards`)."""
     train_adapter: Callable[..., dict[str, Any]] = _train_adapter
     """:func:`sipo.training.dpo.train_dpo_adapter`: ``(settings, tokenizer=, examples=, out_dir=) -> metrics``."""

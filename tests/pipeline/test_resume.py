@@ -265,7 +265,7 @@ def one_process(monkeypatch):
 
 
 def test_resumable_unit_runs_once_until_the_stage_finishes(tmp_path, one_process):
-    from sipo.stages.common import finish_units, resumable_unit
+    from sipo.stages.sharding import finish_units, resumable_unit
 
     ctx = FakeContext(tmp_path)
     calls = []
@@ -297,7 +297,7 @@ def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
     from dataclasses import dataclass
 
     from sipo.records import write_jsonl
-    from sipo.stages.common import finish_shards, run_sharded
+    from sipo.stages.sharding import finish_shards, run_sharded
 
     @dataclass(frozen=True)
     class Item:

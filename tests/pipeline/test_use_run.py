@@ -129,7 +129,7 @@ def test_exported_soup_matches_the_run(smoke_run, tmp_path, method, capsys):
     from sipo.api import AlignedRun, parse_weights
     from sipo.decoding.mod import mod_generate_token_ids
     from sipo.export import export_adapter_name
-    from sipo.stages.common import format_prompts
+    from sipo.stages.model_calls import format_prompts
 
     weights = "correctness=0.3,verbosity=0.7"
     for merge in (False, True):

@@ -212,7 +212,7 @@ def test_prompts_that_fit_drops_and_counts():
     prompt fits (55 tokens) and an 11-character one does not (56)."""
     from sipo.configure import load_config
     from sipo.models.loading import build_tokenizer
-    from sipo.stages.common import prompts_that_fit
+    from sipo.stages.model_calls import prompts_that_fit
 
     cfg = load_config(SMOKE, ["run_dir=/unused", "model.max_prompt_tokens=55", "model.prompt_template=plain"])
     tokenizer = build_tokenizer("byte")

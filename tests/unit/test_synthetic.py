@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sipo import prompting
 from sipo.configure import load_config
-from sipo.data.jsonl import prompt_id_for
+from sipo.data.pairs import prompt_id_for
 from sipo.errors import ConfigError
 from sipo.synthetic import (
     OracleJudge,

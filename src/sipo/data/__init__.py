@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from sipo.config import PipelineConfig, data_specs
 from sipo.data import helpsteer, jsonl, pku_saferlhf
-from sipo.data.jsonl import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
+from sipo.data.pairs import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
 from sipo.data.splits import (
     Splits,
     load_splits,

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sipo import conversation
-from sipo.data.jsonl import get_column, get_score, get_text, json_type, label_scores, make_pair
+from sipo.data.pairs import get_column, get_score, get_text, json_type, label_scores, make_pair
 from sipo.errors import DataError
 from sipo.records import Pair
 
@@ -214,7 +214,7 @@ def load_test_prompts(path, *, split: str = "train", revision: str | None = None
     """The prompts of ``data.test_path``, once each, in file order: rows with a ``prompt`` (a string or a list of
     messages) or TRL preference rows (their prompt, implicit or explicit), in any storage of
     :mod:`sipo.data.readers`."""
-    from sipo.data.jsonl import prompt_id_for
+    from sipo.data.pairs import prompt_id_for
     from sipo.data.readers import read_rows
     from sipo.records import PromptRecord
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
-from sipo.data.jsonl import (
+from sipo.data.pairs import (
     ScoredResponse,
     get_score,
     get_text,

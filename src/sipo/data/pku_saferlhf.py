@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
-from sipo.data.jsonl import (
+from sipo.data.pairs import (
     get_column,
     get_text,
     json_type,

@@ -16,18 +16,13 @@ import logging
 
 from sipo.ablations import ablation_source, select_for
 from sipo.judges import ScoreItem
+from sipo.layout import adapter_name, objective_adapters, soup_name
 from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl, write_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.combine import read_combined
-from sipo.stages.common import (
-    adapter_name,
-    objective_adapters,
-    preference_examples,
-    prompts_that_fit,
-    read_conflict_pairs,
-    soup_name,
-)
 from sipo.stages.filter import candidate_weights
+from sipo.stages.model_calls import prompts_that_fit
+from sipo.stages.pairs import preference_examples, read_conflict_pairs
 from sipo.stages.realign import realign_selected, train_from_previous
 from sipo.stages.validation import split_by_prompt
 
@@ -50,7 +45,7 @@ def _score(ctx: StageContext, method: str, items: list[ScoreItem]) -> dict[str, 
         scores = OracleJudge(cfg).score([t.prompt for t in items], [t.response for t in items])
         return {t.id: {o: float(scores[o][i]) for o in cfg.objectives} for i, t in enumerate(items)}
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     if cfg.filter.soups and len(cfg.objectives) > 1:  # the same judges as the filter stage
         for w in candidate_weights(read_combined(ctx.run_dir, 1), cfg.objectives):
             name = soup_name(w, 0)

@@ -13,10 +13,10 @@ import logging
 
 from sipo.artifacts import RunDir
 from sipo.judges import ScoreItem
+from sipo.layout import adapter_name, objective_adapters
 from sipo.records import CombinedCandidate, read_jsonl, write_jsonl
 from sipo.selection import rewrite_replaces
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import adapter_name, objective_adapters
 from sipo.stages.rewrite import read_rewrites
 from sipo.stages.sample import read_candidates
 
@@ -38,7 +38,7 @@ def rewrite_key(candidate_id: str) -> str:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = {o: adapter_name(o, 0) for o in cfg.objectives}
-    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     candidates = read_candidates(ctx.run_dir, ctx.round)
     rewrites = read_rewrites(ctx.run_dir, ctx.round)
     rewritten = [c for c in candidates if c.candidate_id in rewrites]

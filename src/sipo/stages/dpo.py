@@ -16,12 +16,9 @@ import logging
 from sipo.errors import ConfigError
 from sipo.records import Pair, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    finish_units,
-    preference_examples,
-    prompts_that_fit,
-    train_adapter,
-)
+from sipo.stages.model_calls import prompts_that_fit, train_adapter
+from sipo.stages.pairs import preference_examples
+from sipo.stages.sharding import finish_units
 from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)

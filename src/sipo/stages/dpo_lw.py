@@ -15,14 +15,9 @@ import logging
 
 from sipo.config import weight_grid, weights_tag
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    finish_units,
-    format_prompts,
-    prompts_that_fit,
-    reuse_dpo_endpoint,
-    train_adapter,
-    training_union,
-)
+from sipo.stages.model_calls import format_prompts, prompts_that_fit, reuse_dpo_endpoint, train_adapter
+from sipo.stages.pairs import training_union
+from sipo.stages.sharding import finish_units
 from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)

@@ -18,18 +18,12 @@ import logging
 from sipo.config import weight_grid, weights_tag
 from sipo.errors import ConfigError
 from sipo.judges import JUDGES, ScoreItem, Scorer
+from sipo.layout import objective_adapters
 from sipo.methods import METHODS, Job, MethodContext
 from sipo.records import PromptRecord, ScoreRow, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    decode,
-    finish_shards,
-    format_prompts,
-    objective_adapters,
-    prompts_that_fit,
-    run_sharded,
-    write_output,
-)
+from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
+from sipo.stages.sharding import finish_shards, run_sharded, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +46,7 @@ def make_judge(ctx: StageContext, bank, tokenizer) -> Scorer:
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
-    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     prompts = read_jsonl(ctx.run_dir.path("prepare", "test_prompts.jsonl"), PromptRecord)
     prompts, dropped = prompts_that_fit(tokenizer, prompts, lambda p: p.prompt, cfg, "evaluate (test prompts)")
     if not prompts:

@@ -15,16 +15,12 @@ from collections.abc import Sequence
 
 from sipo.artifacts import RunDir
 from sipo.judges import ScoreItem
+from sipo.layout import adapter_name, objective_adapters, soup_name
 from sipo.records import CombinedCandidate, Selection, read_jsonl, write_jsonl
 from sipo.selection import beats_both, select_candidate
 from sipo.stage import StageContext, StageDef
 from sipo.stages.combine import read_combined
-from sipo.stages.common import (
-    adapter_name,
-    objective_adapters,
-    read_conflict_pairs,
-    soup_name,
-)
+from sipo.stages.pairs import read_conflict_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +42,7 @@ def candidate_weights(combined: Sequence[CombinedCandidate], objectives: Sequenc
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     combined = read_combined(ctx.run_dir, ctx.round)
     if cfg.filter.soups and len(cfg.objectives) > 1:
         for w in candidate_weights(combined, cfg.objectives):

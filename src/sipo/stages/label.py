@@ -28,12 +28,14 @@ import dataclasses
 import logging
 
 from sipo.config import FillJudge
-from sipo.data.jsonl import is_conflict
+from sipo.data.pairs import is_conflict
 from sipo.data.splits import pair_counts, select_conflict_pairs
 from sipo.judges import ScoreItem, Scores, by_id
+from sipo.layout import adapter_dir, adapter_name
 from sipo.records import Pair, write_jsonl
 from sipo.stage import StageContext, StageDef, needs_label_stage
-from sipo.stages.common import adapter_dir, adapter_name, prompts_that_fit, training_union
+from sipo.stages.model_calls import prompts_that_fit
+from sipo.stages.pairs import training_union
 
 logger = logging.getLogger(__name__)
 

@@ -20,18 +20,12 @@ import logging
 from sipo.artifacts import atomic_write_text
 from sipo.config import weight_grid, weights_tag
 from sipo.judges import ScoreItem
+from sipo.layout import adapter_name, objective_adapters
 from sipo.records import Pair, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    adapter_name,
-    finish_units,
-    format_prompts,
-    objective_adapters,
-    prompts_that_fit,
-    reuse_dpo_endpoint,
-    train_adapter,
-    training_union,
-)
+from sipo.stages.model_calls import format_prompts, prompts_that_fit, reuse_dpo_endpoint, train_adapter
+from sipo.stages.pairs import training_union
+from sipo.stages.sharding import finish_units
 from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)
@@ -51,7 +45,7 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
         return {r["pair_id"]: {"a": r["a"], "b": r["b"]} for r in rows}
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
-    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx, 0))
+    bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     items = [ScoreItem(f"{p.pair_id}:{side}", p.prompt, p.response_a if side == "a" else p.response_b)
              for p in pairs for side in ("a", "b")]
     rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)

@@ -17,15 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sipo.artifacts import atomic_path
+from sipo.layout import adapter_dir
 from sipo.records import Selection
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    adapter_dir,
-    finish_units,
-    format_prompts,
-    train_adapter,
-)
 from sipo.stages.filter import read_selected
+from sipo.stages.model_calls import format_prompts, train_adapter
+from sipo.stages.sharding import finish_units
 from sipo.stages.validation import split_by_prompt
 
 logger = logging.getLogger(__name__)

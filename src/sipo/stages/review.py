@@ -11,19 +11,13 @@ from __future__ import annotations
 import logging
 
 from sipo.artifacts import RunDir
+from sipo.layout import adapter_dir, adapter_name
 from sipo.prompting import parse_review, review_prompt
 from sipo.records import Review, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    adapter_dir,
-    adapter_name,
-    decode,
-    finish_shards,
-    format_prompts,
-    run_sharded,
-    write_output,
-)
+from sipo.stages.model_calls import decode, format_prompts
 from sipo.stages.sample import read_candidates
+from sipo.stages.sharding import finish_shards, run_sharded, write_output
 
 logger = logging.getLogger(__name__)
 

@@ -12,20 +12,14 @@ from __future__ import annotations
 import logging
 
 from sipo.artifacts import RunDir
+from sipo.layout import adapter_name, objective_adapters
 from sipo.prompting import parse_rewrite, rewrite_prompt
 from sipo.records import Candidate, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    adapter_name,
-    decode,
-    finish_shards,
-    format_prompts,
-    objective_adapters,
-    run_sharded,
-    write_output,
-)
+from sipo.stages.model_calls import decode, format_prompts
 from sipo.stages.review import read_reviews
 from sipo.stages.sample import read_candidates
+from sipo.stages.sharding import finish_shards, run_sharded, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +34,7 @@ def read_rewrites(run_dir: RunDir, round_: int) -> dict[str, Candidate]:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     previous = ctx.round - 1
-    adapters = objective_adapters(ctx, previous)
+    adapters = objective_adapters(ctx.cfg, ctx.run_dir, previous)
     bank, tokenizer = ctx.models.load_bank(ctx, adapters)
     candidates = read_candidates(ctx.run_dir, ctx.round)
     reviews = read_reviews(ctx.run_dir, ctx.round)

@@ -13,19 +13,12 @@ import logging
 
 from sipo.artifacts import RunDir
 from sipo.config import weight_grid, weights_tag
+from sipo.layout import adapter_name, objective_adapters
 from sipo.records import Candidate, read_jsonl
 from sipo.stage import StageContext, StageDef
-from sipo.stages.common import (
-    adapter_name,
-    decode,
-    finish_shards,
-    format_prompts,
-    objective_adapters,
-    prompts_that_fit,
-    read_conflict_pairs,
-    run_sharded,
-    write_output,
-)
+from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
+from sipo.stages.pairs import read_conflict_pairs
+from sipo.stages.sharding import finish_shards, run_sharded, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +33,7 @@ def read_candidates(run_dir: RunDir, round_: int) -> list[Candidate]:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     previous = ctx.round - 1
-    adapters = objective_adapters(ctx, previous)
+    adapters = objective_adapters(ctx.cfg, ctx.run_dir, previous)
     bank, tokenizer = ctx.models.load_bank(ctx, adapters)
     pairs, dropped = prompts_that_fit(tokenizer, read_conflict_pairs(ctx), lambda p: p.prompt, cfg, "sample")
     grid = weight_grid(cfg.objectives, cfg.sample.grid)

@@ -19,7 +19,7 @@ from sipo.errors import ConfigError
 from sipo.logging_utils import is_main_process
 from sipo.prompting import render
 from sipo.stage import StageContext, StageDef, needs_sft_stage
-from sipo.stages.common import prompts_that_fit
+from sipo.stages.model_calls import prompts_that_fit
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def round_one_validation(ctx, tokenizer) -> list[Pair]:
     """The validation pairs whose prompt fits (empty unless ``dpo.train.select_best``)."""
-    from sipo.stages.common import prompts_that_fit
+    from sipo.stages.model_calls import prompts_that_fit
 
     if not ctx.cfg.dpo.train.select_best:
         return []

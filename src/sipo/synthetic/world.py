@@ -77,9 +77,9 @@ def fact_question(name: str, attribute: str) -> str:
 
 
 def prompt_id_for(prompt: str) -> str:
-    """The stable id of a prompt: the id scheme of every data source (:func:`sipo.data.jsonl.prompt_id_for`)."""
+    """The stable id of a prompt: the id scheme of every data source (:func:`sipo.data.pairs.prompt_id_for`)."""
     # Imported here: ``sipo.data`` may register this benchmark as a source, so a top-level import could cycle.
-    from sipo.data.jsonl import prompt_id_for as data_prompt_id
+    from sipo.data.pairs import prompt_id_for as data_prompt_id
 
     return data_prompt_id(prompt)
 

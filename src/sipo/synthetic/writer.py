@@ -112,7 +112,7 @@ def pairs_from_rows(rows: Sequence[dict], objectives: Sequence[str]) -> list[Pai
 
     The pair builder shared by every data source (:func:`sipo.data.jsonl.pairs_from_scored_responses`).
     """
-    from sipo.data.jsonl import pairs_from_scored_responses  # here: sipo.data may import this module
+    from sipo.data.pairs import pairs_from_scored_responses  # here: sipo.data may import this module
 
     scored = [(r["prompt"], r["response"], {o: r[o] for o in objectives}) for r in rows]
     return pairs_from_scored_responses(scored, list(objectives))
