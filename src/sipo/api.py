@@ -14,9 +14,9 @@ Example::
     run = sipo.load("runs/demo")
     run.generate(["What is the capital of Zarnia?"], {"correctness": 0.3, "verbosity": 0.7}, method="sipo")
 
-``dpo_lw`` and ``modpo`` train one adapter per weight vector of ``eval.grid``, so they exist only at those weights;
-``dpo`` only at the one-hot weights, ``sft`` at none (its weights are ignored). ``dpo_soups``, ``mod`` and ``sipo``
-work at any weight vector.
+Each method's definition (:class:`sipo.methods.MethodDef`) says at which weights it has a model: any weight vector
+(``dpo_soups``, ``mod``, ``sipo``), only those of ``eval.grid`` (``dpo_lw`` and ``modpo`` train one adapter per
+vector), only one-hot weights (``dpo``) or none (``sft``, the base model: its weights are ignored).
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import RunDir
-from sipo.config import PipelineConfig, WeightGrid, weights_tag
+from sipo.config import PipelineConfig, WeightGrid, resolve_device, weights_tag
+from sipo.configure import load_config
 from sipo.errors import ConfigError, RunDirError
-from sipo.layout import adapter_dir, adapter_name
+from sipo.layout import adapter_dir, adapter_name, baseline_adapter_dir
+from sipo.methods import GRID_WEIGHTS, METHODS, NO_WEIGHTS, ONE_HOT, MethodDef, with_rounds
+from sipo.stage import StageContext, StageSpec
+from sipo.stages.evaluate import plan_jobs
+from sipo.stages.model_calls import format_prompts, load_bank
 
 logger = logging.getLogger(__name__)
-
-ONE_ADAPTER_PER_WEIGHTS = ("dpo_lw", "modpo")
-"""Methods that trained one adapter per weight vector of the run's ``eval.grid``."""
-
 
 def parse_weights(text: str | Mapping[str, float] | Sequence[float] | None, objectives: Sequence[str],
                   what: str = "--weights") -> dict[str, float]:
@@ -94,8 +95,6 @@ def parse_weights(text: str | Mapping[str, float] | Sequence[float] | None, obje
 
 def open_run_config(run_dir: str | Path) -> PipelineConfig:
     """The saved config of a run directory, with ``run_dir`` pointing at where the folder is now."""
-    from sipo.configure import load_config
-
     root = Path(run_dir)
     saved = root / "config.yaml"
     if not saved.is_file():
@@ -108,8 +107,6 @@ class AlignedRun:
     call, and adapters as the methods need them."""
 
     def __init__(self, run_dir: str | Path, device: str | None = None):
-        from sipo.config import resolve_device
-
         self.cfg = open_run_config(run_dir)
         self.run_dir = RunDir(run_dir)
         self.device = device or resolve_device(self.cfg)
@@ -124,54 +121,56 @@ class AlignedRun:
         return int(self.cfg.rounds)
 
     def _context(self, cfg: PipelineConfig):
-        from sipo.pipeline import StageContext, StageSpec
-
         return StageContext(cfg=cfg, run_dir=self.run_dir, stage=StageSpec("evaluate"), device=self.device,
                             cache=self._cache)
 
     def bank(self):
         """The run's adapter bank (base model + the round-1 adapters), and its tokenizer."""
-        from sipo.stages.model_calls import load_bank
-
         objs = self.objectives
         return load_bank(self._context(self.cfg), {adapter_name(o, 0): adapter_dir(self.run_dir, o, 0) for o in objs})
 
-    def _check_method(self, method: str, weights: Mapping[str, float], round_: int) -> None:
-        from sipo.methods import METHODS
+    def _check_method(self, method: str, weights: Mapping[str, float], round_: int) -> MethodDef:
+        """The method's definition, once (method, weights, round) is a point the run has a model for."""
         if method not in METHODS:
             raise ConfigError(f"--method: unknown method '{method}' (choose from {', '.join(METHODS)})")
-        if method == "sipo":
+        definition = METHODS[method]
+        if definition.rounds:
             if not 1 <= round_ <= self.last_round:
                 raise ConfigError(f"--round: this run has rounds 1..{self.last_round}, not {round_}")
             missing = [o for o in self.objectives if not adapter_dir(self.run_dir, o, round_).is_dir()]
             if missing:
                 raise RunDirError(f"{adapter_dir(self.run_dir, missing[0], round_)}: not found; the run has no "
-                                  f"round-{round_} sipo adapters (was sipo in methods, and did the run finish?)")
+                                  f"round-{round_} {method} adapters (was {method} in methods, and did the run "
+                                  "finish?)")
         elif round_ != 1:
-            raise ConfigError(f"--round: only sipo has rounds; {method} has round 1 only")
-        if method == "dpo" and sorted(weights.values()) != [0.0] * (len(weights) - 1) + [1.0]:
-            raise ConfigError("--weights: dpo has one adapter per objective, so only one-hot weights "
+            raise ConfigError(f"--round: only {' and '.join(with_rounds())} has rounds; {method} has round 1 only")
+        if definition.weights == NO_WEIGHTS:
+            return definition
+        if definition.weights == ONE_HOT and sorted(weights.values()) != [0.0] * (len(weights) - 1) + [1.0]:
+            raise ConfigError(f"--weights: {method} has one adapter per objective, so only one-hot weights "
                               f"(e.g. {','.join(f'{o}={int(i == 0)}' for i, o in enumerate(self.objectives))})")
-        if method in ONE_ADAPTER_PER_WEIGHTS:
-            folder = self.run_dir.path(method, weights_tag(weights))
+        if definition.weights == GRID_WEIGHTS:
+            folder = baseline_adapter_dir(self.run_dir, method, weights)
             if not folder.is_dir():
                 trained = sorted(p.name for p in self.run_dir.path(method).glob("*") if p.is_dir()) \
                     if self.run_dir.path(method).is_dir() else []
                 raise ConfigError(f"--weights: {method} trained one adapter per weight vector of the evaluation "
                                   f"grid and has none at {weights_tag(weights)} (it has: "
                                   f"{', '.join(trained) or 'none; was it in methods?'})")
+        return definition
+
+    def default_round(self, method: str) -> int:
+        """The last round for a method with rounds, else 1."""
+        return self.last_round if method in METHODS and METHODS[method].rounds else 1
 
     def point(self, method: str, weights: Mapping[str, float] | None, round_: int | None = None):
         """The :class:`~sipo.stages.evaluate.Job` that ``evaluate`` decodes for (method, weights, round), with
-        its adapters loaded into the bank. ``round_`` defaults to the run's last round (sipo) or 1."""
-        from sipo.stages.evaluate import plan_jobs
-
-        round_ = (self.last_round if method == "sipo" else 1) if round_ is None else int(round_)
-        weights = {} if method == "sft" and weights is None else parse_weights(weights, self.objectives)
-        if method != "sft":
-            self._check_method(method, weights, round_)
-        elif round_ != 1:
-            raise ConfigError("--round: only sipo has rounds; sft has round 1 only")
+        its adapters loaded into the bank. ``round_`` defaults to the run's last round (a method with rounds) or
+        1."""
+        round_ = self.default_round(method) if round_ is None else int(round_)
+        unweighted = method in METHODS and METHODS[method].weights == NO_WEIGHTS
+        weights = {} if unweighted and weights is None else parse_weights(weights, self.objectives)
+        self._check_method(method, weights, round_)
         bank, _ = self.bank()
         # evaluate's own planning, restricted to this one method and weight vector.
         cfg = copy.deepcopy(self.cfg)
@@ -179,7 +178,7 @@ class AlignedRun:
         cfg.rounds = max(round_, 1)
         cfg.eval.grid = WeightGrid(explicit=[[weights[o] for o in self.objectives]] if weights else None)
         jobs = plan_jobs(self._context(cfg), bank)
-        wanted = [j for j in jobs if j.round == round_ and (method == "sft" or _same(j.weights, weights))]
+        wanted = [j for j in jobs if j.round == round_ and (unweighted or _same(j.weights, weights))]
         if len(wanted) != 1:  # pragma: no cover - plan_jobs gives one job per (round, weights)
             raise RuntimeError(f"expected one evaluation point for {method} at {weights}, got {len(wanted)}")
         return wanted[0]
@@ -196,8 +195,8 @@ class AlignedRun:
             ConfigError: bad weights, an unknown method, or a point the run has no model for (see the module
                 docstring).
         """
-        from sipo.decoding.mod import mod_generate
-        from sipo.stages.model_calls import format_prompts
+        from sipo.decoding.mod import mod_generate  # torch: imported on first use
+
 
         if isinstance(prompts, str):
             prompts = [prompts]

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from sipo.errors import DataError
+from sipo.methods import METHODS, exportable, methods_help, with_rounds
 
 logger = logging.getLogger("sipo")
 
@@ -18,6 +19,7 @@ _HIDDEN_DEBUG = {"action": "store_true", "default": argparse.SUPPRESS, "help": a
 
 
 def add_commands(sub) -> None:
+    _ROUND_HELP = f"the round of {' or '.join(with_rounds())} (default: the last)"
     generate = sub.add_parser(
         "generate", help="decode prompts with a finished run at any weights",
         description="Decode prompts with a finished run's models at the weights you choose, exactly as the "
@@ -26,17 +28,14 @@ def add_commands(sub) -> None:
                     "response.\n\nexamples:\n"
                     "  sipo generate runs/demo --weights correctness=0.3,verbosity=0.7 'Tell me about Zarnia.'\n"
                     "  sipo generate runs/demo --weights 0.5,0.5 --method dpo_soups --input prompts.jsonl\n\n"
-                    "methods: sipo (default; MOD over the last round's realigned adapters), mod, dpo_soups (any "
-                    "weights), dpo (one-hot weights), dpo_lw and modpo (only the weights of the run's eval.grid), "
-                    "sft (weights ignored).",
+                    f"methods: {methods_help(METHODS.names())}. Default: sipo.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     generate.add_argument("run_dir", help="a finished run directory (holds config.yaml)")
     generate.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt texts (or use --input)")
     generate.add_argument("--weights", help="one weight per objective summing to 1: name=w,name=w or w,w "
                                             "(objective order); not needed for sft")
-    generate.add_argument("--method", default="sipo", help="sft, dpo, dpo_soups, mod, dpo_lw, modpo or sipo "
-                                                           "(default sipo)")
-    generate.add_argument("--round", type=int, default=None, help="sipo's round (default: the last)")
+    generate.add_argument("--method", default="sipo", help=f"{', '.join(METHODS)} (default sipo)")
+    generate.add_argument("--round", type=int, default=None, help=_ROUND_HELP)
     generate.add_argument("--input", metavar="FILE.jsonl", help="prompts, one JSON object per line with a 'prompt' "
                                                                "(and optional 'prompt_id')")
     generate.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval.decode")
@@ -50,16 +49,15 @@ def add_commands(sub) -> None:
                     "the tokenizer and a model card README.md naming the run, the weights and the method's front); "
                     "with --merge, a merged safetensors model plain transformers loads (the adapter goes to "
                     "OUT/adapter/).\n\n"
-                    "methods: dpo_soups (the LoRA soup at the weights), dpo (one-hot weights), dpo_lw and modpo "
-                    "(the weights of the run's eval.grid), sipo and mod (the soup of the adapters that MOD mixes; "
-                    "the run decoded them with MOD, which a single model approximates). Default: sipo when the "
-                    "run has it, else dpo_soups.\n\nexample:\n"
+                    f"methods: {methods_help(exportable())}; an export of a method decoded with MOD is the soup of "
+                    "the adapters that MOD mixes, which a single model approximates (the model card says so). "
+                    "Default: sipo when the run has it, else dpo_soups.\n\nexample:\n"
                     "  sipo export runs/demo --weights correctness=0.3,verbosity=0.7 --out exports/w03 --merge",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("run_dir", help="a finished run directory")
     export.add_argument("--weights", required=True, help="name=w,name=w or w,w (objective order), summing to 1")
-    export.add_argument("--method", default=None, help="dpo_soups, sipo, mod, dpo, dpo_lw or modpo")
-    export.add_argument("--round", type=int, default=None, help="sipo's round (default: the last)")
+    export.add_argument("--method", default=None, help=", ".join(exportable()))
+    export.add_argument("--round", type=int, default=None, help=_ROUND_HELP)
     export.add_argument("--out", required=True, help="a new (or empty) folder")
     export.add_argument("--merge", action="store_true", help="also merge the adapter into the base weights")
     export.add_argument("--debug", **_HIDDEN_DEBUG)

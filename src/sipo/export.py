@@ -31,16 +31,17 @@ from sipo.artifacts import atomic_path, atomic_write_text
 from sipo.config import weights_tag
 from sipo.errors import ConfigError
 from sipo.layout import base_model_path, soup_name
+from sipo.methods import METHODS, NO_WEIGHTS, default_export_method, exportable
+from sipo.models.portable import portable_base_name, set_adapter_base
+from sipo.report.build import format_hypervolume, read_report
+from sipo.report.plot import weights_label
 
 logger = logging.getLogger(__name__)
 
-EXPORTABLE = ("dpo_soups", "sipo", "mod", "dpo", "dpo_lw", "modpo")
-EXACT = ("dpo_soups", "dpo", "dpo_lw", "modpo")
-"""Methods whose exported adapter is the very model the run evaluated (the others are MOD-decoded)."""
 
 
 def default_method(run: AlignedRun) -> str:
-    return "sipo" if "sipo" in run.cfg.methods else "dpo_soups"
+    return default_export_method(run.cfg)
 
 
 def export_adapter_name(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int | None) -> str:
@@ -56,9 +57,6 @@ def export_adapter_name(run: AlignedRun, method: str, weights: Mapping[str, floa
 
 
 def _front_table(report: Mapping[str, Any], key: str, objectives: list[str]) -> list[str]:
-    from sipo.report.build import format_hypervolume
-    from sipo.report.plot import weights_label
-
     entry = report["methods"][key]
     front = set(entry.get("front", []))
     lines = [f"The run's `{key}` points (judge `{report['judge']}`, mean over the test prompts; "
@@ -76,28 +74,17 @@ def _front_table(report: Mapping[str, Any], key: str, objectives: list[str]) -> 
 def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int, merged: bool,
                base: str) -> str:
     """The export's README.md: where it came from, what it is, how to load it, and the method's front."""
-    from sipo.report.build import read_report
-    from sipo.report.plot import weights_label
-
     objectives = run.objectives
     run_name = Path(run.cfg.run_dir).name
     shown = ", ".join(f"{o}={weights[o]:g}" for o in objectives)
-    what = {
-        "dpo_soups": "the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)",
-        "dpo": "one objective's round-1 DPO adapter",
-        "dpo_lw": "the DPO-LW adapter trained at these weights",
-        "modpo": "the MODPO adapter trained at these weights",
-        "mod": "the LoRA soup of the round-1 DPO adapters; the run evaluated `mod` by MOD decoding over those "
-               "adapters, which this single model approximates",
-        "sipo": f"the LoRA soup of the round-{round_} realigned adapters; the run evaluated `sipo` by MOD decoding "
-                "over those adapters, which this single model approximates",
-    }[method]
+    definition = METHODS[method]
+    what = (definition.export or "").format(round=round_)
     lines = [
         f"# {run_name}: {method} at ({shown})",
         "",
         f"Exported by sipo from the run directory `{Path(run.cfg.run_dir).resolve()}`.",
         "",
-        f"- Method: `{method}`" + (f", round {round_}" if method == "sipo" else "") + f": {what}.",
+        f"- Method: `{method}`" + (f", round {round_}" if definition.rounds else "") + f": {what}.",
         f"- Weights: {weights_label(weights, objectives)} over ({', '.join(objectives)}).",
         f"- Base model: `{base}`; prompt template `{run.cfg.model.prompt_template}`; soup mode "
         f"`{run.cfg.soup_mode}`.",
@@ -142,18 +129,18 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
 
     run = AlignedRun(run_dir, device=device)
     method = method or default_method(run)
-    if method not in EXPORTABLE:
-        hint = " (it is the base model: RUN_DIR/sft/model or model.name_or_path)" if method == "sft" else ""
-        raise ConfigError(f"--method: {method} has no adapter to export{hint}; choose from {', '.join(EXPORTABLE)}")
+    if method not in METHODS or METHODS[method].export is None:
+        base_model = method in METHODS and METHODS[method].weights == NO_WEIGHTS
+        hint = " (it is the base model: RUN_DIR/sft/model or model.name_or_path)" if base_model else ""
+        raise ConfigError(f"--method: {method} has no adapter to export{hint}; choose from {', '.join(exportable())}")
     parsed = parse_weights(weights, run.objectives)
-    round_ = (run.last_round if method == "sipo" else 1) if round_ is None else int(round_)
+    round_ = run.default_round(method) if round_ is None else int(round_)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out: '{out}' exists and is not an empty folder; choose a new one")
     name = export_adapter_name(run, method, parsed, round_)
     bank, _ = run.bank()
     base = base_model_path(run.cfg, run.run_dir)
-    from sipo.models.portable import portable_base_name, set_adapter_base
 
     with atomic_path(out) as tmp:
         tmp.mkdir()

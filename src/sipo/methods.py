@@ -15,13 +15,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sipo.config import weights_tag
 from sipo.errors import ConfigError
-from sipo.layout import adapter_dir, adapter_name, soup_name
+from sipo.layout import adapter_dir, adapter_name, baseline_adapter_dir, baseline_adapter_name, soup_name
 from sipo.registry import Registry
 
 if TYPE_CHECKING:
@@ -67,6 +66,21 @@ class MethodContext:
         return {adapter_name(o, round_): weights[o] for o in self.objectives}
 
 
+ANY_WEIGHTS = "any"
+"""Weight domains (:attr:`MethodDef.weights`): any weight vector (soups, MOD)."""
+GRID_WEIGHTS = "grid"
+"""Only the weight vectors of the run's ``eval.grid`` (one adapter trained per vector)."""
+ONE_HOT = "one_hot"
+"""Only one-hot weight vectors (one adapter per objective)."""
+NO_WEIGHTS = "none"
+"""No weights: the base model itself."""
+WEIGHT_DOMAINS = (ANY_WEIGHTS, GRID_WEIGHTS, ONE_HOT, NO_WEIGHTS)
+
+
+StepCounts = Callable[[str], int]
+"""``stage id -> optimizer steps of every adapter it trained`` (from its manifest)."""
+
+
 @dataclass(frozen=True)
 class MethodDef:
     name: str
@@ -83,6 +97,35 @@ class MethodDef:
     check: Callable[[PipelineConfig], None] | None = None
     """Checks the config for this method at config load (``--dry-run`` included); raises ConfigError naming the
     key."""
+    weights: str = ANY_WEIGHTS
+    """The weight vectors the method has a model at (:data:`WEIGHT_DOMAINS`): ``sipo generate`` / ``export``
+    refuse the others."""
+    rounds: bool = False
+    """One point set per self-improvement round (``--round``; the default is the last round); the others have
+    round 1 only."""
+    export: str | None = None
+    """What ``sipo export`` writes for it, as the model card says it (``{round}`` is filled in); None: nothing to
+    export."""
+    exact_export: bool = True
+    """The exported adapter is the model the run evaluated (False: the soup approximates MOD decoding)."""
+    default_export: bool = False
+    """``sipo export``'s default method when the run has it (else ``dpo_soups``)."""
+    steps: Callable[[PipelineConfig, StepCounts], dict[str, int]] | None = None
+    """Report key -> optimizer steps of the preference training behind the method; None: the round-1 DPO steps
+    plus those of the method's own stage (the stage of its name, when it trains one)."""
+    no_gain_over: str | None = None
+    """A method whose points, if this method's equal them, mean the method's extra work changed nothing (a
+    pipeline-health warning)."""
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_DOMAINS:
+            raise ValueError(f"method {self.name}: weights must be one of {', '.join(WEIGHT_DOMAINS)}")
+
+    def training_steps(self, cfg: PipelineConfig, stage_steps: StepCounts) -> dict[str, int]:
+        if self.steps is not None:
+            return self.steps(cfg, stage_steps)
+        own = stage_steps(self.name) if self.name in self.trains else 0
+        return {self.name: stage_steps("dpo") + own}
 
 
 METHODS: Registry[MethodDef] = Registry("method")
@@ -122,11 +165,6 @@ def _sipo(m: MethodContext) -> list[Job]:
     return jobs
 
 
-def baseline_adapter_name(method: str, weights: Mapping[str, float]) -> str:
-    """Adapter-bank name of a baseline's adapter trained for ``weights``."""
-    return f"{method}_" + weights_tag(weights).replace(".", "p")
-
-
 def adapter_per_weight(method: str) -> Callable[[MethodContext], list[Job]]:
     """The points of a method that trains one adapter per evaluation weight vector, in ``<method>/<weights>/``."""
 
@@ -134,26 +172,45 @@ def adapter_per_weight(method: str) -> Callable[[MethodContext], list[Job]]:
         jobs = []
         for w in m.grid:
             name = baseline_adapter_name(method, w)
-            m.bank.load_adapter(name, m.run_dir.path(method, weights_tag(w)))
+            m.bank.load_adapter(name, baseline_adapter_dir(m.run_dir, method, w))
             jobs.append(Job(method, 1, w, {name: 1.0}))
         return jobs
 
     return points
 
 
+def _sipo_steps(cfg: PipelineConfig, stage_steps: StepCounts) -> dict[str, int]:
+    """Round-1 DPO plus every re-alignment up to the round; earlier rounds keyed ``sipo@r<k>``."""
+    steps, total = {}, stage_steps("dpo")
+    for r in range(1, cfg.rounds + 1):
+        total += stage_steps(f"r{r}/realign")
+        steps["sipo" if r == cfg.rounds else f"sipo@r{r}"] = total
+    return steps
+
+
+_MOD_EXPORT = ("the LoRA soup of the {what}; the run evaluated `{name}` by MOD decoding over those adapters, which "
+               "this single model approximates")
+
 for _method in (
-    MethodDef("sft", "the base model (one point)", _sft, colour="#000000", marker="*"),
+    MethodDef("sft", "the base model (one point)", _sft, colour="#000000", marker="*", weights=NO_WEIGHTS,
+              steps=lambda cfg, stage_steps: {"sft": 0}),
     MethodDef("dpo", "each objective's round-1 DPO adapter alone (the end points)", _dpo, colour="#7f7f7f",
-              marker="s", joined=False),
+              marker="s", joined=False, weights=ONE_HOT, export="one objective's round-1 DPO adapter"),
     MethodDef("dpo_soups", "the LoRA soup of the round-1 adapters at each weight vector", _dpo_soups,
-              colour="#1f77b4", marker="o"),
-    MethodDef("mod", "multi-objective decoding over the round-1 adapters", _mod, colour="#ff7f0e", marker="^"),
+              colour="#1f77b4", marker="o",
+              export="the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)"),
+    MethodDef("mod", "multi-objective decoding over the round-1 adapters", _mod, colour="#ff7f0e", marker="^",
+              export=_MOD_EXPORT.format(what="round-1 DPO adapters", name="mod"), exact_export=False),
     MethodDef("dpo_lw", "one adapter per weight vector, weighted sum of DPO losses", adapter_per_weight("dpo_lw"),
-              trains=("dpo_lw",), colour="#2ca02c", marker="D"),
+              trains=("dpo_lw",), colour="#2ca02c", marker="D", weights=GRID_WEIGHTS,
+              export="the DPO-LW adapter trained at these weights"),
     MethodDef("modpo", "one adapter per weight vector, MODPO margins", adapter_per_weight("modpo"),
-              trains=("modpo",), colour="#9467bd", marker="v"),
+              trains=("modpo",), colour="#9467bd", marker="v", weights=GRID_WEIGHTS,
+              export="the MODPO adapter trained at these weights"),
     MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
-              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728", marker="P"),
+              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728",
+              marker="P", rounds=True, export=_MOD_EXPORT.format(what="round-{round} realigned adapters", name="sipo"),
+              exact_export=False, default_export=True, steps=_sipo_steps, no_gain_over="mod"),
 ):
     METHODS.register(_method)
 
@@ -188,6 +245,34 @@ for _method in (
               _ablation("nll_control"), trains=(*_ROUND_ONE, "nll_control"), colour="#bcbd22", marker="h"),
 ):
     METHODS.register(_method)
+
+
+def default_export_method(cfg: PipelineConfig) -> str:
+    """``sipo export``'s method when none is given: a configured method marked ``default_export``, else the soup
+    of the round-1 adapters (every run has them)."""
+    for name in cfg.methods:
+        if name in METHODS and METHODS[name].default_export:
+            return name
+    return "dpo_soups"
+
+
+def with_rounds() -> list[str]:
+    """The methods that have self-improvement rounds (``--round``)."""
+    return [d.name for d in METHODS.values() if d.rounds]
+
+
+def exportable() -> list[str]:
+    """The methods ``sipo export`` can write, in registration order."""
+    return [d.name for d in METHODS.values() if d.export is not None]
+
+
+_DOMAIN_HELP = {ANY_WEIGHTS: "any weights", ONE_HOT: "one-hot weights", GRID_WEIGHTS: "only the weights of the "
+                "run's eval.grid", NO_WEIGHTS: "weights ignored"}
+
+
+def methods_help(names: Sequence[str]) -> str:
+    """``name (weights it has a model at)`` for each method, for the command-line help."""
+    return ", ".join(f"{n} ({_DOMAIN_HELP[METHODS[n].weights]})" for n in names)
 
 
 def method_order(name: str) -> tuple[int, str]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sipo.methods import METHODS
+
 STRICT_EXIT_CODE = 3
 """Exit code of ``sipo run --strict`` when the run finished but a pipeline-health warning was raised."""
 
@@ -89,9 +91,11 @@ def health_warnings(funnel: Sequence[Mapping[str, Any]], methods: Mapping[str, A
             warnings.append(f"round {r}: re-alignment trained nothing ({entry['realign_pairs']} pairs, optimizer "
                             f"steps {dict(steps)}): the adapters are carried over unchanged")
     methods = methods or {}
-    if "sipo" in methods and "mod" in methods and same_points(methods["sipo"], methods["mod"]):
-        warnings.append("sipo's points equal mod's: self-improvement changed nothing measurable, so sipo's "
-                        "hypervolume is mod's")
+    for definition in METHODS.values():
+        name, other = definition.name, definition.no_gain_over
+        if other is not None and name in methods and other in methods and same_points(methods[name], methods[other]):
+            warnings.append(f"{name}'s points equal {other}'s: self-improvement changed nothing measurable, so "
+                            f"{name}'s hypervolume is {other}'s")
     return warnings
 
 

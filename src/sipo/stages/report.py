@@ -6,26 +6,28 @@ Writes ``report/report.json``, ``report/scores.jsonl``, ``report/summary.csv``, 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig
+from sipo.configure import load_config
 from sipo.errors import RunDirError
+from sipo.methods import METHODS
+from sipo.report import build_report, load_score_rows
+from sipo.report.build import format_hypervolume
+from sipo.report.health import round_funnel
 from sipo.stage import StageContext, StageDef
+from sipo.stages.prepare import read_test_sets
 
 logger = logging.getLogger(__name__)
 
 
 def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
-    from sipo.report import build_report, load_score_rows
-    from sipo.report.build import format_hypervolume
-
     scores_path = run_dir.path("evaluate", "scores.jsonl")
     if not scores_path.is_file():
         raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
-    from sipo.stages.prepare import read_test_sets
-
     rows = load_score_rows(scores_path)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
@@ -43,10 +45,9 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
 
 
 def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
-    """The funnel of every self-improvement round from the manifests (None when the run has no ``sipo``)."""
-    from sipo.report.health import round_funnel
-
-    if "sipo" not in cfg.methods:
+    """The funnel of every self-improvement round from the manifests (None when no configured method has
+    rounds)."""
+    if not any(METHODS.choose(name, "methods").rounds for name in cfg.methods):
         return None
     counts = {}
     for r in range(1, cfg.rounds + 1):
@@ -58,8 +59,6 @@ def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
 
 def health_warnings_of(run_dir: RunDir) -> list[str]:
     """The pipeline-health warnings of a finished report (none when there is no report.json)."""
-    import json
-
     path = run_dir.path("report", "report.json")
     if not path.is_file():
         return []
@@ -74,15 +73,10 @@ def stage_steps(run_dir: RunDir, stage_id: str) -> int:
 
 def training_steps(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, int]:
     """Report key -> total optimizer steps of the preference training behind the method (SFT, shared by all,
-    not counted): round-1 DPO for every method built on it, plus its own stage's steps."""
-    dpo = stage_steps(run_dir, "dpo")
-    steps = {"sft": 0, "dpo": dpo, "dpo_soups": dpo, "mod": dpo}
-    realign = 0
-    for r in range(1, cfg.rounds + 1):
-        realign += stage_steps(run_dir, f"r{r}/realign")
-        steps["sipo" if r == cfg.rounds else f"sipo@r{r}"] = dpo + realign
-    for method in ("dpo_lw", "modpo", "sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control"):
-        steps[method] = dpo + stage_steps(run_dir, method)  # one-hot DPO-LW / MODPO points reuse the DPO adapters
+    not counted), as each method's definition counts them (:meth:`sipo.methods.MethodDef.training_steps`)."""
+    steps: dict[str, int] = {}
+    for definition in METHODS.values():
+        steps.update(definition.training_steps(cfg, lambda stage_id: stage_steps(run_dir, stage_id)))
     return steps
 
 
@@ -92,8 +86,6 @@ def run(ctx: StageContext) -> dict:
 
 def report_run_dir(path: str) -> Path:
     """Rebuild the report of a finished run directory; returns the report folder."""
-    from sipo.configure import load_config
-
     run_dir = RunDir(path)
     saved = run_dir.root / "config.yaml"
     if not saved.is_file():
