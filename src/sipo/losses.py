@@ -11,13 +11,18 @@ and the implicit reward of a response is ``beta * (log pi(y|x) - log pi_ref(y|x)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["dpo_loss", "dpo_nll_loss", "dpo_lw_loss", "modpo_loss", "sequence_nll"]
+from sipo.registry import Registry
+
+__all__ = ["LOSSES", "LossBatch", "LossDef", "dpo_loss", "dpo_nll_loss", "dpo_lw_loss", "modpo_loss",
+           "sequence_nll"]
 
 
 def dpo_loss(
@@ -187,3 +192,96 @@ def modpo_loss(
     logits = (beta * (chosen_logratios - rejected_logratios) - margin) / w[0]
     losses = -F.logsigmoid(logits)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loss registry: what the trainer calls for each ``LossSpec.name``
+
+
+PREFERENCE_SIGNS = "preference_signs"
+"""Example column for ``dpo_lw``: N values in {+1, 0, -1}, +1 if objective o prefers ``chosen``."""
+MARGIN = "margin"
+"""Example column for ``modpo``: N - 1 values ``r_o(x, chosen) - r_o(x, rejected)`` for objectives 2..N."""
+
+LogProbs = tuple[Tensor, Tensor, Tensor, Tensor]
+"""(policy chosen, policy rejected, reference chosen, reference rejected) summed log-probs, each ``(batch,)``."""
+
+
+@dataclass(frozen=True)
+class LossBatch:
+    """What a loss's ``compute`` gets: the four log-probs, the collated batch (its extra columns and
+    ``completion_mask``), the spec's parameters and DPO's beta."""
+
+    logps: LogProbs
+    inputs: Mapping[str, Any]
+    beta: float
+    nll_alpha: float = 0.0
+    objective_weights: tuple[float, ...] | None = None
+
+    def chosen_token_counts(self) -> Tensor:
+        """Tokens of each chosen response (the chosen rows come first in the collated batch)."""
+        return self.inputs["completion_mask"][:, 1:].chunk(2, dim=0)[0].sum(dim=1)
+
+
+LossResult = tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]
+"""(per-pair losses, chosen rewards, rejected rewards, extra per-pair metrics to log, e.g. ``nll``)."""
+
+
+def margin_accuracy(margins: Tensor, batch: LossBatch) -> Tensor:
+    """Share of pairs whose implicit reward margin is positive (the chosen response wins)."""
+    return (margins > 0).to(margins.dtype)
+
+
+@dataclass(frozen=True)
+class LossDef:
+    """One preference loss that adapters can be trained with (``LossSpec(name=...)``)."""
+
+    name: str
+    compute: Callable[[LossBatch], LossResult]
+    columns: Callable[[int], dict[str, int]] = lambda n: {}
+    """Extra example columns the loss reads, with their widths, given the number of objective weights."""
+    accuracy: Callable[[Tensor, LossBatch], Tensor] = margin_accuracy
+    """Per-pair reward accuracy logged as ``rewards/accuracies``."""
+    min_weights: int = 0
+    """Objective weights the loss needs (0: it takes none)."""
+    uses_nll_alpha: bool = False
+
+
+def _dpo(batch: LossBatch) -> LossResult:
+    return (*dpo_loss(*batch.logps, beta=batch.beta), {})
+
+
+def _dpo_nll(batch: LossBatch) -> LossResult:
+    counts = batch.chosen_token_counts()
+    losses, chosen, rejected = dpo_nll_loss(*batch.logps, counts, beta=batch.beta, alpha=batch.nll_alpha)
+    return losses, chosen, rejected, {"nll": sequence_nll(batch.logps[0].detach(), counts)}
+
+
+def _dpo_lw(batch: LossBatch) -> LossResult:
+    signs = batch.inputs[PREFERENCE_SIGNS]
+    return (*dpo_lw_loss(*batch.logps, signs, batch.objective_weights or (), beta=batch.beta), {})
+
+
+def _dpo_lw_accuracy(margins: Tensor, batch: LossBatch) -> Tensor:
+    """Share of (weighted, non-tied) objective labels that the implicit reward margin agrees with."""
+    signs = batch.inputs[PREFERENCE_SIGNS].to(margins.dtype)
+    w = torch.as_tensor(batch.objective_weights, dtype=margins.dtype, device=margins.device)
+    agree = ((signs * margins.unsqueeze(1)) > 0).to(margins.dtype)
+    labelled = (signs.abs() * w).sum(dim=1).clamp(min=1e-12)
+    return (agree * signs.abs() * w).sum(dim=1) / labelled
+
+
+def _modpo(batch: LossBatch) -> LossResult:
+    return (*modpo_loss(*batch.logps, batch.inputs[MARGIN], batch.objective_weights or (), beta=batch.beta), {})
+
+
+LOSSES: Registry[LossDef] = Registry("loss")
+"""The losses a trainer can call, by ``LossSpec.name``; a new loss is one ``LOSSES.register(LossDef(...))``."""
+
+for _loss in (
+    LossDef("dpo", _dpo),
+    LossDef("dpo_nll", _dpo_nll, uses_nll_alpha=True),
+    LossDef("dpo_lw", _dpo_lw, columns=lambda n: {PREFERENCE_SIGNS: n}, accuracy=_dpo_lw_accuracy, min_weights=1),
+    LossDef("modpo", _modpo, columns=lambda n: {MARGIN: n - 1}, min_weights=2),
+):
+    LOSSES.register(_loss)

@@ -143,41 +143,17 @@ class SipoDPOTrainer(DPOTrainer):
         logps = (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
 
         spec = self.loss_spec
-        extra: dict[str, float] = {}
-        if spec.name == "dpo":
-            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_loss(*logps, beta=self.beta)
-        elif spec.name == "dpo_nll":
-            chosen_token_counts = inputs["completion_mask"][:, 1:].chunk(2, dim=0)[0].sum(dim=1)
-            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_nll_loss(
-                *logps, chosen_token_counts, beta=self.beta, alpha=spec.nll_alpha
-            )
-            nll = sipo_losses.sequence_nll(policy_chosen_logps.detach(), chosen_token_counts)
-            extra["nll"] = self.accelerator.gather_for_metrics(nll).mean().item()
-        elif spec.name == "dpo_lw":
-            signs = inputs[PREFERENCE_SIGNS]
-            losses, chosen_rewards, rejected_rewards = sipo_losses.dpo_lw_loss(
-                *logps, signs, spec.objective_weights, beta=self.beta
-            )
-        else:
-            losses, chosen_rewards, rejected_rewards = sipo_losses.modpo_loss(
-                *logps, inputs[MARGIN], spec.objective_weights, beta=self.beta
-            )
+        batch = sipo_losses.LossBatch(logps, inputs, self.beta, spec.nll_alpha, spec.objective_weights)
+        losses, chosen_rewards, rejected_rewards, per_pair = spec.definition.compute(batch)
+        extra = {key: self.accelerator.gather_for_metrics(value).mean().item() for key, value in per_pair.items()}
         loss = losses.mean()
-        self._record(mode, loss.detach(), chosen_rewards, rejected_rewards, inputs, extra)
+        self._record(mode, loss.detach(), chosen_rewards, rejected_rewards, batch, extra)
         return loss
 
-    def _record(self, mode, loss, chosen_rewards, rejected_rewards, inputs, extra) -> None:
+    def _record(self, mode, loss, chosen_rewards, rejected_rewards, batch, extra) -> None:
         gather = self.accelerator.gather_for_metrics
         margins = chosen_rewards - rejected_rewards
-        if self.loss_spec.name == "dpo_lw":
-            # Share of (weighted, non-tied) objective labels that the implicit reward margin agrees with.
-            signs = inputs[PREFERENCE_SIGNS].to(margins.dtype)
-            w = torch.as_tensor(self.loss_spec.objective_weights, dtype=margins.dtype, device=margins.device)
-            agree = ((signs * margins.unsqueeze(1)) > 0).to(margins.dtype)
-            labelled = (signs.abs() * w).sum(dim=1).clamp(min=1e-12)
-            accuracy = (agree * signs.abs() * w).sum(dim=1) / labelled
-        else:
-            accuracy = (margins > 0).to(margins.dtype)
+        accuracy = self.loss_spec.definition.accuracy(margins, batch)
         record = {
             "loss": gather(loss).mean().item(),
             "rewards/chosen": gather(chosen_rewards).mean().item(),

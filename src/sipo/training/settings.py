@@ -1,7 +1,8 @@
 """What training one adapter needs besides its data, as plain values: one :class:`AdapterTraining` (base model
 settings + loss + optimisation) instead of twenty keywords forwarded through every training stage.
 
-Pure dataclasses (no torch, no trl), so stages and tests build them without importing a trainer.
+Plain dataclasses (no trl), so stages and tests build them without building a trainer; the losses they name are
+the definitions of :data:`sipo.losses.LOSSES`.
 """
 
 from __future__ import annotations
@@ -10,50 +11,56 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from sipo.config import LoraSettings, TrainSettings
+from sipo.losses import LOSSES, MARGIN, PREFERENCE_SIGNS, LossDef  # noqa: F401 (the example columns, re-exported)
 
 if TYPE_CHECKING:
     from sipo.config import PipelineConfig
 
-LossName = Literal["dpo", "dpo_nll", "dpo_lw", "modpo"]
-LOSSES: tuple[str, ...] = ("dpo", "dpo_nll", "dpo_lw", "modpo")
-PREFERENCE_SIGNS = "preference_signs"
-"""Example column for ``dpo_lw``: N values in {+1, 0, -1}, +1 if objective o prefers ``chosen``."""
-MARGIN = "margin"
-"""Example column for ``modpo``: N - 1 values ``r_o(x, chosen) - r_o(x, rejected)`` for objectives 2..N."""
+LossName = str
+"""A name registered in :data:`sipo.losses.LOSSES` (``dpo``, ``dpo_nll``, ``dpo_lw``, ``modpo`` built in)."""
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """Which pure loss of :mod:`sipo.losses` the trainer calls, with its parameters."""
+    """Which loss of :data:`sipo.losses.LOSSES` the trainer calls, with its parameters."""
 
     name: LossName = "dpo"
     nll_alpha: float = 0.0
-    """Weight of NLL(chosen) for ``dpo_nll``."""
+    """Weight of NLL(chosen) for a loss that uses it (``dpo_nll``)."""
     objective_weights: tuple[float, ...] | None = None
-    """``w`` for ``dpo_lw`` and ``modpo`` (``w[0]`` is MODPO's target objective)."""
+    """``w`` for a loss over several objectives (``dpo_lw``, ``modpo``: ``w[0]`` is MODPO's target objective)."""
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
             raise ValueError(f"unknown loss '{self.name}' (choose from {', '.join(LOSSES)})")
-        if self.name != "dpo_nll" and self.nll_alpha != 0.0:
-            raise ValueError(f"nll_alpha is only used by loss='dpo_nll' (got loss='{self.name}')")
-        needs_weights = self.name in ("dpo_lw", "modpo")
-        if needs_weights and not self.objective_weights:
+        definition = LOSSES[self.name]
+        if not definition.uses_nll_alpha and self.nll_alpha != 0.0:
+            users = " or ".join(f"loss='{d.name}'" for d in LOSSES.values() if d.uses_nll_alpha)
+            raise ValueError(f"nll_alpha is only used by {users} (got loss='{self.name}')")
+        if definition.min_weights and not self.objective_weights:
             raise ValueError(f"loss='{self.name}' needs objective_weights")
-        if not needs_weights and self.objective_weights is not None:
-            raise ValueError(f"objective_weights is only used by dpo_lw and modpo (got loss='{self.name}')")
-        if self.name == "modpo" and len(self.objective_weights or ()) < 2:
-            raise ValueError("loss='modpo' needs at least two objective weights")
+        if not definition.min_weights and self.objective_weights is not None:
+            users = " and ".join(d.name for d in LOSSES.values() if d.min_weights)
+            raise ValueError(f"objective_weights is only used by {users} (got loss='{self.name}')")
+        if len(self.objective_weights or ()) < definition.min_weights:
+            raise ValueError(f"loss='{self.name}' needs at least {_COUNT.get(definition.min_weights, definition.min_weights)} "
+                             "objective weights")
+
+    @property
+    def definition(self) -> LossDef:
+        return LOSSES[self.name]
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
         """Per-example columns, beyond prompt/chosen/rejected, that this loss reads from the batch."""
-        return {"dpo_lw": (PREFERENCE_SIGNS,), "modpo": (MARGIN,)}.get(self.name, ())
+        return tuple(self.extra_widths)
 
     @property
     def extra_widths(self) -> dict[str, int]:
-        n = len(self.objective_weights or ())
-        return {"dpo_lw": {PREFERENCE_SIGNS: n}, "modpo": {MARGIN: n - 1}}.get(self.name, {})
+        return self.definition.columns(len(self.objective_weights or ()))
+
+
+_COUNT = {2: "two", 3: "three"}
 
 
 @dataclass(frozen=True)
