@@ -22,54 +22,31 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sipo.ablations import ABLATIONS
 from sipo.artifacts import RunDir, changed_files, content_hash, files_table, stable_hash
-from sipo.config import FillJudge, PipelineConfig
+from sipo.config import PipelineConfig
+from sipo.prompting import template_files
+from sipo.stage import StageDef
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SKIP = ("manifest.json",)
 """Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
 
-MODEL_READERS = ("sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter", "realign", *ABLATIONS,
-                "dpo_lw", "modpo",
-                 "evaluate")
-"""Stages that read the configured base model (when no sft stage builds one, only sft does)."""
-
-
-def external_inputs(cfg: PipelineConfig, stage_name: str, has_sft_stage: bool) -> dict[str, Path]:
-    """The files and folders outside the run directory that stage ``stage_name`` reads, by label.
+def external_inputs(cfg: PipelineConfig, definition: StageDef, has_sft_stage: bool) -> dict[str, Path]:
+    """The files and folders outside the run directory that a stage reads, by label: its definition's
+    ``inputs`` (the data files, a judge's models), the templates when it renders them, and a local base model
+    when it loads it (when the run builds its base model, only the stage that builds it reads the configured one).
 
     Hub ids and the built-in model names (``random``, ``smollm2``) are covered by the config values themselves and
     are not listed; the packaged templates are, so that an edited template re-runs the stages that render it.
     """
-    inputs: dict[str, Path] = {}
-    if stage_name == "prepare" and cfg.data.source != "synthetic":
-        from sipo.config import data_input_paths
-
-        for i, location in enumerate(data_input_paths(cfg)):
-            if Path(location).expanduser().exists():  # a Hub id is named by the config values
-                inputs[f"data[{i}]"] = Path(location).expanduser()
-    templates = stage_name in ("sft", "review", "rewrite") or (stage_name == "prepare"
-                                                                and cfg.data.source == "synthetic")
-    if templates:
-        from sipo.prompting import TEMPLATE_DIR
-
-        for key, name in (("review.template", cfg.review.template), ("rewrite.template", cfg.rewrite.template)):
-            for candidate in (Path(name), TEMPLATE_DIR / name):  # the order in which prompting looks for it
-                if candidate.is_file():
-                    inputs[key] = candidate
-                    break
-    reads_model = stage_name == "sft" if has_sft_stage else stage_name in MODEL_READERS
+    inputs: dict[str, Path] = dict(definition.inputs(cfg)) if definition.inputs is not None else {}
+    if definition.renders_templates:
+        inputs.update(template_files(cfg))
+    reads_model = definition.builds_base_model if has_sft_stage else definition.loads_model
     name = cfg.model.name_or_path
     if reads_model and name not in ("random", "smollm2") and Path(name).expanduser().is_dir():
         inputs["model.name_or_path"] = Path(name).expanduser()
-    reward_models = (stage_name == "evaluate" and cfg.eval.judge == "reward_model") or (
-        stage_name == "label" and getattr(cfg.data, "fill_judge", None) == FillJudge.reward_model)
-    if reward_models:
-        for i, spec in enumerate(cfg.eval.reward_model.models):
-            if Path(spec.name_or_path).expanduser().is_dir():
-                inputs[f"eval.reward_model.models[{i}]"] = Path(spec.name_or_path).expanduser()
     return inputs
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipo.layout import adapter_name
@@ -52,9 +53,33 @@ class JudgeDef:
     adapters ``r0_<objective>``; tokenizer: the policy's tokenizer)."""
     check: Callable[[PipelineConfig], None] | None = None
     """Validates the judge's settings at config load; raises ConfigError naming the key."""
+    config_keys: tuple[str, ...] = ()
+    """Config keys of its own settings, which fingerprint a stage that scores with it."""
+    inputs: Callable[[PipelineConfig], dict[str, Path]] | None = None
+    """``config -> {label: path}`` of the local files it reads (its models), which fingerprint a stage that scores
+    with it."""
+    check_inputs: Callable[[PipelineConfig], None] | None = None
+    """Checks those files before the run writes anything (raises ConfigError)."""
 
 
 JUDGES: Registry[JudgeDef] = Registry("judge")
+
+
+def judge_keys(name: str) -> tuple[str, ...]:
+    """The config keys of judge ``name``'s own settings."""
+    return JUDGES[name].config_keys
+
+
+def judge_inputs(name: str, cfg: PipelineConfig) -> dict[str, Path]:
+    """The local files judge ``name`` reads, by label (none for most judges)."""
+    hook = JUDGES[name].inputs
+    return hook(cfg) if hook is not None else {}
+
+
+def check_judge_inputs(name: str, cfg: PipelineConfig) -> None:
+    hook = JUDGES[name].check_inputs
+    if hook is not None:
+        hook(cfg)
 
 
 def by_id(items: Sequence[ScoreItem], columns: Mapping[str, Sequence[float]]) -> Scores:
@@ -117,11 +142,25 @@ def _check_reward_model(cfg: PipelineConfig) -> None:
             check_prompt_format(spec.prompt_format, f"eval.reward_model.models[{i}].prompt_format")
 
 
+def _reward_model_inputs(cfg: PipelineConfig) -> dict[str, Path]:
+    models = enumerate(cfg.eval.reward_model.models)
+    return {f"eval.reward_model.models[{i}]": Path(spec.name_or_path).expanduser() for i, spec in models
+            if Path(spec.name_or_path).expanduser().is_dir()}
+
+
+def _check_reward_model_inputs(cfg: PipelineConfig) -> None:
+    from sipo.scoring.reward_model import resolve_source
+
+    for i, spec in enumerate(cfg.eval.reward_model.models):
+        resolve_source(spec.name_or_path, cfg.model, f"eval.reward_model.models[{i}].name_or_path")
+
+
 for _judge in (
     JudgeDef("implicit", "the round-1 adapters' implicit rewards", _implicit),
     JudgeDef("oracle", "the synthetic benchmark's exact scores", _oracle),
     JudgeDef("reward_model", "Hugging Face sequence-classification reward models", _reward_model,
-             check=_check_reward_model),
+             check=_check_reward_model, config_keys=("eval.reward_model",), inputs=_reward_model_inputs,
+             check_inputs=_check_reward_model_inputs),
     JudgeDef("length", "response length in words", _length, check=_check_length),
 ):
     JUDGES.register(_judge)

@@ -30,6 +30,7 @@ from sipo.distributed import barrier, init_processes, warn_if_launch_lost_proces
 from sipo.errors import ConfigError, RunDirError, SipoError
 from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
 from sipo.logging_utils import process_rank
+from sipo.methods import METHODS
 from sipo.preflight import check_inputs, precheck_stages
 from sipo.runlock import run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
@@ -51,13 +52,10 @@ def _spec(name: str, round_: int | None, cfg: PipelineConfig, upstream: tuple[st
 def plan(cfg: PipelineConfig) -> list[StageSpec]:
     """The stages of this config, in the registry's order: prepare, sft (when the run builds its base model), dpo,
     the optional stages that the configured methods train (their ``trains``; ``label`` also only with one dataset
-    per objective), the self-improvement rounds, the baselines' stages, evaluate and report."""
-    from sipo.ablations import ABLATIONS
-    from sipo.methods import METHODS
-
+    per objective), the self-improvement rounds, the baselines' stages, evaluate and report. Each stage's
+    definition names its upstream stages (:attr:`~sipo.stage.StageDef.upstream`)."""
     needed = {name for method in cfg.methods for name in METHODS.choose(method, "methods").trains}
     stages: list[StageSpec] = []
-    base_upstream: tuple[str, ...] = ()
     for definition in STAGES.values():
         name = definition.name
         if definition.when is not None and not definition.when(cfg):
@@ -68,24 +66,8 @@ def plan(cfg: PipelineConfig) -> list[StageSpec]:
             if name == ROUND_STAGES[0]:
                 stages += _rounds(cfg, [s.id for s in stages])
             continue
-        if name == "prepare":
-            upstream: tuple[str, ...] = ()
-        elif name == "sft":
-            upstream = ("prepare",)
-            base_upstream = ("sft",)
-        elif name == "dpo":
-            upstream = ("prepare", *base_upstream)
-        elif name == "evaluate":
-            upstream = ("prepare", *base_upstream, *(s.id for s in stages if STAGES[s.name].makes_adapters))
-        elif name == "report":
-            upstream = ("evaluate",)
-        elif name in ABLATIONS:  # round 1's candidates (or its re-alignment budget) and the DPO adapters
-            sources = {"sipo_no_rewrite": ("r1/sample", "r1/combine"), "nll_control": ("r1/realign",)}
-            conflicts = tuple(s.id for s in stages if s.name == "label")
-            upstream = ("prepare", *conflicts, "dpo", *sources.get(name, ("r1/combine",)), *base_upstream)
-        else:  # a stage that the round-1 adapters feed (label, dpo_lw, modpo)
-            upstream = ("prepare", "dpo", *base_upstream)
-        stages.append(_spec(name, None, cfg, upstream))
+        before = [(s.id, STAGES[s.name]) for s in stages]
+        stages.append(_spec(name, None, cfg, definition.upstream(cfg, before)))
     return stages
 
 
@@ -130,7 +112,7 @@ def fingerprint(cfg: PipelineConfig, stage: StageSpec, upstream_results: dict[st
     """The stage's settings, the content of its external inputs and its upstream stages' result ids, hashed."""
     plain = OmegaConf.create(to_dict(cfg))
     values = {key: _section(plain, key, stage.exclude) for key in stage.config_keys}
-    inputs = external_inputs(cfg, stage.name, needs_sft_stage(cfg))
+    inputs = external_inputs(cfg, STAGES[stage.name], needs_sft_stage(cfg))
     return stage_fingerprint(cfg, stage.id, values, inputs, upstream_results, hashes or RunHashes())
 
 

@@ -9,62 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sipo.config import FillJudge, PipelineConfig
+from sipo.config import PipelineConfig
+from sipo.prompting import check_templates
+from sipo.stages.prepare import compute
 from sipo.stages.registry import STAGES
 
 
-def check_data(cfg: PipelineConfig) -> None:
-    """The built-in sources' objectives, column renames and ``data.path``; raises ConfigError or DataError."""
-    from sipo.data import helpsteer, jsonl, pku_saferlhf
-
-    source = cfg.data.source
-    objectives = list(cfg.objectives)
-    if source == "helpsteer":
-        helpsteer.check_objectives(objectives)
-    elif source == "pku_saferlhf":
-        pku_saferlhf.check_objectives(objectives)
-    elif source == "jsonl":
-        jsonl.column_names(objectives, dict(cfg.data.response_columns))
-    if source in ("helpsteer", "pku_saferlhf", "jsonl"):
-        from sipo.config import data_specs
-        from sipo.data.readers import check_path
-
-        specs = data_specs(cfg)
-        for spec in specs.values() if specs else [{"path": cfg.data.path}]:
-            check_path(spec["path"])
-    if cfg.data.test_path:
-        from sipo.data.readers import check_path
-
-        check_path(cfg.data.test_path, "data.test_path")
-
-
 def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
-    """Check what the named stages (names such as ``prepare`` or ``sample``) will read.
+    """Check what the named stages (names such as ``prepare`` or ``sample``) will read: each definition's own
+    ``check_inputs`` (the data source's objectives and paths, a judge's models), the base model when one loads it,
+    and the templates when one renders them.
 
     Raises:
         ConfigError: a misspelled objective, an unknown column rename, a missing model folder (or one holding only
             pickle weights without ``model.allow_pickle``), a missing reward model folder or prompt template.
         DataError: ``data.path`` does not exist or holds no ``*.jsonl`` files.
     """
-    stages = set(stages)
-    definitions = [STAGES[name] for name in stages if name in STAGES]
-    if "prepare" in stages:
-        check_data(cfg)
+    definitions = [d for d in STAGES.values() if d.name in set(stages)]
+    for definition in definitions:
+        if definition.check_inputs is not None:
+            definition.check_inputs(cfg)
     if any(d.loads_model for d in definitions) and cfg.model.name_or_path not in ("random", "smollm2"):
-        from sipo.models.loading import resolve_model_source
+        from sipo.models.loading import resolve_model_source  # sipo.models imports torch
 
         resolve_model_source(cfg.model)
     if any(d.renders_templates for d in definitions):
-        from sipo.prompting import _load_template
-
-        _load_template(cfg.review.template)  # found, and valid jinja
-        _load_template(cfg.rewrite.template)
-    if ("evaluate" in stages and cfg.eval.judge == "reward_model") or \
-            ("label" in stages and cfg.data.fill_judge == FillJudge.reward_model):
-        from sipo.scoring.reward_model import resolve_source
-
-        for i, spec in enumerate(cfg.eval.reward_model.models):
-            resolve_source(spec.name_or_path, cfg.model, f"eval.reward_model.models[{i}].name_or_path")
+        check_templates(cfg)
 
 
 def precheck_stages(cfg: PipelineConfig, stages: Collection[str], cache: dict) -> None:
@@ -72,6 +42,4 @@ def precheck_stages(cfg: PipelineConfig, stages: Collection[str], cache: dict) -
     anything: the ``prepare`` stage's data loading and splitting (every malformed row, a split that comes out
     empty). The result is kept in ``cache`` for the stage, so the data is read once."""
     if "prepare" in stages:
-        from sipo.stages.prepare import compute
-
         cache["prepare"] = compute(cfg)

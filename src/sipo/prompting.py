@@ -33,6 +33,24 @@ _TURN_MARKERS = re.compile(r"\b(?:USER|ASSISTANT|BEGINNING OF CONVERSATION)\s*:"
 _LEADING_LABEL = re.compile(r"^\s*(review|rewrite|improved response|response|rewritten response)\s*:\s*", re.IGNORECASE)
 
 
+def template_files(cfg) -> dict[str, Path]:
+    """The review and rewrite templates as the files they are read from (a path, else the packaged template), by
+    config key; a template that is not found is left out (the input checks report it)."""
+    files = {}
+    for key, name in (("review.template", cfg.review.template), ("rewrite.template", cfg.rewrite.template)):
+        for candidate in (Path(name), TEMPLATE_DIR / name):  # the order in which _load_template looks for it
+            if candidate.is_file():
+                files[key] = candidate
+                break
+    return files
+
+
+def check_templates(cfg) -> None:
+    """Load both templates once (found, and valid jinja); raises ConfigError."""
+    _load_template(cfg.review.template)
+    _load_template(cfg.rewrite.template)
+
+
 @lru_cache(maxsize=16)
 def _load_template(name_or_path: str) -> jinja2.Template:
     path = Path(name_or_path)

@@ -10,7 +10,7 @@ new stage is one module plus one line in the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,20 @@ from sipo.stages import model_calls
 if TYPE_CHECKING:
     from sipo.artifacts import RunDir
     from sipo.config import PipelineConfig
+
+
+Planned = Sequence[tuple[str, "StageDef"]]
+"""The stages planned before a stage, as (stage id, definition), in plan order."""
+
+
+def base_stages(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The stage that builds the run's base model, when the run builds it (every adapter reads it)."""
+    return ("sft",) if needs_sft_stage(cfg) else ()
+
+
+def reads_round_one(cfg: PipelineConfig, before: Planned) -> tuple[str, ...]:
+    """The default upstream: the pairs (``prepare``), the round-1 DPO adapters and the base model."""
+    return ("prepare", "dpo", *base_stages(cfg))
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,16 @@ class StageDef:
     """Renders the review / rewrite templates (the input checks then load them before the run starts)."""
     note: str = ""
     """A short condition shown in ``sipo --help``, e.g. ``only if in methods``."""
+    upstream: Callable[[PipelineConfig, Planned], tuple[str, ...]] = reads_round_one
+    """``(config, the stages planned before it) -> ids of the stages whose outputs it reads`` (a per-round stage
+    is wired by the plan instead: round 1 reads what the stages before it wrote, round k round k-1)."""
+    inputs: Callable[[PipelineConfig], dict[str, Path]] | None = None
+    """``config -> {label: path}`` of the files outside the run directory that it reads, besides the base model
+    (``loads_model``) and the templates (``renders_templates``); their content fingerprints the stage."""
+    check_inputs: Callable[[PipelineConfig], None] | None = None
+    """Checks those inputs before the run writes anything (raises ConfigError or DataError)."""
+    builds_base_model: bool = False
+    """Builds the run's base model (``sft``): when it runs, it is the only stage that reads ``model.name_or_path``."""
 
     def keys(self, cfg: PipelineConfig) -> tuple[str, ...]:
         extra = self.extra_keys(cfg) if self.extra_keys is not None else ()

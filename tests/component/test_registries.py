@@ -114,7 +114,7 @@ def test_a_registered_data_source_is_accepted_by_validation(tmp_path):
     try:
         assert config(tmp_path, "data.source=toy").data.source == "toy"
     finally:
-        SOURCES.pop("toy")
+        SOURCES.unregister("toy")
 
 
 def test_a_method_that_trains_a_stage_puts_it_in_the_plan(tmp_path):

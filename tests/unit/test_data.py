@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sipo import data
 from sipo.config import DataConfig, PipelineConfig
 from sipo.data import (
     SOURCES,
@@ -384,7 +383,7 @@ def test_no_pairs_at_all(tmp_path):
 
 def test_register_source_and_duplicates(monkeypatch):
     """A registered source is called by load_pairs; a duplicate pair id is dropped (the first is kept)."""
-    monkeypatch.setattr(data, "SOURCES", dict(SOURCES))
+    monkeypatch.setattr(SOURCES, "_entries", dict(SOURCES._entries))  # registered for this test only
     pair = make_pair("p", "x", "y", {"o": "a"})
 
     def fake_source(cfg):

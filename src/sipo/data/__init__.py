@@ -1,7 +1,8 @@
 """Preference data sources and the pure logic of the ``prepare`` stage.
 
-A *source* is a callable ``fn(cfg: PipelineConfig) -> list[Pair]`` registered in :data:`SOURCES` under the name
-used by ``data.source``. Built in:
+A *source* is a :class:`SourceDef` in :data:`SOURCES`, under the name used by ``data.source``: its ``load``
+function ``fn(cfg: PipelineConfig) -> list[Pair]``, the local files it reads (which fingerprint ``prepare``) and
+the checks of its objectives and paths before a run writes anything. Built in:
 
 - ``helpsteer``: nvidia/HelpSteer and HelpSteer2 rows (:mod:`sipo.data.helpsteer`);
 - ``pku_saferlhf``: PKU-SafeRLHF / -10K / BeaverTails rows (:mod:`sipo.data.pku_saferlhf`);
@@ -31,10 +32,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from sipo.config import PipelineConfig, data_specs
+from sipo.config import PipelineConfig, data_input_paths, data_specs
 from sipo.data import helpsteer, jsonl, pku_saferlhf
 from sipo.data.pairs import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
+from sipo.data.readers import check_path
 from sipo.data.splits import (
     Splits,
     load_splits,
@@ -50,33 +54,90 @@ from sipo.data.splits import (
     write_splits,
 )
 from sipo.errors import ConfigError, DataError
+from sipo.prompting import template_files
 from sipo.records import Pair
+from sipo.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 SourceFn = Callable[[PipelineConfig], list[Pair]]
 """A data source: the config in, the preference pairs (labelled for every objective) out."""
 
-SOURCES: dict[str, SourceFn] = {
-    "helpsteer": helpsteer.load,
-    "pku_saferlhf": pku_saferlhf.load,
-    "jsonl": jsonl.load,
-    "synthetic": lambda cfg: _synthetic_pairs(cfg),
-}
+
+
+def data_files(cfg: PipelineConfig) -> dict[str, Path]:
+    """The local files and folders of ``data.path`` (each entry of a per-objective mapping) and ``data.test_path``,
+    by label; a Hub id is named by the config values."""
+    return {f"data[{i}]": Path(location).expanduser() for i, location in enumerate(data_input_paths(cfg))
+            if Path(location).expanduser().exists()}
+
+
+@dataclass(frozen=True)
+class SourceDef:
+    """A data source (``data.source``): how it loads its pairs and what outside the run it reads."""
+
+    name: str
+    load: SourceFn
+    inputs: Callable[[PipelineConfig], dict[str, Path]] = data_files
+    """``config -> {label: path}`` of the local files it reads, which fingerprint the ``prepare`` stage."""
+    check: Callable[[PipelineConfig], None] | None = None
+    """Checks the objectives, column names and paths before the run writes anything (ConfigError, DataError)."""
+    config_keys: tuple[str, ...] = ()
+    """Config keys outside ``data`` that its pairs depend on (they fingerprint ``prepare``)."""
+
+
+SOURCES: Registry[SourceDef] = Registry("data source")
+
+
+def register_source(name: str, fn: SourceFn, *, replace: bool = False) -> None:
+    """Make ``fn`` available as ``data.source: name``; re-registering a name needs ``replace=True``."""
+    if name in SOURCES and SOURCES[name].load is fn:
+        return
+    if name in SOURCES and not replace:
+        raise ValueError(f"data source '{name}' is already registered")
+    SOURCES.register(SourceDef(name, fn), replace=replace)
+
+
+def _data_paths_check(check_objectives: Callable[[PipelineConfig], None]) -> Callable[[PipelineConfig], None]:
+    """A file source's input check: its objectives (or columns), then every ``data.path`` exists."""
+
+    def check(cfg: PipelineConfig) -> None:
+        check_objectives(cfg)
+        specs = data_specs(cfg)
+        for spec in specs.values() if specs else [{"path": cfg.data.path}]:
+            check_path(spec["path"])
+
+    return check
 
 
 def _synthetic_pairs(cfg: PipelineConfig) -> list[Pair]:
-    # Imported lazily: the synthetic benchmark imports helpers from this package.
+    # Imported on first use: the synthetic benchmark builds its pairs with this package's helpers.
     from sipo.synthetic.writer import load_pairs as synthetic_load_pairs
 
     return synthetic_load_pairs(cfg)
 
 
-def register_source(name: str, fn: SourceFn, *, replace: bool = False) -> None:
-    """Make ``fn`` available as ``data.source: name``; re-registering a name needs ``replace=True``."""
-    if name in SOURCES and SOURCES[name] is not fn and not replace:
-        raise ValueError(f"data source '{name}' is already registered")
-    SOURCES[name] = fn
+for _source in (
+    SourceDef("helpsteer", helpsteer.load,
+              check=_data_paths_check(lambda cfg: helpsteer.check_objectives(list(cfg.objectives)))),
+    SourceDef("pku_saferlhf", pku_saferlhf.load,
+              check=_data_paths_check(lambda cfg: pku_saferlhf.check_objectives(list(cfg.objectives)))),
+    SourceDef("jsonl", jsonl.load, check=_data_paths_check(
+        lambda cfg: jsonl.column_names(list(cfg.objectives), dict(cfg.data.response_columns)))),
+    # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
+    SourceDef("synthetic", _synthetic_pairs, inputs=template_files,
+              config_keys=("objective_descriptions", "review.template", "rewrite.template")),
+):
+    SOURCES.register(_source)
+
+
+def check_source(cfg: PipelineConfig) -> None:
+    """The configured source's checks and ``data.test_path``; raises ConfigError or DataError."""
+    source = SOURCES.choose(cfg.data.source, "data.source")
+    if source.check is not None:
+        source.check(cfg)
+    if cfg.data.test_path:
+        check_path(cfg.data.test_path, "data.test_path")
 
 
 def load_pairs(cfg: PipelineConfig) -> list[Pair]:
@@ -97,7 +158,7 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
         pairs = []
         seen: set[str] = set()
         duplicates = 0
-        for pair in SOURCES[name](cfg):
+        for pair in SOURCES[name].load(cfg):
             missing = [o for o in objectives if o not in pair.preferred]
             if missing:
                 raise ValueError(f"source '{name}' returned pair {pair.pair_id} without a label for '{missing[0]}'")
@@ -132,7 +193,7 @@ def _pairs_per_objective(cfg: PipelineConfig, specs: dict[str, dict]) -> list[Pa
             cfg.data, path=spec["path"], split=spec["split"], revision=spec["revision"], data_dir=spec["data_dir"]))
         seen: set[str] = set()
         count = 0
-        for pair in SOURCES[cfg.data.source](sub):
+        for pair in SOURCES[cfg.data.source].load(sub):
             if pair.pair_id in seen:
                 duplicates += 1
                 continue

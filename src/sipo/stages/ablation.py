@@ -18,7 +18,7 @@ from sipo.ablations import ablation_source, select_for
 from sipo.judges import ScoreItem
 from sipo.layout import adapter_name, objective_adapters, soup_name
 from sipo.records import Candidate, CombinedCandidate, Selection, read_jsonl, write_jsonl
-from sipo.stage import StageContext, StageDef
+from sipo.stage import StageContext, StageDef, base_stages
 from sipo.stages.combine import read_combined
 from sipo.stages.filter import candidate_weights
 from sipo.stages.model_calls import prompts_that_fit
@@ -115,8 +115,15 @@ def run_nll_control(ctx: StageContext) -> dict:
     return counts
 
 
-def ablation_spec(name: str, run, help_text: str, reads: str) -> StageDef:
-    """The declaration of an ablation stage (its method of the same name trains it; docs/benchmark.md)."""
+def ablation_spec(name: str, run, help_text: str, reads: str, sources: tuple[str, ...] = ("r1/combine",)) -> StageDef:
+    """The declaration of an ablation stage (its method of the same name trains it; docs/benchmark.md): it reads
+    the pairs (and the conflicts the label stage picked, when it runs), the DPO adapters and ``sources``, the
+    round-1 stages whose candidates (or re-alignment budget) it uses."""
+
+    def upstream(cfg, before) -> tuple[str, ...]:
+        conflicts = tuple(i for i, d in before if d.name == "label")
+        return ("prepare", *conflicts, "dpo", *sources, *base_stages(cfg))
+
     return StageDef(name=name, run=run, help=help_text, reads=reads, writes=f"`{name}/<o>/`",
                     config_keys=("realign", "filter", "soup_mode", "dpo.beta"), loads_model=True, distributed=True,
-                    optional=True, makes_adapters=True, note="only if in methods")
+                    optional=True, makes_adapters=True, note="only if in methods", upstream=upstream)

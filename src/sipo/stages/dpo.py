@@ -15,7 +15,7 @@ import logging
 
 from sipo.errors import ConfigError
 from sipo.records import Pair, read_jsonl
-from sipo.stage import StageContext, StageDef
+from sipo.stage import StageContext, StageDef, base_stages
 from sipo.stages.model_calls import prompts_that_fit, train_adapter
 from sipo.stages.pairs import preference_examples
 from sipo.stages.sharding import finish_units
@@ -51,5 +51,5 @@ def run(ctx: StageContext) -> dict:
 SPEC = StageDef(
     name="dpo", run=run, help="train one LoRA adapter per objective with DPO (round 1)",
     reads="`prepare/train_<o>.jsonl`", writes="`dpo/<o>/`", config_keys=("dpo", "model", "seed"), loads_model=True,
-    distributed=True, makes_adapters=True
+    distributed=True, makes_adapters=True, upstream=lambda cfg, before: ("prepare", *base_stages(cfg))
 )

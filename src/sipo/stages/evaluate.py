@@ -17,11 +17,11 @@ import logging
 
 from sipo.config import weight_grid, weights_tag
 from sipo.errors import ConfigError
-from sipo.judges import JUDGES, ScoreItem, Scorer
+from sipo.judges import JUDGES, ScoreItem, Scorer, check_judge_inputs, judge_inputs
 from sipo.layout import objective_adapters
 from sipo.methods import METHODS, Job, MethodContext
 from sipo.records import PromptRecord, ScoreRow, read_jsonl
-from sipo.stage import StageContext, StageDef
+from sipo.stage import StageContext, StageDef, base_stages
 from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
 from sipo.stages.sharding import finish_shards, run_sharded, write_output
 
@@ -80,5 +80,7 @@ SPEC = StageDef(
     name="evaluate", run=run, help="decode the test prompts with every method at every weight vector and score them",
     reads="test prompts + adapters", writes="`evaluate/scores.jsonl`",
     config_keys=("eval", "methods", "soup_mode", "rounds", "data.synthetic"), exclude=("eval.reference_point",),
-    loads_model=True, distributed=True
+    loads_model=True, distributed=True,
+    upstream=lambda cfg, before: ("prepare", *base_stages(cfg), *(i for i, d in before if d.makes_adapters)),
+    inputs=lambda cfg: judge_inputs(cfg.eval.judge, cfg), check_inputs=lambda cfg: check_judge_inputs(cfg.eval.judge, cfg)
 )

@@ -30,7 +30,7 @@ import logging
 from sipo.config import FillJudge
 from sipo.data.pairs import is_conflict
 from sipo.data.splits import pair_counts, select_conflict_pairs
-from sipo.judges import ScoreItem, Scores, by_id
+from sipo.judges import ScoreItem, Scores, by_id, check_judge_inputs, judge_inputs, judge_keys
 from sipo.layout import adapter_dir, adapter_name
 from sipo.records import Pair, write_jsonl
 from sipo.stage import StageContext, StageDef, needs_label_stage
@@ -118,15 +118,16 @@ def reward_model_rewards(ctx: StageContext, pairs: list[Pair], needed: list[str]
     return by_id(sides, judge.score([s.prompt for s in sides], [s.response for s in sides]))
 
 
-def _judge_keys(cfg) -> tuple[str, ...]:
-    # The reward models that fill the labels are part of the stage's settings only when they do.
-    return ("eval.reward_model",) if cfg.data.fill_judge == FillJudge.reward_model else ()
+def _fill_judge(cfg) -> str:
+    """The judge that fills the labels (its settings and models belong to the stage only when it does)."""
+    return FillJudge(cfg.data.fill_judge).value
 
 
 SPEC = StageDef(
     name="label", run=run,
     help="one dataset per objective: the round-1 adapters fill the missing labels, then pick conflicting prompts",
     reads="training pairs + adapters", writes="`label/train_conflict.jsonl`",
-    config_keys=("data", "dpo.beta", "model", "seed"), extra_keys=_judge_keys,
+    config_keys=("data", "dpo.beta", "model", "seed"), extra_keys=lambda cfg: judge_keys(_fill_judge(cfg)),
+    inputs=lambda cfg: judge_inputs(_fill_judge(cfg), cfg), check_inputs=lambda cfg: check_judge_inputs(_fill_judge(cfg), cfg),
     loads_model=True, optional=True, when=needs_label_stage, note="one dataset per objective, with sipo"
 )

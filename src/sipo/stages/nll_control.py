@@ -4,6 +4,6 @@ from sipo.stages.ablation import ablation_spec
 from sipo.stages.ablation import run_nll_control as run
 
 SPEC = ablation_spec("nll_control", run, "control: DPO + alpha*NLL on the original conflicting pairs, as many steps as re-alignment",
-                     "conflicting pairs, `r1/realign` steps")
+                     "conflicting pairs, `r1/realign` steps", sources=("r1/realign",))
 
 __all__ = ["SPEC", "run"]

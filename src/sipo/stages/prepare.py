@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from sipo.data import SOURCES, check_source
 from sipo.records import write_jsonl
 from sipo.stage import StageContext, StageDef
 
@@ -104,16 +105,17 @@ def run(ctx: StageContext) -> dict:
     return counts
 
 
-def _template_keys(cfg) -> tuple[str, ...]:
-    # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
-    if cfg.data.source == "synthetic":
-        return ("objective_descriptions", "review.template", "rewrite.template")
-    return ()
+def _source_keys(cfg) -> tuple[str, ...]:
+    return SOURCES[cfg.data.source].config_keys
+
+
+def _source_inputs(cfg) -> dict:
+    return SOURCES[cfg.data.source].inputs(cfg)
 
 
 SPEC = StageDef(
     name="prepare", run=run,
     help="build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
     reads="`data.source`", writes="`prepare/*.jsonl`", config_keys=("data", "objectives", "seed"),
-    extra_keys=_template_keys
+    extra_keys=_source_keys, upstream=lambda cfg, before: (), inputs=_source_inputs, check_inputs=check_source
 )

@@ -97,5 +97,6 @@ def report_run_dir(path: str) -> Path:
 
 SPEC = StageDef(
     name="report", run=run, help="hypervolumes, Pareto fronts, report.json / summary.csv / pareto.png / report.md",
-    reads="scores", writes="`report/`", config_keys=("eval.reference_point", "eval.judge")
+    reads="scores", writes="`report/`", config_keys=("eval.reference_point", "eval.judge"),
+    upstream=lambda cfg, before: ("evaluate",)
 )

@@ -96,6 +96,7 @@ SPEC = StageDef(
     help="build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
     reads="`prepare/sft.jsonl`", writes="`sft/model/`",
     config_keys=("sft", "objective_descriptions", "review.template", "rewrite.template", "model", "seed"),
-    loads_model=True, distributed=True, renders_templates=True, when=needs_sft_stage,
+    loads_model=True, distributed=True, renders_templates=True, when=needs_sft_stage, builds_base_model=True,
+    upstream=lambda cfg, before: ("prepare",),
     note="random model or sft.enabled"
 )
