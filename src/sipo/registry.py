@@ -34,14 +34,22 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
-    def register(self, entry: T, *, replace: bool = False) -> T:
-        """Add ``entry`` under ``entry.name``; registering another entry under a taken name needs ``replace``."""
+    def register(self, entry: T, *, replace: bool = False, before: str | None = None) -> T:
+        """Add ``entry`` under ``entry.name``, last or just ``before`` a registered entry (for registries whose
+        order matters, such as the stages'); registering another entry under a taken name needs ``replace``."""
         name = entry.name
         if not name or not all(c.isalnum() or c in "_-" for c in name):
             raise ValueError(f"{self.kind} name {name!r} must be letters, digits, '_' or '-'")
         if name in self._entries and self._entries[name] is not entry and not replace:
             raise ValueError(f"{self.kind} '{name}' is already registered")
+        if before is not None and before not in self._entries:
+            raise ValueError(f"cannot register {self.kind} '{name}' before '{before}': not registered")
         self._entries[name] = entry
+        if before is not None:
+            self._entries.pop(name)
+            items = list(self._entries.items())
+            at = [k for k, _ in items].index(before)
+            self._entries = dict([*items[:at], (name, entry), *items[at:]])
         return entry
 
     def unregister(self, name: str) -> None:
