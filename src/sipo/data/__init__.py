@@ -84,6 +84,14 @@ class SourceDef:
     """Checks the objectives, column names and paths before the run writes anything (ConfigError, DataError)."""
     config_keys: tuple[str, ...] = ()
     """Config keys outside ``data`` that its pairs depend on (they fingerprint ``prepare``)."""
+    sft_examples: Callable[[PipelineConfig], list[dict]] | None = None
+    """The source's own SFT demonstrations (``{prompt, completion}`` rows); None: every distinct training
+    response."""
+    test_prompts: Callable[[PipelineConfig], list] | None = None
+    """The source's own held-out test prompts (``PromptRecord``), used when ``data.test_path`` is not set; None:
+    test prompts are split off the pairs."""
+    test_sets: Callable[[PipelineConfig], dict[str, list[str]]] | None = None
+    """Named test sets (name -> prompt ids) that the report shows separately; None: one test set."""
 
 
 SOURCES: Registry[SourceDef] = Registry("data source")
@@ -110,11 +118,30 @@ def _data_paths_check(check_objectives: Callable[[PipelineConfig], None]) -> Cal
     return check
 
 
+# The synthetic benchmark is imported on first use: it builds its pairs with this package's helpers.
 def _synthetic_pairs(cfg: PipelineConfig) -> list[Pair]:
-    # Imported on first use: the synthetic benchmark builds its pairs with this package's helpers.
     from sipo.synthetic.writer import load_pairs as synthetic_load_pairs
 
     return synthetic_load_pairs(cfg)
+
+
+def _synthetic_sft(cfg: PipelineConfig) -> list[dict]:
+    from sipo.synthetic.sft_data import sft_examples
+
+    return sft_examples(cfg, cfg.objective_descriptions)
+
+
+def _synthetic_test_prompts(cfg: PipelineConfig) -> list:
+    # The benchmark holds out (entity, phrasing) combinations of its own; no training pair uses them.
+    from sipo.synthetic.writer import test_prompts
+
+    return test_prompts(cfg)
+
+
+def _synthetic_test_sets(cfg: PipelineConfig) -> dict[str, list[str]]:
+    from sipo.synthetic.world import test_sets
+
+    return test_sets(cfg)
 
 
 for _source in (
@@ -126,7 +153,8 @@ for _source in (
         lambda cfg: jsonl.column_names(list(cfg.objectives), dict(cfg.data.response_columns)))),
     # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
     SourceDef("synthetic", _synthetic_pairs, inputs=template_files,
-              config_keys=("objective_descriptions", "review.template", "rewrite.template")),
+              config_keys=("objective_descriptions", "review.template", "rewrite.template"),
+              sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets),
 ):
     SOURCES.register(_source)
 

@@ -12,9 +12,13 @@ labels (``unlabelled``) until the ``label`` stage.
 
 from __future__ import annotations
 
+import json
 import logging
 
-from sipo.data import SOURCES, check_source
+from sipo.artifacts import atomic_write_json
+from sipo.data import SOURCES, check_source, load_pairs
+from sipo.data.formats import load_test_prompts
+from sipo.data.splits import make_splits, write_splits
 from sipo.records import write_jsonl
 from sipo.stage import StageContext, StageDef
 
@@ -22,11 +26,10 @@ logger = logging.getLogger(__name__)
 
 
 def sft_rows(cfg, splits) -> list[dict]:
-    """SFT data: the synthetic benchmark's own; otherwise every distinct training response."""
-    if cfg.data.source == "synthetic":
-        from sipo.synthetic.sft_data import sft_examples
-
-        return sft_examples(cfg, cfg.objective_descriptions)
+    """SFT data: the source's own (the synthetic benchmark's); otherwise every distinct training response."""
+    own = SOURCES[cfg.data.source].sft_examples
+    if own is not None:
+        return own(cfg)
     seen, rows = set(), []
     for pairs in splits.train.values():
         for pair in pairs:
@@ -42,12 +45,13 @@ TEST_SETS_FILE = "test_sets.json"
 
 
 def write_test_sets(cfg, splits, out_dir) -> None:
-    """Benchmark v2: name each test prompt's test set, for the report (nothing is written for benchmark v1)."""
-    from sipo.artifacts import atomic_write_json
-    from sipo.synthetic.world import test_sets
-
+    """A source with named test sets (benchmark v2): name each test prompt's test set, for the report (nothing is
+    written for a source without them, or benchmark v1)."""
+    named = SOURCES[cfg.data.source].test_sets
+    if named is None:
+        return
     kept = {p.prompt_id for p in splits.test_prompts}
-    sets = {name: [pid for pid in ids if pid in kept] for name, ids in test_sets(cfg).items()}
+    sets = {name: [pid for pid in ids if pid in kept] for name, ids in named(cfg).items()}
     if sets:
         atomic_write_json(out_dir / TEST_SETS_FILE, sets)
         for name, ids in sets.items():
@@ -56,8 +60,6 @@ def write_test_sets(cfg, splits, out_dir) -> None:
 
 def read_test_sets(run_dir) -> dict[str, list[str]]:
     """The test sets a ``prepare`` stage wrote (empty when it wrote none)."""
-    import json
-
     path = run_dir.path("prepare", TEST_SETS_FILE)
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -65,14 +67,9 @@ def read_test_sets(run_dir) -> dict[str, list[str]]:
 def compute(cfg) -> tuple:
     """The stage's work without writing: (pairs, splits, sft rows). The pipeline calls it before a run writes
     anything, so that refused data leaves the run directory as it was (:func:`sipo.preflight.precheck_stages`)."""
-    from sipo.data import load_pairs
-    from sipo.data.splits import make_splits
-
     pairs = load_pairs(cfg)
     test_prompts = None
     if cfg.data.test_path:
-        from sipo.data.formats import load_test_prompts
-
         test_prompts = load_test_prompts(cfg.data.test_path, split=cfg.data.split, revision=cfg.data.revision)
     splits = make_splits(
         pairs, list(cfg.objectives), conflict_fraction=cfg.data.conflict_fraction,
@@ -80,24 +77,19 @@ def compute(cfg) -> tuple:
         max_train_pairs=cfg.data.max_train_pairs, max_conflict_prompts=cfg.data.max_conflict_prompts,
         max_test_prompts=cfg.data.max_test_prompts, conflict_max_ties=cfg.data.conflict_max_ties,
         test_prompts=test_prompts)
-    if cfg.data.source == "synthetic" and test_prompts is None:
-        from sipo.synthetic.writer import test_prompts
-
-        # The benchmark holds out (entity, phrasing) combinations of its own; no training pair uses them.
-        splits.test_prompts = test_prompts(cfg)[: cfg.data.max_test_prompts or None]
+    own_test_prompts = SOURCES[cfg.data.source].test_prompts
+    if own_test_prompts is not None and test_prompts is None:
+        splits.test_prompts = own_test_prompts(cfg)[: cfg.data.max_test_prompts or None]
         splits.counts["test_prompts"] = len(splits.test_prompts)
     return pairs, splits, sft_rows(cfg, splits)
 
 
 def run(ctx: StageContext) -> dict:
-    from sipo.data.splits import write_splits
-
     cfg = ctx.cfg
     computed = ctx.cache.pop("prepare", None)
     pairs, splits, rows = computed if computed is not None else compute(cfg)
     write_splits(splits, ctx.out_dir)
-    if cfg.data.source == "synthetic":
-        write_test_sets(cfg, splits, ctx.out_dir)
+    write_test_sets(cfg, splits, ctx.out_dir)
     counts = dict(splits.counts)
     counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", rows)
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
