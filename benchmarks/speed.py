@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # device_checks.py: test tooling
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SIPO_NO_PROGRESS", "1")
 
@@ -105,16 +106,16 @@ and scoring runs on 16 responses (the batched and the reference times are per th
 
 def _lexicon(size: int, seed: int) -> list[str]:
     """``size`` made-up words of two or three syllables (the small random model's vocabulary)."""
-    from sipo.device_checks import lexicon
+    from device_checks import lexicon
 
     return lexicon(size, seed)
 
 
 def _save_random_llama(out: Path, tokenizer: Any, seed: int, *, hidden: int, layers: int, heads: int,
                        kv_heads: int, mlp: int, max_positions: int) -> Path:
-    """A random Llama of the given shape over ``tokenizer`` (:func:`sipo.device_checks.random_llama`: std 0.1, the
+    """A random Llama of the given shape over ``tokenizer`` (:func:`device_checks.random_llama`: std 0.1, the
     EOS row of the output layer zeroed, so greedy decoding never stops early), saved with the tokenizer."""
-    from sipo.device_checks import random_llama
+    from device_checks import random_llama
 
     model = random_llama(tokenizer, seed, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=kv_heads, intermediate_size=mlp, max_position_embeddings=max_positions)
@@ -172,8 +173,8 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
 
 def _make_adapters(model_dir: Path, root: Path, seed: int) -> dict[str, Path]:
     """Random LoRA adapters (the package's default LoRA settings: r 8, alpha 16, q/k/v/o), with A and B both
-    non-zero, so every adapter changes the model's outputs (:func:`sipo.device_checks.random_lora_adapters`)."""
-    from sipo.device_checks import random_lora_adapters
+    non-zero, so every adapter changes the model's outputs (:func:`device_checks.random_lora_adapters`)."""
+    from device_checks import random_lora_adapters
 
     model, _ = _load(model_dir)
     return random_lora_adapters(model, OBJECTIVES, root / "adapters", seed + 1)
@@ -192,7 +193,7 @@ def _bank(model_dir: Path, adapters: dict[str, Path], soups: bool) -> tuple[Any,
 
 def _texts(words: Sequence[str], count: int, low: int, high: int, seed: int) -> list[str]:
     """``count`` sentences of ``low`` to ``high`` words drawn from ``words``."""
-    from sipo.device_checks import texts
+    from device_checks import texts
 
     return texts(words, count, low, high, seed)
 

@@ -7,7 +7,7 @@ Phases (``--phases`` picks some):
   setup    install what the machine lacks of trl, omegaconf, moocore and datasets from the wheels in ``--wheels``
            (``pip install --no-index``; scripts/fetch_gpu_wheels.sh downloads them where PyPI is reachable), and
            put this checkout's src/ on PYTHONPATH for every child process
-  checks   on the device, random models built from a config (sipo.device_checks; ``--checks`` picks some): batched
+  checks   on the device, random models built from a config (scripts/device_checks.py; ``--checks`` picks some): batched
            MOD gives the naive per-adapter loop's tokens (float32: required; bfloat16: agreement reported);
            batched implicit rewards and one-at-a-time scoring, each against a float64 truth (float32: the
            batched path about as accurate as the one-at-a-time one; bfloat16: both errors reported); the soup
@@ -57,6 +57,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))  # sipo.artifacts is plain Python: usable before the setup phase installs anything
+sys.path.insert(0, str(REPO / "scripts"))  # device_checks.py, the checks themselves (test tooling, not in the package)
 
 from sipo.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -405,9 +406,9 @@ def time_decoding(bank: Any, tokenizer: Any, words: list[str], args: argparse.Na
     first."""
     from dataclasses import replace
 
+    import device_checks as dc
     import speed  # benchmarks/speed.py: the timing rounds and transformers' generate with one adapter
 
-    from sipo import device_checks as dc
     from sipo.decoding.mod import mod_generate_token_ids
 
     peak = Peak(args.device)
@@ -461,7 +462,8 @@ def time_reference_loop(bank: Any, tokenizer: Any, words: list[str], args: argpa
                         out: dict[str, Any], save: Callable[[], None]) -> None:
     """The naive MOD loop (one prompt, per token one batch-1 forward per adapter plus a base forward), timed once
     after a 2-token warm-up, with 2 and with 3 adapters."""
-    from sipo import device_checks as dc
+    import device_checks as dc
+
     from sipo.decoding.mod import mod_generate_reference_token_ids
 
     reference = out.setdefault("reference_loop", {})
@@ -508,9 +510,9 @@ def time_scoring(bank: Any, tokenizer: Any, words: list[str], args: argparse.Nam
                  out: dict[str, Any], save: Callable[[], None]) -> None:
     """Batched implicit rewards (2 adapters + 4 soups) at each batch size, and the one-at-a-time reference on a
     few responses (its time extrapolated per response, and said so)."""
+    import device_checks as dc
     import speed
 
-    from sipo import device_checks as dc
     from sipo.scoring.implicit import implicit_rewards, implicit_rewards_reference
 
     per_prompt = 8
@@ -568,7 +570,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from sipo import device_checks as dc
+    import device_checks as dc
 
     deadline = time.monotonic() + args.worker_seconds
     fragment: dict[str, Any] = {"device_info": device_info(args.device)}

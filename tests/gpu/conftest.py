@@ -3,8 +3,14 @@ CUDA (marked ``gpu``: ``pytest -m gpu tests/gpu`` on a GPU machine, skipped wher
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# The checks live in scripts/device_checks.py (test tooling, not part of the installed package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

@@ -1,12 +1,11 @@
-"""sipo's fast paths, soups and training steps on a device: the checks of :mod:`sipo.device_checks`, each run
+"""sipo's fast paths, soups and training steps on a device: the checks of ``scripts/device_checks.py``, each run
 on the CPU (here, in CI) and on CUDA (``pytest -m gpu``). scripts/gpu_check.py runs the same checks on a
 ~1B-parameter model and times the fast paths."""
 
 from __future__ import annotations
 
+import device_checks as dc
 import pytest
-
-from sipo import device_checks as dc
 
 
 @pytest.fixture(scope="module")

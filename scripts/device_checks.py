@@ -1,7 +1,9 @@
 """Device self-checks: sipo's batched fast paths, its LoRA soups and one training step, each against a simple
 reference, on any device (``cpu`` or ``cuda``) and dtype.
 
-Why a module of its own: the same checks run in three places -- ``tests/gpu`` (on CUDA, ``pytest -m gpu``), their
+Test tooling, not part of the installed package: ``scripts/gpu_check.py`` imports it from its own folder, and
+``tests/gpu`` and ``benchmarks/speed.py`` put ``scripts/`` on ``sys.path``. Why a module of its own: the same checks
+run in three places -- ``tests/gpu`` (on CUDA, ``pytest -m gpu``), their
 CPU twins in the normal test suite, and ``scripts/gpu_check.py`` (one command for a GPU machine that also times the
 fast paths) -- so the check CI passes on the CPU is exactly the check a GPU run confirms. Every check returns a
 plain, JSON-ready dict with an ``ok`` flag and the figures it compared instead of raising, so that in a one-shot GPU
