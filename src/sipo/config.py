@@ -764,19 +764,7 @@ def read_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
     schema = OmegaConf.structured(PipelineConfig)
     merged = schema
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(_read_utf8(path))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        raw = read_preset(Path(path))
         try:
             merged = OmegaConf.merge(merged, raw)
         except OmegaConfBaseException as exc:
@@ -798,6 +786,52 @@ def read_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         raise ConfigError(f"config key '{missing[0]}' is required but not set (add {missing[0]}=... )")
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     return cfg
+
+
+BASE_KEY = "base"
+"""A preset's key naming the preset it builds on (a path relative to the preset's folder)."""
+
+
+def read_preset(path: Path, _below: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML preset as a plain mapping, merged (with OmegaConf) over the preset its ``base:`` key names, if any.
+
+    The preset's sections merge key by key into the base's; a value that is not a section (a list, a string, a
+    mapping set where the base has a string) replaces the base's. A preset that sets ``objectives`` keeps only the
+    base's descriptions of those objectives.
+
+    Raises:
+        ConfigError: a preset is missing or not YAML, not a mapping, or its bases form a circle.
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(_read_utf8(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: '{BASE_KEY}' must name a preset file (relative to {path.parent})")
+    base_path = path.parent / base
+    if base_path.resolve() in (*_below, path.resolve()):
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' builds on itself")
+    below = read_preset(base_path, (*_below, path.resolve()))
+    if "objectives" in raw and isinstance(below.get("objective_descriptions"), dict):
+        objectives = {str(o) for o in raw["objectives"] or []}
+        below["objective_descriptions"] = {k: v for k, v in below["objective_descriptions"].items()
+                                           if k in objectives}
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(below), OmegaConf.create(raw))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_format_omegaconf_error(exc, str(path))) from None
+    return OmegaConf.to_container(merged)  # type: ignore[return-value]
 
 
 def _drop_removed_descriptions(merged: Any, dotlist: Any) -> Any:

@@ -425,3 +425,29 @@ def test_weights_tag():
     # Different vectors of a grid get different tags (they name folders and candidate ids).
     grid = weight_grid(["x", "y", "z"], WeightGrid(resolution=3))
     assert len({weights_tag(w) for w in grid}) == len(grid)
+
+
+def test_a_preset_builds_on_its_base(tmp_path):
+    """``base:`` merges the preset over the preset it names (sections key by key, lists and strings replaced), and
+    drops the base's descriptions of objectives the preset no longer lists."""
+    from sipo.config import read_config
+
+    (tmp_path / "b.yaml").write_text("objectives: [x, y]\nobjective_descriptions: {x: ex, y: why}\n"
+                                     "methods: [sft, dpo]\ndpo: {beta: 0.3, lora: {r: 2}}\ndata: {path: one.jsonl}\n")
+    (tmp_path / "p.yaml").write_text("base: b.yaml\nobjectives: [x, z]\nobjective_descriptions: {z: zed}\n"
+                                     "methods: [sft]\ndpo: {lora: {alpha: 3}}\ndata: {path: {x: a.jsonl, z: b.jsonl}}\n")
+    cfg = read_config(tmp_path / "p.yaml", ["run_dir=/tmp/unused", "model.name_or_path=random"])
+    assert list(cfg.objectives) == ["x", "z"] and dict(cfg.objective_descriptions) == {"x": "ex", "z": "zed"}
+    assert list(cfg.methods) == ["sft"] and cfg.dpo.beta == 0.3 and (cfg.dpo.lora.r, cfg.dpo.lora.alpha) == (2, 3)
+    assert dict(cfg.data.path) == {"x": "a.jsonl", "z": "b.jsonl"}
+
+
+def test_a_preset_that_builds_on_itself_is_refused(tmp_path):
+    from sipo.config import read_config
+
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="builds on itself"):
+        read_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_config(tmp_path / "missing.yaml")
