@@ -35,6 +35,7 @@ from sipo.preflight import check_inputs, precheck_stages
 from sipo.runlock import run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
+from sipo.tracking import STAGE_STARTS
 
 logger = logging.getLogger(__name__)
 
@@ -354,18 +355,13 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
             run_dir.invalidate(stage.id)
             reset_partial_outputs(run_dir, stage.id, fp)
         barrier()
-        logger.info("%-12s running: %s", stage.id, STAGES[stage.name].help)
+        logger.info("%-12s running: %s", stage.id, STAGES[stage.name].help, extra={STAGE_STARTS: True})
         start = time.perf_counter()
         ctx = StageContext(cfg=cfg, run_dir=run_dir, stage=stage, device=device, cache=cache)
         counts: dict[str, Any] = {}
-        metrics: dict[str, Any] = {}
         try:
             if main or stage.distributed:
-                from sipo.tracking import stage_tracking
-
-                with stage_tracking(cfg, run_dir.root, stage.id) as tracked:
-                    counts = stage_function(stage.name)(ctx) or {}
-                metrics = tracked.summary()
+                counts = stage_function(stage.name)(ctx) or {}
         except OSError as exc:
             if exc.filename is None:  # e.g. a write that ran out of space: name the stage's folder at least
                 exc.filename = str(run_dir.path(stage.id))
@@ -383,7 +379,6 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
                 "upstream": upstream,
                 **record_outputs(run_dir, stage.id, fp),
                 "counts": counts,
-                **({"metrics": metrics} if metrics else {}),
                 "seconds": seconds,
                 "processes": world_size,
                 "versions": _library_versions(),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipo.layout import needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages import model_calls
+from sipo.tracking import Tracking
 
 if TYPE_CHECKING:
     from sipo.artifacts import RunDir
@@ -126,6 +127,11 @@ class StageContext:
     @property
     def round(self) -> int:
         return self.stage.round or 1
+
+    @property
+    def tracking(self) -> Tracking:
+        """Where the stage's Trainers report (``train.report_to``), named after the run and the stage."""
+        return Tracking.for_stage(self.cfg, self.run_dir.root, self.stage.id)
 
 
 def _load_bank(ctx: StageContext, adapters: Any) -> tuple[Any, Any]:

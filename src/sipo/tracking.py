@@ -1,61 +1,90 @@
-"""Seeing a run train: experiment trackers, the run's log file, and per-stage training metrics.
+"""Seeing a run train: experiment trackers, the run's log file, and the loss summary of each trained model.
 
 - ``train.report_to`` (e.g. ``[tensorboard]``, ``[wandb]``, ``[trackio]``: any integration transformers knows; empty
-  by default) is handed to every Trainer the training stages build (sft, dpo, realign, dpo_lw, modpo), with the
+  by default) is handed to every Trainer the training stages build (sft, dpo, realign, dpo_lw, modpo, ...), with the
   run name ``<run folder>/<stage id>/<adapter>`` and per-step logs (``train.logging_steps``): losses, and for the
   preference losses the implicit rewards (chosen, rejected, margins, accuracies). TensorBoard event files go to
   ``RUN_DIR/tensorboard/<stage id>/<adapter>/``; the other trackers keep their own places.
 - :func:`run_log` copies every line the console shows into ``RUN_DIR/run.log`` (appended, one header per command
   that runs a stage; a command that only finds every stage finished writes nothing).
-- :func:`stage_tracking` collects each Trainer's logged steps while a stage runs, and :meth:`StageTracking.summary`
-  gives the manifest's ``metrics``: per adapter the number of logged steps, the first, last, lowest and mean loss,
-  the last implicit-reward accuracy and margin, and the loss curve (at most :data:`CURVE_POINTS` points).
+- :func:`summarize_steps` turns a Trainer's logged steps into the loss curve that joins the model's training
+  metrics in its stage's manifest (``counts.metrics_<adapter>``): logged steps, lowest and mean logged loss, and the
+  curve (at most :data:`CURVE_POINTS` points).
 
-The stage in progress is held in a context variable, so the training code reads it without the stages passing it
-down (tracking never changes what is trained, so it is not part of any fingerprint).
+Everything goes through transformers' own channels: a :class:`Tracking` value that a stage hands to the training
+code (the pipeline builds one per stage, :meth:`Tracking.for_adapter` names each model) becomes the Trainer's
+``report_to`` / ``run_name`` / ``logging_steps`` and its callbacks (:meth:`Tracking.callbacks`: a step recorder,
+and a ``TensorBoardCallback`` writing into the run directory). Tracking never changes what is trained, so it is
+not part of any fingerprint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import dataclasses
 import logging
 import math
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 CURVE_POINTS = 20
 """Most loss-curve points kept per adapter in a manifest (evenly spaced over the logged steps, last one kept)."""
 
-TRAINER_SCRATCH_MARK = ".trainer."
-"""The training wrappers name their scratch folder ``.<output name>.trainer.<random>``; the output name (an
-objective, a weights tag, ``model``) labels the adapter in run names and metrics."""
+STAGE_STARTS = "sipo_stage_starts"
+"""The ``extra`` flag of the log record that announces a stage running (``run.log`` is written from then on)."""
 
 
-@dataclass
-class StageTracking:
-    """What the training code of one stage reports to."""
+@dataclass(frozen=True)
+class Tracking:
+    """How the Trainers of one stage (and, with :meth:`for_adapter`, of one model) report."""
 
     run_name: str
-    report_to: list[str]
-    logging_steps: int
-    tensorboard_dir: Path
-    steps: dict[str, list[dict[str, float]]] = field(default_factory=dict)
-    """Adapter label -> the logged dicts of its training steps (``step`` included)."""
+    report_to: tuple[str, ...] = ()
+    logging_steps: int = 1
+    tensorboard_dir: Path | None = None
 
-    def label_of(self, output_dir: str | Path) -> str:
-        name = Path(output_dir).name
-        if TRAINER_SCRATCH_MARK in name:
-            return name.split(TRAINER_SCRATCH_MARK, 1)[0].lstrip(".") or "train"
-        return name or "train"
+    @classmethod
+    def for_stage(cls, cfg: Any, run_root: str | Path, stage_id: str) -> Tracking:
+        """``train.report_to`` and ``train.logging_steps`` for the stage ``stage_id`` of the run in ``run_root``."""
+        root = Path(run_root)
+        train = getattr(cfg, "train", None)
+        return cls(run_name=f"{root.name}/{stage_id}", report_to=tuple(getattr(train, "report_to", None) or ()),
+                   logging_steps=int(getattr(train, "logging_steps", 1) or 1),
+                   tensorboard_dir=root / "tensorboard" / stage_id)
 
-    def summary(self) -> dict[str, Any]:
-        """The manifest's ``metrics`` (see the module docstring); empty when the stage trained nothing."""
-        return {label: summarize_steps(records) for label, records in sorted(self.steps.items()) if records}
+    def for_adapter(self, label: str) -> Tracking:
+        """The tracking of one model the stage trains (an objective, a weights tag, ``model``)."""
+        folder = self.tensorboard_dir / label if self.tensorboard_dir is not None else None
+        return dataclasses.replace(self, run_name=f"{self.run_name}/{label}", tensorboard_dir=folder)
+
+    def arguments(self) -> dict[str, Any]:
+        """``TrainingArguments`` fields: the trackers transformers builds itself, the run name, the log rate
+        (TensorBoard is one of :meth:`callbacks`, so that its files land in the run directory)."""
+        others = [name for name in self.report_to if name != "tensorboard"]
+        return {"report_to": others or "none", "run_name": self.run_name, "logging_steps": self.logging_steps}
+
+    def callbacks(self, records: list[dict[str, float]]) -> list[Any]:
+        """The Trainer's callbacks: one that appends each logged step to ``records``, and TensorBoard's."""
+        from transformers.integrations import TensorBoardCallback
+        from transformers.trainer_callback import TrainerCallback
+
+        class _RecordSteps(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs and "train_runtime" not in logs:
+                    records.append({"step": int(state.global_step),
+                                    **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
+
+        callbacks: list[Any] = [_RecordSteps()]
+        if "tensorboard" in self.report_to:
+            tensorboard = TensorBoardCallback()
+            if self.tensorboard_dir is not None:
+                tensorboard.logging_dir = str(self.tensorboard_dir)
+            callbacks.append(tensorboard)
+        return callbacks
 
 
 def summarize_steps(records: list[Mapping[str, float]]) -> dict[str, Any]:
@@ -64,84 +93,13 @@ def summarize_steps(records: list[Mapping[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"logged_steps": len(losses)}
     if losses:
         values = [v for _, v in losses]
-        out.update(first_loss=values[0], last_loss=values[-1], min_loss=min(values),
-                   mean_loss=math.fsum(values) / len(values))
+        out.update(min_loss=min(values), mean_loss=math.fsum(values) / len(values))
         stride = max(1, math.ceil(len(losses) / CURVE_POINTS))
         curve = losses[::stride]
         if curve[-1] != losses[-1]:
             curve.append(losses[-1])
         out["loss_curve"] = [[step, round(value, 6)] for step, value in curve]
-    for key in ("rewards/accuracies", "rewards/margins"):
-        last = [r[key] for r in records if key in r]
-        if last:
-            out["last_" + key.split("/")[1]] = float(last[-1])
     return out
-
-
-_CURRENT: contextvars.ContextVar[StageTracking | None] = contextvars.ContextVar("sipo_stage_tracking", default=None)
-_RUN_LOG: contextvars.ContextVar[Any] = contextvars.ContextVar("sipo_run_log", default=None)
-
-
-def current() -> StageTracking | None:
-    """The tracking of the stage in progress (None outside :func:`stage_tracking`)."""
-    return _CURRENT.get()
-
-
-@contextlib.contextmanager
-def stage_tracking(cfg: Any, run_root: str | Path, stage_id: str) -> Iterator[StageTracking]:
-    """Make ``train.report_to`` and ``train.logging_steps`` apply to the Trainers built inside the block."""
-    root = Path(run_root)
-    train = getattr(cfg, "train", None)
-    tracking = StageTracking(
-        run_name=f"{root.name}/{stage_id}",
-        report_to=list(getattr(train, "report_to", None) or []),
-        logging_steps=int(getattr(train, "logging_steps", 1) or 1),
-        tensorboard_dir=root / "tensorboard" / stage_id,
-    )
-    token = _CURRENT.set(tracking)
-    log = _RUN_LOG.get()
-    if log is not None:
-        log.activate()
-    try:
-        yield tracking
-    finally:
-        _CURRENT.reset(token)
-
-
-def trainer_arguments(output_dir: str | Path) -> dict[str, Any]:
-    """``TrainingArguments`` fields that tracking decides for a Trainer whose scratch folder is ``output_dir``
-    (nothing outside a stage: the callers' defaults stand)."""
-    tracking = current()
-    if tracking is None:
-        return {}
-    return {"report_to": tracking.report_to or "none",
-            "run_name": f"{tracking.run_name}/{tracking.label_of(output_dir)}",
-            "logging_steps": tracking.logging_steps}
-
-
-def attach(trainer: Any) -> None:
-    """After a Trainer is built: point its TensorBoard writer into the run directory (transformers would write
-    under the scratch ``output_dir``, which is deleted) and record its logged steps for the manifest."""
-    from transformers.trainer_callback import TrainerCallback
-
-    tracking = current()
-    if tracking is None:
-        return
-    label = tracking.label_of(trainer.args.output_dir)
-    records = tracking.steps.setdefault(label, [])
-    records.clear()  # a unit trained again (a resumed stage) reports its last training only
-    for callback in trainer.callback_handler.callbacks:
-        if type(callback).__name__ == "TensorBoardCallback":
-            callback.logging_dir = str(tracking.tensorboard_dir / label)
-            callback.tb_writer = None
-
-    class _Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and "train_runtime" not in logs:
-                records.append({"step": int(state.global_step),
-                                **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
-
-    trainer.add_callback(_Record())
 
 
 class _RunLogHandler(logging.Handler):
@@ -182,6 +140,8 @@ class _RunLogHandler(logging.Handler):
         self.active = True
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, STAGE_STARTS, False):
+            self.activate()
         try:
             self.write(self.format(record))
         except Exception:  # pragma: no cover - logging must never break the run
@@ -209,7 +169,6 @@ def run_log(run_root: str | Path) -> Iterator[None]:
     handler = _RunLogHandler(Path(run_root), formatter)
     logger = logging.getLogger("sipo")
     logger.addHandler(handler)
-    token = _RUN_LOG.set(handler)
     try:
         yield
     except BaseException as exc:
@@ -223,7 +182,6 @@ def run_log(run_root: str | Path) -> Iterator[None]:
             handler.write(f"sipo: failed: {type(exc).__name__}: {exc}")
         raise
     finally:
-        _RUN_LOG.reset(token)
         logger.removeHandler(handler)
         handler.close()
 

@@ -195,7 +195,7 @@ def test_tensorboard_events_hold_per_step_losses_and_rewards(smoke_run):
         assert [e.step for e in losses] == list(range(1, len(losses) + 1)) and len(losses) >= 3, unit
         if unit != "sft/model":
             assert "train/rewards/margins" in events.Tags()["scalars"], unit
-            metrics = steps["metrics"][unit.rsplit("/", 1)[1]]
+            metrics = steps["counts"][f"metrics_{unit.rsplit('/', 1)[1]}"]  # one loss summary per adapter
             assert metrics["logged_steps"] == len(losses)
             assert [v for _, v in metrics["loss_curve"]] == pytest.approx([e.value for e in losses], abs=1e-5)
 

@@ -9,7 +9,7 @@ import pytest
 
 from sipo.configure import load_config
 from sipo.errors import ConfigError
-from sipo.tracking import CURVE_POINTS, StageTracking, run_log, stage_tracking, summarize_steps
+from sipo.tracking import CURVE_POINTS, STAGE_STARTS, Tracking, run_log, summarize_steps
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 
@@ -18,20 +18,28 @@ def test_summary_of_a_loss_curve():
     records = [{"step": s, "loss": 1.0 / s, "rewards/accuracies": s / 100, "rewards/margins": 0.1 * s}
                for s in range(1, 101)]
     summary = summarize_steps(records)
-    assert summary["logged_steps"] == 100
-    assert summary["first_loss"] == 1.0 and summary["last_loss"] == summary["min_loss"] == 0.01
+    assert summary["logged_steps"] == 100 and summary["min_loss"] == 0.01
     assert summary["mean_loss"] == pytest.approx(sum(1.0 / s for s in range(1, 101)) / 100)
     assert len(summary["loss_curve"]) <= CURVE_POINTS + 1
     assert summary["loss_curve"][0] == [1, 1.0] and summary["loss_curve"][-1] == [100, 0.01]
-    assert summary["last_accuracies"] == 1.0 and summary["last_margins"] == pytest.approx(10.0)
     assert summarize_steps([{"step": 1, "grad_norm": 2.0}]) == {"logged_steps": 0}
 
 
-def test_adapter_labels_come_from_the_trainers_scratch_folder(tmp_path):
-    tracking = StageTracking("run/dpo", [], 1, tmp_path)
-    assert tracking.label_of(tmp_path / ".correctness.trainer.ab12") == "correctness"
-    assert tracking.label_of(tmp_path / ".correctness0.5-verbosity0.5.trainer.x") == "correctness0.5-verbosity0.5"
-    assert tracking.label_of(tmp_path / "elsewhere") == "elsewhere"
+def test_a_stage_names_each_model_it_trains(tmp_path):
+    """The run name and TensorBoard folder of an adapter come from the stage and the adapter's name, and
+    TensorBoard is a callback of ours (writing into the run directory), the other trackers transformers'."""
+    cfg = load_config(SMOKE, [f"run_dir={tmp_path / 'run'}", "train.report_to=[tensorboard]", "train.logging_steps=3"])
+    tracking = Tracking.for_stage(cfg, tmp_path / "run", "r1/realign").for_adapter("correctness")
+    assert tracking.run_name == "run/r1/realign/correctness"
+    assert tracking.tensorboard_dir == tmp_path / "run" / "tensorboard" / "r1/realign" / "correctness"
+    assert tracking.arguments() == {"report_to": "none", "run_name": "run/r1/realign/correctness", "logging_steps": 3}
+    recorder, tensorboard = tracking.callbacks([])
+    assert tensorboard.logging_dir == str(tracking.tensorboard_dir)
+    assert len(Tracking("x").callbacks([])) == 1
+
+
+def _stage_starts(logger: logging.Logger) -> None:
+    logger.warning("prepare      running: ...", extra={STAGE_STARTS: True})  # (the CLI logs it at INFO)
 
 
 def test_run_log_waits_for_a_stage_and_records_the_error(tmp_path):
@@ -41,12 +49,13 @@ def test_run_log_waits_for_a_stage_and_records_the_error(tmp_path):
         logger.warning("before the folder exists")
         root.mkdir()
         logger.warning("after")
-        with stage_tracking(None, root, "prepare"):  # a stage runs: the log is written from here on
-            raise ConfigError("config key 'x': bad")
+        _stage_starts(logger)  # a stage runs: the log is written from here on
+        raise ConfigError("config key 'x': bad")
     lines = (root / "run.log").read_text().splitlines()
     assert lines[0].startswith("===== ")
     assert lines[1].endswith("before the folder exists") and lines[2].endswith("after")
-    assert lines[3] == "sipo: error: config key 'x': bad"
+    assert lines[3].endswith("prepare      running: ...")
+    assert lines[4] == "sipo: error: config key 'x': bad"
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sipo").handlers)
 
 
@@ -78,6 +87,7 @@ def test_run_log_on_read_only_storage_is_skipped(tmp_path, monkeypatch):
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", refuse)
-    with run_log(tmp_path), stage_tracking(None, tmp_path, "prepare"):
+    with run_log(tmp_path):
+        _stage_starts(logging.getLogger("sipo.test"))
         logging.getLogger("sipo.test").warning("still runs")
     assert not (tmp_path / "run.log").exists()

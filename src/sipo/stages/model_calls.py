@@ -129,7 +129,8 @@ def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Ma
     settings = AdapterTraining(
         model=ModelSettings.of(ctx.cfg, base_model_path(ctx.cfg, ctx.run_dir), ctx.device), train=train, beta=beta,
         seed=ctx.cfg.seed, loss=loss or LossSpec(), lora=lora,
-        init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference)  # type: ignore[arg-type]
+        init_adapter=str(init_adapter) if init_adapter is not None else None, reference=reference,  # type: ignore[arg-type]
+        tracking=ctx.tracking.for_adapter(unit))
 
     def work() -> dict:
         logger.info("%s: training the %s adapter on %d pairs (%s loss)", ctx.stage.id, unit, len(examples),

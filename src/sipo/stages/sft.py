@@ -85,7 +85,7 @@ def run(ctx: StageContext) -> dict:
                                   max_prompt_tokens=cfg.model.max_prompt_tokens,
                                   max_response_tokens=cfg.model.max_response_tokens,
                                   trust_remote_code=cfg.model.trust_remote_code,
-                                  allow_pickle=cfg.model.allow_pickle)
+                                  allow_pickle=cfg.model.allow_pickle, tracking=ctx.tracking.for_adapter("model"))
     if cfg.model.name_or_path == "random" and is_main_process():
         shutil.rmtree(ctx.out_dir / "init", ignore_errors=True)
     return counts

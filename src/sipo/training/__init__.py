@@ -20,6 +20,7 @@ from sipo.artifacts import atomic_path
 from sipo.config import Dtype, TrainSettings
 from sipo.errors import ConfigError
 from sipo.logging_utils import process_rank
+from sipo.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +50,15 @@ def training_arguments_kwargs(
     dtype: str | torch.dtype,
     logging_steps: int = 10,
     full_fine_tuning: bool = False,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """The ``TrainingArguments`` fields that our settings decide, shared by the DPO and SFT configs.
 
     Precision follows the model's dtype, one dtype everywhere: float32 trains in float32; bfloat16 loads the
     weights in bf16 and autocasts in bf16; float16 autocasts in fp16 (CUDA only, and only for LoRA, whose adapter
     weights peft keeps in float32: full fine-tuning of fp16 weights cannot unscale fp16 gradients).
-    Nothing is reported (``report_to="none"``) unless a pipeline stage sets ``train.report_to``
-    (:mod:`sipo.tracking`), and no checkpoint is saved (``save_strategy="no"``);
+    Nothing is reported (``report_to="none"``) unless ``tracking`` (a pipeline stage's ``train.report_to``, see
+    :mod:`sipo.tracking`) says so, and no checkpoint is saved (``save_strategy="no"``);
     ``output_dir`` is only a scratch folder. The device placement (one process or ``accelerate launch``) is left to
     the Trainer; ``use_cpu`` is set for ``device="cpu"``.
     """
@@ -67,8 +69,6 @@ def training_arguments_kwargs(
         raise ConfigError(f"config key 'model.dtype': float16 training is not supported {where}; use bfloat16 or float32")
     if not 0.0 <= train.warmup_ratio < 1.0:
         raise ConfigError(f"config key 'warmup_ratio': must be in [0, 1), got {train.warmup_ratio:g}")
-    from sipo.tracking import trainer_arguments
-
     return {
         "output_dir": str(output_dir),
         "seed": seed,
@@ -93,7 +93,7 @@ def training_arguments_kwargs(
         "report_to": "none",
         "push_to_hub": False,
         "dataloader_num_workers": 0,
-        **trainer_arguments(output_dir),  # train.report_to / train.logging_steps inside a pipeline stage
+        **(tracking.arguments() if tracking is not None else {}),  # train.report_to / train.logging_steps
     }
 
 
@@ -184,9 +184,6 @@ def quiet_trainer(trainer: Any) -> None:
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_Progress() if progress_enabled() else _LogMetrics())
-    from sipo.tracking import attach
-
-    attach(trainer)
 
 
 def training_tokenizer(tokenizer: Any, trust_remote_code: bool) -> Any:

@@ -49,6 +49,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from sipo import losses as sipo_losses
 from sipo.config import TrainSettings
 from sipo.errors import DataError
+from sipo.tracking import Tracking, summarize_steps
 from sipo.training import (
     atomic_output_dir,
     disable_dropout,
@@ -187,6 +188,7 @@ def to_trl_dpo_config(
     dtype: str | torch.dtype,
     max_length: int | None = 1024,
     logging_steps: int = 10,
+    tracking: Tracking | None = None,
 ) -> DPOConfig:
     """Map our training settings onto ``trl.DPOConfig`` (the one place that does so).
 
@@ -197,7 +199,8 @@ def to_trl_dpo_config(
     """
     return DPOConfig(
         **training_arguments_kwargs(
-            train, output_dir=output_dir, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
+            train, output_dir=output_dir, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps,
+            tracking=tracking,
         ),
         beta=beta,
         max_length=max_length,
@@ -273,7 +276,7 @@ def build_dpo_trainer(
     # Truncation already happened per part (prompt from the left, response from the right) when tokenizing.
     args = to_trl_dpo_config(
         settings.train, output_dir=output_dir, beta=settings.beta, seed=settings.seed, device=model_settings.device,
-        dtype=model_settings.dtype, max_length=None, logging_steps=settings.logging_steps,
+        dtype=model_settings.dtype, max_length=None, logging_steps=settings.logging_steps, tracking=settings.tracking,
     )
     eval_dataset = None
     if eval_examples:
@@ -319,6 +322,7 @@ def build_dpo_trainer(
         pad_to_multiple_of=args.pad_to_multiple_of,
         extra_columns=spec.extra_columns,
     )
+    logged: list[dict[str, float]] = []
     trainer = SipoDPOTrainer(
         model=model,
         args=args,
@@ -328,7 +332,9 @@ def build_dpo_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
         loss_spec=spec,
+        callbacks=settings.tracking.callbacks(logged) if settings.tracking is not None else None,
     )
+    trainer.logged_steps = logged
     quiet_trainer(trainer)
     peft_model = trainer.model
     if init_adapter is not None and settings.reference == "base" and "ref" in peft_model.peft_config:
@@ -438,6 +444,8 @@ def train_dpo_adapter(
         pairs_seen=int(trainer.state.global_step) * settings.train.batch_size
         * settings.train.gradient_accumulation_steps,
     )
+    if settings.tracking is not None:  # the logged loss curve joins the metrics: one summary per adapter
+        metrics.update(summarize_steps(trainer.logged_steps))
     if best is not None:
         metrics.update(selected_step=best.best_step, best_validation_loss=round(best.best_loss, 6),
                        validation_examples=len(eval_examples or ()),

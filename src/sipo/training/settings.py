@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sipo.config import LoraSettings, TrainSettings
 from sipo.losses import LOSSES, MARGIN, PREFERENCE_SIGNS, LossDef  # noqa: F401 (the example columns, re-exported)
+from sipo.tracking import Tracking
 
 if TYPE_CHECKING:
     from sipo.config import PipelineConfig
@@ -110,6 +111,8 @@ class AdapterTraining:
     init_adapter: str | None = None
     reference: Literal["base", "init"] = "base"
     logging_steps: int = 10
+    tracking: Tracking | None = None
+    """Where the Trainer reports (a pipeline stage's ``train.report_to``; None: nowhere). Changes no result."""
 
     def __post_init__(self) -> None:
         if self.reference not in ("base", "init"):

@@ -25,6 +25,7 @@ from trl import SFTConfig, SFTTrainer
 
 from sipo.config import TrainSettings
 from sipo.errors import DataError
+from sipo.tracking import Tracking, summarize_steps
 from sipo.training import (
     atomic_output_dir,
     quiet_trainer,
@@ -65,6 +66,7 @@ def to_trl_sft_config(
     device: str | torch.device,
     dtype: str | torch.dtype,
     logging_steps: int = 10,
+    tracking: Tracking | None = None,
 ) -> SFTConfig:
     """Map our training settings onto ``trl.SFTConfig``: completion-only loss, no packing, no further truncation
     (examples arrive tokenized and truncated, see :func:`train_sft`); ``output_dir`` is scratch space.
@@ -80,6 +82,7 @@ def to_trl_sft_config(
             dtype=dtype,
             logging_steps=logging_steps,
             full_fine_tuning=True,
+            tracking=tracking,
         ),
         completion_only_loss=True,
         packing=False,
@@ -131,6 +134,7 @@ def train_sft(
     logging_steps: int = 10,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Fine-tune every weight of ``model_path`` on ``(prompt, completion)`` pairs and save it to ``out_dir``.
 
@@ -148,6 +152,8 @@ def train_sft(
         logging_steps: optimizer steps between trainer log lines.
         trust_remote_code: run code shipped with the model (``model.trust_remote_code``; off by default).
         allow_pickle: load pickle (``.bin``) weights when there are no safetensors (``model.allow_pickle``).
+        tracking: where the Trainer reports (a pipeline stage's ``train.report_to``); its logged loss curve then
+            joins the returned metrics.
 
     Returns:
         ``{"steps", "examples", "train_loss", "seconds"}``.
@@ -165,9 +171,12 @@ def train_sft(
         )
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.trainer.", dir=out_dir.parent) as scratch:
         args = to_trl_sft_config(
-            train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps
+            train, output_dir=scratch, seed=seed, device=device, dtype=dtype, logging_steps=logging_steps,
+            tracking=tracking,
         )
-        trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        logged: list[dict[str, float]] = []
+        trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=tracking.callbacks(logged) if tracking is not None else None)
         quiet_trainer(trainer)
         start = time.perf_counter()
         result = trainer.train()
@@ -184,6 +193,7 @@ def train_sft(
         "examples": len(examples),
         "train_loss": float(result.training_loss),
         "seconds": round(seconds, 3),
+        **(summarize_steps(logged) if tracking is not None else {}),
     }
     logger.info(
         "sft: %d steps on %d examples in %.1fs, mean loss %.4f -> %s",
