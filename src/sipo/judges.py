@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sipo.errors import ConfigError
 from sipo.layout import adapter_name
 from sipo.registry import Registry
 
@@ -125,7 +126,6 @@ def _reward_model(ctx: StageContext, bank: Any, tokenizer: Any) -> Scorer:
 
 
 def _check_reward_model(cfg: PipelineConfig) -> None:
-    from sipo.errors import ConfigError
     from sipo.scoring.reward_model import check_prompt_format
 
     settings = cfg.eval.reward_model

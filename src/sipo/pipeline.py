@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sipo.artifacts import RunDir, atomic_write_text
-from sipo.config import PipelineConfig, config_text, to_dict
+from sipo.config import PipelineConfig, config_text, resolve_device, to_dict
 from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
 from sipo.errors import ConfigError, RunDirError, SipoError
 from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
@@ -274,8 +274,6 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     Returns:
         One status dict per stage: id, status (``ran``/``skipped``/``planned``), seconds, counts.
     """
-    from sipo.config import resolve_device
-
     run_dir = RunDir(cfg.run_dir)
     stages = plan(cfg)
     known = {s.id for s in stages} | {s.name for s in stages}

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sipo.errors import ConfigError, SipoError
+from sipo.logging_utils import process_rank
+
 CURVE_POINTS = 20
 """Most loss-curve points kept per adapter in a manifest (evenly spaced over the logged steps, last one kept)."""
 
@@ -158,8 +161,6 @@ class _RunLogHandler(logging.Handler):
 def run_log(run_root: str | Path) -> Iterator[None]:
     """Copy what the ``sipo`` logger shows on the console into ``RUN_DIR/run.log`` during the block (rank 0 only);
     an error that ends the command is written there too, as the console shows it."""
-    from sipo.logging_utils import process_rank
-
     if process_rank()[0] != 0:
         yield
         return
@@ -172,8 +173,6 @@ def run_log(run_root: str | Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        from sipo.errors import SipoError
-
         if isinstance(exc, SipoError):
             handler.write("sipo: error: " + " ".join(str(exc).split()))
         elif isinstance(exc, KeyboardInterrupt):
@@ -189,8 +188,6 @@ def run_log(run_root: str | Path) -> Iterator[None]:
 def check_report_to(names: list[str]) -> None:
     """Refuse a tracker transformers does not know, or whose package is missing (before any stage runs)."""
     from transformers.integrations import integration_utils
-
-    from sipo.errors import ConfigError
 
     known = sorted(integration_utils.INTEGRATION_TO_CALLBACK)
     for name in names:

@@ -38,8 +38,8 @@ from typing import Any
 
 from sipo import conversation
 from sipo.data.pairs import get_column, get_score, get_text, json_type, label_scores, make_pair
-from sipo.errors import DataError
-from sipo.records import Pair
+from sipo.errors import ConfigError, DataError
+from sipo.records import Pair, PromptRecord
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,6 @@ def helpsteer2_preference_pairs(rows: Rows, objective: str) -> list[Pair]:
 
 def single_label_objective(objectives: Sequence[str], fmt: str) -> str:
     """The objective a one-label format labels: the config's only objective; ConfigError otherwise."""
-    from sipo.errors import ConfigError
-
     if len(objectives) != 1:
         raise ConfigError(
             f"config key 'data.path': {fmt} rows label one objective, but there are {len(objectives)} "
@@ -216,7 +214,6 @@ def load_test_prompts(path, *, split: str = "train", revision: str | None = None
     :mod:`sipo.data.readers`."""
     from sipo.data.pairs import prompt_id_for
     from sipo.data.readers import read_rows
-    from sipo.records import PromptRecord
 
     records: dict[str, PromptRecord] = {}
     rows = 0

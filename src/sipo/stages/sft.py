@@ -14,6 +14,7 @@ import logging
 import shutil
 
 from sipo.artifacts import atomic_path
+from sipo.conversation import decode, render_plain
 from sipo.distributed import barrier
 from sipo.errors import ConfigError
 from sipo.logging_utils import is_main_process
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 
 def _vocabulary_text(prompt: str) -> str:
-    from sipo.conversation import decode, render_plain
-
     return prompt if decode(prompt) is None else render_plain(prompt)
 
 

@@ -13,14 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sipo.records import Pair, read_jsonl
+from sipo.stages.model_calls import prompts_that_fit
 
 T = TypeVar("T")
 
 
 def round_one_validation(ctx, tokenizer) -> list[Pair]:
     """The validation pairs whose prompt fits (empty unless ``dpo.train.select_best``)."""
-    from sipo.stages.model_calls import prompts_that_fit
-
     if not ctx.cfg.dpo.train.select_best:
         return []
     path = ctx.run_dir.path("prepare", "validation.jsonl")

@@ -19,7 +19,7 @@ import torch
 from sipo.artifacts import atomic_path
 from sipo.config import Dtype, TrainSettings
 from sipo.errors import ConfigError
-from sipo.logging_utils import process_rank
+from sipo.logging_utils import process_rank, progress_enabled
 from sipo.tracking import Tracking
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,6 @@ def quiet_trainer(trainer: Any) -> None:
     print go to the ``sipo.training`` logger at DEBUG, with one INFO line at the end of training.
     """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
-
-    from sipo.logging_utils import progress_enabled
 
     class _LogMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
