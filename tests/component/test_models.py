@@ -244,3 +244,23 @@ def test_soups_of_adapters_whose_names_are_substrings(tiny_model, tiny_model_tem
     merged = _merged_model(tiny_model_template, bank, {"r0_x": 0.4, "r0_y": 0.6})
     torch.testing.assert_close(bank.forward(["soup_r0_x0p4-r0_y0p6"], input_ids=ids).logits,
                                merged(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_peft_weighted_adapter_cat_is_our_delta_soup_up_to_rounding(bank, tiny_tokenizer):
+    """Both soups of the same adapters: peft's ``add_weighted_adapter(combination_type="cat")`` computes the update
+    of our ``delta`` soup (it folds weight and scaling into A, we fold the weight into B and keep the shared
+    scaling), so the logits agree up to float rounding. The bank keeps its own (docs/decisions.md): it is bit-exact
+    where peft's is not (a one-hot soup is the adapter itself, bit for bit, and a run's soups give the bytes they
+    gave before), and ``factors`` (the reference code's soup) has no peft counterpart."""
+    ids = torch.tensor([encode_prompt(tiny_tokenizer, "The quick brown fox", None)])
+    bank.add_soup("ours", {"alpha": 0.3, "beta": 0.7})
+    bank.model.add_weighted_adapter(["alpha", "beta"], [0.3, 0.7], "peft_cat", combination_type="cat")
+    ours, theirs = bank.forward(["ours", "peft_cat"], input_ids=ids.repeat(2, 1)).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+    bank.add_soup("ours_one_hot", {"alpha": 1.0, "beta": 0.0})
+    bank.model.add_weighted_adapter(["alpha"], [1.0], "peft_one_hot", combination_type="cat")
+    alpha, ours_one_hot, peft_one_hot = bank.forward(["alpha", "ours_one_hot", "peft_one_hot"],
+                                                     input_ids=ids.repeat(3, 1)).logits
+    assert torch.equal(alpha, ours_one_hot)
+    torch.testing.assert_close(alpha, peft_one_hot, atol=1e-4, rtol=1e-4)
