@@ -11,7 +11,6 @@ from collections.abc import Collection
 
 from sipo.config import PipelineConfig
 from sipo.prompting import check_templates
-from sipo.stages.prepare import compute
 from sipo.stages.registry import STAGES
 
 
@@ -38,8 +37,10 @@ def check_inputs(cfg: PipelineConfig, stages: Collection[str]) -> None:
 
 
 def precheck_stages(cfg: PipelineConfig, stages: Collection[str], cache: dict) -> None:
-    """Do the parts of the named stages' work that can refuse the run and write nothing, before the run writes
-    anything: the ``prepare`` stage's data loading and splitting (every malformed row, a split that comes out
-    empty). The result is kept in ``cache`` for the stage, so the data is read once."""
-    if "prepare" in stages:
-        cache["prepare"] = compute(cfg)
+    """Do the parts of the named stages' work that can refuse the run and write nothing (their definitions'
+    ``precheck``: e.g. the ``prepare`` stage's data loading and splitting, every malformed row, a split that comes
+    out empty) before the run writes anything. Each result is kept in ``cache`` under the stage's name, for the
+    stage, so the data is read once."""
+    for definition in STAGES.values():
+        if definition.name in stages and definition.precheck is not None:
+            cache[definition.name] = definition.precheck(cfg)

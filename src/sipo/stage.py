@@ -82,6 +82,9 @@ class StageDef:
     (``loads_model``) and the templates (``renders_templates``); their content fingerprints the stage."""
     check_inputs: Callable[[PipelineConfig], None] | None = None
     """Checks those inputs before the run writes anything (raises ConfigError or DataError)."""
+    precheck: Callable[[PipelineConfig], Any] | None = None
+    """The part of its work that can refuse the run and writes nothing (``prepare``: loading and splitting the
+    data), done before the run writes anything; its result waits in ``ctx.cache[<stage name>]``."""
     builds_base_model: bool = False
     """Builds the run's base model (``sft``): when it runs, it is the only stage that reads ``model.name_or_path``."""
 

@@ -109,5 +109,6 @@ SPEC = StageDef(
     name="prepare", run=run,
     help="build per-objective pairs, flag conflicts, split train/train_conflict/validation/test by prompt",
     reads="`data.source`", writes="`prepare/*.jsonl`", config_keys=("data", "objectives", "seed"),
-    extra_keys=_source_keys, upstream=lambda cfg, before: (), inputs=_source_inputs, check_inputs=check_source
+    extra_keys=_source_keys, upstream=lambda cfg, before: (), inputs=_source_inputs, check_inputs=check_source,
+    precheck=compute
 )
