@@ -3,9 +3,10 @@
 A method is a :class:`MethodDef` in :data:`METHODS`: its ``points`` function turns the evaluation grid into the
 (weights, adapter mix) points that ``evaluate`` decodes, loading or building the adapters it needs into the shared
 adapter bank; ``trains`` names the stages that must run for it (beyond ``prepare``, ``sft`` and ``dpo``); its colour
-and marker are the same in every figure. ``evaluate``, the report and the stage plan read this registry and never
-branch on a method's name, so a new method (an ablation, another baseline) is one :meth:`~sipo.registry.Registry.
-register` call.
+and marker are the same in every figure; its weight domain, rounds and export text say what ``sipo generate`` and
+``sipo export`` accept and write. ``evaluate``, the report, the stage plan, :mod:`sipo.api`, :mod:`sipo.export` and
+the command-line help read this registry and never branch on a method's name, so a new method (an ablation,
+another baseline) is one :meth:`~sipo.registry.Registry.register` call.
 
 Example::
 

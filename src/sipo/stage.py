@@ -3,9 +3,10 @@ and what its function receives (:class:`StageContext`).
 
 Every stage module (``sipo/stages/<name>.py``) ends with a ``SPEC = StageDef(...)`` next to its ``run`` function:
 its help text, what it reads and writes, whether it loads the base model or runs on every process, and the config
-keys that fingerprint it. :mod:`sipo.stages.registry` lists the modules in pipeline order; the orchestrator, the
-command-line help, the input checks and the README's stage table are all derived from those declarations, so a
-new stage is one module plus one line in the registry.
+keys that fingerprint it, the stages upstream of it and the files outside the run that it reads.
+:mod:`sipo.stages.registry` lists the modules in pipeline order; the plan, the fingerprints, the command-line help,
+the input checks and the README's stage table are all derived from those declarations, so a new stage is one
+module plus one line in the registry.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 checks and the README's stage table are derived from.
 
 A new stage is a module under ``sipo/stages/`` with a ``run`` function and a ``SPEC`` declaration, plus one entry
-here (or, from outside the package, ``STAGES.register(spec)``: it then runs when a method's ``trains`` names it).
+here (or, from outside the package, ``STAGES.register(spec, before="evaluate")``: it then runs when a method's
+``trains`` names it, and ``evaluate`` reads its adapters when its definition says ``makes_adapters``).
 """
 
 from __future__ import annotations
