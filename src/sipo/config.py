@@ -242,6 +242,10 @@ class SyntheticConfig(Section):
     included; at most ``responses_per_prompt``)."""
     fact_copies: int = 4
     """Copies of each (entity, attribute) question-and-answer fact in the SFT data (they teach the truth)."""
+    review_checks: bool = False
+    """Benchmark v3 (docs/benchmark.md): each review demonstration first states the entity's true facts (``Facts:
+    Kara's colour is red. ...``), then its changes, so a review recalls what the model knows before it judges the
+    response. False: benchmark v1/v2 reviews (the changes alone)."""
     heldout_entities: int = 0
     """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
     (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""

@@ -20,6 +20,16 @@ attribute order)::
 ``changing ...`` clauses appear only when ``correctness`` is an objective, ``adding ...`` clauses only when
 ``verbosity`` is; ``correct and verbose`` is the templates' ``objective_list``. :func:`read_review` parses it back
 and :func:`apply_review` carries it out, so a rewrite demo is literally its review applied.
+
+Benchmark v3 (``data.synthetic.review_checks``) reviews in a *checked* language instead
+(:func:`checked_review_text`): attribute by attribute, in the world's order, the review copies what the response
+says and then recalls the truth in the question-and-answer facts' own words, so every step is a copy or a recall,
+never a comparison across the whole prompt::
+
+    Kara's colour is blue. Truth: Kara's colour is red. Missing. Truth: Kara's city is Rome. ...
+
+A stated value that differs from its ``Truth:`` is a change; ``Missing.`` before a ``Truth:`` is an addition.
+:func:`read_review` reads both languages.
 """
 
 from __future__ import annotations
@@ -32,7 +42,15 @@ from typing import Any
 
 from sipo import prompting
 from sipo.synthetic.oracle import parse_response
-from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
+from sipo.synthetic.world import (
+    Fact,
+    World,
+    build_world,
+    check_objectives,
+    fact_question,
+    fact_sentence,
+    split_sentences,
+)
 from sipo.synthetic.writer import rated_rows, writer_answer
 
 DEMOS_PER_PROMPT = 1
@@ -91,6 +109,57 @@ def review_text(plan: ReviewPlan, objectives: Sequence[str]) -> str:
     return f"The response can be more {_objective_list(objectives)} by {', '.join(clauses)}."
 
 
+TRUTH, MISSING = "Truth:", "Missing."
+"""The markers of the checked review language (benchmark v3)."""
+
+
+def checked_review_text(world: World, prompt: str, response: str, objectives: Sequence[str]) -> str:
+    """The ideal review of ``response`` in the checked language (see the module docstring): for each attribute,
+    the response's first statement of it (``correctness``) or ``Missing.`` (``verbosity``), then its truth."""
+    entity = world.find_entity(prompt)
+    if entity is None:
+        return review_text(ReviewPlan(), objectives)
+    stated: dict[str, Fact] = {}
+    for _, fact in parse_response(world, response):
+        if fact is not None and fact.entity == entity.name:
+            stated.setdefault(fact.attribute, fact)
+    parts = []
+    for attribute in world.attributes:
+        fact = stated.get(attribute)
+        if fact is not None and "correctness" in objectives:
+            parts.append(fact_sentence(fact.entity, attribute, fact.value))
+        elif fact is None and "verbosity" in objectives:
+            parts.append(MISSING)
+        else:
+            continue
+        parts.append(f"{TRUTH} {fact_sentence(entity.name, attribute, entity.truth[attribute])}")
+    return " ".join(parts) if parts else review_text(ReviewPlan(), objectives)
+
+
+def _read_checked_review(world: World, review: str) -> ReviewPlan:
+    """Parse the checked language: a stated fact (or ``Missing.``) followed by ``Truth: <fact>`` about the same
+    entity and attribute is a change when the values differ (an addition after ``Missing.``)."""
+    fixes: list[tuple[Fact, Fact]] = []
+    additions: list[tuple[str, str]] = []
+    before: Fact | str | None = None
+    for sentence in split_sentences(review):
+        if sentence.startswith(TRUTH):
+            truth = world.parse_sentence(sentence[len(TRUTH):].strip())
+            if truth is not None:
+                subject = (truth.entity, truth.attribute)
+                if before == MISSING and subject not in additions:
+                    additions.append(subject)
+                elif (isinstance(before, Fact) and (before.entity, before.attribute) == subject
+                      and before.value != truth.value and (before, truth) not in fixes):
+                    fixes.append((before, truth))
+            before = None
+        elif sentence + "." == MISSING:
+            before = MISSING
+        else:
+            before = world.parse_sentence(sentence)
+    return ReviewPlan(tuple(fixes), tuple(additions))
+
+
 def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
     """``["Kara", "'", "s", "colour"]`` -> ``("Kara", "colour")``; None unless an entity's attribute."""
     if len(words) != 4 or words[1] != "'" or words[2].lower() != "s" or words[3].lower() not in world.attributes:
@@ -100,7 +169,10 @@ def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
 
 
 def read_review(world: World, review: object) -> ReviewPlan:
-    """Parse a review written in the review language; clauses that do not parse are ignored (never raises)."""
+    """Parse a review written in the review language (or the checked one); clauses that do not parse are ignored
+    (never raises)."""
+    if isinstance(review, str) and TRUTH in review:
+        return _read_checked_review(world, review)
     if not isinstance(review, str) or " by " not in review:
         return ReviewPlan()
     fixes, additions = [], []
@@ -162,6 +234,12 @@ def _improvable_answer(world: World, entity_name: str, rng: random.Random, objec
     return answer, plan
 
 
+def _demo_review(world: World, prompt: str, response: str, plan: ReviewPlan, objectives: Sequence[str],
+                 checked: bool) -> str:
+    """A review demonstration: ``plan`` in the review language, or the checked review (benchmark v3)."""
+    return checked_review_text(world, prompt, response, objectives) if checked else review_text(plan, objectives)
+
+
 def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | None = None, *,
                          answers_per_prompt: int | None = None, fact_copies: int | None = None,
                          demos_per_prompt: int = DEMOS_PER_PROMPT) -> dict[str, list[dict[str, str]]]:
@@ -181,7 +259,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
     descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
     seed = world.seed
     settings = cfg.data.synthetic
-    first, remembers = settings.known_first, settings.recall
+    first, remembers, checked = settings.known_first, settings.recall, settings.review_checks
     if answers_per_prompt is None:
         answers_per_prompt = settings.answers_per_prompt
     if fact_copies is None:
@@ -209,12 +287,12 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             reviews.append({
                 "prompt": prompting.review_prompt(prompt.prompt, response, objectives, descriptions,
                                                   template=cfg.review.template),
-                "completion": review_text(plan, objectives),
+                "completion": _demo_review(world, prompt.prompt, response, plan, objectives, checked),
             })
             rng = random.Random(f"sipo-synthetic-sft-rewrite:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,
                                                   first, remembers)
-            review = review_text(plan, objectives)
+            review = _demo_review(world, prompt.prompt, response, plan, objectives, checked)
             rewrites.append({
                 "prompt": prompting.rewrite_prompt(prompt.prompt, response, review, objectives, descriptions,
                                                    template=cfg.rewrite.template),
@@ -252,5 +330,5 @@ def all_texts(cfg: Any, objective_descriptions: Mapping[str, str] | None = None)
     return list(dict.fromkeys(texts))
 
 
-__all__ = ["ReviewPlan", "all_texts", "apply_review", "plan_review", "read_review", "review_text", "sft_examples",
+__all__ = ["ReviewPlan", "all_texts", "apply_review", "checked_review_text", "plan_review", "read_review", "review_text", "sft_examples",
            "sft_examples_by_kind", "synthetic_descriptions"]
