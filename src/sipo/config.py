@@ -215,6 +215,10 @@ class ModelConfig(Section):
         _at_least(f"{key}.max_response_tokens", self.max_response_tokens, 1)
 
 
+REVIEW_STYLES = ("plain", "facts")
+"""The synthetic benchmark's review languages (:mod:`sipo.synthetic.sft_data`)."""
+
+
 @dataclass
 class SyntheticConfig(Section):
     """The synthetic conflict benchmark (docs/method.md §3)."""
@@ -242,15 +246,17 @@ class SyntheticConfig(Section):
     included; at most ``responses_per_prompt``)."""
     fact_copies: int = 4
     """Copies of each (entity, attribute) question-and-answer fact in the SFT data (they teach the truth)."""
-    review_checks: bool = False
-    """Benchmark v3 (docs/benchmark.md): each review demonstration first states the entity's true facts (``Facts:
-    Kara's colour is red. ...``), then its changes, so a review recalls what the model knows before it judges the
-    response. False: benchmark v1/v2 reviews (the changes alone)."""
+    review_style: str = "plain"
+    """The review language of the review and rewrite demonstrations: ``plain`` (benchmark v1/v2: the changes the
+    response needs) or ``facts`` (benchmark v3: the entity's true facts, ``Facts: Kara's colour is red. ...``;
+    each one the response contradicts or leaves out is a change)."""
     heldout_entities: int = 0
     """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
     (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""
 
     def check_rules(self, key: str) -> None:
+        if self.review_style not in REVIEW_STYLES:
+            _fail(f"{key}.review_style", f"must be one of {list(REVIEW_STYLES)}, got {self.review_style!r}")
         for name in ("known_first", "recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"{key}.{name}", f"must be in [0, 1], got {getattr(self, name):g}")

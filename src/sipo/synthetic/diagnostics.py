@@ -63,7 +63,7 @@ def review_skill(world, items: Sequence[tuple[str, str, str]], objectives: Seque
     wrong = corrected = changes = wrong_changes = missing = added = 0
     for prompt, response, review in items:
         ideal = plan_review(world, prompt, response, objectives)
-        got = read_review(world, review)
+        got = read_review(world, review, response)
         wrong += len(ideal.fixes)
         corrected += sum(1 for fix in ideal.fixes if fix in got.fixes)
         changes += len(got.fixes)

@@ -21,15 +21,14 @@ attribute order)::
 ``verbosity`` is; ``correct and verbose`` is the templates' ``objective_list``. :func:`read_review` parses it back
 and :func:`apply_review` carries it out, so a rewrite demo is literally its review applied.
 
-Benchmark v3 (``data.synthetic.review_checks``) reviews in a *checked* language instead
-(:func:`checked_review_text`): attribute by attribute, in the world's order, the review copies what the response
-says and then recalls the truth in the question-and-answer facts' own words, so every step is a copy or a recall,
-never a comparison across the whole prompt::
+With ``data.synthetic.review_style: facts`` (benchmark v3) a review states the entity's true facts instead, in the
+question-and-answer facts' own words; each fact that the response contradicts is a change and each one it leaves out
+an addition (:func:`read_review` reads a review against its response)::
 
-    Kara's colour is blue. Truth: Kara's colour is red. Missing. Truth: Kara's city is Rome. ...
+    Facts: Kara's colour is red. Kara's city is Rome. Kara's pet is cat. ...
 
-A stated value that differs from its ``Truth:`` is a change; ``Missing.`` before a ``Truth:`` is an addition.
-:func:`read_review` reads both languages.
+Only facts about the attributes the objectives care for are stated: the response's own attributes for
+``correctness``, the missing ones for ``verbosity``.
 """
 
 from __future__ import annotations
@@ -109,55 +108,46 @@ def review_text(plan: ReviewPlan, objectives: Sequence[str]) -> str:
     return f"The response can be more {_objective_list(objectives)} by {', '.join(clauses)}."
 
 
-TRUTH, MISSING = "Truth:", "Missing."
-"""The markers of the checked review language (benchmark v3)."""
+FACTS = "Facts:"
+"""How a review in the ``facts`` language begins (benchmark v3)."""
 
 
-def checked_review_text(world: World, prompt: str, response: str, objectives: Sequence[str]) -> str:
-    """The ideal review of ``response`` in the checked language (see the module docstring): for each attribute,
-    the response's first statement of it (``correctness``) or ``Missing.`` (``verbosity``), then its truth."""
+def facts_review_text(world: World, prompt: str, response: str, objectives: Sequence[str]) -> str:
+    """The ideal review of ``response`` in the ``facts`` language (see the module docstring): the true facts of the
+    attributes it states (``correctness``) and of those it leaves out (``verbosity``), in the world's order."""
     entity = world.find_entity(prompt)
     if entity is None:
         return review_text(ReviewPlan(), objectives)
-    stated: dict[str, Fact] = {}
-    for _, fact in parse_response(world, response):
-        if fact is not None and fact.entity == entity.name:
-            stated.setdefault(fact.attribute, fact)
-    parts = []
-    for attribute in world.attributes:
-        fact = stated.get(attribute)
-        if fact is not None and "correctness" in objectives:
-            parts.append(fact_sentence(fact.entity, attribute, fact.value))
-        elif fact is None and "verbosity" in objectives:
-            parts.append(MISSING)
-        else:
-            continue
-        parts.append(f"{TRUTH} {fact_sentence(entity.name, attribute, entity.truth[attribute])}")
-    return " ".join(parts) if parts else review_text(ReviewPlan(), objectives)
+    stated = {fact.attribute for _, fact in parse_response(world, response)
+              if fact is not None and fact.entity == entity.name}
+    wanted = [a for a in world.attributes
+              if ("correctness" in objectives and a in stated) or ("verbosity" in objectives and a not in stated)]
+    if not wanted:
+        return review_text(ReviewPlan(), objectives)
+    return " ".join([FACTS, *(fact_sentence(entity.name, a, entity.truth[a]) for a in wanted)])
 
 
-def _read_checked_review(world: World, review: str) -> ReviewPlan:
-    """Parse the checked language: a stated fact (or ``Missing.``) followed by ``Truth: <fact>`` about the same
-    entity and attribute is a change when the values differ (an addition after ``Missing.``)."""
+def _read_facts_review(world: World, review: str, response: object) -> ReviewPlan:
+    """A ``facts`` review read against its response: each statement of the response that a fact of the review
+    contradicts becomes a change to that fact, each fact about an attribute the response does not state an
+    addition. The first fact of the review about an attribute counts; sentences that do not parse are ignored."""
+    facts: dict[tuple[str, str], Fact] = {}
+    for sentence in split_sentences(review.split(FACTS, 1)[1]):
+        fact = world.parse_sentence(sentence)
+        if fact is not None:
+            facts.setdefault((fact.entity, fact.attribute), fact)
     fixes: list[tuple[Fact, Fact]] = []
-    additions: list[tuple[str, str]] = []
-    before: Fact | str | None = None
-    for sentence in split_sentences(review):
-        if sentence.startswith(TRUTH):
-            truth = world.parse_sentence(sentence[len(TRUTH):].strip())
-            if truth is not None:
-                subject = (truth.entity, truth.attribute)
-                if before == MISSING and subject not in additions:
-                    additions.append(subject)
-                elif (isinstance(before, Fact) and (before.entity, before.attribute) == subject
-                      and before.value != truth.value and (before, truth) not in fixes):
-                    fixes.append((before, truth))
-            before = None
-        elif sentence + "." == MISSING:
-            before = MISSING
-        else:
-            before = world.parse_sentence(sentence)
-    return ReviewPlan(tuple(fixes), tuple(additions))
+    stated: set[tuple[str, str]] = set()
+    for _, fact in parse_response(world, response):
+        if fact is None:
+            continue
+        subject = (fact.entity, fact.attribute)
+        stated.add(subject)
+        told = facts.get(subject)
+        if told is not None and told.value != fact.value and (fact, told) not in fixes:
+            fixes.append((fact, told))
+    additions = tuple(subject for subject in facts if subject not in stated)
+    return ReviewPlan(tuple(fixes), additions)
 
 
 def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
@@ -168,11 +158,12 @@ def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
     return (entity.name, words[3].lower()) if entity is not None else None
 
 
-def read_review(world: World, review: object) -> ReviewPlan:
-    """Parse a review written in the review language (or the checked one); clauses that do not parse are ignored
-    (never raises)."""
-    if isinstance(review, str) and TRUTH in review:
-        return _read_checked_review(world, review)
+def read_review(world: World, review: object, response: object = None) -> ReviewPlan:
+    """Parse a review written in the review language, or in the ``facts`` language against ``response`` (the
+    reviewed response; without it a ``facts`` review only adds); clauses that do not parse are ignored (never
+    raises)."""
+    if isinstance(review, str) and review.lstrip().startswith(FACTS):
+        return _read_facts_review(world, review, response)
     if not isinstance(review, str) or " by " not in review:
         return ReviewPlan()
     fixes, additions = [], []
@@ -235,9 +226,11 @@ def _improvable_answer(world: World, entity_name: str, rng: random.Random, objec
 
 
 def _demo_review(world: World, prompt: str, response: str, plan: ReviewPlan, objectives: Sequence[str],
-                 checked: bool) -> str:
-    """A review demonstration: ``plan`` in the review language, or the checked review (benchmark v3)."""
-    return checked_review_text(world, prompt, response, objectives) if checked else review_text(plan, objectives)
+                 style: str) -> str:
+    """A review demonstration of ``response`` in the configured language (``data.synthetic.review_style``)."""
+    if style == "facts":
+        return facts_review_text(world, prompt, response, objectives)
+    return review_text(plan, objectives)
 
 
 def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | None = None, *,
@@ -259,7 +252,8 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
     descriptions = dict(synthetic_descriptions() if objective_descriptions is None else objective_descriptions)
     seed = world.seed
     settings = cfg.data.synthetic
-    first, remembers, checked = settings.known_first, settings.recall, settings.review_checks
+    first, remembers = settings.known_first, settings.recall
+    style = settings.review_style
     if answers_per_prompt is None:
         answers_per_prompt = settings.answers_per_prompt
     if fact_copies is None:
@@ -287,16 +281,16 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             reviews.append({
                 "prompt": prompting.review_prompt(prompt.prompt, response, objectives, descriptions,
                                                   template=cfg.review.template),
-                "completion": _demo_review(world, prompt.prompt, response, plan, objectives, checked),
+                "completion": _demo_review(world, prompt.prompt, response, plan, objectives, style),
             })
             rng = random.Random(f"sipo-synthetic-sft-rewrite:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,
                                                   first, remembers)
-            review = _demo_review(world, prompt.prompt, response, plan, objectives, checked)
+            review = _demo_review(world, prompt.prompt, response, plan, objectives, style)
             rewrites.append({
                 "prompt": prompting.rewrite_prompt(prompt.prompt, response, review, objectives, descriptions,
                                                    template=cfg.rewrite.template),
-                "completion": apply_review(world, response, read_review(world, review)),
+                "completion": apply_review(world, response, read_review(world, review, response)),
             })
     return {"answers": answers, "facts": facts, "reviews": reviews, "rewrites": rewrites}
 
@@ -330,5 +324,5 @@ def all_texts(cfg: Any, objective_descriptions: Mapping[str, str] | None = None)
     return list(dict.fromkeys(texts))
 
 
-__all__ = ["ReviewPlan", "all_texts", "apply_review", "checked_review_text", "plan_review", "read_review", "review_text", "sft_examples",
+__all__ = ["ReviewPlan", "all_texts", "apply_review", "facts_review_text", "plan_review", "read_review", "review_text", "sft_examples",
            "sft_examples_by_kind", "synthetic_descriptions"]
