@@ -275,13 +275,18 @@ class Bench:
         return row
 
     def guarded_cell(self, phase: str, batch: int) -> dict[str, Any]:
+        """:meth:`cell`, an exception recorded as a failed row (out-of-memory marked); the memory is freed after
+        the exception is gone (its traceback holds the failed run's tensors)."""
+        failed: dict[str, Any] | None = None
         try:
             return self.cell(phase, batch)
         except Exception as exc:
             oom = is_out_of_memory(exc)
-            self.device.free()
-            return {"batch": batch, "ok": False, "out_of_memory": oom, "error": f"{type(exc).__name__}: {exc}"[:800],
-                    **({} if oom else {"traceback": _tail(traceback.format_exc(), 2000)})}
+            failed = {"batch": batch, "ok": False, "out_of_memory": oom,
+                      "error": f"{type(exc).__name__}: {exc}"[:800],
+                      **({} if oom else {"traceback": _tail(traceback.format_exc(), 2000)})}
+        self.device.free()
+        return failed
 
     # -- the largest batch -----------------------------------------------------------------------------------
 

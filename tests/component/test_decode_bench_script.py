@@ -65,3 +65,16 @@ def test_bad_arguments_exit_2(bench, capsys):
             bench.parse_args(argv)
         assert exit_info.value.code == 2
     assert "decode_bench.py: error" in capsys.readouterr().err
+
+
+def test_the_7b_size_has_llama_2_7b_shape():
+    """Built on the meta device (no memory): 6.74 billion parameters with a 32,000-token vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sipo.device_checks import SIZES
+
+    shape = {k: v for k, v in SIZES["7b"].items() if k != "vocabulary"}
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=32000, tie_word_embeddings=False, **shape))
+    assert sum(p.numel() for p in model.parameters()) == 6_738_415_616
