@@ -23,9 +23,9 @@ warm-up (the first cell of a phase only, unless ``--warmup-each``) and ``--repea
 responses/s) and its peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on a CPU the process's peak
 resident set so far, which only grows) go to the JSON.
 
-The device work runs in a child process with a deadline (``--budget`` seconds for the whole run); the child writes
-the JSON after every cell and skips, and records as skipped, what its budget cannot fit; the parent stops it at the
-deadline, so a run cut short keeps what it measured. Exit status 0 when everything asked for ran without error, 1
+The device work runs in a child process with a deadline (``--budget`` seconds for the whole run); the child rewrites
+the JSON file after every cell (its log goes beside it, with the suffix ``.log``) and skips, and records as skipped,
+what its budget cannot fit; the parent stops it at the deadline, so a run cut short keeps what it measured. Exit status 0 when everything asked for ran without error, 1
 otherwise (the JSON's ``failures`` and ``incomplete`` say what), 2 for a bad argument.
 
 On a GPU machine (through the workplace's device ``run`` tool: ``carry=["wheels"]``, ``timeout_s=540``)::
@@ -449,16 +449,21 @@ def check_phase(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, path: Path, seconds: float) -> dict[str, Any]:
-    """The device work: the check, then the model and every measured phase, within ``seconds``; the record is
-    rewritten to ``path`` after every cell and returned."""
+    """The device work: the check, then the model and every measured phase, within ``seconds``. The report already
+    at ``path`` (the parent's header and setup) is extended and rewritten after every cell, so the JSON file keeps
+    what was measured even when the whole run is stopped; the record is returned."""
     deadline = time.monotonic() + seconds
-    data: dict[str, Any] = {"device_info": _gpu_check().device_info(args.device)}
+    data: dict[str, Any] = {}
+    if path.exists():
+        with contextlib.suppress(ValueError):
+            data = json.loads(path.read_text())
+    data["device_info"] = _gpu_check().device_info(args.device)
 
     def save() -> None:
         atomic_write_json(path, data)
 
     save()
-    with tempfile.TemporaryDirectory(prefix="models-", dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="models-", dir=args.work_dir) as tmp:
         if "check" in args.phases:
             try:
                 data["check"] = {"mod_float32": check_phase(args, Path(tmp) / "check")}
@@ -497,15 +502,15 @@ def worker(args: argparse.Namespace) -> None:
     measure(args, Path(args.fragment), args.worker_seconds)
 
 
-def run_inline(args: argparse.Namespace, work: Path, seconds: float) -> dict[str, Any]:
+def run_inline(args: argparse.Namespace, out: Path, seconds: float) -> dict[str, Any]:
     """:func:`measure` in this process (``--inline``: no second interpreter to start, no hard stop at the
     deadline); the tests use it."""
     start = time.monotonic()
     try:
-        data = measure(args, work / "worker.json", seconds)
+        data = measure(args, out, seconds)
         status: dict[str, Any] = {"ok": True}
     except Exception as exc:
-        data = json.loads((work / "worker.json").read_text()) if (work / "worker.json").exists() else {}
+        data = json.loads(out.read_text())
         status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:800],
                   "output_tail": _tail(traceback.format_exc())}
     data["worker"] = {**status, "inline": True, "timed_out": False,
@@ -606,18 +611,18 @@ def _worker_command(args: argparse.Namespace, fragment: Path, seconds: float) ->
             "--responses", str(args.responses), "--responses-per-prompt", str(args.responses_per_prompt),
             "--response-words", ",".join(map(str, args.response_words)), "--repeats", str(args.repeats),
             "--check-prompts", str(args.check_prompts), "--check-tokens", str(args.check_tokens),
-            "--threads", str(args.threads), "--seed", str(args.seed)]
+            "--threads", str(args.threads), "--seed", str(args.seed), "--work-dir", str(args.work_dir)]
     if args.warmup_each:
         keep.append("--warmup-each")
     return [sys.executable, str(Path(__file__).resolve()), "--worker", "--fragment", str(fragment),
             "--worker-seconds", f"{seconds:.0f}", *keep]
 
 
-def run_worker(args: argparse.Namespace, env: dict[str, str], work: Path, seconds: float) -> dict[str, Any]:
-    """The child, in a process group of its own, stopped at ``seconds`` + a grace of 30 s; its JSON merged."""
-    fragment = work / "worker.json"
-    log = work / "worker.log"
-    command = _worker_command(args, fragment, seconds)
+def run_worker(args: argparse.Namespace, env: dict[str, str], out: Path, seconds: float) -> dict[str, Any]:
+    """The child, in a process group of its own, stopped at ``seconds`` + a grace of 30 s; it extends the report
+    at ``out`` and logs to ``out`` with the suffix ``.log``; the report is read back."""
+    log = out.with_suffix(".log")
+    command = _worker_command(args, out, seconds)
     start = time.monotonic()
     with open(log, "w") as handle:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
@@ -636,16 +641,14 @@ def run_worker(args: argparse.Namespace, env: dict[str, str], work: Path, second
                         proc.wait(timeout=wait)
                         break
     data: dict[str, Any] = {}
-    if fragment.exists():
-        with contextlib.suppress(ValueError):
-            data = json.loads(fragment.read_text())
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(out.read_text())
     output = log.read_text(errors="replace")
     status = {"rc": proc.returncode, "seconds": round(time.monotonic() - start, 1), "timed_out": timed_out,
               "ok": proc.returncode == 0 and not timed_out}
     if not status["ok"]:
         status["output_tail"] = _tail(output)
     data["worker"] = status
-    data["worker_log_tail"] = _tail(output, 20_000)
     return data
 
 
@@ -687,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sipo-decode-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    args.work_dir = str(work)
     args.site = args.site or str(work / "site")
     report: dict[str, Any] = {
         "script": "scripts/decode_bench.py", "started_at": _now(), "argv": list(argv if argv is not None else
@@ -709,9 +713,9 @@ def main(argv: list[str] | None = None) -> int:
         if seconds < 10:
             report["worker"] = {"ok": False, "timed_out": True, "skipped": f"time budget: {seconds:.0f} s left"}
         elif args.inline:
-            report.update(run_inline(args, work, seconds))
+            report.update(run_inline(args, out, seconds))
         else:
-            report.update(run_worker(args, gpu_check.child_env(args), work, seconds))
+            report.update(run_worker(args, gpu_check.child_env(args), out, seconds))
     failed, incomplete = failures_of(report, args.phases)
     report.update(finished_at=_now(), wall_s=round(time.monotonic() - started, 1), failures=failed,
                   incomplete=incomplete, ok=not failed and not incomplete)
