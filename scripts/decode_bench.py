@@ -249,7 +249,8 @@ class Bench:
         work, units, prompts = self.job(phase, batch)
         self.device.free()
         self.device.reset_peak()
-        if phase not in self.warm or self.args.warmup_each:
+        warmed = phase not in self.warm or self.args.warmup_each
+        if warmed:
             work()
             self.warm.add(phase)
         times = []
@@ -264,7 +265,7 @@ class Bench:
         self.last[phase] = (batch, seconds)
         count = units(result)
         row: dict[str, Any] = {"batch": batch, "seconds": round(seconds, 4), "runs": [round(t, 4) for t in times],
-                               "peak_memory_mb": round(self.device.peak_mb(), 1)}
+                               "peak_memory_mb": round(self.device.peak_mb(), 1), "warm_up_at_this_batch": warmed}
         if phase == "scoring":
             row.update(responses=count, judges=6, responses_per_s=round(count / seconds, 2))
         else:
