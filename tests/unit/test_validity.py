@@ -157,3 +157,38 @@ def test_report_without_validation_share_methods_or_validity_check_leaves_the_ke
     assert set(report["validation"]["methods"]) == {"mod", "dpo"} and "oracle_gain_share" not in report
     text = report_markdown(report, figure=None)
     assert "## Validation front" in text and "## Validity" not in text and "cannot test" not in text
+
+
+# --- over seeds ---------------------------------------------------------------------------------------------------
+
+
+def test_oracle_bound_over_seeds_is_the_interval_rule():
+    from sipo.report.validity import oracle_bound_over_seeds
+
+    above = {s: {"mod": 0.5, "sipo_oracle_filter": 0.6 + 0.01 * s} for s in range(3)}
+    result = oracle_bound_over_seeds(above)
+    assert result["holds"] is True and result["n"] == 3 and result["low"] > 0
+    assert result["values"] == {s: pytest.approx(0.1 + 0.01 * s) for s in range(3)}
+    # positive on average, but the interval reaches below 0
+    mixed = {0: {"mod": 0.5, "sipo_oracle_filter": 0.7}, 1: {"mod": 0.5, "sipo_oracle_filter": 0.45},
+             2: {"mod": 0.5, "sipo_oracle_filter": 0.55}}
+    result = oracle_bound_over_seeds(mixed)
+    assert result["mean"] > 0 and result["holds"] is False and result["reason"].startswith("No oracle bound")
+    # a seed without validation or without the oracle method does not count
+    result = oracle_bound_over_seeds({0: above[0], 1: None, 2: {"mod": 0.5}})
+    assert result["holds"] is None and result["n"] == 1
+
+
+def test_shares_over_seeds_skip_null_seeds():
+    from sipo.report.validity import shares_over_seeds
+
+    def share(value):
+        return {"value": value}
+
+    result = shares_over_seeds({10: {"all": share(0.2), "transfer": share(None)},
+                                11: {"all": share(0.4), "transfer": share(0.1)}, 12: None})
+    assert result["all"]["mean"] == pytest.approx(0.3) and result["all"]["n"] == 2 and result["all"]["low"] < 0.3
+    assert result["all"]["null_seeds"] == []
+    assert result["transfer"]["n"] == 1 and result["transfer"]["low"] is None
+    assert result["transfer"]["null_seeds"] == [10]
+    assert shares_over_seeds({10: None}) == {}

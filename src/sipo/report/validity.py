@@ -141,3 +141,46 @@ def failure_lines(validity: Mapping[str, Mapping[str, Any]]) -> list[str]:
         else:
             lines.append(f"{name.replace('_', ' ').capitalize()} not checked: {condition.get('reason')}.")
     return lines
+
+
+# --- over seeds (scripts/demo_seeds.py) ---------------------------------------------------------------------------
+
+
+def oracle_bound_over_seeds(validation_by_seed: Mapping[Any, Mapping[str, float] | None]) -> dict[str, Any]:
+    """The oracle bound by the interval rule: the per-seed paired difference sipo_oracle_filter − mod on
+    validation, and whether its 95 % t-interval lies above :data:`ORACLE_BOUND_MARGIN` (needs 2 or more seeds)."""
+    from sipo.stats import t_interval
+
+    diffs = {seed: float(v["sipo_oracle_filter"]) - float(v["mod"]) for seed, v in validation_by_seed.items()
+             if v and v.get("sipo_oracle_filter") is not None and v.get("mod") is not None}
+    out: dict[str, Any] = {"values": diffs, "threshold": ORACLE_BOUND_MARGIN}
+    if len(diffs) < 2:
+        return {**out, "mean": None, "low": None, "high": None, "n": len(diffs), "holds": None,
+                "reason": "needs the validation front of mod and sipo_oracle_filter on at least 2 seeds"}
+    interval = t_interval(list(diffs.values()))
+    holds = interval.low is not None and interval.low > ORACLE_BOUND_MARGIN
+    reason = None if holds else (
+        f"No oracle bound over seeds: the 95 % interval of sipo_oracle_filter − MOD on validation "
+        f"[{interval.low:.4f}, {interval.high:.4f}] is not above 0, so SIPO cannot be shown to win on this world.")
+    return {**out, **interval.as_dict(), "holds": holds, "reason": reason}
+
+
+def shares_over_seeds(shares_by_seed: Mapping[Any, Mapping[str, Mapping[str, Any]] | None]) -> dict[str, Any]:
+    """Per prompt set: the oracle-gain share's mean and 95 % t-interval over the seeds where it is defined, and the
+    seeds where it is null (the oracle bound did not beat MOD there)."""
+    from sipo.stats import t_interval
+
+    names: list[str] = []
+    for shares in shares_by_seed.values():
+        names += [n for n in (shares or {}) if n not in names]
+    out = {}
+    for name in names:
+        values = {seed: s[name]["value"] for seed, s in shares_by_seed.items() if s and name in s}
+        defined = {seed: v for seed, v in values.items() if v is not None}
+        entry: dict[str, Any] = {"values": values, "null_seeds": [seed for seed, v in values.items() if v is None]}
+        if defined:
+            entry.update(t_interval(list(defined.values())).as_dict())
+        else:
+            entry.update({"mean": None, "low": None, "high": None, "n": 0})
+        out[name] = entry
+    return out
