@@ -52,3 +52,39 @@ def test_demo_seeds_without_reports_keeps_its_old_summary():
     diags = {10: {"hypervolume": {"mod": 0.5, "sipo": 0.4}}, 11: {"hypervolume": {"mod": 0.6, "sipo": 0.5}}}
     summary, markdown = demo_seeds.summarise(diags, {10: 1.0, 11: 1.0}, {10: [], 11: []})
     assert "validity" not in summary and "Validity" not in markdown
+
+
+def test_realign_sensitivity_expects_only_realignment_and_what_follows_to_rerun():
+    sens = load_script("realign_sensitivity")
+    for stage in ("r1/realign", "sipo_oracle_filter", "nll_control", "sipo_no_filter", "evaluate", "report",
+                  "r2/sample", "r2/realign"):
+        assert sens.may_rerun(stage), stage
+    for stage in ("prepare", "sft", "dpo", "r1/sample", "r1/review", "r1/rewrite", "r1/combine", "r1/filter",
+                  "dpo_lw", "modpo"):
+        assert not sens.may_rerun(stage), stage
+    base = {"dpo": {"fingerprint": "a", "finished_at": "t"}, "r1/realign": {"fingerprint": "b", "finished_at": "t"}}
+    copy = {"dpo": {"fingerprint": "a", "finished_at": "t"}, "r1/realign": {"fingerprint": "c", "finished_at": "u"}}
+    assert sens.upstream_reruns(base, copy) == []
+    assert sens.upstream_reruns(base, {**copy, "dpo": {"fingerprint": "a", "finished_at": "later"}}) == ["dpo"]
+    assert sens.upstream_reruns(base, {"r1/realign": copy["r1/realign"]}) == ["dpo"]
+
+
+def test_realign_sensitivity_reads_and_prints_only_validation_numbers(tmp_path):
+    import json
+
+    sens = load_script("realign_sensitivity")
+    run = tmp_path / "rate0.01"
+    (run / "report").mkdir(parents=True)
+    (run / "report" / "report.json").write_text(json.dumps({
+        "methods": {m: {"hypervolume": 0.999} for m in sens.METHODS},
+        "test_sets": {"transfer": {"methods": {m: {"hypervolume": 0.998} for m in sens.METHODS}}},
+        "validation": {"prompts": 4, "methods": {"mod": {"hypervolume": 0.5}, "sipo": {"hypervolume": 0.4},
+                                                 "sipo_oracle_filter": {"hypervolume": 0.625}, "sft": {"hypervolume": 0.1}}}}))
+    hvs = sens.validation_hypervolumes(run)
+    assert hvs == {"mod": 0.5, "sipo": 0.4, "sipo_oracle_filter": 0.625}
+    assert sens.validation_hypervolumes(tmp_path / "missing") is None
+    text = sens.table({10: {"rate0.01": hvs, "rate1": None}}, {0.01: 2e-5, 1.0: 2e-3}, 2e-3, 2e-3)
+    assert "0.999" not in text and "0.998" not in text
+    assert "| 10 | 0.01 | 2e-05 | 0.5000 | 0.4000 | 0.6250 | – | +0.1250 |" in text
+    assert "| 10 | 1 | 0.002 | – | – | – | – | – |" in text
+    assert sens.rate_name(0.001) == "rate0.001"
