@@ -32,6 +32,14 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 - ``best`` is, per objective, the best mean score among the method's points.
 - ``pipeline`` (runs with the ``sipo`` method): each self-improvement round's funnel and the pipeline-health
   warnings (:mod:`sipo.report.health`); report.md shows the warnings at the top.
+- ``validation`` (with ``validation_rows``, from ``evaluate/validation_scores.jsonl``): ``prompts`` and, per
+  method, ``hypervolume`` and ``best`` on the validation prompts, against the same reference point.
+- ``oracle_gain_share`` (when sipo, mod and sipo_oracle_filter all ran): per prompt set (``all``, each test set,
+  ``validation``) ``{"value": (sipo − mod) / (sipo_oracle_filter − mod), "reason", "sipo", "mod",
+  "sipo_oracle_filter", "oracle_gain"}``; ``value`` is null with a ``reason`` when the oracle does not beat MOD.
+- ``validity`` (``check_validity``: the synthetic benchmark judged by the oracle): ``headroom``, ``oracle_bound``
+  and ``review_skill``, each ``{"value", "threshold", "holds", "reason"}`` (:mod:`sipo.report.validity`);
+  report.md names each failed condition at the top.
 - **Rounds**: a method evaluated after several self-improvement rounds (``ScoreRow.round``) is keyed by its name
   for its last round and ``<name>@r<k>`` for each earlier round ``k``; every entry also states ``method`` and
   ``round``. A method with one round is keyed by its name.
