@@ -137,6 +137,25 @@ def table(front: dict[int, dict[str, dict[str, float] | None]], rates: dict[floa
                 both = "sipo_oracle_filter" in hvs and "mod" in hvs
                 cells.append(f"{hvs['sipo_oracle_filter'] - hvs['mod']:+.4f}" if both else "–")
             lines.append(f"| {seed} | {multiplier:g} | {rate:.3g} | " + " | ".join(cells) + " |")
+    if len(front) > 1:
+        from sipo.stats import t_interval
+
+        lines += ["", "Mean over seeds [95 % t-interval] (seeds where the method ran).", "",
+                  "| rate (× round 1) | " + " | ".join(METHODS) + " | oracle − mod |",
+                  "|---:|" + "---:|" * (len(METHODS) + 1)]
+        for multiplier in rates:
+            runs = [by_rate.get(rate_name(multiplier)) or {} for by_rate in front.values()]
+            columns = [[r[m] for r in runs if m in r] for m in METHODS]
+            columns.append([r["sipo_oracle_filter"] - r["mod"] for r in runs
+                            if "sipo_oracle_filter" in r and "mod" in r])
+            cells = []
+            for values in columns:
+                if not values:
+                    cells.append("–")
+                    continue
+                iv = t_interval(values)
+                cells.append(f"{iv.mean:.4f}" + ("" if iv.low is None else f" [{iv.low:.4f}, {iv.high:.4f}]"))
+            lines.append(f"| {multiplier:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
