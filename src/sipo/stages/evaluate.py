@@ -144,8 +144,10 @@ def run(ctx: StageContext) -> dict:
 
 
 SPEC = StageDef(
-    name="evaluate", run=run, help="decode the test prompts with every method at every weight vector and score them",
-    reads="test prompts + adapters", writes="`evaluate/scores.jsonl`",
+    name="evaluate", run=run,
+    help="decode the test (and validation) prompts with every method at every weight vector and score them",
+    reads="test prompts + validation prompts + adapters",
+    writes="`evaluate/scores.jsonl`, `evaluate/validation_scores.jsonl`",
     config_keys=("eval", "methods", "soup_mode", "rounds", "data.synthetic"), exclude=("eval.reference_point",),
     loads_model=True, distributed=True
 )
