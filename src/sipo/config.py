@@ -610,8 +610,18 @@ class EvalStageConfig(Section):
     bootstrap: int = 0
     """Resamples of the report's percentile bootstrap over test prompts (a 95 % interval for every
     hypervolume); 0: none."""
+    validation: bool = True
+    """Also decode and score the validation prompts (the distinct prompts of ``prepare/validation.jsonl``) with
+    every method at every weight vector, into ``evaluate/validation_scores.jsonl``: the report's validation front.
+    A run without validation prompts (``data.validation_fraction`` 0, as in the smoke presets) decodes nothing
+    more; false: never."""
+    max_validation_prompts: int = 36
+    """At most this many validation prompts are evaluated (a seeded choice by prompt id when there are more)."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """Settings of the reward_model judge."""
+
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.max_validation_prompts", self.max_validation_prompts, 1)
 
 
 @dataclass

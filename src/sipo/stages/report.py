@@ -2,6 +2,10 @@
 
 Writes ``report/report.json``, ``report/scores.jsonl``, ``report/summary.csv``, ``report/pareto.png`` and
 ``report/report.md``. ``sipo report RUN_DIR`` runs it again on a finished run.
+
+With ``evaluate/validation_scores.jsonl`` the report also holds the validation front; on the synthetic benchmark
+judged by the oracle it states the validity conditions (:mod:`sipo.report.validity`), from that front and the
+round-1 reviews' skill.
 """
 
 from __future__ import annotations
@@ -27,19 +31,50 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
     from sipo.stages.prepare import read_test_sets
 
     rows = load_score_rows(scores_path)
+    validation_path = run_dir.path("evaluate", "validation_scores.jsonl")
+    validation_rows = load_score_rows(validation_path) if validation_path.is_file() else None
+    check_validity = benchmark_with_oracle(cfg)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
                           test_sets=read_test_sets(run_dir), bootstrap=cfg.eval.bootstrap,
                           training_steps=training_steps(cfg, run_dir),
-                          funnel=run_funnel(cfg, run_dir))
+                          funnel=run_funnel(cfg, run_dir), validation_rows=validation_rows,
+                          check_validity=check_validity,
+                          review_skill=round_review_skill(cfg, run_dir) if check_validity else None)
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
         logger.info("report: %-12s hypervolume %s", name, format_hypervolume(method["hypervolume"]))
     warnings = report.get("pipeline", {}).get("warnings", [])
     for warning in warnings:
         logger.warning("pipeline health: %s", warning)
+    from sipo.report.validity import failure_lines
+
+    for line in failure_lines(report.get("validity") or {}):
+        logger.warning("validity: %s", line)
     return {"methods": len(report["methods"]),
             "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()},
             "health_warnings": len(warnings)}
+
+
+def benchmark_with_oracle(cfg: PipelineConfig) -> bool:
+    """Whether the validity conditions apply: the synthetic benchmark judged by its oracle."""
+    return cfg.data.source == "synthetic" and cfg.eval.judge == "oracle"
+
+
+def round_review_skill(cfg: PipelineConfig, run_dir: RunDir, round_: int = 1) -> dict | None:
+    """How well round ``round_``'s reviews match the ideal review (synthetic benchmark; None without reviews)."""
+    from sipo.records import Review, read_jsonl
+
+    path = run_dir.path(f"r{round_}/review", "reviews.jsonl")
+    if not path.is_file():
+        return None
+    from sipo.stages.sample import read_candidates
+    from sipo.synthetic.diagnostics import review_skill
+    from sipo.synthetic.world import build_world
+
+    by_id = {c.candidate_id: c for c in read_candidates(run_dir, round_)}
+    items = [(by_id[r.candidate_id].prompt, by_id[r.candidate_id].response, r.review)
+             for r in read_jsonl(path, Review) if r.candidate_id in by_id]
+    return review_skill(build_world(cfg), items, list(cfg.objectives))
 
 
 def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
