@@ -5,7 +5,7 @@
 
 Per seed S:
 
-1. ``OUT/seed<S>/base``: an ordinary ``sipo run CONFIG seed=S methods=[mod,sipo,sipo_oracle_filter,nll_control]``
+1. ``OUT/seed<S>/base``: an ordinary ``sipo run CONFIG seed=S methods=[mod,dpo_soups,sipo,sipo_oracle_filter,nll_control]``
    (the pipeline plans whatever these need: SFT, round-1 DPO, the self-improvement round); finished stages are
    skipped, so a finished base is reused.
 2. For each multiplier m: the finished base run folder is copied (``shutil.copytree``, no symlinks) to
@@ -33,7 +33,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-METHODS = ("mod", "sipo", "sipo_oracle_filter", "nll_control")
+METHODS = ("mod", "dpo_soups", "sipo", "sipo_oracle_filter", "nll_control")
 DEFAULT_MULTIPLIERS = (0.001, 0.01, 0.1, 1.0)
 RERUN_STAGES = ("sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control", "evaluate", "report")
 """Stages that may re-run after a change of ``realign.train`` (besides every round's realign and later rounds)."""
