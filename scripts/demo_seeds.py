@@ -2,12 +2,17 @@
 hypervolume with a 95 % t-interval over seeds, and the paired differences SIPO − X with their intervals, on every
 test set (all prompts; benchmark v2 also in-distribution and transfer), plus per-seed diagnostics.
 
-    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 10 11 12 13 14] [--jobs 2] [key=value ...]
+Before any test number the summary states the validity conditions (sipo.report.validity) per seed, from each run's
+validation front and round-1 reviews, and the oracle bound over seeds by the interval rule (paired
+sipo_oracle_filter − MOD on validation, 95 % t-interval above 0); after the hypervolumes, SIPO's share of the
+oracle's gain, (sipo − mod) / (sipo_oracle_filter − mod), with its mean and 95 % t-interval over seeds per test set.
+
+    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 20 21 22 23 24] [--jobs 2] [key=value ...]
 
 Each seed is an ordinary ``sipo run CONFIG run_dir=OUT/seed<k> seed=<k>`` (finished stages are skipped, so an
 interrupted sweep resumes). Writes ``OUT/summary.json`` and ``OUT/summary.md``. With ``--jobs N`` N seeds run at
 once, each with one torch thread (on a small CPU this beats N runs that each want every core). The default seeds
-are the protocol's (10-14), which no setting was tuned on.
+are benchmark v3's final seeds (20-24), which no setting was tuned on (v2's were 10-14).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_SEEDS = [10, 11, 12, 13, 14]
+DEFAULT_SEEDS = [20, 21, 22, 23, 24]
 TARGET = "sipo"
 VERDICT = {"above": "SIPO better", "below": "SIPO worse", "overlaps": "no difference shown"}
 
@@ -78,8 +83,88 @@ def set_keys(diags: dict[int, dict]) -> list[tuple[str, str]]:
     return keys
 
 
-def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int, list[dict]]) -> tuple[dict, str]:
-    """The summary (JSON) and its markdown: intervals over seeds and paired differences (docs/benchmark.md)."""
+def read_reports(out: Path, seeds: list[int]) -> dict[int, dict]:
+    """Each seed's ``report/report.json`` (an empty dict where there is none)."""
+    reports = {}
+    for s in seeds:
+        path = out / f"seed{s}" / "report" / "report.json"
+        reports[s] = json.loads(path.read_text()) if path.is_file() else {}
+    return reports
+
+
+def _validation_hypervolumes(report: dict) -> dict | None:
+    validation = report.get("validation")
+    return {n: e["hypervolume"] for n, e in validation["methods"].items()} if validation else None
+
+
+def _value_text(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_share', '')} {_value_text(v)}" for k, v in value.items())
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+HOLDS = {True: "holds", False: "**fails**", None: "not checked"}
+
+
+def validity_summary(reports: dict[int, dict], diags: dict[int, dict]) -> tuple[dict, list[str], list[str]]:
+    """The validity conditions per seed and over seeds, and the oracle-gain share over seeds: (JSON, markdown of the
+    conditions, markdown of the share). A report without ``validity`` (an older run) gets it computed from its
+    validation front and the diagnostics' review skill."""
+    from sipo.report.validity import (
+        CONDITIONS,
+        oracle_bound_over_seeds,
+        shares_over_seeds,
+        validity_conditions,
+    )
+
+    per_seed = {}
+    for s, r in reports.items():
+        per_seed[s] = r.get("validity") or validity_conditions(
+            _validation_hypervolumes(r), r.get("reference_point") or [0.0, 0.0], diags.get(s, {}).get("review_skill"))
+    bound = oracle_bound_over_seeds({s: _validation_hypervolumes(r) for s, r in reports.items()})
+    shares = shares_over_seeds({s: r.get("oracle_gain_share") for s, r in reports.items()})
+    conditions = ["## Validity conditions", "",
+                  "Computed on validation prompts and training diagnostics only, before any test number: headroom "
+                  "(best baseline's validation hypervolume / ideal, at most 0.85), the oracle bound "
+                  "(sipo_oracle_filter − MOD on validation, above 0) and review skill (round-1 reviews: corrected "
+                  "share at least 0.30, wrong-change share at most 0.30).", "",
+                  "| seed | " + " | ".join(c.replace("_", " ") for c in CONDITIONS) + " |",
+                  "|---|" + "---|" * len(CONDITIONS)]
+    for s, v in per_seed.items():
+        cells = [f"{_value_text(v[c]['value'])} {HOLDS[v[c]['holds']]}" if c in v else "–" for c in CONDITIONS]
+        conditions.append(f"| {s} | " + " | ".join(cells) + " |")
+    conditions += [""]
+    if bound["mean"] is None:
+        conditions.append(f"Oracle bound over seeds: not checked ({bound['reason']}).")
+    else:
+        conditions.append(f"Oracle bound over seeds (interval rule): sipo_oracle_filter − MOD on validation "
+                          f"{bound['mean']:.4f} [{bound['low']:.4f}, {bound['high']:.4f}] over {bound['n']} seeds: "
+                          f"{HOLDS[bound['holds']]}." + (f" {bound['reason']}" if bound["reason"] else ""))
+    for s, v in per_seed.items():
+        for c in CONDITIONS:
+            if v.get(c, {}).get("holds") is False:
+                conditions.append(f"- seed {s}: {v[c]['reason']}")
+    share_lines = []
+    if shares:
+        share_lines = ["", "SIPO's share of the oracle's gain, (sipo − mod) / (sipo_oracle_filter − mod) in "
+                       "hypervolume: mean over the seeds where it is defined [95 % t-interval]; null where the "
+                       "oracle bound does not beat MOD.", "",
+                       "| prompts | share | seeds | null on seeds |", "|---|---:|---:|---|"]
+        for name, e in shares.items():
+            text = "–" if e["mean"] is None else (f"{e['mean']:.3f}" if e["low"] is None else
+                                                  f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]")
+            share_lines.append(f"| {name.replace('_', '-')} | {text} | {e['n']} | "
+                               f"{', '.join(map(str, e['null_seeds'])) or '–'} |")
+    summary = {"per_seed": per_seed, "oracle_bound_over_seeds": bound, "oracle_gain_share": shares}
+    return summary, conditions, share_lines
+
+
+def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int, list[dict]],
+              reports: dict[int, dict] | None = None) -> tuple[dict, str]:
+    """The summary (JSON) and its markdown: intervals over seeds and paired differences (docs/benchmark.md), and,
+    with the seeds' ``reports``, the validity conditions and the oracle-gain share."""
     from sipo.stats import paired_differences, t_interval
 
     keys = set_keys(diags)
@@ -106,10 +191,12 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
     capabilities = sorted({e.get("cpu_capability") for es in envs.values() for e in es} - {None})
     threads = sorted({e.get("torch_threads") for es in envs.values() for e in es} - {None})
     seeds = list(diags)
+    validity, validity_lines, share_lines = validity_summary(reports, diags) if reports else ({}, [], [])
     lines = ["# Synthetic demo over seeds", "",
              f"Seeds {', '.join(map(str, seeds))}; CPU capability {', '.join(capabilities) or 'unrecorded'}; "
              f"torch threads per run {', '.join(map(str, threads)) or 'unrecorded'}; seconds per seed (sum of the "
              "stages' manifests): " + ", ".join(f"{seconds[s]:.0f}" for s in seeds if s in seconds) + ".", "",
+             *validity_lines, *([""] if validity_lines else []),
              "Hypervolume above (0, 0): mean over seeds [95 % t-interval]; training steps are the preference "
              "training's optimizer steps per seed (min–max).", "",
              "| method | training steps | " + " | ".join(col for _, col in keys) + " |",
@@ -130,6 +217,7 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
                 d = paired[key].get(m)
                 cells.append("–" if d is None else f"{_fmt(iv(d))} {VERDICT[d['verdict']]}")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += share_lines
     skills = {s: d["review_skill"] for s, d in diags.items() if d.get("review_skill")}
     if skills:
         lines += ["", "Review skill (round-1 reviews of the MOD candidates, against the ideal review): share of wrong "
@@ -144,6 +232,8 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
         lines += [f"### seed {seed}", "", "```json", json.dumps(d, indent=1), "```", ""]
     summary = {"seeds": seeds, "hypervolume": stats, "paired_differences": paired, "diagnostics": diags,
                "seconds": seconds, "environments": envs}
+    if validity:
+        summary["validity"] = validity
     return summary, "\n".join(lines) + "\n"
 
 
@@ -164,7 +254,7 @@ def main() -> None:
     seconds = {s: stage_seconds(args.out / f"seed{s}") for s in args.seeds}
     envs = {s: environments(args.out / f"seed{s}") for s in args.seeds}
     diags = {s: run_diagnostics(args.out / f"seed{s}") for s in args.seeds}
-    summary, markdown = summarise(diags, seconds, envs)
+    summary, markdown = summarise(diags, seconds, envs, read_reports(args.out, args.seeds))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(args.out / "summary.md", markdown)

@@ -12,7 +12,8 @@ rounding may legitimately flip a near-tie, so token agreement is measured, not r
 
 The models are random Llamas built in-process from a config (nothing is downloaded): ``tiny`` for the CPU and
 ``1b``, the shape of TinyLlama-1.1B (hidden 2048, 22 layers, 32 heads with 4 key/value heads, MLP 5632, a vocabulary
-of 32,000 made-up words), about 1.1 billion parameters, for a GPU.
+of 32,000 made-up words), about 1.1 billion parameters, for a GPU; ``7b``, the shape of Llama-2-7B (hidden 4096, 32
+layers, 32 heads, no grouped key/values, MLP 11008), about 6.7 billion parameters, for scripts/decode_bench.py.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ SIZES: dict[str, dict[str, int]] = {
              "intermediate_size": 128, "vocabulary": 400},
     "1b": {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
            "intermediate_size": 5632, "vocabulary": 32000},
+    "7b": {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+           "intermediate_size": 11008, "vocabulary": 32000},
 }
 """Random Llama shapes; ``vocabulary`` is the number of made-up words of the word-level tokenizer."""
 
@@ -86,8 +89,9 @@ def texts(words: Sequence[str], count: int, low: int, high: int, seed: int) -> l
 
 def random_llama(tokenizer: Any, seed: int, *, hidden_size: int, num_hidden_layers: int, num_attention_heads: int,
                  num_key_value_heads: int, intermediate_size: int, max_position_embeddings: int = 2048,
-                 device: str | torch.device = "cpu") -> Any:
-    """A random float32 ``LlamaForCausalLM`` over ``tokenizer``, built on ``device``, in eval mode.
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32) -> Any:
+    """A random ``LlamaForCausalLM`` over ``tokenizer``, built on ``device`` in ``dtype`` (float32 by default: a
+    7B-shape model built in bfloat16 never holds a float32 copy), in eval mode.
 
     Weights are drawn with std 0.1 (peaked next-token distributions: no near-ties for greedy decoding to break) and
     the EOS row of the output layer is zeroed, so EOS gets logit 0 while the other tokens' logits spread around 0
@@ -110,8 +114,13 @@ def random_llama(tokenizer: Any, seed: int, *, hidden_size: int, num_hidden_laye
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    with torch.device(device):  # initialise on the device: a 1B model's init takes seconds there, a minute on a CPU
-        model = LlamaForCausalLM(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype_of(dtype))
+    try:
+        with torch.device(device):  # initialise on the device: a 1B model's init takes seconds there, a minute on a CPU
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id].zero_()
     model.generation_config = GenerationConfig(
@@ -149,15 +158,17 @@ def random_lora_adapters(model: Any, names: Sequence[str], out_root: str | Path,
 
 
 def random_setup(size: str, root: str | Path, *, device: str | torch.device, seed: int = 0,
-                 adapters: Sequence[str] = OBJECTIVES) -> tuple[Any, Any, list[str], dict[str, Path]]:
-    """The word tokenizer, a random float32 Llama of shape ``SIZES[size]`` on ``device``, the words its texts are
-    made of, and random adapters saved under ``root``: ``(model, tokenizer, words, adapter folders)``."""
+                 adapters: Sequence[str] = OBJECTIVES,
+                 dtype: str | torch.dtype = torch.float32) -> tuple[Any, Any, list[str], dict[str, Path]]:
+    """The word tokenizer, a random Llama of shape ``SIZES[size]`` on ``device`` in ``dtype`` (float32 by
+    default), the words its texts are made of, and random adapters saved under ``root``: ``(model, tokenizer, words,
+    adapter folders)``."""
     from sipo.models.loading import build_tokenizer
 
     shape = dict(SIZES[size])
     words = lexicon(shape.pop("vocabulary"), seed)
     tokenizer = build_tokenizer("word", [" ".join(words) + "."])
-    model = random_llama(tokenizer, seed, device=device, **shape)
+    model = random_llama(tokenizer, seed, device=device, dtype=dtype, **shape)
     return model, tokenizer, words, random_lora_adapters(model, adapters, root, seed + 1)
 
 

@@ -215,6 +215,10 @@ class ModelConfig(Section):
         _at_least(f"{key}.max_response_tokens", self.max_response_tokens, 1)
 
 
+REVIEW_STYLES = ("plain", "facts")
+"""The synthetic benchmark's review languages (:mod:`sipo.synthetic.sft_data`)."""
+
+
 @dataclass
 class SyntheticConfig(Section):
     """The synthetic conflict benchmark (docs/method.md §3)."""
@@ -242,11 +246,17 @@ class SyntheticConfig(Section):
     included; at most ``responses_per_prompt``)."""
     fact_copies: int = 4
     """Copies of each (entity, attribute) question-and-answer fact in the SFT data (they teach the truth)."""
+    review_style: str = "plain"
+    """The review language of the review and rewrite demonstrations: ``plain`` (benchmark v1/v2: the changes the
+    response needs) or ``facts`` (benchmark v3: the entity's true facts, ``Facts: Kara's colour is red. ...``;
+    each one the response contradicts or leaves out is a change)."""
     heldout_entities: int = 0
     """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
     (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""
 
     def check_rules(self, key: str) -> None:
+        if self.review_style not in REVIEW_STYLES:
+            _fail(f"{key}.review_style", f"must be one of {list(REVIEW_STYLES)}, got {self.review_style!r}")
         for name in ("known_first", "recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"{key}.{name}", f"must be in [0, 1], got {getattr(self, name):g}")
@@ -600,8 +610,18 @@ class EvalStageConfig(Section):
     bootstrap: int = 0
     """Resamples of the report's percentile bootstrap over test prompts (a 95 % interval for every
     hypervolume); 0: none."""
+    validation: bool = True
+    """Also decode and score the validation prompts (the distinct prompts of ``prepare/validation.jsonl``) with
+    every method at every weight vector, into ``evaluate/validation_scores.jsonl``: the report's validation front.
+    A run without validation prompts (``data.validation_fraction`` 0, as in the smoke presets) decodes nothing
+    more; false: never."""
+    max_validation_prompts: int = 36
+    """At most this many validation prompts are evaluated (a seeded choice by prompt id when there are more)."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """Settings of the reward_model judge."""
+
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.max_validation_prompts", self.max_validation_prompts, 1)
 
 
 @dataclass

@@ -61,6 +61,10 @@ class JudgeDef:
     with it."""
     check_inputs: Callable[[PipelineConfig], None] | None = None
     """Checks those files before the run writes anything (raises ConfigError)."""
+    ground_truth: bool = False
+    """Its scores are the data source's own ground truth (the synthetic benchmark's oracle): with a source that
+    can judge reviews (:attr:`sipo.data.SourceDef.review_skill`), the report states the benchmark's validity
+    conditions."""
 
 
 JUDGES: Registry[JudgeDef] = Registry("judge")
@@ -157,7 +161,7 @@ def _check_reward_model_inputs(cfg: PipelineConfig) -> None:
 
 for _judge in (
     JudgeDef("implicit", "the round-1 adapters' implicit rewards", _implicit),
-    JudgeDef("oracle", "the synthetic benchmark's exact scores", _oracle),
+    JudgeDef("oracle", "the synthetic benchmark's exact scores", _oracle, ground_truth=True),
     JudgeDef("reward_model", "Hugging Face sequence-classification reward models", _reward_model,
              check=_check_reward_model, config_keys=("eval.reward_model",), inputs=_reward_model_inputs,
              check_inputs=_check_reward_model_inputs),

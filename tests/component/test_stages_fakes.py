@@ -503,3 +503,46 @@ def test_evaluate_writes_one_score_row_per_method_weights_and_prompt(tmp_path, f
     sft_rows = [r for r in rows if r.method == "sft"]
     assert [(r.prompt_id, r.weights, r.scores["safer"]) for r in sft_rows] == [("t1", {}, 3.0), ("t2", {}, 5.0)]
     assert json.loads((tmp_path / "evaluate" / "scores.jsonl").read_text().splitlines()[0])["round"] == 1
+
+
+def _validation_setup(tmp_path, fakes, *overrides):
+    cfg = make_config(tmp_path, "methods=[sft,mod]", "eval.grid.resolution=2", *overrides)
+    run_dir = RunDir(cfg.run_dir)
+    write(run_dir.path("prepare", "test_prompts.jsonl"), [PromptRecord("t1", "First?")])
+    # two pairs share prompt v1: one validation prompt each, whatever the number of pairs
+    write(run_dir.path("prepare", "validation.jsonl"),
+          [pair("v1", "x", "y"), pair("v1", "y", "x"), pair("v2", "x", "y")])
+    use_generator(fakes, {"First?": "one", "Q v1?": "valid", "Q v2?": "v"})
+    fakes.set(implicit_rewards=lambda ctx, bank, tokenizer, items, judges: {
+        i.id: {"r0_safer": float(len(i.response)), "r0_better": 0.0} for i in items})
+    return cfg
+
+
+def test_evaluate_scores_the_validation_prompts_apart_from_the_test_prompts(tmp_path, fakes, bank):
+    cfg = _validation_setup(tmp_path, fakes)
+    counts = evaluate.run(fakes.context(cfg, "evaluate", None))
+    assert {k: counts[k] for k in ("responses", "prompts", "validation_prompts", "validation_responses")} == {
+        "responses": 4, "prompts": 1, "validation_prompts": 2, "validation_responses": 8}
+    test_rows = read_jsonl(tmp_path / "evaluate" / "scores.jsonl", ScoreRow)
+    assert {r.prompt_id for r in test_rows} == {"t1"}
+    assert "split" not in json.loads((tmp_path / "evaluate" / "scores.jsonl").read_text().splitlines()[0])
+    rows = read_jsonl(tmp_path / "evaluate" / evaluate.VALIDATION_SCORES, ScoreRow)
+    assert {r.prompt_id for r in rows} == {"v1", "v2"} and len(rows) == 8
+    assert {r.response: r.scores["safer"] for r in rows} == {"valid": 5.0, "v": 1.0}
+
+
+def test_evaluate_validation_off_or_absent_writes_no_validation_scores(tmp_path, fakes, bank):
+    cfg = _validation_setup(tmp_path, fakes, "eval.validation=false")
+    counts = evaluate.run(fakes.context(cfg, "evaluate", None))
+    assert "validation_prompts" not in counts and counts["responses"] == 4
+    assert not (tmp_path / "evaluate" / evaluate.VALIDATION_SCORES).exists()
+
+
+def test_choose_validation_prompts_caps_by_a_seeded_choice():
+    pairs = [pair(f"p{i:02d}", "a", "b") for i in range(20)] + [pair("p03", "b", "a")]
+    every = evaluate.choose_validation_prompts(pairs, 50, seed=0)
+    assert [p.prompt_id for p in every] == [f"p{i:02d}" for i in range(20)]
+    five = evaluate.choose_validation_prompts(pairs, 5, seed=0)
+    assert len(five) == 5 and [p.prompt_id for p in five] == sorted(p.prompt_id for p in five)
+    assert five == evaluate.choose_validation_prompts(list(reversed(pairs)), 5, seed=0)
+    assert evaluate.choose_validation_prompts([], 5, seed=0) == []

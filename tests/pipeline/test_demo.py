@@ -75,6 +75,22 @@ def test_demo_reports_both_test_sets_with_intervals_for_every_method_and_ablatio
 
 
 @pytest.mark.slow
+def test_demo_reports_the_validation_front_the_validity_conditions_and_the_oracle_gain_share(demo_run):
+    report = json.loads((demo_run / "report" / "report.json").read_text())
+    assert set(report["validation"]["methods"]) == METHODS and report["validation"]["prompts"] >= 1
+    assert set(report["validity"]) == {"headroom", "oracle_bound", "review_skill"}
+    for condition in report["validity"].values():
+        assert set(condition) >= {"value", "threshold", "holds", "reason"}
+        assert condition["holds"] in (True, False, None)
+        assert (condition["reason"] is None) == (condition["holds"] is True)
+    assert set(report["oracle_gain_share"]) == {"all", "in_distribution", "transfer", "validation"}
+    for share in report["oracle_gain_share"].values():
+        assert (share["value"] is None) == (share["oracle_gain"] <= 0)
+    text = (demo_run / "report" / "report.md").read_text()
+    assert "## Validity" in text and "## Oracle-gain share" in text
+
+
+@pytest.mark.slow
 def test_demo_keeps_the_loop_off_the_held_out_entities(demo_run):
     from sipo.configure import load_config
     from sipo.synthetic.world import build_world

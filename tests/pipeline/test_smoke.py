@@ -23,6 +23,9 @@ from sipo.pipeline import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The preset has no validation prompts; one (10 % of the fixture's 14 prompts) makes evaluate decode the validation
+# front too, a few responses more.
+WITH_VALIDATION = "data.validation_fraction=0.1"
 SMOKE_STAGES = ["prepare", "sft", "dpo", "r1/sample", "r1/review", "r1/rewrite", "r1/combine", "r1/filter",
                 "r1/realign", "evaluate", "report"]
 
@@ -98,7 +101,7 @@ def test_dry_run_lists_the_stages_and_writes_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result, seconds = run_sipo("run", "configs/smoke.yaml", f"run_dir={run_dir}", timeout=3600)
+    result, seconds = run_sipo("run", "configs/smoke.yaml", f"run_dir={run_dir}", WITH_VALIDATION, timeout=3600)
     print(f"first smoke run: {seconds:.1f}s")
     return run_dir, result, seconds
 
@@ -133,6 +136,18 @@ def test_smoke_report(smoke_run):
     assert len(report["methods"]["mod"]["points"]) == 3
     assert len(report["methods"]["sipo"]["points"]) == 3
     assert (run_dir / "report" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
+    # the validation front (same reference point); no validity conditions outside the synthetic benchmark
+    validation = report["validation"]
+    assert validation["prompts"] == json.loads((run_dir / "evaluate" / "manifest.json").read_text())[
+        "counts"]["validation_prompts"] >= 1
+    assert set(validation["methods"]) == set(report["methods"])
+    assert all(math.isfinite(m["hypervolume"]) for m in validation["methods"].values())
+    assert "validity" not in report and "oracle_gain_share" not in report
+    validation_ids = {json.loads(line)["prompt_id"]
+                      for line in (run_dir / "evaluate" / "validation_scores.jsonl").read_text().splitlines()}
+    test_ids = {json.loads(line)["prompt_id"]
+                for line in (run_dir / "evaluate" / "scores.jsonl").read_text().splitlines()}
+    assert validation_ids and not validation_ids & test_ids
     for name in ("scores.jsonl", "summary.csv", "report.md"):
         assert (run_dir / "report" / name).stat().st_size > 0
 
@@ -175,7 +190,7 @@ def test_second_smoke_run_skips_every_stage_quickly(smoke_run):
     run_dir, first, first_seconds = smoke_run
     assert first.returncode == 0, first.stderr[-4000:]
     mtimes = {stage: (run_dir / stage / "manifest.json").stat().st_mtime_ns for stage in SMOKE_STAGES}
-    result, seconds = run_sipo("run", "configs/smoke.yaml", f"run_dir={run_dir}", timeout=600)
+    result, seconds = run_sipo("run", "configs/smoke.yaml", f"run_dir={run_dir}", WITH_VALIDATION, timeout=600)
     print(f"first smoke run: {first_seconds:.1f}s, second: {seconds:.1f}s")
     assert result.returncode == 0, result.stderr[-4000:]
     for stage in SMOKE_STAGES:

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sipo.config import PipelineConfig, data_input_paths, data_specs
 from sipo.data import helpsteer, jsonl, pku_saferlhf
@@ -92,6 +93,10 @@ class SourceDef:
     test prompts are split off the pairs."""
     test_sets: Callable[[PipelineConfig], dict[str, list[str]]] | None = None
     """Named test sets (name -> prompt ids) that the report shows separately; None: one test set."""
+    review_skill: Callable[[PipelineConfig, list[tuple[str, str, str]]], dict[str, Any]] | None = None
+    """``(config, [(prompt, response, review), ...]) ->`` how well the reviews match the ideal review, measured
+    against the source's own ground truth (:func:`sipo.synthetic.diagnostics.review_skill`); None: the source has
+    no ground truth, and the report states no validity conditions (:mod:`sipo.report.validity`)."""
 
 
 SOURCES: Registry[SourceDef] = Registry("data source")
@@ -144,6 +149,13 @@ def _synthetic_test_sets(cfg: PipelineConfig) -> dict[str, list[str]]:
     return test_sets(cfg)
 
 
+def _synthetic_review_skill(cfg: PipelineConfig, items: list[tuple[str, str, str]]) -> dict[str, Any]:
+    from sipo.synthetic.sft_data import review_skill
+    from sipo.synthetic.world import build_world
+
+    return review_skill(build_world(cfg), items, list(cfg.objectives))
+
+
 for _source in (
     SourceDef("helpsteer", helpsteer.load,
               check=_data_paths_check(lambda cfg: helpsteer.check_objectives(list(cfg.objectives)))),
@@ -154,7 +166,8 @@ for _source in (
     # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
     SourceDef("synthetic", _synthetic_pairs, inputs=template_files,
               config_keys=("objective_descriptions", "review.template", "rewrite.template"),
-              sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets),
+              sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets,
+              review_skill=_synthetic_review_skill),
 ):
     SOURCES.register(_source)
 

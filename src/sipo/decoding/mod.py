@@ -157,7 +157,6 @@ def _decode_batch(
     row_prompt_t = torch.tensor(row_prompt, device=device)
     row_slot_t = torch.tensor(row_slot, device=device)
     weights = weights.to(device)
-    stop = torch.tensor(sorted(stop_ids), device=device)
 
     cache = bank.new_cache()
     cache_arg = bank.cache_argument
@@ -178,15 +177,16 @@ def _decode_batch(
         dense[row_slot_t, row_prompt_t] = logits
         scores = combine_logprobs(dense, weights)
         next_tokens = select_next_tokens(scores, temperature=temperature, top_p=top_p, generator=generator)
-        finished = torch.isin(next_tokens, stop)
-        finished_list = finished.tolist()
-        for p, token, done in zip(alive, next_tokens.tolist(), finished_list):
+        tokens = next_tokens.tolist()  # the step's one device-to-host copy; the stop test runs on the host
+        finished_list = [token in stop_ids for token in tokens]
+        for p, token, done in zip(alive, tokens, finished_list):
             if not done:
                 generated[p].append(token)
         if all(finished_list):
             break
         if any(finished_list):
             # Finished prompts leave the batch: their rows are dropped from the inputs and the KV cache.
+            finished = torch.tensor(finished_list, device=device)
             keep_prompt = (~finished).nonzero().squeeze(-1)
             new_index = torch.full((len(alive),), -1, dtype=torch.long, device=device)
             new_index[keep_prompt] = torch.arange(len(keep_prompt), device=device)

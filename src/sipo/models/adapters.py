@@ -69,6 +69,8 @@ class AdapterBank:
         """Soup -> its recipe (weights, mode, ingredients' sources): adding the same soup again is a no-op."""
         self._grouped = GroupedLoraForward()
         """The fast mixed-adapter forward and its caches (LoRA layers, stacked factors); see :meth:`forward`."""
+        self._takes_cache: dict[tuple[Any, str], bool] = {}
+        """(forward function, argument) -> whether it takes the argument; see :meth:`_takes`."""
 
     @classmethod
     def load(cls, base_model: PreTrainedModel, adapters: Mapping[str, str | Path]) -> AdapterBank:
@@ -247,8 +249,15 @@ class AdapterBank:
         self._grouped.forget()
 
     def _takes(self, argument: str) -> bool:
-        params = inspect.signature(self.base_model.forward).parameters
-        return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        """Whether the base model's forward takes ``argument``; kept per forward function (:meth:`forward` asks at
+        every decoding step, and ``inspect.signature`` of a transformers forward takes a fraction of a millisecond)."""
+        forward = self.base_model.forward
+        key = (getattr(forward, "__func__", forward), argument)
+        if key not in self._takes_cache:
+            params = inspect.signature(forward).parameters
+            self._takes_cache[key] = argument in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        return self._takes_cache[key]
 
     @property
     def cache_argument(self) -> str:

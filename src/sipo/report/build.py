@@ -32,6 +32,14 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 - ``best`` is, per objective, the best mean score among the method's points.
 - ``pipeline`` (runs with the ``sipo`` method): each self-improvement round's funnel and the pipeline-health
   warnings (:mod:`sipo.report.health`); report.md shows the warnings at the top.
+- ``validation`` (with ``validation_rows``, from ``evaluate/validation_scores.jsonl``): ``prompts`` and, per
+  method, ``hypervolume`` and ``best`` on the validation prompts, against the same reference point.
+- ``oracle_gain_share`` (when sipo, mod and sipo_oracle_filter all ran): per prompt set (``all``, each test set,
+  ``validation``) ``{"value": (sipo − mod) / (sipo_oracle_filter − mod), "reason", "sipo", "mod",
+  "sipo_oracle_filter", "oracle_gain"}``; ``value`` is null with a ``reason`` when the oracle does not beat MOD.
+- ``validity`` (``check_validity``: the synthetic benchmark judged by the oracle): ``headroom``, ``oracle_bound``
+  and ``review_skill``, each ``{"value", "threshold", "holds", "reason"}`` (:mod:`sipo.report.validity`);
+  report.md names each failed condition at the top.
 - **Rounds**: a method evaluated after several self-improvement rounds (``ScoreRow.round``) is keyed by its name
   for its last round and ``<name>@r<k>`` for each earlier round ``k``; every entry also states ``method`` and
   ``round``. A method with one round is keyed by its name.
@@ -57,6 +65,7 @@ from sipo.methods import method_order
 from sipo.pareto import score_methods
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
+from sipo.report.validity import failure_lines, oracle_gain_share, validity_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +130,9 @@ def make_report(
     test_sets: Mapping[str, Sequence[str]] | None = None,
     bootstrap: int = 0,
     training_steps: Mapping[str, int] | None = None,
+    validation_rows: Sequence[ScoreRow] | None = None,
+    check_validity: bool = False,
+    review_skill: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report dict (the content of ``report.json``, see the module docstring) of evaluated rows. Pure.
 
@@ -136,6 +148,11 @@ def make_report(
         bootstrap: resamples of the percentile bootstrap over prompts (:func:`sipo.stats.bootstrap_hypervolumes`)
             giving each hypervolume a 95 % interval ``hypervolume_ci``; 0 computes none.
         training_steps: method (report key) -> its total optimizer steps, stored as ``training_steps``.
+        validation_rows: the rows of the validation prompts (``evaluate/validation_scores.jsonl``); the report then
+            holds ``validation`` (each method's hypervolume and best scores on them, same reference point).
+        check_validity: add ``validity``, the benchmark's validity conditions (:mod:`sipo.report.validity`),
+            computed from the validation front and ``review_skill`` only (the synthetic benchmark with the oracle).
+        review_skill: the round-1 reviews' skill (:func:`sipo.synthetic.diagnostics.review_skill`).
 
     Raises:
         DataError: no rows, a missing or non-finite score, a duplicated (method, round, weights, prompt) row, or a
@@ -211,7 +228,36 @@ def make_report(
                 "methods": {name: {k: e[k] for k in ("hypervolume", "hypervolume_ci", "best") if k in e}
                             for name, e in sub["methods"].items()},
             }
+    if validation_rows:
+        sub = make_report(validation_rows, objectives, judge=judge, reference_point=reference)
+        report["validation"] = {
+            "prompts": len({r.prompt_id for r in validation_rows}),
+            "methods": {name: {"hypervolume": e["hypervolume"], "best": e["best"]}
+                        for name, e in sub["methods"].items()},
+        }
+    _add_share_and_validity(report, check_validity, review_skill)
     return report
+
+
+def _hypervolumes(entry: Mapping[str, Any] | None) -> dict[str, float] | None:
+    if entry is None:
+        return None
+    return {name: e["hypervolume"] for name, e in entry["methods"].items()}
+
+
+def _add_share_and_validity(report: dict[str, Any], check_validity: bool,
+                            review_skill: Mapping[str, Any] | None) -> None:
+    """``oracle_gain_share`` per prompt set (``all``, each test set, ``validation``; only where sipo, mod and
+    sipo_oracle_filter ran) and, with ``check_validity``, ``validity``."""
+    sets = {"all": _hypervolumes(report)}
+    for name, entry in (report.get("test_sets") or {}).items():
+        sets[name] = _hypervolumes(entry)
+    sets["validation"] = _hypervolumes(report.get("validation"))
+    shares = {name: share for name, hvs in sets.items() if hvs and (share := oracle_gain_share(hvs)) is not None}
+    if shares:
+        report["oracle_gain_share"] = shares
+    if check_validity:
+        report["validity"] = validity_conditions(sets["validation"], report["reference_point"], review_skill)
 
 
 def _bootstrap(score_rows: Sequence[ScoreRow], objectives: Sequence[str], reference: Sequence[float],
@@ -306,6 +352,60 @@ def interval_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _share_text(share: Mapping[str, Any] | None) -> str:
+    if share is None:
+        return "–"
+    if share["value"] is None:
+        return f"null ({share['reason']})"
+    return f"{share['value']:.3f}"
+
+
+def validation_markdown(report: Mapping[str, Any]) -> list[str]:
+    """report.md's sections on the validation front, the oracle-gain share and the validity conditions (each only
+    when the report has it)."""
+    parts: list[str] = []
+    validation = report.get("validation")
+    if validation:
+        parts += ["## Validation front", "",
+                  f"Hypervolume on the {validation['prompts']} validation prompts (same reference point): what "
+                  "settings and validity checks are read from, never the test numbers.", "",
+                  "| method | validation hypervolume |", "|---|---:|"]
+        for name, entry in sorted(validation["methods"].items(), key=lambda kv: (-kv[1]["hypervolume"], kv[0])):
+            parts.append(f"| {name} | {format_hypervolume(entry['hypervolume'])} |")
+        parts.append("")
+    shares = report.get("oracle_gain_share")
+    if shares:
+        parts += ["## Oracle-gain share", "",
+                  "SIPO's share of the oracle bound's gain over MOD, (sipo − mod) / (sipo_oracle_filter − mod), "
+                  "in hypervolume.", "", "| prompts | share | sipo | mod | sipo_oracle_filter |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, share in shares.items():
+            parts.append(f"| {name.replace('_', '-')} | {_share_text(share)} | {share['sipo']:.4f} | "
+                         f"{share['mod']:.4f} | {share['sipo_oracle_filter']:.4f} |")
+        parts.append("")
+    validity = report.get("validity")
+    if validity:
+        parts += ["## Validity", "",
+                  "Can this run show a method beating the baselines? Checked on validation prompts and training "
+                  "diagnostics only.", "", "| condition | value | threshold | holds |", "|---|---|---|:---:|"]
+        for name, condition in validity.items():
+            holds = {True: "yes", False: "**no**", None: "not checked"}[condition["holds"]]
+            parts.append(f"| {name.replace('_', ' ')} | {_plain(condition['value'])} | "
+                         f"{_plain(condition['threshold'])} | {holds} |")
+        parts.append("")
+    return parts
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NAME) -> str:
     """The whole ``report.md``: title, judge and reference point, the summary table, the figure and a table of
     every point (mean ± standard error per objective)."""
@@ -314,6 +414,11 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     rule = report.get("reference_point_rule", "")
     pipeline = report.get("pipeline") or {}
     parts = [f"# {report.get('title') or 'SIPO evaluation report'}", ""]
+    if report.get("validity"):
+        failed = failure_lines(report["validity"])
+        if failed:
+            parts += ["> **What this benchmark run cannot test** (validity conditions on validation prompts and "
+                      "training diagnostics; see *Validity*):", ">", *(f"> - {line}" for line in failed), ""]
     if pipeline.get("warnings"):
         parts += ["> **Warning: SIPO's self-improvement did nothing useful in this run** (see *Pipeline funnel*):",
                   ">", *(f"> - {w}" for w in pipeline["warnings"]), ""]
@@ -332,6 +437,7 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
         parts += [interval_table(report), ""]
     if figure:
         parts += [f"![Pareto fronts]({figure})", ""]
+    parts += validation_markdown(report)
     if pipeline.get("funnel"):
         from sipo.report.health import funnel_markdown
 
@@ -400,6 +506,9 @@ def build_report(
     bootstrap: int = 0,
     training_steps: Mapping[str, int] | None = None,
     funnel: Sequence[Mapping[str, Any]] | None = None,
+    validation_rows: Sequence[ScoreRow] | None = None,
+    check_validity: bool = False,
+    review_skill: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
@@ -411,7 +520,8 @@ def build_report(
     from sipo.report.health import health_warnings
 
     report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title,
-                         test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps)
+                         test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps,
+                         validation_rows=validation_rows, check_validity=check_validity, review_skill=review_skill)
     if funnel is not None:
         report["pipeline"] = {"funnel": [dict(e) for e in funnel],
                               "warnings": health_warnings(funnel, report["methods"])}

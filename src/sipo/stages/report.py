@@ -2,6 +2,10 @@
 
 Writes ``report/report.json``, ``report/scores.jsonl``, ``report/summary.csv``, ``report/pareto.png`` and
 ``report/report.md``. ``sipo report RUN_DIR`` runs it again on a finished run.
+
+With ``evaluate/validation_scores.jsonl`` the report also holds the validation front; on the synthetic benchmark
+judged by the oracle it states the validity conditions (:mod:`sipo.report.validity`), from that front and the
+round-1 reviews' skill.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ from pathlib import Path
 from sipo.artifacts import RunDir
 from sipo.config import PipelineConfig
 from sipo.configure import load_config
+from sipo.data import SOURCES
 from sipo.errors import RunDirError
+from sipo.judges import JUDGES
 from sipo.methods import METHODS
 from sipo.report import build_report, load_score_rows
 from sipo.report.build import format_hypervolume
 from sipo.report.health import round_funnel
+from sipo.report.validity import failure_lines
 from sipo.stage import StageContext, StageDef
 from sipo.stages.prepare import read_test_sets
+from sipo.stages.review import OUTPUT as REVIEWS
+from sipo.stages.review import read_reviews
+from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +39,44 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
     if not scores_path.is_file():
         raise RunDirError(f"{scores_path}: not found; run the evaluate stage first")
     rows = load_score_rows(scores_path)
+    validation_path = run_dir.path("evaluate", "validation_scores.jsonl")
+    validation_rows = load_score_rows(validation_path) if validation_path.is_file() else None
+    check_validity = benchmark_with_oracle(cfg)
     report = build_report(rows, list(cfg.objectives), judge=cfg.eval.judge, out_dir=run_dir.path("report"),
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
                           test_sets=read_test_sets(run_dir), bootstrap=cfg.eval.bootstrap,
                           training_steps=training_steps(cfg, run_dir),
-                          funnel=run_funnel(cfg, run_dir))
+                          funnel=run_funnel(cfg, run_dir), validation_rows=validation_rows,
+                          check_validity=check_validity,
+                          review_skill=round_review_skill(cfg, run_dir) if check_validity else None)
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
         logger.info("report: %-12s hypervolume %s", name, format_hypervolume(method["hypervolume"]))
     warnings = report.get("pipeline", {}).get("warnings", [])
     for warning in warnings:
         logger.warning("pipeline health: %s", warning)
+    for line in failure_lines(report.get("validity") or {}):
+        logger.warning("validity: %s", line)
     return {"methods": len(report["methods"]),
             "hypervolume": {k: round(v["hypervolume"], 6) for k, v in report["methods"].items()},
             "health_warnings": len(warnings)}
+
+
+def benchmark_with_oracle(cfg: PipelineConfig) -> bool:
+    """Whether the validity conditions apply: a source with its own ground truth (one that can judge reviews:
+    the synthetic benchmark) judged by a ground-truth judge (its oracle)."""
+    return SOURCES[cfg.data.source].review_skill is not None and JUDGES[cfg.eval.judge].ground_truth
+
+
+def round_review_skill(cfg: PipelineConfig, run_dir: RunDir, round_: int = 1) -> dict | None:
+    """How well round ``round_``'s reviews match the ideal review (the source's ``review_skill`` hook; None
+    without reviews or without the hook)."""
+    measure = SOURCES[cfg.data.source].review_skill
+    if measure is None or not run_dir.path(f"r{round_}/review", REVIEWS).is_file():
+        return None
+    by_id = {c.candidate_id: c for c in read_candidates(run_dir, round_)}
+    items = [(by_id[i].prompt, by_id[i].response, r.review) for i, r in read_reviews(run_dir, round_).items()
+             if i in by_id]
+    return measure(cfg, items)
 
 
 def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:

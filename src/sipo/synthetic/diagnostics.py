@@ -23,6 +23,7 @@ from sipo.stages.combine import read_combined
 from sipo.stages.filter import read_selected
 from sipo.stages.rewrite import read_rewrites
 from sipo.stages.sample import read_candidates
+from sipo.synthetic.sft_data import review_skill
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -44,39 +45,6 @@ def compare(new: dict[str, float], old: dict[str, float], objectives: Sequence[s
     if le:
         return "dominated"
     return "trade-off"
-
-
-def review_skill(world, items: Sequence[tuple[str, str, str]], objectives: Sequence[str]) -> dict[str, Any]:
-    """How well the model's reviews match the ideal review (:func:`sipo.synthetic.sft_data.plan_review`).
-
-    Args:
-        items: (prompt, reviewed response, review text) triples.
-
-    Returns:
-        ``wrong_facts`` and ``corrected_share`` (wrong statements the review names and corrects to the true value),
-        ``changes`` and ``wrong_change_share`` (the review's changes that are not such a correction),
-        ``missing`` and ``added_share`` (attributes the response leaves out that the review asks to add); a share
-        is None when its denominator is 0.
-    """
-    from sipo.synthetic.sft_data import plan_review, read_review
-
-    wrong = corrected = changes = wrong_changes = missing = added = 0
-    for prompt, response, review in items:
-        ideal = plan_review(world, prompt, response, objectives)
-        got = read_review(world, review)
-        wrong += len(ideal.fixes)
-        corrected += sum(1 for fix in ideal.fixes if fix in got.fixes)
-        changes += len(got.fixes)
-        wrong_changes += sum(1 for fix in got.fixes if fix not in ideal.fixes)
-        missing += len(ideal.additions)
-        added += sum(1 for a in ideal.additions if a in got.additions)
-
-    def share(k: int, n: int) -> float | None:
-        return round(k / n, 4) if n else None
-
-    return {"reviews": len(items), "wrong_facts": wrong, "corrected_share": share(corrected, wrong),
-            "changes": changes, "wrong_change_share": share(wrong_changes, changes), "missing": missing,
-            "added_share": share(added, missing)}
 
 
 def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:

@@ -20,6 +20,15 @@ attribute order)::
 ``changing ...`` clauses appear only when ``correctness`` is an objective, ``adding ...`` clauses only when
 ``verbosity`` is; ``correct and verbose`` is the templates' ``objective_list``. :func:`read_review` parses it back
 and :func:`apply_review` carries it out, so a rewrite demo is literally its review applied.
+
+With ``data.synthetic.review_style: facts`` (benchmark v3) a review states the entity's true facts instead, in the
+question-and-answer facts' own words; each fact that the response contradicts is a change and each one it leaves out
+an addition (:func:`read_review` reads a review against its response)::
+
+    Facts: Kara's colour is red. Kara's city is Rome. Kara's pet is cat. ...
+
+Only facts about the attributes the objectives care for are stated: the response's own attributes for
+``correctness``, the missing ones for ``verbosity``.
 """
 
 from __future__ import annotations
@@ -32,7 +41,15 @@ from typing import Any
 
 from sipo import prompting
 from sipo.synthetic.oracle import parse_response
-from sipo.synthetic.world import Fact, World, build_world, check_objectives, fact_question, fact_sentence
+from sipo.synthetic.world import (
+    Fact,
+    World,
+    build_world,
+    check_objectives,
+    fact_question,
+    fact_sentence,
+    split_sentences,
+)
 from sipo.synthetic.writer import rated_rows, writer_answer
 
 DEMOS_PER_PROMPT = 1
@@ -91,6 +108,48 @@ def review_text(plan: ReviewPlan, objectives: Sequence[str]) -> str:
     return f"The response can be more {_objective_list(objectives)} by {', '.join(clauses)}."
 
 
+FACTS = "Facts:"
+"""How a review in the ``facts`` language begins (benchmark v3)."""
+
+
+def facts_review_text(world: World, prompt: str, response: str, objectives: Sequence[str]) -> str:
+    """The ideal review of ``response`` in the ``facts`` language (see the module docstring): the true facts of the
+    attributes it states (``correctness``) and of those it leaves out (``verbosity``), in the world's order."""
+    entity = world.find_entity(prompt)
+    if entity is None:
+        return review_text(ReviewPlan(), objectives)
+    stated = {fact.attribute for _, fact in parse_response(world, response)
+              if fact is not None and fact.entity == entity.name}
+    wanted = [a for a in world.attributes
+              if ("correctness" in objectives and a in stated) or ("verbosity" in objectives and a not in stated)]
+    if not wanted:
+        return review_text(ReviewPlan(), objectives)
+    return " ".join([FACTS, *(fact_sentence(entity.name, a, entity.truth[a]) for a in wanted)])
+
+
+def _read_facts_review(world: World, review: str, response: object) -> ReviewPlan:
+    """A ``facts`` review read against its response: each statement of the response that a fact of the review
+    contradicts becomes a change to that fact, each fact about an attribute the response does not state an
+    addition. The first fact of the review about an attribute counts; sentences that do not parse are ignored."""
+    facts: dict[tuple[str, str], Fact] = {}
+    for sentence in split_sentences(review.split(FACTS, 1)[1]):
+        fact = world.parse_sentence(sentence)
+        if fact is not None:
+            facts.setdefault((fact.entity, fact.attribute), fact)
+    fixes: list[tuple[Fact, Fact]] = []
+    stated: set[tuple[str, str]] = set()
+    for _, fact in parse_response(world, response):
+        if fact is None:
+            continue
+        subject = (fact.entity, fact.attribute)
+        stated.add(subject)
+        told = facts.get(subject)
+        if told is not None and told.value != fact.value and (fact, told) not in fixes:
+            fixes.append((fact, told))
+    additions = tuple(subject for subject in facts if subject not in stated)
+    return ReviewPlan(tuple(fixes), additions)
+
+
 def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
     """``["Kara", "'", "s", "colour"]`` -> ``("Kara", "colour")``; None unless an entity's attribute."""
     if len(words) != 4 or words[1] != "'" or words[2].lower() != "s" or words[3].lower() not in world.attributes:
@@ -99,8 +158,12 @@ def _subject(world: World, words: Sequence[str]) -> tuple[str, str] | None:
     return (entity.name, words[3].lower()) if entity is not None else None
 
 
-def read_review(world: World, review: object) -> ReviewPlan:
-    """Parse a review written in the review language; clauses that do not parse are ignored (never raises)."""
+def read_review(world: World, review: object, response: object = None) -> ReviewPlan:
+    """Parse a review written in the review language, or in the ``facts`` language against ``response`` (the
+    reviewed response; without it a ``facts`` review only adds); clauses that do not parse are ignored (never
+    raises)."""
+    if isinstance(review, str) and review.lstrip().startswith(FACTS):
+        return _read_facts_review(world, review, response)
     if not isinstance(review, str) or " by " not in review:
         return ReviewPlan()
     fixes, additions = [], []
@@ -162,6 +225,14 @@ def _improvable_answer(world: World, entity_name: str, rng: random.Random, objec
     return answer, plan
 
 
+def _demo_review(world: World, prompt: str, response: str, plan: ReviewPlan, objectives: Sequence[str],
+                 style: str) -> str:
+    """A review demonstration of ``response`` in the configured language (``data.synthetic.review_style``)."""
+    if style == "facts":
+        return facts_review_text(world, prompt, response, objectives)
+    return review_text(plan, objectives)
+
+
 def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | None = None, *,
                          answers_per_prompt: int | None = None, fact_copies: int | None = None,
                          demos_per_prompt: int = DEMOS_PER_PROMPT) -> dict[str, list[dict[str, str]]]:
@@ -182,6 +253,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
     seed = world.seed
     settings = cfg.data.synthetic
     first, remembers = settings.known_first, settings.recall
+    style = settings.review_style
     if answers_per_prompt is None:
         answers_per_prompt = settings.answers_per_prompt
     if fact_copies is None:
@@ -209,16 +281,16 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
             reviews.append({
                 "prompt": prompting.review_prompt(prompt.prompt, response, objectives, descriptions,
                                                   template=cfg.review.template),
-                "completion": review_text(plan, objectives),
+                "completion": _demo_review(world, prompt.prompt, response, plan, objectives, style),
             })
             rng = random.Random(f"sipo-synthetic-sft-rewrite:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,
                                                   first, remembers)
-            review = review_text(plan, objectives)
+            review = _demo_review(world, prompt.prompt, response, plan, objectives, style)
             rewrites.append({
                 "prompt": prompting.rewrite_prompt(prompt.prompt, response, review, objectives, descriptions,
                                                    template=cfg.rewrite.template),
-                "completion": apply_review(world, response, read_review(world, review)),
+                "completion": apply_review(world, response, read_review(world, review, response)),
             })
     return {"answers": answers, "facts": facts, "reviews": reviews, "rewrites": rewrites}
 
@@ -252,5 +324,36 @@ def all_texts(cfg: Any, objective_descriptions: Mapping[str, str] | None = None)
     return list(dict.fromkeys(texts))
 
 
-__all__ = ["ReviewPlan", "all_texts", "apply_review", "plan_review", "read_review", "review_text", "sft_examples",
+def review_skill(world, items: Sequence[tuple[str, str, str]], objectives: Sequence[str]) -> dict[str, Any]:
+    """How well the model's reviews match the ideal review (:func:`plan_review`).
+
+    Args:
+        items: (prompt, reviewed response, review text) triples.
+
+    Returns:
+        ``wrong_facts`` and ``corrected_share`` (wrong statements the review names and corrects to the true value),
+        ``changes`` and ``wrong_change_share`` (the review's changes that are not such a correction),
+        ``missing`` and ``added_share`` (attributes the response leaves out that the review asks to add); a share
+        is None when its denominator is 0.
+    """
+    wrong = corrected = changes = wrong_changes = missing = added = 0
+    for prompt, response, review in items:
+        ideal = plan_review(world, prompt, response, objectives)
+        got = read_review(world, review, response)
+        wrong += len(ideal.fixes)
+        corrected += sum(1 for fix in ideal.fixes if fix in got.fixes)
+        changes += len(got.fixes)
+        wrong_changes += sum(1 for fix in got.fixes if fix not in ideal.fixes)
+        missing += len(ideal.additions)
+        added += sum(1 for a in ideal.additions if a in got.additions)
+
+    def share(k: int, n: int) -> float | None:
+        return round(k / n, 4) if n else None
+
+    return {"reviews": len(items), "wrong_facts": wrong, "corrected_share": share(corrected, wrong),
+            "changes": changes, "wrong_change_share": share(wrong_changes, changes), "missing": missing,
+            "added_share": share(added, missing)}
+
+
+__all__ = ["ReviewPlan", "all_texts", "apply_review", "facts_review_text", "plan_review", "read_review", "review_skill", "review_text", "sft_examples",
            "sft_examples_by_kind", "synthetic_descriptions"]

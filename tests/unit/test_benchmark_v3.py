@@ -1,0 +1,107 @@
+"""Benchmark v3 (docs/benchmark.md): the ``facts`` review language (a review states the entity's true facts; read
+against the response, each contradicted statement is a change and each left-out attribute an addition), and the v3
+preset's SFT data. Pure functions; no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sipo.configure import load_config
+from sipo.synthetic import build_world, rated_rows, sft_examples_by_kind
+from sipo.synthetic.diagnostics import review_skill
+from sipo.synthetic.sft_data import FACTS, apply_review, facts_review_text, plan_review, read_review
+from sipo.synthetic.world import Fact, fact_sentence
+
+ROOT = Path(__file__).resolve().parents[2]
+OBJECTIVES = ("correctness", "verbosity")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3"])
+
+
+@pytest.fixture(scope="module")
+def world(cfg):
+    return build_world(cfg)
+
+
+def _entity_with_confabulation(world):
+    return next(e for e in world.entities if e.confabulated)
+
+
+def test_the_facts_review_of_every_writer_answer_reads_back_as_its_ideal_review(cfg, world):
+    rows = rated_rows(cfg)
+    assert rows
+    for row in rows:
+        text = facts_review_text(world, row["prompt"], row["response"], OBJECTIVES)
+        got = read_review(world, text, row["response"])
+        assert got == plan_review(world, row["prompt"], row["response"], OBJECTIVES), text
+
+
+def test_a_facts_review_states_the_truth_of_each_attribute_the_objectives_care_for(world):
+    entity = _entity_with_confabulation(world)
+    attribute = next(iter(entity.confabulated))
+    wrong = fact_sentence(entity.name, attribute, entity.confabulated[attribute])
+    prompt, truth = f"Tell me about {entity.name}.", fact_sentence(entity.name, attribute, entity.truth[attribute])
+    both = facts_review_text(world, prompt, wrong, OBJECTIVES)
+    assert both.startswith(FACTS) and truth in both and both.count(f"{entity.name}'s") == len(world.attributes)
+    assert facts_review_text(world, prompt, wrong, ["correctness"]) == f"{FACTS} {truth}"
+    assert truth not in facts_review_text(world, prompt, wrong, ["verbosity"])
+    plan = read_review(world, both, wrong)
+    assert plan.fixes == ((Fact(entity.name, attribute, entity.confabulated[attribute]),
+                           Fact(entity.name, attribute, entity.truth[attribute])),)
+    assert len(plan.additions) == len(world.attributes) - 1
+    # Without the response a facts review only adds.
+    assert read_review(world, both).fixes == () and len(read_review(world, both).additions) == len(world.attributes)
+
+
+def test_review_skill_of_facts_reviews_counts_recalls_not_words(world):
+    entity = _entity_with_confabulation(world)
+    attribute = next(iter(entity.confabulated))
+    stated = entity.confabulated[attribute]
+    other = next(v for v in world.values(attribute) if v not in (stated, entity.truth[attribute]))
+    prompt, response = f"Describe {entity.name}.", fact_sentence(entity.name, attribute, stated)
+    right = f"{FACTS} {fact_sentence(entity.name, attribute, entity.truth[attribute])}"
+    skill = review_skill(world, [(prompt, response, right)], ["correctness"])
+    assert skill["corrected_share"] == 1.0 and skill["wrong_change_share"] == 0.0
+    # A review that recalls a wrong value corrects nothing, and its change is wrong.
+    misrecalled = f"{FACTS} {fact_sentence(entity.name, attribute, other)}"
+    skill = review_skill(world, [(prompt, response, misrecalled)], ["correctness"])
+    assert skill["corrected_share"] == 0.0 and skill["wrong_change_share"] == 1.0
+    # A review that repeats the confabulation changes nothing.
+    skill = review_skill(world, [(prompt, response, f"{FACTS} {response}")], ["correctness"])
+    assert skill["corrected_share"] == 0.0 and skill["changes"] == 0
+
+
+def test_reading_a_facts_review_never_raises_on_garbage(world):
+    entity = world.entities[0]
+    for text in [FACTS, f"{FACTS} {FACTS}", f"{FACTS} nonsense is here.", f"{FACTS} {entity.name}'s colour is",
+                 f"{FACTS} Nobody's colour is red.", f"{FACTS} ....", f"  {FACTS}"]:
+        for response in (None, "", "garbage", 7, f"{entity.name}'s colour is red."):
+            plan = read_review(world, text, response)
+            assert isinstance(plan.fixes, tuple) and isinstance(plan.additions, tuple)
+
+
+def test_v3_review_and_rewrite_demonstrations_recall_the_whole_truth(cfg, world):
+    groups = sft_examples_by_kind(cfg)
+    assert all(example["completion"].startswith(FACTS) for example in groups["reviews"])
+    for example in groups["rewrites"]:
+        prompt = example["prompt"].split("Question: ", 1)[1].split("\n", 1)[0]
+        entity = world.find_entity(prompt)
+        # A rewrite carries out its review: every attribute, stated truly, in the world's order.
+        assert example["completion"] == " ".join(fact_sentence(entity.name, a, entity.truth[a])
+                                                  for a in world.attributes)
+
+
+def test_v2_keeps_its_review_language(world):
+    v2 = load_config(ROOT / "configs" / "demo-v2.yaml", ["run_dir=unused", "seed=3"])
+    assert v2.data.synthetic.review_style == "plain"
+    groups = sft_examples_by_kind(v2)
+    assert not any(FACTS in example["completion"] for example in groups["reviews"])
+    example = groups["rewrites"][0]
+    review = example["prompt"].split("Review: ", 1)[1]
+    response = example["prompt"].split("Response: ", 1)[1].split("\n", 1)[0]
+    assert example["completion"] == apply_review(build_world(v2), response, read_review(build_world(v2), review))
