@@ -85,8 +85,8 @@ def test_realign_sensitivity_reads_and_prints_only_validation_numbers(tmp_path):
     assert sens.validation_hypervolumes(tmp_path / "missing") is None
     text = sens.table({10: {"rate0.01": hvs, "rate1": None}}, {0.01: 2e-5, 1.0: 2e-3}, 2e-3, 2e-3)
     assert "0.999" not in text and "0.998" not in text
-    assert "| 10 | 0.01 | 2e-05 | 0.5000 | 0.4000 | 0.6250 | – | +0.1250 |" in text
-    assert "| 10 | 1 | 0.002 | – | – | – | – | – |" in text
+    assert "| 10 | 0.01 | 2e-05 | 0.5000 | – | 0.4000 | 0.6250 | – | +0.1250 |" in text  # no dpo_soups here
+    assert "| 10 | 1 | 0.002 | – | – | – | – | – | – |" in text
     assert sens.rate_name(0.001) == "rate0.001"
 
 
@@ -95,5 +95,6 @@ def test_realign_sensitivity_means_over_seeds():
     hvs = {10: {"rate1": {"mod": 0.5, "sipo_oracle_filter": 0.6}}, 11: {"rate1": {"mod": 0.7, "sipo_oracle_filter": 0.6}}}
     text = sens.table(hvs, {1.0: 2e-3}, 2e-3, 2e-3)
     row = [line for line in text.splitlines() if line.startswith("| 1 | 0.6000")][0]
-    # columns mod, sipo, sipo_oracle_filter, nll_control, oracle − mod (t(0.975, 1) = 12.706)
-    assert row == "| 1 | 0.6000 [-0.6706, 1.8706] | – | 0.6000 [0.6000, 0.6000] | – | 0.0000 [-1.2706, 1.2706] |"
+    # columns mod, dpo_soups, sipo, sipo_oracle_filter, nll_control, oracle − mod (t(0.975, 1) = 12.706)
+    assert row == ("| 1 | 0.6000 [-0.6706, 1.8706] | – | – | 0.6000 [0.6000, 0.6000] | – | "
+                   "0.0000 [-1.2706, 1.2706] |")
