@@ -107,8 +107,6 @@ class MethodDef:
     export: str | None = None
     """What ``sipo export`` writes for it, as the model card says it (``{round}`` is filled in); None: nothing to
     export."""
-    exact_export: bool = True
-    """The exported adapter is the model the run evaluated (False: the soup approximates MOD decoding)."""
     default_export: bool = False
     """``sipo export``'s default method when the run has it (else ``dpo_soups``)."""
     steps: Callable[[PipelineConfig, StepCounts], dict[str, int]] | None = None
@@ -201,7 +199,7 @@ for _method in (
               colour="#1f77b4", marker="o",
               export="the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)"),
     MethodDef("mod", "multi-objective decoding over the round-1 adapters", _mod, colour="#ff7f0e", marker="^",
-              export=_MOD_EXPORT.format(what="round-1 DPO adapters", name="mod"), exact_export=False),
+              export=_MOD_EXPORT.format(what="round-1 DPO adapters", name="mod")),
     MethodDef("dpo_lw", "one adapter per weight vector, weighted sum of DPO losses", adapter_per_weight("dpo_lw"),
               trains=("dpo_lw",), colour="#2ca02c", marker="D", weights=GRID_WEIGHTS,
               export="the DPO-LW adapter trained at these weights"),
@@ -211,7 +209,7 @@ for _method in (
     MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
               trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728",
               marker="P", rounds=True, export=_MOD_EXPORT.format(what="round-{round} realigned adapters", name="sipo"),
-              exact_export=False, default_export=True, steps=_sipo_steps, no_gain_over="mod"),
+              default_export=True, steps=_sipo_steps, no_gain_over="mod"),
 ):
     METHODS.register(_method)
 

@@ -81,7 +81,7 @@ def _rounds(cfg: PipelineConfig, before: list[str]) -> list[StageSpec]:
         for name in ROUND_STAGES:
             upstream = inputs if name == ROUND_STAGES[0] else (f"r{r}/{stages[-1].name}",)
             stages.append(_spec(name, r, cfg, upstream))
-        inputs = (*(s for s in before if s != "dpo"), f"r{r}/{ROUND_STAGES[-1]}")
+        inputs = (*(s for s in before if not STAGES[s].makes_adapters), f"r{r}/{ROUND_STAGES[-1]}")
     return stages
 
 
