@@ -7,7 +7,9 @@ adapters), and reuses the loop's upstream stages (round 1):
 - ``sipo_no_filter``: among the combined candidates (``r1/combine``), the one with the best summed judge reward,
   whether or not it beats both original responses;
 - ``sipo_oracle_filter``: the oracle (synthetic benchmark only) picks, among the combined candidates, the one
-  that beats both originals on every objective, best summed oracle score first: an upper bound on the filter;
+  that Pareto-dominates both originals (at least as good on every objective, better on one: exact scores tie, and an
+  error-free short answer can only be matched on correctness), best summed oracle score first: an upper bound on
+  the filter;
 - ``nll_control``: no new responses at all: DPO + alpha * NLL on the original conflicting pairs (each objective's
   own chosen response), from the same round-1 adapters and for as many optimizer steps as SIPO's re-alignment.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sipo.selection import select_candidate
+from sipo.selection import dominates_both, select_candidate
 
 SELECTION_ABLATIONS = ("sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter")
 ABLATIONS = (*SELECTION_ABLATIONS, "nll_control")
@@ -51,8 +53,10 @@ def select_for(method: str, candidates: Sequence[tuple[str, Mapping[str, float]]
     """
     if method == "sipo_no_filter":
         return select_by_sum(candidates)
-    if method in ("sipo_no_rewrite", "sipo_oracle_filter"):
+    if method == "sipo_no_rewrite":
         return select_candidate(candidates, chosen, rejected)
+    if method == "sipo_oracle_filter":
+        return select_candidate(candidates, chosen, rejected, survives=dominates_both)
     raise ValueError(f"unknown selection ablation '{method}'")
 
 

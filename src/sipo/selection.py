@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sipo.config import CombineRule
-from sipo.pareto import better_on_any, no_worse_all, strictly_better_all
+from sipo.pareto import better_on_any, dominates, no_worse_all, strictly_better_all
 
 
 def rewrite_replaces(original: Mapping[str, float], rewrite: Mapping[str, float], rule: str) -> bool:
@@ -37,23 +37,35 @@ def beats_both(candidate: Mapping[str, float], chosen: Mapping[str, float], reje
     return strictly_better_all(candidate, chosen, judges) and strictly_better_all(candidate, rejected, judges)
 
 
+def dominates_both(candidate: Mapping[str, float], chosen: Mapping[str, float],
+                   rejected: Mapping[str, float]) -> bool:
+    """True iff ``candidate`` Pareto-dominates both originals (at least as good under every judge, better under
+    one): the rule for exact scores, where ties are real (an error-free short answer cannot be beaten on
+    correctness, only matched)."""
+    judges = list(chosen)
+    return dominates(candidate, chosen, judges) and dominates(candidate, rejected, judges)
+
+
 def select_candidate(
     candidates: Sequence[tuple[str, Mapping[str, float]]],
     chosen: Mapping[str, float],
     rejected: Mapping[str, float],
+    survives=beats_both,
 ) -> str | None:
     """The id of the surviving candidate with the highest summed judge reward, or None if none survives.
 
     Args:
         candidates: (candidate_id, judge name -> reward) for one prompt.
         chosen, rejected: judge name -> reward of the prompt's two original responses.
+        survives: the survival rule, ``(candidate, chosen, rejected) -> bool``: :func:`beats_both` (the filter's,
+            for continuous rewards) or :func:`dominates_both` (for exact scores).
 
     Ties in the summed reward go to the candidate listed first, so the result does not depend on float noise
     in an unstable sort.
     """
     best_id, best_total = None, float("-inf")
     for candidate_id, scores in candidates:
-        if not beats_both(scores, chosen, rejected):
+        if not survives(scores, chosen, rejected):
             continue
         total = sum(scores[j] for j in chosen)
         if total > best_total:

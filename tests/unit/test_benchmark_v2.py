@@ -181,14 +181,17 @@ def test_no_filter_takes_the_best_sum_even_if_it_beats_neither_original():
     assert select_by_sum([]) is None
 
 
-def test_filters_keep_only_candidates_strictly_above_both_originals():
+def test_the_judges_filter_keeps_only_candidates_strictly_above_both_originals_the_oracle_dominating_ones():
     chosen, rejected = {"correctness": 0.5, "verbosity": 0.4}, {"correctness": 1.0, "verbosity": 0.2}
     candidates = [("equal", {"correctness": 1.0, "verbosity": 0.6}),      # not strictly above rejected
                   ("above", {"correctness": 1.0 + 1e-9, "verbosity": 0.41}),
                   ("best", {"correctness": 1.01, "verbosity": 0.8})]
     for method in ("sipo_no_rewrite", "sipo_oracle_filter"):
         assert select_for(method, candidates, chosen, rejected) == "best"
-        assert select_for(method, candidates[:1], chosen, rejected) is None
+    assert select_for("sipo_no_rewrite", candidates[:1], chosen, rejected) is None
+    # Exact scores tie: the oracle keeps a candidate that matches one original on correctness and says more.
+    assert select_for("sipo_oracle_filter", candidates[:1], chosen, rejected) == "equal"
+    assert select_for("sipo_oracle_filter", [("same", dict(rejected))], chosen, rejected) is None
     with pytest.raises(ValueError):
         select_for("nll_control", candidates, chosen, rejected)
 

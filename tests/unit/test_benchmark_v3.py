@@ -105,3 +105,17 @@ def test_v2_keeps_its_review_language(world):
     review = example["prompt"].split("Review: ", 1)[1]
     response = example["prompt"].split("Response: ", 1)[1].split("\n", 1)[0]
     assert example["completion"] == apply_review(build_world(v2), response, read_review(build_world(v2), review))
+
+
+def test_the_oracle_filter_keeps_a_candidate_that_matches_an_error_free_original_and_says_more():
+    from sipo.ablations import select_for
+
+    short_and_true = {"correctness": 1.0, "verbosity": 0.4}
+    long_and_wrong = {"correctness": 0.4, "verbosity": 1.0}
+    candidates = [("tie", {"correctness": 1.0, "verbosity": 0.4}), ("full", {"correctness": 1.0, "verbosity": 1.0})]
+    # Exact scores tie: the complete true answer Pareto-dominates both originals, though not strictly on correctness.
+    assert select_for("sipo_oracle_filter", candidates, short_and_true, long_and_wrong) == "full"
+    # A copy of an original dominates neither of them.
+    assert select_for("sipo_oracle_filter", candidates[:1], short_and_true, long_and_wrong) is None
+    # The learned judges' rule stays strict.
+    assert select_for("sipo_no_rewrite", candidates, short_and_true, long_and_wrong) is None
