@@ -519,9 +519,14 @@ class RewardModelJudge:
         """All head outputs of one model, before ``sign``/``shift``/``scale``. Shape: (n,) -> (n, num_labels), float32.
 
         Inputs are batched longest first (less padding) and returned in input order; safe-rlhf normalisation is
-        applied when the checkpoint asks for it.
+        applied when the checkpoint asks for it. Inputs with the same token ids (e.g. two responses both cut at
+        ``max_length`` inside a long prompt) are scored once and share the score: batched kernels may round the
+        rows of one batch differently, and such inputs must tie whatever batch they land in.
         """
-        encoded = self._encode(loaded, prompts, responses)
+        encoded_all = self._encode(loaded, prompts, responses)
+        first: dict[tuple[int, ...], int] = {}
+        inverse = [first.setdefault(tuple(ids), len(first)) for ids in encoded_all]
+        encoded = [list(ids) for ids in first]
         num_labels = int(loaded.model.config.num_labels)
         out = torch.empty((len(encoded), num_labels), dtype=torch.float32)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -531,6 +536,7 @@ class RewardModelJudge:
             input_ids, attention_mask = pad_right([encoded[i] for i in rows], pad_id)
             logits = end_logits(loaded.model, input_ids.to(self.device), attention_mask.to(self.device))
             out[rows] = logits.float().cpu()
+        out = out[torch.as_tensor(inverse, dtype=torch.long)]
         if loaded.normalizer is not None:
             out = loaded.normalizer(out)
         return out
