@@ -223,8 +223,7 @@ def test_best_validation_callback_restores_the_weights_of_the_lowest_loss():
 
 
 def test_review_skill_counts_corrections_wrong_changes_and_additions(cfg):
-    from sipo.synthetic.diagnostics import review_skill
-    from sipo.synthetic.sft_data import plan_review, review_text
+    from sipo.synthetic.sft_data import plan_review, review_skill, review_text
     from sipo.synthetic.world import fact_sentence
 
     world = build_world(cfg)

@@ -10,8 +10,14 @@ import pytest
 
 from sipo.configure import load_config
 from sipo.synthetic import build_world, rated_rows, sft_examples_by_kind
-from sipo.synthetic.diagnostics import review_skill
-from sipo.synthetic.sft_data import FACTS, apply_review, facts_review_text, plan_review, read_review
+from sipo.synthetic.sft_data import (
+    FACTS,
+    apply_review,
+    facts_review_text,
+    plan_review,
+    read_review,
+    review_skill,
+)
 from sipo.synthetic.world import Fact, fact_sentence
 
 ROOT = Path(__file__).resolve().parents[2]

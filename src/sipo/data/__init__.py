@@ -95,7 +95,7 @@ class SourceDef:
     """Named test sets (name -> prompt ids) that the report shows separately; None: one test set."""
     review_skill: Callable[[PipelineConfig, list[tuple[str, str, str]]], dict[str, Any]] | None = None
     """``(config, [(prompt, response, review), ...]) ->`` how well the reviews match the ideal review, measured
-    against the source's own ground truth (:func:`sipo.synthetic.diagnostics.review_skill`); None: the source has
+    against the source's own ground truth (:func:`sipo.synthetic.sft_data.review_skill`); None: the source has
     no ground truth, and the report states no validity conditions (:mod:`sipo.report.validity`)."""
 
 

@@ -152,7 +152,7 @@ def make_report(
             holds ``validation`` (each method's hypervolume and best scores on them, same reference point).
         check_validity: add ``validity``, the benchmark's validity conditions (:mod:`sipo.report.validity`),
             computed from the validation front and ``review_skill`` only (the synthetic benchmark with the oracle).
-        review_skill: the round-1 reviews' skill (:func:`sipo.synthetic.diagnostics.review_skill`).
+        review_skill: the round-1 reviews' skill (:func:`sipo.synthetic.sft_data.review_skill`).
 
     Raises:
         DataError: no rows, a missing or non-finite score, a duplicated (method, round, weights, prompt) row, or a

@@ -104,7 +104,7 @@ def oracle_bound(validation: Mapping[str, float] | None) -> dict[str, Any]:
 
 
 def review_skill_condition(skill: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The review-skill condition from :func:`sipo.synthetic.diagnostics.review_skill`'s result."""
+    """The review-skill condition from :func:`sipo.synthetic.sft_data.review_skill`'s result."""
     threshold = {"corrected_share_min": REVIEW_CORRECTED_MIN, "wrong_change_share_max": REVIEW_WRONG_CHANGE_MAX}
     if not skill:
         return _condition(None, threshold, None, "no round-1 reviews")

@@ -21,9 +21,9 @@ from sipo.config import weights_tag
 from sipo.configure import load_config
 from sipo.stages.combine import read_combined
 from sipo.stages.filter import read_selected
+from sipo.stages.report import round_review_skill
 from sipo.stages.rewrite import read_rewrites
 from sipo.stages.sample import read_candidates
-from sipo.synthetic.sft_data import review_skill
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -74,15 +74,9 @@ def run_diagnostics(run_dir: str | Path, round_: int = 1) -> dict[str, Any]:
         by_weight.setdefault(weights_tag(c.weights), []).append(s)
     out["candidates_by_weight"] = {tag: _mean_scores(s, objectives) for tag, s in by_weight.items()}
 
-    reviews_path = rd.path(f"{prefix}/review", "reviews.jsonl")
-    if reviews_path.is_file():
-        from sipo.records import Review, read_jsonl
-        from sipo.synthetic.world import build_world
-
-        by_id = {c.candidate_id: c for c in candidates}
-        items = [(by_id[r.candidate_id].prompt, by_id[r.candidate_id].response, r.review)
-                 for r in read_jsonl(reviews_path, Review) if r.candidate_id in by_id]
-        out["review_skill"] = review_skill(build_world(cfg), items, objectives)
+    skill = round_review_skill(cfg, rd, round_)
+    if skill is not None:
+        out["review_skill"] = skill
 
     combined = read_combined(rd, round_)
     rewrites = read_rewrites(rd, round_)
