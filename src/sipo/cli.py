@@ -21,12 +21,12 @@ import argparse
 import errno
 import logging
 import os
-import signal
 import sys
 import textwrap
 from collections.abc import Sequence
 
 from sipo.errors import SipoError
+from sipo.interrupt import Terminated, handling_stops
 
 logger = logging.getLogger("sipo")
 
@@ -59,14 +59,6 @@ ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
 in the paths given (exit 2)."""
 
 EXIT_USER, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 4, 130, 143
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (locks released, finished stages kept)."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -256,11 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         os.environ.setdefault("SIPO_DEBUG", "1")
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (sipo.cli.main called from a thread): keep the default
-        previous = None
-    try:
-        return _run(args)
+        with handling_stops():
+            return _run(args)
     except SipoError as exc:
         if args.debug:
             raise
@@ -288,6 +277,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if known is None or args.debug:
             raise
         return _fail(*known)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)

@@ -29,6 +29,7 @@ from sipo.config import PipelineConfig, config_text, resolve_device, to_dict
 from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
 from sipo.errors import ConfigError, RunDirError, SipoError
 from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
+from sipo.interrupt import check_stop
 from sipo.logging_utils import process_rank
 from sipo.methods import METHODS
 from sipo.preflight import check_inputs, precheck_stages
@@ -334,6 +335,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
     results_ids: dict[str, str] = {}
     results = []
     for stage in stages:
+        check_stop()
         upstream = {u: results_ids[u] for u in stage.upstream}
         fp = fingerprint(cfg, stage, upstream, hashes)
         selected = only is None or stage.id in only or stage.name in only
@@ -369,6 +371,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
                 raise safetensors_error(exc, run_dir.path(stage.id)) from None
             raise
         seconds = round(time.perf_counter() - start, 2)
+        check_stop()  # a stop request that a __del__ swallowed must not be recorded as a finished stage
         barrier()
         if main:
             run_dir.write_manifest(stage.id, {

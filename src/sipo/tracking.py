@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.errors import ConfigError, SipoError
+from sipo.interrupt import Terminated
 from sipo.logging_utils import process_rank
 
 CURVE_POINTS = 20
@@ -177,6 +178,8 @@ def run_log(run_root: str | Path) -> Iterator[None]:
             handler.write("sipo: error: " + " ".join(str(exc).split()))
         elif isinstance(exc, KeyboardInterrupt):
             handler.write("sipo: interrupted")
+        elif isinstance(exc, Terminated):
+            handler.write("sipo: terminated (SIGTERM)")
         else:
             handler.write(f"sipo: failed: {type(exc).__name__}: {exc}")
         raise

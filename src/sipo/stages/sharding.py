@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sipo.artifacts import atomic_write_json
 from sipo.distributed import barrier
+from sipo.interrupt import check_stop
 from sipo.logging_utils import process_rank
 from sipo.records import read_jsonl, write_jsonl
 
@@ -77,6 +78,7 @@ def run_sharded(
     start = time.perf_counter()
     for index in mine:
         path = shard_dir / f"{index:05d}.jsonl"
+        check_stop()
         kept = path.is_file()
         if not kept:
             write_jsonl(path, work(pieces[index]))
@@ -132,6 +134,7 @@ def resumable_unit(ctx: StageContext, name: str, work: Callable[[], dict], outpu
             shutil.rmtree(stale, ignore_errors=True)
     barrier()
     counts = work()
+    check_stop()
     if process_rank()[0] == 0:
         atomic_write_json(record, counts)
     return counts

@@ -19,6 +19,7 @@ import torch
 from sipo.artifacts import atomic_path
 from sipo.config import Dtype, TrainSettings
 from sipo.errors import ConfigError
+from sipo.interrupt import check_stop
 from sipo.logging_utils import process_rank, progress_enabled
 from sipo.tracking import Tracking
 
@@ -170,12 +171,19 @@ def quiet_trainer(trainer: Any) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
     class _LogMetrics(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            check_stop()  # a stop request that a __del__ swallowed ends training at the next step
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 level = logging.INFO if "train_runtime" in logs else logging.DEBUG
                 logger.log(level, "step %d/%d: %s", state.global_step, state.max_steps, _format_logs(logs))
 
     class _Progress(ProgressCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            check_stop()
+            return super().on_step_end(args, state, control, **kwargs)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             _LogMetrics().on_log(args, state, control, logs=logs)
 
