@@ -7,12 +7,12 @@ validation front and round-1 reviews, and the oracle bound over seeds by the int
 sipo_oracle_filter − MOD on validation, 95 % t-interval above 0); after the hypervolumes, SIPO's share of the
 oracle's gain, (sipo − mod) / (sipo_oracle_filter − mod), with its mean and 95 % t-interval over seeds per test set.
 
-    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 20 21 22 23 24] [--jobs 2] [key=value ...]
+    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 40 41 42 43 44] [--jobs 2] [key=value ...]
 
 Each seed is an ordinary ``sipo run CONFIG run_dir=OUT/seed<k> seed=<k>`` (finished stages are skipped, so an
 interrupted sweep resumes). Writes ``OUT/summary.json`` and ``OUT/summary.md``. With ``--jobs N`` N seeds run at
 once, each with one torch thread (on a small CPU this beats N runs that each want every core). The default seeds
-are benchmark v3's final seeds (20-24), which no setting was tuned on (v2's were 10-14).
+are benchmark v3.1's final seeds (40-44), which no setting was tuned on (v3's were 20-24, v2's 10-14).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_SEEDS = [20, 21, 22, 23, 24]
+DEFAULT_SEEDS = [40, 41, 42, 43, 44]
 TARGET = "sipo"
 VERDICT = {"above": "SIPO better", "below": "SIPO worse", "overlaps": "no difference shown"}
 
