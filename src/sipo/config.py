@@ -100,6 +100,13 @@ class FillJudge(Choice):
     reward_model = "reward_model"
 
 
+class OnBadRow(Choice):
+    """``data.on_bad_row``: what a well-formed row that gives no pair (or no test prompt) does."""
+
+    skip = "skip"
+    refuse = "refuse"
+
+
 class CombineRule(Choice):
     """``combine.rule``: when a rewrite replaces its candidate."""
 
@@ -303,7 +310,13 @@ class DataConfig(Section):
     max_conflict_prompts: int | None = None
     """Cap on the train_conflict prompts that sample/review/rewrite/filter work on (None: all)."""
     max_test_prompts: int | None = None
-    """Cap on the evaluation prompts (None: all)."""
+    """Cap on the evaluation prompts, ``data.test_path``'s included (a seeded choice; None: all)."""
+    on_bad_row: str = choice_field(OnBadRow.skip)
+    """A row of any data file (``data.test_path`` included) that is well formed but unusable (an empty or null
+    text, two identical responses, sides that share no prompt or add more than one turn to it): ``skip`` skips
+    and counts it (per file and reason, with the first row numbers, in the prepare manifest and report.md);
+    ``refuse`` stops the run naming the file and row. A malformed row (a missing column, a wrong type) always
+    stops the run."""
     response_columns: dict[str, str] = field(default_factory=dict)
     """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

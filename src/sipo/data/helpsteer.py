@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
+from sipo.data import bad_rows
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import (
     ScoredResponse,
     get_score,
@@ -54,8 +56,12 @@ def scored_rows(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seq
     """(prompt, response, scores) of HelpSteer rows, each score checked to be in the Likert range."""
     low, high = SCORE_RANGE
     for file, line, row in rows:
-        prompt = get_text(row, "prompt", file, line)
-        response = get_text(row, "response", file, line)
+        try:
+            prompt = get_text(row, "prompt", file, line)
+            response = get_text(row, "response", file, line)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            continue
         scores = {o: get_score(row, o, file, line, low=low, high=high) for o in objectives}
         yield prompt, response, scores
 
@@ -64,9 +70,12 @@ def load_helpsteer(path: str | Path | None, objectives: Sequence[str], *, split:
                    revision: str | None = None, data_dir: str | None = None) -> list[Pair]:
     """Pairs of HelpSteer responses labelled per objective by their scores (see the module docstring)."""
     check_objectives(objectives)
-    rows = list(scored_rows(read_rows(path, split=split, revision=revision, data_dir=data_dir), objectives))
-    if not rows:
+    raw = list(read_rows(path, split=split, revision=revision, data_dir=data_dir))
+    if not raw:
         raise DataError("no rows found (data.path)", path=str(path))
+    rows = list(scored_rows(raw, objectives))
+    if not rows:
+        raise DataError(f"none of its {len(raw)} rows is usable (data.path)", path=str(path))
     return pairs_from_scored_responses(rows, objectives)
 
 

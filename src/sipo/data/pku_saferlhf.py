@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
+from sipo.data import bad_rows
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import (
     get_column,
     get_text,
@@ -55,11 +57,16 @@ def pku_pairs(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seque
     """One pair per row, labelled by ``better_response_id`` / ``safer_response_id`` (see the module docstring)."""
     check_objectives(objectives)
     pairs = []
-    num_rows = identical = 0
+    num_rows = skipped = 0
     for file, line, row in rows:
         num_rows += 1
-        prompt = get_text(row, "prompt", file, line)
-        response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
+        try:
+            prompt = get_text(row, "prompt", file, line)
+            response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            skipped += 1
+            continue
         preferred: dict[str, str | None] = {}
         for objective in objectives:
             column = LABEL_COLUMNS[objective]
@@ -68,15 +75,14 @@ def pku_pairs(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seque
                 raise DataError(f"column '{column}' must be 0 or 1, got {json_type(value)}", path=str(file), line=line)
             preferred[objective] = "a" if value == 0 else "b"
         if response_a == response_b:
-            identical += 1
+            bad_rows.skip(BadRow("two identical responses", path=str(file), line=line))
+            skipped += 1
             continue
         scores_a, scores_b = label_scores(preferred)
         pairs.append(make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b))
     if num_rows == 0:
         raise DataError("no rows found (data.path)", path=str(where))
-    if identical:
-        logger.warning("skipped %d rows whose two responses are identical", identical)
-    logger.info("%d rows -> %d pairs", num_rows, len(pairs))
+    logger.info("%d rows -> %d pairs (%d unusable rows skipped)", num_rows, len(pairs), skipped)
     return pairs
 
 

@@ -32,6 +32,10 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 - ``best`` is, per objective, the best mean score among the method's points.
 - ``pipeline`` (runs with the ``sipo`` method): each self-improvement round's funnel and the pipeline-health
   warnings (:mod:`sipo.report.health`); report.md shows the warnings at the top.
+- ``data`` (when anything was lost): ``bad_rows`` (the unusable rows skipped, :mod:`sipo.data.bad_rows`),
+  ``test_path_prompts`` / ``test_prompts_kept`` (``data.test_path`` capped by ``data.max_test_prompts``) and
+  ``dropped_long_prompts`` / ``evaluated_prompts`` (test prompts longer than ``model.max_prompt_tokens``);
+  report.md shows them in its *Data* section.
 - ``validation`` (with ``validation_rows``, from ``evaluate/validation_scores.jsonl``): ``prompts`` and, per
   method, ``hypervolume`` and ``best`` on the validation prompts, against the same reference point.
 - ``oracle_gain_share`` (when sipo, mod and sipo_oracle_filter all ran): per prompt set (``all``, each test set,
@@ -396,6 +400,30 @@ def validation_markdown(report: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def data_markdown(data: Mapping[str, Any]) -> list[str]:
+    """report.md's *Data* section: the unusable rows skipped per file, the test prompts capped and those dropped as
+    too long (nothing when ``data`` is empty)."""
+    from sipo.data.bad_rows import summary_lines
+
+    lines = []
+    if data.get("bad_rows"):
+        bad = data["bad_rows"]
+        lines.append(f"- {bad['skipped']} unusable row(s) skipped (data.on_bad_row={bad['policy']}):")
+        lines += [f"  - {line}" for line in summary_lines(bad)]
+    if "test_path_prompts" in data:
+        lines.append(f"- data.test_path: {data['test_prompts_kept']} of its {data['test_path_prompts']} distinct "
+                     "prompts kept (data.max_test_prompts)")
+    if data.get("dropped_long_prompts"):
+        dropped, kept = data["dropped_long_prompts"], data.get("evaluated_prompts") or 0
+        share = dropped / (dropped + kept) if dropped + kept else 0.0
+        lines.append(f"- {dropped} test prompt(s) ({share:.0%}) dropped as longer than model.max_prompt_tokens; "
+                     f"{kept} evaluated")
+    if not lines:
+        return []
+    return ["## Data", "", "What the data lost before evaluation (from the prepare and evaluate manifests).", "",
+            *lines, ""]
+
+
 def _plain(value: Any) -> str:
     if value is None:
         return "–"
@@ -438,6 +466,7 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     if figure:
         parts += [f"![Pareto fronts]({figure})", ""]
     parts += validation_markdown(report)
+    parts += data_markdown(report.get("data") or {})
     if pipeline.get("funnel"):
         from sipo.report.health import funnel_markdown
 
@@ -509,13 +538,15 @@ def build_report(
     validation_rows: Sequence[ScoreRow] | None = None,
     check_validity: bool = False,
     review_skill: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
 
     ``funnel`` (the self-improvement rounds' counts, :func:`sipo.report.health.round_funnel`) adds
     ``pipeline: {funnel, warnings}`` to the report. ``report.json`` is written last, so its presence means the
-    other four are complete.
+    other four are complete. ``data`` (:func:`sipo.stages.report.data_counts`: rows skipped, test prompts capped
+    or dropped as too long) is stored as ``data`` and shown in report.md's *Data* section.
     """
     from sipo.report.health import health_warnings
 
@@ -525,6 +556,8 @@ def build_report(
     if funnel is not None:
         report["pipeline"] = {"funnel": [dict(e) for e in funnel],
                               "warnings": health_warnings(funnel, report["methods"])}
+    if data:
+        report["data"] = dict(data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "scores.jsonl", _sorted_rows(score_rows, report["objectives"]))
