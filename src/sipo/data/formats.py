@@ -32,7 +32,6 @@ description; no real HelpSteer2 preference rows were available to check it again
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -46,9 +45,6 @@ from sipo.records import Pair, PromptRecord
 logger = logging.getLogger(__name__)
 
 Rows = Iterable[tuple[Any, int, dict[str, Any]]]
-
-_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
-_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 def is_trl(row: dict[str, Any]) -> bool:
@@ -65,10 +61,7 @@ class _Skip(Exception):
 
 def hh_messages(text: str) -> list[dict[str, str]] | None:
     """The turns of an HH-RLHF transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``); None if ``text`` is not one."""
-    parts = _HH_TURN.split(text)
-    if len(parts) < 5 or parts[0].strip():
-        return None
-    return [{"role": _HH_ROLES[role], "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+    return conversation.transcript_messages(text)
 
 
 def _messages(value: Any, column: str, where: Any, line: int) -> list[dict[str, str]]:
@@ -116,6 +109,7 @@ def trl_example(row: dict[str, Any], where: Any, line: int) -> tuple[str, str, s
     if "prompt" in row:
         prompt = _text_or_messages(row, "prompt", where, line)
         if isinstance(prompt, str):
+            prompt = conversation.prompt_from_text(prompt)  # an HH transcript prompt keeps its turns
             if not isinstance(chosen, str):
                 return prompt, _response_of(chosen, "chosen"), _response_of(rejected, "rejected")
             return prompt, chosen, rejected
@@ -229,7 +223,7 @@ def load_test_prompts(path, *, split: str = "train", revision: str | None = None
                 prompt = trl_example(row, where, line)[0]
             else:
                 value = _text_or_messages(row, "prompt", where, line)
-                prompt = value if isinstance(value, str) else _encode(value, where, line)
+                prompt = conversation.prompt_from_text(value) if isinstance(value, str) else _encode(value, where, line)
         except (_Skip, BadRow) as exc:
             reason = exc.reason if isinstance(exc, BadRow) else str(exc)
             skip_unusable(BadRow(f"no test prompt in this row ({reason})", path=str(where), line=line), where, line)
