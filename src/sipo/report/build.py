@@ -68,6 +68,7 @@ from sipo.errors import DataError
 from sipo.methods import method_order
 from sipo.pareto import score_methods
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
+from sipo.report.health import close_scores, score_scales
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
 from sipo.report.validity import failure_lines, oracle_gain_share, validity_conditions
 
@@ -310,18 +311,25 @@ def _n_label(points: Sequence[Mapping[str, Any]]) -> str:
 def markdown_table(report: Mapping[str, Any]) -> str:
     """The summary table of a report dict alone (for README generators): one row per method, sorted by
     hypervolume (best first), with its hypervolume, best mean score per objective, number of points and prompts
-    per point. The best value of each column is bold. Ends with a newline."""
+    per point. The best value of each column is bold (every value equal to it up to
+    :data:`~sipo.report.health.POINT_RELATIVE_TOLERANCE` of the scores' scale). Ends with a newline."""
     objectives = list(report["objectives"])
     ranked = _ranked(report)
     columns = ["hypervolume"] + [f"best {o}" for o in objectives]
     values = {name: [e["hypervolume"]] + [e["best"][o] for o in objectives] for name, e in ranked}
     tops = [max(v[i] for v in values.values()) for i in range(len(columns))] if values else []
+    # Values equal to the best up to the scores' scale (two identical fronts) are all bold, never one of them:
+    # the spread of every point's score for a best-score column, the largest hypervolume for the hypervolume.
+    point_scales = score_scales(report["methods"])
+    scales = [max((abs(v[0]) for v in values.values()), default=1.0) or 1.0] + [point_scales.get(o, 1.0)
+                                                                                for o in objectives]
     lines = [
         "| method | " + " | ".join(columns) + " | points | prompts |",
         "|---|" + "---:|" * (len(columns) + 2),
     ]
     for name, entry in ranked:
-        cells = [f"**{_fmt(v)}**" if v == top else _fmt(v) for v, top in zip(values[name], tops)]
+        cells = [f"**{_fmt(v)}**" if close_scores(v, top, scale) else _fmt(v)
+                 for v, top, scale in zip(values[name], tops, scales)]
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {len(entry['points'])} | {_n_label(entry['points'])} |"
         )
@@ -418,9 +426,11 @@ def data_markdown(data: Mapping[str, Any]) -> list[str]:
         share = dropped / (dropped + kept) if dropped + kept else 0.0
         lines.append(f"- {dropped} test prompt(s) ({share:.0%}) dropped as longer than model.max_prompt_tokens; "
                      f"{kept} evaluated")
+    lines += [f"- {warning}" for warning in data.get("mixture_warnings", [])]
     if not lines:
         return []
-    return ["## Data", "", "What the data lost before evaluation (from the prepare and evaluate manifests).", "",
+    return ["## Data", "", "What the data lost before evaluation, and the training data the DPO mixtures left unused (from the "
+            "prepare and evaluate manifests).", "",
             *lines, ""]
 
 
@@ -450,6 +460,8 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     if pipeline.get("warnings"):
         parts += ["> **Warning: SIPO's self-improvement did nothing useful in this run** (see *Pipeline funnel*):",
                   ">", *(f"> - {w}" for w in pipeline["warnings"]), ""]
+        if pipeline.get("diagnosis"):
+            parts += ["> What limits it, with its numbers, and the settings that move it: *What to change*.", ""]
     parts += [
         f"- Judge: `{report['judge']}`",
         f"- Objectives: {', '.join(objectives)} (higher is better)",
@@ -473,6 +485,11 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
         parts += ["## Pipeline funnel", "",
                   "What each self-improvement round had and kept (from the stages' manifests).", "",
                   funnel_markdown(pipeline["funnel"])]
+        if pipeline.get("diagnosis"):
+            parts += ["## What to change", "",
+                      "Each stage of the funnel of a round that kept or trained nothing (or of every round, when "
+                      "sipo's points equal mod's), with its numbers and the settings that move it.", "",
+                      *pipeline["diagnosis"], ""]
     parts += [
         "## Points",
         "",
@@ -539,6 +556,7 @@ def build_report(
     check_validity: bool = False,
     review_skill: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
+    diagnosis_input: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
@@ -546,9 +564,11 @@ def build_report(
     ``funnel`` (the self-improvement rounds' counts, :func:`sipo.report.health.round_funnel`) adds
     ``pipeline: {funnel, warnings}`` to the report. ``report.json`` is written last, so its presence means the
     other four are complete. ``data`` (:func:`sipo.stages.report.data_counts`: rows skipped, test prompts capped
-    or dropped as too long) is stored as ``data`` and shown in report.md's *Data* section.
+    or dropped as too long) is stored as ``data`` and shown in report.md's *Data* section. ``diagnosis_input``
+    (stage counts and settings, :func:`sipo.stages.report.diagnosis_input`) adds ``pipeline.diagnosis``, the
+    bottleneck of a round that kept nothing and what moves it (:func:`sipo.report.health.diagnosis`).
     """
-    from sipo.report.health import health_warnings
+    from sipo.report.health import diagnosis, health_warnings
 
     report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title,
                          test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps,
@@ -556,6 +576,11 @@ def build_report(
     if funnel is not None:
         report["pipeline"] = {"funnel": [dict(e) for e in funnel],
                               "warnings": health_warnings(funnel, report["methods"])}
+        if diagnosis_input is not None:
+            stage_counts, settings = diagnosis_input
+            lines = diagnosis(funnel, stage_counts, settings, report["pipeline"]["warnings"])
+            if lines:
+                report["pipeline"]["diagnosis"] = lines
     if data:
         report["data"] = dict(data)
     out_dir = Path(out_dir)

@@ -21,6 +21,7 @@ from sipo.data import SOURCES, bad_rows, check_source, load_pairs
 from sipo.data.formats import load_test_prompts
 from sipo.data.splits import make_splits, write_splits
 from sipo.records import write_jsonl
+from sipo.report.health import mixture_warnings
 from sipo.stage import StageContext, StageDef
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def run(ctx: StageContext) -> dict:
     write_test_sets(cfg, splits, ctx.out_dir)
     counts = dict(splits.counts)
     counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", rows)
+    for warning in mixture_warnings(counts, cfg.data.conflict_fraction, cfg.data.max_train_pairs):
+        logger.warning("%s", warning)
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
                 len(pairs), len(splits.train_conflict), len(splits.test_prompts))
     return counts

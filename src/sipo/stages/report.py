@@ -46,7 +46,8 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
                           test_sets=read_test_sets(run_dir), bootstrap=cfg.eval.bootstrap,
                           training_steps=training_steps(cfg, run_dir),
-                          funnel=run_funnel(cfg, run_dir), data=data_counts(run_dir),
+                          funnel=run_funnel(cfg, run_dir), data=data_counts(run_dir, cfg),
+                          diagnosis_input=diagnosis_input(cfg, run_dir),
                           validation_rows=validation_rows,
                           check_validity=check_validity,
                           review_skill=round_review_skill(cfg, run_dir) if check_validity else None)
@@ -93,10 +94,27 @@ def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
     return round_funnel(counts, list(cfg.objectives), cfg.rounds)
 
 
-def data_counts(run_dir: RunDir) -> dict:
+def diagnosis_input(cfg: PipelineConfig, run_dir: RunDir) -> tuple[dict, dict]:
+    """(stage id -> manifest counts, the settings the advice names) for :func:`sipo.report.health.diagnosis`."""
+    counts = {}
+    for stage_id in ("prepare", "label", *(f"r{r}/{name}" for r in range(1, cfg.rounds + 1)
+                                           for name in ("sample", "filter", "realign"))):
+        manifest = run_dir.read_manifest(stage_id)
+        if manifest:
+            counts[stage_id] = manifest.get("counts", {})
+    train = cfg.realign.train
+    settings = {"data.max_conflict_prompts": cfg.data.max_conflict_prompts, "filter.soups": cfg.filter.soups,
+                "realign.train.batch_size": train.batch_size,
+                "realign.train.gradient_accumulation_steps": train.gradient_accumulation_steps,
+                "realign.train.epochs": train.epochs}
+    return counts, settings
+
+
+def data_counts(run_dir: RunDir, cfg: PipelineConfig | None = None) -> dict:
     """What the data lost on the way (report.json ``data``): the unusable rows skipped (``bad_rows`` of the
-    prepare manifest), the test prompts of ``data.test_path`` and those kept, and the test prompts dropped by
-    evaluate as longer than ``model.max_prompt_tokens``. Empty when nothing was lost or capped."""
+    prepare manifest), the test prompts of ``data.test_path`` and those kept, the test prompts dropped by
+    evaluate as longer than ``model.max_prompt_tokens``, and (with ``cfg``) the DPO mixtures that use under half
+    of their usable pairs. Empty when nothing was lost or capped."""
     prepare = (run_dir.read_manifest("prepare") or {}).get("counts", {})
     evaluate = (run_dir.read_manifest("evaluate") or {}).get("counts", {})
     data: dict = {}
@@ -108,6 +126,12 @@ def data_counts(run_dir: RunDir) -> dict:
     if evaluate.get("dropped_long_prompts"):
         data["dropped_long_prompts"] = evaluate["dropped_long_prompts"]
         data["evaluated_prompts"] = evaluate.get("prompts")
+    if cfg is not None:
+        from sipo.report.health import mixture_warnings
+
+        mixture = mixture_warnings(prepare, cfg.data.conflict_fraction, cfg.data.max_train_pairs)
+        if mixture:
+            data["mixture_warnings"] = mixture
     return data
 
 
