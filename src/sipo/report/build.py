@@ -340,7 +340,8 @@ def _with_ci(entry: Mapping[str, Any] | None) -> str:
     if entry is None:
         return "–"
     ci = entry.get("hypervolume_ci")
-    return f"{entry['hypervolume']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    interval = f" [{format_hypervolume(ci[0])}, {format_hypervolume(ci[1])}]" if ci else ""
+    return format_hypervolume(entry["hypervolume"]) + interval
 
 
 def interval_table(report: Mapping[str, Any]) -> str:
@@ -349,9 +350,11 @@ def interval_table(report: Mapping[str, Any]) -> str:
     sets = report.get("test_sets") or {}
     header = "| method | training steps | all prompts |" + "".join(
         f" {name} ({s['prompts']} prompts) |" for name, s in sets.items())
+    intervals = any("hypervolume_ci" in e for e in report["methods"].values())
+    what = ("Hypervolume with its 95 % bootstrap interval over the test prompts (test-set noise only, not training "
+            "noise)" if intervals else "Hypervolume (no interval: eval.bootstrap=0)")
     lines = [
-        "Hypervolume with its 95 % bootstrap interval over the test prompts (test-set noise only, not training "
-        "noise); training steps are every optimizer step the method's adapters took, round 1 included.",
+        f"{what}; training steps are every optimizer step the method's adapters took, round 1 included.",
         "",
         header,
         "|---|---:|---:|" + "---:|" * len(sets),
