@@ -19,6 +19,7 @@ source (:mod:`sipo.data.formats`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,11 @@ def check_objectives(objectives: Sequence[str]) -> None:
     """Every objective must be a HelpSteer score column; raises ConfigError naming ``objectives``."""
     for objective in objectives:
         if objective not in SCORE_COLUMNS:
+            close = difflib.get_close_matches(objective, SCORE_COLUMNS, n=1, cutoff=0.6)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"config key 'objectives': '{objective}' is not a HelpSteer score column "
-                f"(available: {', '.join(SCORE_COLUMNS)})"
+                f"(available: {', '.join(SCORE_COLUMNS)}){guess}"
             )
 
 

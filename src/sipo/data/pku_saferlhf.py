@@ -16,6 +16,7 @@ Licence: PKU-SafeRLHF is CC-BY-NC-4.0 (non-commercial use only).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -47,8 +48,11 @@ def check_objectives(objectives: Sequence[str]) -> None:
     for objective in objectives:
         if objective not in LABEL_COLUMNS:
             available = ", ".join(f"{o} ({c})" for o, c in LABEL_COLUMNS.items())
+            close = difflib.get_close_matches(objective, list(LABEL_COLUMNS), n=1, cutoff=0.6)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"config key 'objectives': '{objective}' is not a PKU-SafeRLHF objective (available: {available})"
+                f"{guess}"
             )
 
 

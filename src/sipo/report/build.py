@@ -5,7 +5,8 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 ``out_dir``::
 
     report.json   the numbers (docs/method.md §4), the source of every other view
-    scores.jsonl  one ScoreRow per method x weights x prompt (readable with load_score_rows)
+    scores.jsonl  one ScoreRow per method x weights x prompt, with the prompt's text (readable with
+                  load_score_rows)
     summary.csv   one row per point: method, round, weights, per-objective mean and standard error, n, on_front
     pareto.png    the fronts (sipo.report.plot)
     report.md     a table of hypervolume and best score per objective, sorted by hypervolume, and the figure
@@ -628,6 +629,9 @@ def load_score_rows(path: str | Path) -> list[ScoreRow]:
         response = obj.get("response", "")
         if not isinstance(response, str):
             raise DataError("'response' must be a string", path=path_str, line=line)
+        prompt = obj.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise DataError("'prompt' must be a string", path=path_str, line=line)
         rows.append(
             ScoreRow(
                 method=obj["method"],
@@ -636,6 +640,7 @@ def load_score_rows(path: str | Path) -> list[ScoreRow]:
                 response=response,
                 scores=_number_map(obj.get("scores"), "scores", path_str, line),
                 round=round_,
+                prompt=prompt,
             )
         )
     return rows

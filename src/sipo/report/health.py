@@ -70,7 +70,7 @@ def score_scales(methods: Mapping[str, Any]) -> dict[str, float]:
     values: dict[str, list[float]] = {}
     for entry in methods.values():
         for point in entry.get("points", []):
-            for objective, score in point["scores"].items():
+            for objective, score in point.get("scores", {}).items():
                 values.setdefault(objective, []).append(float(score))
     scales = {}
     for objective, scores in values.items():
