@@ -183,24 +183,24 @@ class AlignedRun:
             raise RuntimeError(f"expected one evaluation point for {method} at {weights}, got {len(wanted)}")
         return wanted[0]
 
-    def generate(self, prompts: str | Sequence[str], weights: Mapping[str, float] | str | Sequence[float] | None = None,
+    def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[Mapping[str, str]]],
+                 weights: Mapping[str, float] | str | Sequence[float] | None = None,
                  *, method: str = "sipo", round: int | None = None, max_new_tokens: int | None = None,
                  temperature: float | None = None, top_p: float | None = None, progress: bool = False) -> list[str]:
-        """Decode ``prompts`` (plain user prompts; the run's template is applied) with ``method`` at ``weights``.
+        """Decode ``prompts`` with ``method`` at ``weights``; the run's prompt template is applied.
 
-        Decoding settings default to the run's ``eval.decode`` (and its seed), so the responses are those that
-        ``evaluate`` wrote for the same prompt, method and weights.
+        A prompt is a user prompt string or a conversation: a list of ``{"role", "content"}`` messages ending with
+        a user turn (one conversation alone may be given as the list itself). Decoding settings default to the
+        run's ``eval.decode`` (and its seed), so the responses are those that ``evaluate`` wrote for the same
+        prompt, method and weights.
 
         Raises:
-            ConfigError: bad weights, an unknown method, or a point the run has no model for (see the module
-                docstring).
+            ConfigError: bad weights, an unknown method, a malformed conversation, or a point the run has no model
+                for (see the module docstring).
         """
         from sipo.decoding.mod import mod_generate  # torch: imported on first use
 
-
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
+        prompts = stored_prompts(prompts)
         job = self.point(method, weights, round)
         bank, tokenizer = self.bank()
         decode = self.cfg.eval.decode
@@ -213,6 +213,24 @@ class AlignedRun:
             batch_size=decode.batch_size, seed=self.cfg.seed, max_prompt_tokens=self.cfg.model.max_prompt_tokens,
             progress=progress,
         )
+
+
+def stored_prompts(prompts: Any) -> list[str]:
+    """The prompt strings sipo stores (:mod:`sipo.conversation`) of one prompt or conversation, or a list of
+    them; ConfigError naming the bad one."""
+    from sipo import conversation
+
+    if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                    and isinstance(prompts[0], Mapping)):
+        prompts = [prompts]
+    stored = []
+    for i, prompt in enumerate(prompts):
+        try:
+            stored.append(conversation.as_prompt(prompt, f"prompts[{i}]"))
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (a string, or a list of {{role, content}} messages ending with a user "
+                              "turn)") from None
+    return stored
 
 
 def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:

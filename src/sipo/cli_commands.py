@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
 from sipo.errors import DataError
 from sipo.methods import METHODS, exportable, methods_help, with_rounds
@@ -36,8 +37,9 @@ def add_commands(sub) -> None:
                                             "(objective order); not needed for sft")
     generate.add_argument("--method", default="sipo", help=f"{', '.join(METHODS)} (default sipo)")
     generate.add_argument("--round", type=int, default=None, help=_ROUND_HELP)
-    generate.add_argument("--input", metavar="FILE.jsonl", help="prompts, one JSON object per line with a 'prompt' "
-                                                               "(and optional 'prompt_id')")
+    generate.add_argument("--input", metavar="FILE.jsonl",
+                          help="prompts, one JSON object per line with a 'prompt' (a string, or a list of "
+                               "{role, content} messages ending with a user turn) and an optional 'prompt_id'")
     generate.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval.decode")
     generate.add_argument("--device", default=None, help="cpu or cuda (default: the run's model.device)")
     generate.add_argument("--debug", **_HIDDEN_DEBUG)
@@ -92,14 +94,19 @@ def add_commands(sub) -> None:
     config.set_defaults(handler=run_config, rest="overrides")
 
 
-def _read_prompts(path: str) -> list[tuple[str, str]]:
+def _read_prompts(path: str) -> list[tuple[str, Any]]:
+    """(prompt_id, prompt) of every row of a ``--input`` file: ``prompt`` is a string or a list of messages."""
+    from sipo import conversation
     from sipo.records import iter_json_lines
 
     rows = []
     for line, obj in iter_json_lines(path):
-        prompt = obj.get("prompt") if isinstance(obj, dict) else None
-        if not isinstance(prompt, str):
-            raise DataError("needs a string 'prompt'", path=path, line=line)
+        prompt = obj.get("prompt")
+        try:
+            conversation.as_prompt(prompt, "'prompt'")
+        except ValueError as exc:
+            raise DataError(f"{exc} (a string, or a list of {{role, content}} messages ending with a user turn)",
+                            path=path, line=line) from None
         rows.append((str(obj.get("prompt_id", line)), prompt))
     if not rows:
         raise DataError("no prompts", path=path)

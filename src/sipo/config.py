@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import itertools
 import math
@@ -98,6 +99,13 @@ class FillJudge(Choice):
 
     implicit = "implicit"
     reward_model = "reward_model"
+
+
+class OnBadRow(Choice):
+    """``data.on_bad_row``: what a well-formed row that gives no pair (or no test prompt) does."""
+
+    skip = "skip"
+    refuse = "refuse"
 
 
 class CombineRule(Choice):
@@ -303,7 +311,13 @@ class DataConfig(Section):
     max_conflict_prompts: int | None = None
     """Cap on the train_conflict prompts that sample/review/rewrite/filter work on (None: all)."""
     max_test_prompts: int | None = None
-    """Cap on the evaluation prompts (None: all)."""
+    """Cap on the evaluation prompts, ``data.test_path``'s included (a seeded choice; None: all)."""
+    on_bad_row: str = choice_field(OnBadRow.skip)
+    """A row of any data file (``data.test_path`` included) that is well formed but unusable (an empty or null
+    text, two identical responses, sides that share no prompt or add more than one turn to it): ``skip`` skips
+    and counts it (per file and reason, with the first row numbers, in the prepare manifest and report.md);
+    ``refuse`` stops the run naming the file and row. A malformed row (a missing column, a wrong type) always
+    stops the run."""
     response_columns: dict[str, str] = field(default_factory=dict)
     """For ``jsonl``: override column names, e.g. ``{prompt: question}``."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -333,6 +347,10 @@ class DataConfig(Section):
         if not isinstance(path, Mapping):
             _fail(f"{key}.path", "must be a path, a Hub dataset id or a mapping objective -> dataset")
         for objective, entry in path.items():
+            if entry is None and ":" in str(objective):  # {helpful:/x} is YAML for the key 'helpful:/x'
+                name, _, rest = str(objective).partition(":")
+                _fail(f"{key}.path", f"'{objective}' reads as one key without a value: put a space after the colon, "
+                                     f"e.g. {{{name}: {rest}}}")
             if isinstance(entry, Mapping):
                 unknown = [k for k in entry if k not in DATA_SPEC_KEYS]
                 if unknown:
@@ -734,6 +752,13 @@ class PipelineConfig(Section):
         """Rules between sections: keys naming objectives, grids sized by them, the data a setting needs."""
         objs = list(self.objectives)
         if isinstance(self.data.path, Mapping):
+            keys = [str(k) for k in self.data.path]
+            for objective in objs:  # a misspelled objective: name it, not the dataset key it fails to match
+                if objective not in keys:
+                    close = difflib.get_close_matches(objective, [k for k in keys if k not in objs], n=1, cutoff=0.6)
+                    if close:
+                        _fail("objectives", f"'{objective}' has no dataset in data.path (its keys: "
+                                            f"{', '.join(keys)}); did you mean '{close[0]}'?")
             for objective in self.data.path:
                 if objective not in objs:
                     _fail(f"data.path.{objective}", f"'{objective}' is not one of the objectives {objs}")
@@ -792,6 +817,7 @@ def read_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
+    overrides = [_bracket_list(item, schema) for item in overrides]
     try:
         dotlist = OmegaConf.from_dotlist(list(overrides))
         merged = _drop_removed_descriptions(merged, dotlist)
@@ -806,6 +832,24 @@ def read_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
         raise ConfigError(f"config key '{missing[0]}' is required but not set (add {missing[0]}=... )")
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     return cfg
+
+
+def _bracket_list(item: str, schema: Any) -> str:
+    """``objectives=a,b`` as ``objectives=[a,b]`` when the key is a list in the schema (so the shell form works as
+    it reads); anything else unchanged."""
+    key, value = item.split("=", 1)
+    stripped = value.strip()
+    if not stripped or stripped[0] in "[{'\"" or stripped in ("null", "~"):
+        return item
+    node = schema
+    for part in key.strip().split("."):
+        try:
+            node = node._get_node(part) if OmegaConf.is_dict(node) else None
+        except (OmegaConfBaseException, AttributeError, KeyError):
+            node = None
+        if node is None:  # an unknown key: OmegaConf names it
+            return item
+    return f"{key}=[{value}]" if OmegaConf.is_list(node) else item
 
 
 BASE_KEY = "base"

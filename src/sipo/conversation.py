@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,9 @@ MARKER = "<sipo:messages>"
 ROLES = ("system", "user", "assistant")
 
 Message = dict[str, str]
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 def check_messages(messages: Any, what: str = "messages") -> list[Message]:
@@ -86,3 +90,41 @@ def render_plain(prompt: str) -> str:
         parts.append(f"{message['role'].upper()}: {message['content']}")
     parts.append("ASSISTANT:")
     return " ".join(parts)
+
+
+def transcript_messages(text: str) -> list[Message] | None:
+    """The turns of an Anthropic HH-RLHF transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``), or None when
+    ``text`` is not one (nothing but whitespace before the first turn, and at least two turns)."""
+    parts = _HH_TURN.split(text)
+    if len(parts) < 5 or parts[0].strip():
+        return None
+    return [{"role": _HH_ROLES[role], "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+
+
+def prompt_from_text(text: str) -> str:
+    """A prompt string as sipo stores it: an HH-RLHF transcript that ends with an empty ``Assistant:`` turn (the
+    prompt of a TRL explicit-prompt row made from HH) is split into its turns and encoded, so it gets the same
+    ``prompt_id`` as the prompt of the whole transcripts; any other text is a one-turn prompt, kept as it is."""
+    messages = transcript_messages(text)
+    if messages is None or messages[-1]["role"] != "assistant" or messages[-1]["content"]:
+        return text
+    messages = messages[:-1]
+    if not messages or messages[-1]["role"] != "user" or not all(m["content"] for m in messages):
+        return text
+    return encode(messages)
+
+
+def as_prompt(value: Any, what: str = "prompt") -> str:
+    """The stored prompt string of a prompt given as text (see :func:`prompt_from_text`) or as a list of messages
+    ending with a user turn; ValueError (naming ``what``) for anything else."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"{what} is empty")
+        return prompt_from_text(value)
+    if isinstance(value, (list, tuple)):
+        try:
+            return encode(check_messages(list(value), what))
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith(what) else f"{what}: {message}") from None
+    raise ValueError(f"{what} must be a string or a list of {{role, content}} messages")

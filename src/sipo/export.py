@@ -4,10 +4,16 @@ What is written (atomically: the folder appears complete or not at all):
 
 - without ``--merge``: ``DIR/`` is a plain PEFT LoRA adapter (``adapter_config.json``,
   ``adapter_model.safetensors``) whose ``base_model_name_or_path`` is the run's base model (an absolute path, or a
-  hub id), plus the base model's tokenizer and a model card ``README.md``;
+  hub id), plus the base model's tokenizer and a model card ``README.md``. A run whose base model is its own SFT
+  model (``RUN_DIR/sft/model``) is refused: the adapter would not load once the run is moved or deleted;
 - with ``--merge``: ``DIR/`` is a plain transformers model (``config.json``, ``model.safetensors``, generation
   config, tokenizer) with the adapter's update merged into the base weights (so vLLM and friends load it too),
   the adapter itself under ``DIR/adapter/``, and the model card.
+
+The exported tokenizer writes prompts as the run did: for ``model.prompt_template: plain`` or ``raw`` (or ``chat``
+with a base tokenizer that has no chat template) sipo writes that template into it as its chat template, so
+``apply_chat_template(messages, add_generation_prompt=True, tokenize=False)`` gives the run's prompt; the model
+card shows the format as text.
 
 Which adapter: ``dpo_soups`` is the LoRA soup of the round-1 adapters at the weights (exactly the model the run
 evaluated); ``dpo_lw`` and ``modpo`` their adapter at a weight vector of the evaluation grid; ``dpo`` an objective's
@@ -71,9 +77,31 @@ def _front_table(report: Mapping[str, Any], key: str, objectives: list[str]) -> 
     return lines
 
 
+def prompt_format_lines(template: str, chat_template: str | None) -> list[str]:
+    """The model card's *Prompt format* section: the run's ``model.prompt_template`` as text, and how the exported
+    tokenizer writes it (``chat_template``: the one sipo wrote into it, None: the base tokenizer's own)."""
+    if chat_template is None:
+        return [f"The run wrote prompts with the base tokenizer's own chat template (`model.prompt_template: "
+                f"{template}`); the exported tokenizer keeps it, so "
+                "`tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)` writes a "
+                "prompt the way the run did."]
+    example = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "Name a colour."}]
+    from jinja2 import Environment
+
+    rendered = Environment().from_string(chat_template).render(messages=example, add_generation_prompt=True)
+    return [f"The run wrote prompts with sipo's `{template}` template, and the exported tokenizer carries it as its "
+            "chat template, so `tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+            "tokenize=False)` writes a prompt exactly as the run did. A one-turn prompt and a conversation:", "",
+            "```text",
+            Environment().from_string(chat_template).render(messages=example[-1:], add_generation_prompt=True),
+            rendered, "```", "", "The chat template:", "", "```jinja", chat_template, "```"]
+
+
 def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round_: int, merged: bool,
-               base: str) -> str:
-    """The export's README.md: where it came from, what it is, how to load it, and the method's front."""
+               base: str, chat_template: str | None = None) -> str:
+    """The export's README.md: where it came from, what it is, its prompt format, how to load it, and the
+    method's front."""
     objectives = run.objectives
     run_name = Path(run.cfg.run_dir).name
     shown = ", ".join(f"{o}={weights[o]:g}" for o in objectives)
@@ -86,8 +114,11 @@ def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round
         "",
         f"- Method: `{method}`" + (f", round {round_}" if definition.rounds else "") + f": {what}.",
         f"- Weights: {weights_label(weights, objectives)} over ({', '.join(objectives)}).",
-        f"- Base model: `{base}`; prompt template `{run.cfg.model.prompt_template}`; soup mode "
-        f"`{run.cfg.soup_mode}`.",
+        f"- Base model: `{base}`; soup mode `{run.cfg.soup_mode}`.",
+        "",
+        "## Prompt format",
+        "",
+        *prompt_format_lines(run.cfg.model.prompt_template, chat_template),
         "",
         "## Loading",
         "",
@@ -127,6 +158,8 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
     """
     from transformers import AutoTokenizer
 
+    from sipo.models.loading import run_chat_template  # torch: imported on first use
+
     run = AlignedRun(run_dir, device=device)
     method = method or default_method(run)
     if method not in METHODS or METHODS[method].export is None:
@@ -138,9 +171,14 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out: '{out}' exists and is not an empty folder; choose a new one")
+    base = base_model_path(run.cfg, run.run_dir)
+    if not merge and _inside(base, run.run_dir.root):
+        raise ConfigError(
+            f"export: the run's base model is its own SFT model ({base}), so an adapter alone would name a folder "
+            "inside the run directory and stop loading when the run is moved or deleted; give --merge for a model "
+            "that stands alone (the adapter is then kept under OUT/adapter/)")
     name = export_adapter_name(run, method, parsed, round_)
     bank, _ = run.bank()
-    base = base_model_path(run.cfg, run.run_dir)
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -156,12 +194,22 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
         set_adapter_base(adapter_out, base)
         tokenizer = AutoTokenizer.from_pretrained(portable_base_name(base),
                                                   trust_remote_code=run.cfg.model.trust_remote_code)
+        chat_template = run_chat_template(tokenizer, run.cfg.model.prompt_template)
+        if chat_template is not None:  # the run's prompt format, for apply_chat_template
+            tokenizer.chat_template = chat_template
         if merge:
             _merge(run, base, adapter_out, tmp)
         tokenizer.save_pretrained(str(tmp))
-        atomic_write_text(tmp / "README.md", model_card(run, method, parsed, round_, merge, portable_base_name(base)))
+        atomic_write_text(tmp / "README.md", model_card(run, method, parsed, round_, merge, portable_base_name(base),
+                                                        chat_template))
     logger.info("export: %s at %s -> %s%s", method, weights_tag(parsed), out, " (merged)" if merge else "")
     return out
+
+
+def _inside(path: str, folder: Path) -> bool:
+    """Whether ``path`` (a local folder or a hub id) lies inside ``folder``."""
+    local = Path(path).expanduser()
+    return local.exists() and local.resolve().is_relative_to(folder.resolve())
 
 
 def _plain_adapter_config(folder: Path) -> None:

@@ -131,6 +131,9 @@ class ScoreRow:
     response: str
     scores: Scores
     round: int = 1
+    prompt: str = ""
+    """The prompt's text as stored (:mod:`sipo.conversation`: a conversation is ``<sipo:messages>[...]``); empty
+    in rows written before it was recorded."""
 
 
 R = TypeVar("R")

@@ -340,8 +340,10 @@ def test_filter_keeps_the_best_candidate_that_beats_both_originals_under_every_j
              "soup_r0_safer0p2-better0p8"]
     assert scorer.judges == ["r0_safer", "r0_better", *soups]
     assert bank.soups["soup_r0_safer0p4-better0p6"] == ({"r0_safer": 0.4, "r0_better": 0.6}, "delta")
+    per_judge = counts.pop("survival_per_judge")
     assert counts == {"prompts": 2, "selected": 1, "dropped_prompts": 1, "candidates": 5,
                       "surviving_candidates": 2, "judges": 6, "survival_rate": 0.5}
+    assert list(per_judge) == ["r0_safer", "r0_better", *soups] and per_judge["r0_safer"] == 5
     (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
     assert sel.prompt_id == "p1" and sel.response == "x" and sel.candidate_id == cands[0].candidate_id
     assert (sel.pair_id, sel.response_a, sel.response_b, sel.prompt) == ("pair-p1", "A1", "B1", "Q p1?")
@@ -354,6 +356,8 @@ def test_filter_without_soups_judges_with_the_adapters_only(tmp_path, fakes, ban
     counts = filter_stage.run(fakes.context(cfg, "filter"))
     assert scorer.judges == ["r0_safer", "r0_better"] and bank.soups == {}
     assert counts["surviving_candidates"] == 3 and counts["judges"] == 2
+    # Under each judge alone: r0_safer lets x, y, z, s (p1) and q (p2) through; r0_better stops y (a tie) and q.
+    assert counts["survival_per_judge"] == {"r0_safer": 5, "r0_better": 3}
     (sel,) = read_jsonl(tmp_path / "r1" / "filter" / "selected.jsonl", Selection)
     assert sel.response == "s"
 

@@ -74,8 +74,10 @@ def test_hh_per_objective_files_with_test_path_and_strict(tmp_path):
     assert result.returncode == STRICT_EXIT_CODE, result.stderr[-2000:]
     assert "pipeline health: round 1: the filter kept no response" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("sipo: strict: ")
-    assert "Warning: SIPO's self-improvement did nothing useful" in \
-        (run_dir / "report" / "report.md").read_text(encoding="utf-8").split("- Judge:")[0]
+    report_md = (run_dir / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Warning: SIPO's self-improvement did nothing useful" in report_md.split("- Judge:")[0]
+    # ... and what limits it: the funnel's numbers and the settings that move them.
+    assert "## What to change" in report_md and "under each judge alone" in report_md
     # Without --strict the same finished run exits 0 (every stage skipped), still printing the warning.
     again = run_sipo("run", "configs/smoke-hh.yaml", f"run_dir={run_dir}", f"data.test_path={test_file}")
     assert again.returncode == 0 and "the filter kept no response" in again.stderr

@@ -75,6 +75,28 @@ def test_generate_command_reproduces_evaluate(smoke_run, capsys, monkeypatch):
         assert all(line["method"] == method and line["weights"] == wanted for line in lines)
 
 
+def test_generate_takes_conversations(smoke_run, capsys, tmp_path):
+    """A message-list prompt through ``--input`` and the API: the response is that of the encoded prompt."""
+    import sipo as sipo_package
+    from sipo import conversation
+
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Name a river."}]
+    run = sipo_package.load(smoke_run)
+    expected = run.generate([conversation.encode(messages)], "0.5,0.5")
+    assert run.generate([messages], "0.5,0.5") == expected == run.generate(messages, "0.5,0.5")
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": messages, "prompt_id": "c1"}) + "\n" + json.dumps({"prompt": "Hi"}) + "\n")
+    code, out, err = cli(capsys, "generate", str(smoke_run), "--weights", "0.5,0.5", "--input", str(path))
+    assert code == 0, err[-3000:]
+    first = json.loads(out.splitlines()[0])
+    assert first["prompt_id"] == "c1" and first["prompt"] == messages and first["response"] == expected[0]
+    path.write_text(json.dumps({"prompt": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
+                    + "\n")
+    code, _, err = cli(capsys, "generate", str(smoke_run), "--weights", "0.5,0.5", "--input", str(path))
+    assert code == 2 and "must end with a user message" in err.strip().splitlines()[-1]
+
+
 def test_python_api_reproduces_every_evaluated_point(smoke_run):
     import sipo as sipo_package
     from sipo.records import PromptRecord, read_jsonl
@@ -124,7 +146,7 @@ def test_exported_soup_matches_the_run(smoke_run, tmp_path, method, capsys):
     """Plain peft loads the exported adapter with the run's next-token logits (1e-5); plain transformers loads
     the merged export and decodes greedily the same tokens as the run's own decoding of that soup."""
     from peft import AutoPeftModelForCausalLM
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sipo.api import AlignedRun, parse_weights
     from sipo.decoding.mod import mod_generate_token_ids
@@ -132,15 +154,20 @@ def test_exported_soup_matches_the_run(smoke_run, tmp_path, method, capsys):
     from sipo.stages.model_calls import format_prompts
 
     weights = "correctness=0.3,verbosity=0.7"
-    for merge in (False, True):
-        code, _, err = cli(capsys, "export", str(smoke_run), "--weights", weights, "--method", method,
-                           "--out", str(tmp_path / f"out{int(merge)}"), *(["--merge"] if merge else []))
-        assert code == 0, err[-3000:]
-    adapter_dir, merged_dir = tmp_path / "out0", tmp_path / "out1"
+    # The smoke run's base model is its own SFT model: an adapter alone would not stand alone, so --merge is needed.
+    code, _, err = cli(capsys, "export", str(smoke_run), "--weights", weights, "--method", method,
+                       "--out", str(tmp_path / "out0"))
+    assert code == 2 and "its own SFT model" in err.strip().splitlines()[-1] and "--merge" in err
+    assert not (tmp_path / "out0").exists()
+    code, _, err = cli(capsys, "export", str(smoke_run), "--weights", weights, "--method", method,
+                       "--out", str(tmp_path / "out1"), "--merge")
+    assert code == 0, err[-3000:]
+    merged_dir = tmp_path / "out1"
+    adapter_dir = merged_dir / "adapter"
     assert (adapter_dir / "adapter_model.safetensors").is_file() and (merged_dir / "model.safetensors").is_file()
-    assert (merged_dir / "adapter" / "adapter_config.json").is_file()
-    card = (adapter_dir / "README.md").read_text()
+    card = (merged_dir / "README.md").read_text()
     assert "smoke" in card and "(0.3, 0.7)" in card and f"`{method}`" in card and "| (0.5, 0.5) |" in card
+    assert "BEGINNING OF CONVERSATION: USER: Name a colour. ASSISTANT:" in card
 
     run = AlignedRun(smoke_run, device="cpu")
     name = export_adapter_name(run, method, parse_weights(weights, run.objectives), None)
@@ -152,8 +179,17 @@ def test_exported_soup_matches_the_run(smoke_run, tmp_path, method, capsys):
         os.chdir(tmp_path)  # plain loaders from elsewhere: nothing depends on the current folder
         peft_model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir)).eval()
         merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
+        exported_tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
     finally:
         os.chdir(cwd)
+    # The exported tokenizer's chat template writes the run's prompt format, conversations included.
+    from sipo import conversation
+
+    for prompt in ("What is the tallest mountain?", conversation.encode(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": "Say something about rivers."}])):
+        assert exported_tokenizer.apply_chat_template(conversation.to_messages(prompt), add_generation_prompt=True,
+                                                      tokenize=False) == format_prompts(tokenizer, [prompt], run.cfg)[0]
     with torch.no_grad():
         expected = bank.forward([name] * len(texts), **batch).logits[:, -1]
         exported = peft_model(**batch).logits[:, -1]

@@ -95,7 +95,7 @@ BAD_ROWS = [
 def test_bad_data_row(tmp_path, capsys, line, fragment):
     data = helpsteer_with(tmp_path, line)
     run_dir = tmp_path / "run"
-    code, error = sipo(capsys, "run", str(SMOKE), f"run_dir={run_dir}", f"data.path={data}")
+    code, error = sipo(capsys, "run", str(SMOKE), f"run_dir={run_dir}", f"data.path={data}", "data.on_bad_row=refuse")
     assert code == 2
     assert error.startswith(f"sipo: error: {data}:3: "), error
     assert fragment in error
@@ -327,7 +327,8 @@ def test_bad_row_in_a_new_format_names_file_and_line(tmp_path, capsys, storage, 
         data = tmp_path / "helpful.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     run_dir = tmp_path / "run"
-    code, error = sipo(capsys, "run", str(SMOKE_HH), f"run_dir={run_dir}", f"data.path.helpful={data}")
+    code, error = sipo(capsys, "run", str(SMOKE_HH), f"run_dir={run_dir}", f"data.path.helpful={data}",
+                       "data.on_bad_row=refuse")
     assert code == 2
     assert error.startswith(f"sipo: error: {data}:3: "), error
     assert fragment in error

@@ -88,3 +88,58 @@ def test_report_log_line_shows_a_small_hypervolume(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="sipo"):
         write_report(cfg, RunDir(tmp_path))
     assert "hypervolume 2.000e-06" in caplog.text
+
+
+# Papercuts of issue 24: each gets one clear line.
+
+def test_a_list_key_takes_comma_separated_values_as_the_shell_writes_them():
+    cfg = load_config(SMOKE, ["run_dir=unused", "objectives=correctness,verbosity", "methods=sft,mod"])
+    assert cfg.objectives == ["correctness", "verbosity"] and cfg.methods == ["sft", "mod"]
+    assert load_config(SMOKE, ["run_dir=unused", "methods=sft"]).methods == ["sft"]
+    cfg = load_config(SMOKE, ["run_dir=unused", "objectives=[correctness,verbosity]", "eval.reference_point=0,0"])
+    assert cfg.eval.reference_point == [0.0, 0.0]
+
+
+def test_a_misspelled_objective_is_named_with_a_guess():
+    base = ["run_dir=unused", "data.source=jsonl", "data.path={helpful: a.jsonl, harmless: b.jsonl}",
+            "model.name_or_path=random"]
+    with pytest.raises(ConfigError, match=r"^config key 'objectives': 'harmles' has no dataset in data\.path "
+                                          r"\(its keys: helpful, harmless\); did you mean 'harmless'\?$"):
+        load_config(None, [*base, "objectives=[helpful,harmles]"])
+    from sipo.data.helpsteer import check_objectives
+
+    with pytest.raises(ConfigError, match=r"'correctnes' is not a HelpSteer score column .*did you mean "
+                                          r"'correctness'\?"):
+        check_objectives(["correctnes", "verbosity"])
+
+
+def test_a_mapping_without_a_space_after_the_colon_says_so():
+    with pytest.raises(ConfigError, match=r"'helpful:/x' reads as one key without a value: put a space after the "
+                                          r"colon, e\.g\. \{helpful: /x\}"):
+        load_config(None, ["run_dir=unused", "data.source=jsonl", "data.path={helpful:/x, harmless: /y}",
+                           "objectives=[helpful,harmless]", "model.name_or_path=random"])
+
+
+def test_a_missing_relative_data_path_names_what_it_was_resolved_against(tmp_path, monkeypatch):
+    from sipo.data.readers import check_path
+    from sipo.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"data/rows\.jsonl: no such file or folder \(data\.path; a relative path is "
+                                        rf"read from the current folder {tmp_path}, not from the preset's folder"):
+        check_path("data/rows.jsonl")
+    with pytest.raises(DataError, match=r"^/nonexistent/rows\.jsonl: no such file or folder \(data\.path\)$"):
+        check_path("/nonexistent/rows.jsonl")
+
+
+def test_score_rows_carry_the_prompt_text(tmp_path):
+    from sipo.records import ScoreRow, write_jsonl
+    from sipo.report.build import load_score_rows
+    from sipo.stages.evaluate import SplitScoreRow
+
+    row = SplitScoreRow(method="mod", weights={"a": 1.0}, prompt_id="p", response="r", scores={"a": 1.0},
+                        prompt="Name a colour.", split="test")
+    assert row.score_row().prompt == "Name a colour."
+    write_jsonl(tmp_path / "scores.jsonl", [row.score_row(), ScoreRow("sft", {}, "q", "r", {"a": 0.0})])
+    first, second = load_score_rows(tmp_path / "scores.jsonl")
+    assert first.prompt == "Name a colour." and second.prompt == ""

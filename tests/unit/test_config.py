@@ -18,6 +18,7 @@ from sipo.config import (
     Dtype,
     FillJudge,
     ModelConfig,
+    OnBadRow,
     PipelineConfig,
     PromptTemplate,
     RandomModelConfig,
@@ -139,7 +140,6 @@ def test_missing_file():
     ("rounds=two", "rounds"),
     ("seed=1.5", "seed"),
     ("sft.enabled=maybe", "sft.enabled"),
-    ("methods=sft", "methods"),
 ])
 def test_wrong_type_is_rejected_with_the_key(override, key):
     with pytest.raises(ConfigError, match=rf"'{key}'"):
@@ -255,7 +255,7 @@ def test_the_closed_choices_are_the_enums():
     assert {key: field_choices(owner, name) for key, owner, name in choice_keys()} == {
         "soup_mode": SoupMode, "model.dtype": Dtype, "model.device": Device,
         "model.prompt_template": PromptTemplate, "model.random.tokenizer": RandomTokenizer,
-        "data.fill_judge": FillJudge, "combine.rule": CombineRule}
+        "data.fill_judge": FillJudge, "combine.rule": CombineRule, "data.on_bad_row": OnBadRow}
     assert Dtype.values() == ("float32", "bfloat16", "float16")
     assert Device.values() == ("auto", "cpu", "cuda")
     assert PromptTemplate.values() == ("chat", "plain", "raw")

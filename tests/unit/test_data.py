@@ -350,7 +350,7 @@ BAD_INPUT = [
 def test_bad_input_names_file_and_line(tmp_path, source, objectives, lines, bad_line, fragment):
     path = write_lines(tmp_path / "rows.jsonl", lines)
     with pytest.raises(DataError) as info:
-        load_pairs(make_cfg(source, path, objectives))
+        load_pairs(make_cfg(source, path, objectives, on_bad_row="refuse"))
     message = str(info.value)
     assert message.startswith(f"{path}:{bad_line}: "), message
     assert fragment in message

@@ -17,7 +17,7 @@ import pytest
 from sipo import conversation
 from sipo.config import DataConfig, PipelineConfig
 from sipo.configure import load_config
-from sipo.data import load_pairs, make_pair, make_splits, pair_counts, prompt_id_for
+from sipo.data import bad_rows, load_pairs, make_pair, make_splits, pair_counts, prompt_id_for
 from sipo.data.formats import hh_messages, load_test_prompts
 from sipo.data.helpsteer import load_helpsteer
 from sipo.data.jsonl import load_jsonl
@@ -129,10 +129,12 @@ def test_rows_without_a_pair_are_skipped_and_counted(tmp_path, caplog):
     rows.append({"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: "})
     rows.append({"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"})
     rows.append({"prompt": "q", "chosen": "same", "rejected": "same"})
-    with caplog.at_level("WARNING"):
-        pairs = load_jsonl(write_rows(tmp_path / "rows.jsonl", rows), ["helpful"])
+    path = write_rows(tmp_path / "rows.jsonl", rows)
+    with caplog.at_level("WARNING"), bad_rows.collecting("skip") as log:
+        pairs = load_jsonl(path, ["helpful"])
     assert len(pairs) == 2
-    assert "skipped 3 of 5 rows" in caplog.text
+    assert log.counts()["files"][str(path)]["first_rows"] == [3, 4, 5]
+    assert "skipped 3 unusable row(s)" in caplog.text
 
 
 def test_single_label_formats_need_one_objective_or_a_mapping():
@@ -405,7 +407,7 @@ BAD_ROWS = [
 @pytest.mark.parametrize(("row", "fragment"), BAD_ROWS, ids=[f"trl-{i}" for i in range(len(BAD_ROWS))])
 def test_bad_trl_rows_name_file_and_line(tmp_path, row, fragment):
     path = write_rows(tmp_path / "rows.jsonl", [TRL_OK, row])
-    with pytest.raises(DataError) as info:
+    with pytest.raises(DataError) as info, bad_rows.collecting("refuse"):
         load_jsonl(path, ["helpful"])
     message = str(info.value)
     assert message.startswith(f"{path}:2: "), message

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig, data_input_paths, data_specs
-from sipo.data import helpsteer, jsonl, pku_saferlhf
+from sipo.data import bad_rows, helpsteer, jsonl, pku_saferlhf
 from sipo.data.pairs import is_conflict, make_pair, pair_id_for, pairs_from_scored_responses, prompt_id_for
 from sipo.data.readers import check_path
 from sipo.data.splits import (
@@ -191,6 +191,21 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
     name = cfg.data.source
     if name not in SOURCES:
         raise ConfigError(f"config key 'data.source': unknown source '{name}' (choose from {', '.join(SOURCES)})")
+    with bad_rows.collecting(cfg.data.on_bad_row) as log:
+        pairs = _load_pairs(cfg, name)
+    if not pairs:
+        where = f"data.path={cfg.data.path}" if cfg.data.path else f"data.source={name}"
+        skipped = f"; {log.skipped} unusable row(s) were skipped (see the warnings above)" if log.skipped else ""
+        raise DataError(
+            f"no preference pairs could be built ({where}): each pair needs two distinct responses to one "
+            f"prompt{skipped}")
+    counts = pair_counts(pairs, list(cfg.objectives))
+    logger.info("%s: %d pairs over %d prompts, %d conflicting, ties per objective %s",
+                name, counts["pairs"], counts["prompts"], counts["conflicting_pairs"], counts["ties"])
+    return pairs
+
+
+def _load_pairs(cfg: PipelineConfig, name: str) -> list[Pair]:
     objectives = list(cfg.objectives)
     specs = data_specs(cfg)
     if specs is not None:
@@ -210,14 +225,6 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
             pairs.append(pair)
         if duplicates:
             logger.warning("dropped %d duplicate pairs (same prompt and responses)", duplicates)
-    if not pairs:
-        where = f"data.path={cfg.data.path}" if cfg.data.path else f"data.source={name}"
-        raise DataError(
-            f"no preference pairs could be built ({where}): each pair needs two distinct responses to one prompt"
-        )
-    counts = pair_counts(pairs, objectives)
-    logger.info("%s: %d pairs over %d prompts, %d conflicting, ties per objective %s",
-                name, counts["pairs"], counts["prompts"], counts["conflicting_pairs"], counts["ties"])
     return pairs
 
 

@@ -32,11 +32,12 @@ description; no real HelpSteer2 preference rows were available to check it again
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sipo import conversation
+from sipo.data import bad_rows
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import get_column, get_score, get_text, json_type, label_scores, make_pair
 from sipo.errors import ConfigError, DataError
 from sipo.records import Pair, PromptRecord
@@ -44,9 +45,6 @@ from sipo.records import Pair, PromptRecord
 logger = logging.getLogger(__name__)
 
 Rows = Iterable[tuple[Any, int, dict[str, Any]]]
-
-_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
-_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 def is_trl(row: dict[str, Any]) -> bool:
@@ -63,10 +61,7 @@ class _Skip(Exception):
 
 def hh_messages(text: str) -> list[dict[str, str]] | None:
     """The turns of an HH-RLHF transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``); None if ``text`` is not one."""
-    parts = _HH_TURN.split(text)
-    if len(parts) < 5 or parts[0].strip():
-        return None
-    return [{"role": _HH_ROLES[role], "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+    return conversation.transcript_messages(text)
 
 
 def _messages(value: Any, column: str, where: Any, line: int) -> list[dict[str, str]]:
@@ -78,7 +73,7 @@ def _messages(value: Any, column: str, where: Any, line: int) -> list[dict[str, 
 
 def _text_or_messages(row: dict[str, Any], column: str, where: Any, line: int) -> str | list[dict[str, str]]:
     value = get_column(row, column, where, line)
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         return get_text(row, column, where, line)
     if isinstance(value, list):
         return _messages(value, column, where, line)
@@ -114,6 +109,7 @@ def trl_example(row: dict[str, Any], where: Any, line: int) -> tuple[str, str, s
     if "prompt" in row:
         prompt = _text_or_messages(row, "prompt", where, line)
         if isinstance(prompt, str):
+            prompt = conversation.prompt_from_text(prompt)  # an HH transcript prompt keeps its turns
             if not isinstance(chosen, str):
                 return prompt, _response_of(chosen, "chosen"), _response_of(rejected, "rejected")
             return prompt, chosen, rejected
@@ -160,20 +156,23 @@ def _pair(prompt: str, response_a: str, response_b: str, objective: str, winner:
     return make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b)
 
 
+def skip_unusable(exc: Exception, where: Any, line: int) -> None:
+    """Hand a row that gives no pair (``_Skip`` or :class:`BadRow`) to ``data.on_bad_row``
+    (:mod:`sipo.data.bad_rows`)."""
+    bad_rows.skip(exc if isinstance(exc, BadRow) else BadRow(str(exc), path=str(where), line=line))
+
+
 def _collect(rows: Rows, build, what: str) -> list[Pair]:
     pairs: list[Pair] = []
-    skipped: dict[str, int] = {}
-    total = 0
+    total = skipped = 0
     for where, line, row in rows:
         total += 1
         try:
             pairs.append(build(row, where, line))
-        except _Skip as reason:
-            skipped[str(reason)] = skipped.get(str(reason), 0) + 1
-    if skipped:
-        logger.warning("%s: skipped %d of %d rows that give no pair (%s)", what, sum(skipped.values()), total,
-                       ", ".join(f"{n}: {reason}" for reason, n in sorted(skipped.items())))
-    logger.info("%s: %d rows -> %d pairs", what, total, len(pairs))
+        except (_Skip, BadRow) as exc:
+            skip_unusable(exc, where, line)
+            skipped += 1
+    logger.info("%s: %d rows -> %d pairs (%d unusable rows skipped)", what, total, len(pairs), skipped)
     return pairs
 
 
@@ -216,19 +215,24 @@ def load_test_prompts(path, *, split: str = "train", revision: str | None = None
     from sipo.data.readers import read_rows
 
     records: dict[str, PromptRecord] = {}
-    rows = 0
+    rows = skipped = 0
     for where, line, row in read_rows(path, split=split, revision=revision):
         rows += 1
-        if is_trl(row):
-            try:
+        try:
+            if is_trl(row):
                 prompt = trl_example(row, where, line)[0]
-            except _Skip as reason:
-                raise DataError(f"no test prompt in this row ({reason})", path=str(where), line=line) from None
-        else:
-            value = _text_or_messages(row, "prompt", where, line)
-            prompt = value if isinstance(value, str) else _encode(value, where, line)
+            else:
+                value = _text_or_messages(row, "prompt", where, line)
+                prompt = conversation.prompt_from_text(value) if isinstance(value, str) else _encode(value, where, line)
+        except (_Skip, BadRow) as exc:
+            reason = exc.reason if isinstance(exc, BadRow) else str(exc)
+            skip_unusable(BadRow(f"no test prompt in this row ({reason})", path=str(where), line=line), where, line)
+            skipped += 1
+            continue
         records.setdefault(prompt_id_for(prompt), PromptRecord(prompt_id=prompt_id_for(prompt), prompt=prompt))
     if not records:
-        raise DataError("no rows found (data.test_path)", path=str(path))
-    logger.info("data.test_path: %d rows, %d distinct test prompts", rows, len(records))
+        what = f"none of its {rows} rows holds a usable prompt" if rows else "no rows found"
+        raise DataError(f"{what} (data.test_path)", path=str(path))
+    logger.info("data.test_path: %d rows, %d distinct test prompts (%d unusable rows skipped)", rows, len(records),
+                skipped)
     return list(records.values())

@@ -19,11 +19,14 @@ source (:mod:`sipo.data.formats`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
+from sipo.data import bad_rows
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import (
     ScoredResponse,
     get_score,
@@ -43,9 +46,11 @@ def check_objectives(objectives: Sequence[str]) -> None:
     """Every objective must be a HelpSteer score column; raises ConfigError naming ``objectives``."""
     for objective in objectives:
         if objective not in SCORE_COLUMNS:
+            close = difflib.get_close_matches(objective, SCORE_COLUMNS, n=1, cutoff=0.6)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"config key 'objectives': '{objective}' is not a HelpSteer score column "
-                f"(available: {', '.join(SCORE_COLUMNS)})"
+                f"(available: {', '.join(SCORE_COLUMNS)}){guess}"
             )
 
 
@@ -54,8 +59,12 @@ def scored_rows(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seq
     """(prompt, response, scores) of HelpSteer rows, each score checked to be in the Likert range."""
     low, high = SCORE_RANGE
     for file, line, row in rows:
-        prompt = get_text(row, "prompt", file, line)
-        response = get_text(row, "response", file, line)
+        try:
+            prompt = get_text(row, "prompt", file, line)
+            response = get_text(row, "response", file, line)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            continue
         scores = {o: get_score(row, o, file, line, low=low, high=high) for o in objectives}
         yield prompt, response, scores
 
@@ -64,9 +73,12 @@ def load_helpsteer(path: str | Path | None, objectives: Sequence[str], *, split:
                    revision: str | None = None, data_dir: str | None = None) -> list[Pair]:
     """Pairs of HelpSteer responses labelled per objective by their scores (see the module docstring)."""
     check_objectives(objectives)
-    rows = list(scored_rows(read_rows(path, split=split, revision=revision, data_dir=data_dir), objectives))
-    if not rows:
+    raw = list(read_rows(path, split=split, revision=revision, data_dir=data_dir))
+    if not raw:
         raise DataError("no rows found (data.path)", path=str(path))
+    rows = list(scored_rows(raw, objectives))
+    if not rows:
+        raise DataError(f"none of its {len(raw)} rows is usable (data.path)", path=str(path))
     return pairs_from_scored_responses(rows, objectives)
 
 

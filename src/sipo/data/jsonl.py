@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
-from sipo.data import formats
+from sipo.data import bad_rows, formats
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import (
     ScoredResponse,
     get_column,
@@ -170,8 +171,12 @@ def _scored_rows(
 ) -> Iterator[ScoredResponse]:
     hint = "objectives must be score columns (rename with data.response_columns)"
     for file, line, row in rows:
-        prompt = get_text(row, columns["prompt"], file, line)
-        response = get_text(row, columns["response"], file, line)
+        try:
+            prompt = get_text(row, columns["prompt"], file, line)
+            response = get_text(row, columns["response"], file, line)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            continue
         scores = {o: get_score(row, columns[o], file, line, hint=hint) for o in objectives}
         yield prompt, response, scores
 
@@ -184,11 +189,16 @@ def _pairwise_rows(
     nested: bool,
 ) -> list[Pair]:
     pairs = []
-    identical = 0
+    skipped = 0
     for file, line, row in rows:
-        prompt = get_text(row, columns["prompt"], file, line)
-        response_a = get_text(row, columns["response_a"], file, line)
-        response_b = get_text(row, columns["response_b"], file, line)
+        try:
+            prompt = get_text(row, columns["prompt"], file, line)
+            response_a = get_text(row, columns["response_a"], file, line)
+            response_b = get_text(row, columns["response_b"], file, line)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            skipped += 1
+            continue
         preferred: dict[str, str | None] = {}
         if nested:
             labels = get_column(row, columns["preferred"], file, line)
@@ -214,13 +224,12 @@ def _pairwise_rows(
                 value = get_column(row, columns[o], file, line, hint=hint)
                 preferred[o] = get_label(value, f"column '{columns[o]}'", file, line)
         if response_a == response_b:
-            identical += 1
+            bad_rows.skip(BadRow("two identical responses", path=str(file), line=line))
+            skipped += 1
             continue
         scores_a, scores_b = label_scores(preferred)
         pairs.append(make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b))
-    if identical:
-        logger.warning("skipped %d pairwise rows whose two responses are identical", identical)
-    logger.info("%d pairwise rows -> %d pairs", len(pairs) + identical, len(pairs))
+    logger.info("%d pairwise rows -> %d pairs (%d unusable rows skipped)", len(pairs) + skipped, len(pairs), skipped)
     return pairs
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sipo.data.bad_rows import BadRow
 from sipo.errors import DataError
 from sipo.records import Pair
 
@@ -165,12 +166,14 @@ def get_column(row: Mapping[str, Any], column: str, file: Path, line: int, *, hi
 
 
 def get_text(row: Mapping[str, Any], column: str, file: Path, line: int, *, hint: str = "") -> str:
-    """A non-empty string column (returned as is; only the emptiness check strips whitespace)."""
+    """A non-empty string column (returned as is; only the emptiness check strips whitespace). An empty or null
+    text makes the row unusable (:class:`~sipo.data.bad_rows.BadRow`, skipped or refused by ``data.on_bad_row``);
+    any other type is a malformed row (DataError)."""
     value = get_column(row, column, file, line, hint=hint)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRow(f"column '{column}' is empty", path=str(file), line=line)
     if not isinstance(value, str):
         raise DataError(f"column '{column}' must be a string, got {json_type(value)}", path=str(file), line=line)
-    if not value.strip():
-        raise DataError(f"column '{column}' is empty", path=str(file), line=line)
     return value
 
 

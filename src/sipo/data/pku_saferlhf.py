@@ -16,12 +16,15 @@ Licence: PKU-SafeRLHF is CC-BY-NC-4.0 (non-commercial use only).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sipo.config import PipelineConfig
+from sipo.data import bad_rows
+from sipo.data.bad_rows import BadRow
 from sipo.data.pairs import (
     get_column,
     get_text,
@@ -45,8 +48,11 @@ def check_objectives(objectives: Sequence[str]) -> None:
     for objective in objectives:
         if objective not in LABEL_COLUMNS:
             available = ", ".join(f"{o} ({c})" for o, c in LABEL_COLUMNS.items())
+            close = difflib.get_close_matches(objective, list(LABEL_COLUMNS), n=1, cutoff=0.6)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"config key 'objectives': '{objective}' is not a PKU-SafeRLHF objective (available: {available})"
+                f"{guess}"
             )
 
 
@@ -55,11 +61,16 @@ def pku_pairs(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seque
     """One pair per row, labelled by ``better_response_id`` / ``safer_response_id`` (see the module docstring)."""
     check_objectives(objectives)
     pairs = []
-    num_rows = identical = 0
+    num_rows = skipped = 0
     for file, line, row in rows:
         num_rows += 1
-        prompt = get_text(row, "prompt", file, line)
-        response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
+        try:
+            prompt = get_text(row, "prompt", file, line)
+            response_a, response_b = (get_text(row, column, file, line) for column in RESPONSE_COLUMNS)
+        except BadRow as exc:
+            bad_rows.skip(exc)
+            skipped += 1
+            continue
         preferred: dict[str, str | None] = {}
         for objective in objectives:
             column = LABEL_COLUMNS[objective]
@@ -68,15 +79,14 @@ def pku_pairs(rows: Iterable[tuple[Any, int, dict[str, Any]]], objectives: Seque
                 raise DataError(f"column '{column}' must be 0 or 1, got {json_type(value)}", path=str(file), line=line)
             preferred[objective] = "a" if value == 0 else "b"
         if response_a == response_b:
-            identical += 1
+            bad_rows.skip(BadRow("two identical responses", path=str(file), line=line))
+            skipped += 1
             continue
         scores_a, scores_b = label_scores(preferred)
         pairs.append(make_pair(prompt, response_a, response_b, preferred, scores_a, scores_b))
     if num_rows == 0:
         raise DataError("no rows found (data.path)", path=str(where))
-    if identical:
-        logger.warning("skipped %d rows whose two responses are identical", identical)
-    logger.info("%d rows -> %d pairs", num_rows, len(pairs))
+    logger.info("%d rows -> %d pairs (%d unusable rows skipped)", num_rows, len(pairs), skipped)
     return pairs
 
 

@@ -81,7 +81,7 @@ def read_rows(path: str | Path | None, *, split: str = "train", revision: str | 
         where = describe(path, split)
         yield from _dataset_rows(where, _load_hub(str(path), split, revision, data_dir))
     else:
-        raise DataError("no such file or folder (data.path)", path=str(root))
+        raise DataError(f"no such file or folder (data.path{relative_hint(root)})", path=str(root))
 
 
 def _file_rows(file: Path) -> Iterator[Row]:
@@ -180,4 +180,13 @@ def check_path(path: str | Path | None, key: str = "data.path") -> None:
                             f"({key})", path=str(root))
         return
     if not looks_like_hub_id(str(path)):
-        raise DataError(f"no such file or folder ({key})", path=str(root))
+        raise DataError(f"no such file or folder ({key}{relative_hint(root)})", path=str(root))
+
+
+def relative_hint(path: Path) -> str:
+    """For a relative path that is not there: what it was resolved against (the current folder, never the
+    preset's), so that a preset's ``data.path`` written relative to the preset is recognised as the cause."""
+    if Path(path).expanduser().is_absolute():
+        return ""
+    return (f"; a relative path is read from the current folder {Path.cwd()}, not from the preset's folder: "
+            f"run sipo from the folder it is relative to, or give an absolute path")

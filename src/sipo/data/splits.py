@@ -16,7 +16,8 @@
   (with three or more objectives). With one dataset per objective (pairs with ``unlabelled`` objectives) there
   is no conflict yet: the ``label`` stage fills the labels and selects them with :func:`select_conflict_pairs`.
 - **test_prompts** may be given (``data.test_path``): then no prompt of the data is held out for testing, and the
-  pairs of those prompts are dropped (counted).
+  pairs of those prompts are dropped (counted). ``max_test_prompts`` caps them too (a seeded choice, kept in the
+  file's order); the pairs of every given test prompt are dropped, chosen or not.
 - **validation**: every pair of the validation prompts. **test_prompts**: the test prompts (only the text is
   needed), capped by ``max_test_prompts`` (a seeded choice).
 
@@ -197,6 +198,19 @@ def select_conflict_pairs(
     return train_conflict, counts
 
 
+def cap_test_prompts(prompts: Sequence[PromptRecord], limit: int | None, seed: int) -> list[PromptRecord]:
+    """At most ``limit`` of ``prompts``: those whose seeded hash of the id is lowest, in their given order. Pure.
+
+    >>> [p.prompt for p in cap_test_prompts([PromptRecord(str(i), str(i)) for i in range(5)], 2, 0)]
+    ['3', '4']
+    """
+    prompts = list(prompts)
+    if limit is None or len(prompts) <= limit:
+        return prompts
+    chosen = set(sorted((p.prompt_id for p in prompts), key=lambda pid: _rank(seed, "test-path", pid))[:limit])
+    return [p for p in prompts if p.prompt_id in chosen]
+
+
 def make_splits(
     pairs: Iterable[Pair],
     objectives: Sequence[str],
@@ -243,6 +257,7 @@ def make_splits(
         raise DataError("no preference pairs to split")
 
     held_out = 0
+    given = None
     if test_prompts is not None:
         # The user's own test prompts: none of the data is held out, and no pair of a test prompt is trained on.
         test_fraction = 0.0
@@ -262,8 +277,9 @@ def make_splits(
             (PromptRecord(prompt_id=pid, prompt=by_prompt[pid][0].prompt) for pid in test_ids[:max_test_prompts]),
             key=lambda r: r.prompt_id,
         )
-    else:  # exactly the file's prompts, in the file's order (max_test_prompts does not apply)
-        test_prompts = list(test_prompts)
+    else:  # the file's prompts, in the file's order; above max_test_prompts, a seeded choice of them
+        given = len(test_prompts)
+        test_prompts = cap_test_prompts(test_prompts, max_test_prompts, seed)
     validation = sorted((p for pid in validation_ids for p in by_prompt[pid]), key=lambda p: p.pair_id)
     train_pairs = [p for pid in train_ids for p in by_prompt[pid]]
 
@@ -304,6 +320,8 @@ def make_splits(
     })
     if held_out:
         counts["pairs_of_test_path_prompts_dropped"] = held_out
+    if given is not None:
+        counts["test_path_prompts"] = given
     logger.info(
         "splits: %d prompts (%d train, %d validation, %d test); %d/%d pairs conflict; training pairs %s; "
         "conflict share %s; %d train_conflict prompts",

@@ -381,6 +381,31 @@ def format_prompt(
     return conversation.readable(prompt)  # raw
 
 
+PLAIN_CHAT_TEMPLATE = (
+    "BEGINNING OF CONVERSATION:{% for message in messages %} {{ message['role'] | upper }}: "
+    "{{ message['content'] }}{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+"""The ``plain`` template as a Hugging Face chat template: with ``add_generation_prompt=True`` it writes exactly
+what :func:`format_prompt` writes for the same messages."""
+
+RAW_CHAT_TEMPLATE = (
+    "{% if messages | length == 1 and messages[0]['role'] == 'user' %}{{ messages[0]['content'] }}{% else %}"
+    "{% for message in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}{% endfor %}{% endif %}"
+)
+"""The ``raw`` template as a chat template: a one-turn prompt as it is, a conversation as ``User:`` /
+``Assistant:`` paragraphs (as :func:`format_prompt`)."""
+
+
+def run_chat_template(tokenizer: PreTrainedTokenizerBase, template: PromptTemplate | str) -> str | None:
+    """The chat template that writes prompts the way a run with ``model.prompt_template`` did: the tokenizer's own
+    for ``chat`` (None when it has one: nothing to add), else the plain or raw template above."""
+    template = PromptTemplate.check("model.prompt_template", template)
+    if template == PromptTemplate.chat and getattr(tokenizer, "chat_template", None):
+        return None
+    return RAW_CHAT_TEMPLATE if template == PromptTemplate.raw else PLAIN_CHAT_TEMPLATE
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt_text: str, max_prompt_tokens: int | None) -> list[int]:
     """Token ids of a formatted prompt, BOS included, truncated from the left to ``max_prompt_tokens``.
 

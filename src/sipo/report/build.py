@@ -5,7 +5,8 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 ``out_dir``::
 
     report.json   the numbers (docs/method.md §4), the source of every other view
-    scores.jsonl  one ScoreRow per method x weights x prompt (readable with load_score_rows)
+    scores.jsonl  one ScoreRow per method x weights x prompt, with the prompt's text (readable with
+                  load_score_rows)
     summary.csv   one row per point: method, round, weights, per-objective mean and standard error, n, on_front
     pareto.png    the fronts (sipo.report.plot)
     report.md     a table of hypervolume and best score per objective, sorted by hypervolume, and the figure
@@ -32,6 +33,10 @@ computes each method's Pareto front and hypervolume. :func:`build_report` calls 
 - ``best`` is, per objective, the best mean score among the method's points.
 - ``pipeline`` (runs with the ``sipo`` method): each self-improvement round's funnel and the pipeline-health
   warnings (:mod:`sipo.report.health`); report.md shows the warnings at the top.
+- ``data`` (when anything was lost): ``bad_rows`` (the unusable rows skipped, :mod:`sipo.data.bad_rows`),
+  ``test_path_prompts`` / ``test_prompts_kept`` (``data.test_path`` capped by ``data.max_test_prompts``) and
+  ``dropped_long_prompts`` / ``evaluated_prompts`` (test prompts longer than ``model.max_prompt_tokens``);
+  report.md shows them in its *Data* section.
 - ``validation`` (with ``validation_rows``, from ``evaluate/validation_scores.jsonl``): ``prompts`` and, per
   method, ``hypervolume`` and ``best`` on the validation prompts, against the same reference point.
 - ``oracle_gain_share`` (when sipo, mod and sipo_oracle_filter all ran): per prompt set (``all``, each test set,
@@ -64,6 +69,7 @@ from sipo.errors import DataError
 from sipo.methods import method_order
 from sipo.pareto import score_methods
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
+from sipo.report.health import close_scores, score_scales
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
 from sipo.report.validity import failure_lines, oracle_gain_share, validity_conditions
 
@@ -306,18 +312,25 @@ def _n_label(points: Sequence[Mapping[str, Any]]) -> str:
 def markdown_table(report: Mapping[str, Any]) -> str:
     """The summary table of a report dict alone (for README generators): one row per method, sorted by
     hypervolume (best first), with its hypervolume, best mean score per objective, number of points and prompts
-    per point. The best value of each column is bold. Ends with a newline."""
+    per point. The best value of each column is bold (every value equal to it up to
+    :data:`~sipo.report.health.POINT_RELATIVE_TOLERANCE` of the scores' scale). Ends with a newline."""
     objectives = list(report["objectives"])
     ranked = _ranked(report)
     columns = ["hypervolume"] + [f"best {o}" for o in objectives]
     values = {name: [e["hypervolume"]] + [e["best"][o] for o in objectives] for name, e in ranked}
     tops = [max(v[i] for v in values.values()) for i in range(len(columns))] if values else []
+    # Values equal to the best up to the scores' scale (two identical fronts) are all bold, never one of them:
+    # the spread of every point's score for a best-score column, the largest hypervolume for the hypervolume.
+    point_scales = score_scales(report["methods"])
+    scales = [max((abs(v[0]) for v in values.values()), default=1.0) or 1.0] + [point_scales.get(o, 1.0)
+                                                                                for o in objectives]
     lines = [
         "| method | " + " | ".join(columns) + " | points | prompts |",
         "|---|" + "---:|" * (len(columns) + 2),
     ]
     for name, entry in ranked:
-        cells = [f"**{_fmt(v)}**" if v == top else _fmt(v) for v, top in zip(values[name], tops)]
+        cells = [f"**{_fmt(v)}**" if close_scores(v, top, scale) else _fmt(v)
+                 for v, top, scale in zip(values[name], tops, scales)]
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {len(entry['points'])} | {_n_label(entry['points'])} |"
         )
@@ -328,7 +341,8 @@ def _with_ci(entry: Mapping[str, Any] | None) -> str:
     if entry is None:
         return "–"
     ci = entry.get("hypervolume_ci")
-    return f"{entry['hypervolume']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    interval = f" [{format_hypervolume(ci[0])}, {format_hypervolume(ci[1])}]" if ci else ""
+    return format_hypervolume(entry["hypervolume"]) + interval
 
 
 def interval_table(report: Mapping[str, Any]) -> str:
@@ -337,9 +351,11 @@ def interval_table(report: Mapping[str, Any]) -> str:
     sets = report.get("test_sets") or {}
     header = "| method | training steps | all prompts |" + "".join(
         f" {name} ({s['prompts']} prompts) |" for name, s in sets.items())
+    intervals = any("hypervolume_ci" in e for e in report["methods"].values())
+    what = ("Hypervolume with its 95 % bootstrap interval over the test prompts (test-set noise only, not training "
+            "noise)" if intervals else "Hypervolume (no interval: eval.bootstrap=0)")
     lines = [
-        "Hypervolume with its 95 % bootstrap interval over the test prompts (test-set noise only, not training "
-        "noise); training steps are every optimizer step the method's adapters took, round 1 included.",
+        f"{what}; training steps are every optimizer step the method's adapters took, round 1 included.",
         "",
         header,
         "|---|---:|---:|" + "---:|" * len(sets),
@@ -396,6 +412,32 @@ def validation_markdown(report: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def data_markdown(data: Mapping[str, Any]) -> list[str]:
+    """report.md's *Data* section: the unusable rows skipped per file, the test prompts capped and those dropped as
+    too long (nothing when ``data`` is empty)."""
+    from sipo.data.bad_rows import summary_lines
+
+    lines = []
+    if data.get("bad_rows"):
+        bad = data["bad_rows"]
+        lines.append(f"- {bad['skipped']} unusable row(s) skipped (data.on_bad_row={bad['policy']}):")
+        lines += [f"  - {line}" for line in summary_lines(bad)]
+    if "test_path_prompts" in data:
+        lines.append(f"- data.test_path: {data['test_prompts_kept']} of its {data['test_path_prompts']} distinct "
+                     "prompts kept (data.max_test_prompts)")
+    if data.get("dropped_long_prompts"):
+        dropped, kept = data["dropped_long_prompts"], data.get("evaluated_prompts") or 0
+        share = dropped / (dropped + kept) if dropped + kept else 0.0
+        lines.append(f"- {dropped} test prompt(s) ({share:.0%}) dropped as longer than model.max_prompt_tokens; "
+                     f"{kept} evaluated")
+    lines += [f"- {warning}" for warning in data.get("mixture_warnings", [])]
+    if not lines:
+        return []
+    return ["## Data", "", "What the data lost before evaluation, and the training data the DPO mixtures left unused (from the "
+            "prepare and evaluate manifests).", "",
+            *lines, ""]
+
+
 def _plain(value: Any) -> str:
     if value is None:
         return "–"
@@ -422,6 +464,8 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     if pipeline.get("warnings"):
         parts += ["> **Warning: SIPO's self-improvement did nothing useful in this run** (see *Pipeline funnel*):",
                   ">", *(f"> - {w}" for w in pipeline["warnings"]), ""]
+        if pipeline.get("diagnosis"):
+            parts += ["> What limits it, with its numbers, and the settings that move it: *What to change*.", ""]
     parts += [
         f"- Judge: `{report['judge']}`",
         f"- Objectives: {', '.join(objectives)} (higher is better)",
@@ -438,12 +482,18 @@ def report_markdown(report: Mapping[str, Any], *, figure: str | None = FIGURE_NA
     if figure:
         parts += [f"![Pareto fronts]({figure})", ""]
     parts += validation_markdown(report)
+    parts += data_markdown(report.get("data") or {})
     if pipeline.get("funnel"):
         from sipo.report.health import funnel_markdown
 
         parts += ["## Pipeline funnel", "",
                   "What each self-improvement round had and kept (from the stages' manifests).", "",
                   funnel_markdown(pipeline["funnel"])]
+        if pipeline.get("diagnosis"):
+            parts += ["## What to change", "",
+                      "Each stage of the funnel of a round that kept or trained nothing (or of every round, when "
+                      "sipo's points equal mod's), with its numbers and the settings that move it.", "",
+                      *pipeline["diagnosis"], ""]
     parts += [
         "## Points",
         "",
@@ -509,15 +559,20 @@ def build_report(
     validation_rows: Sequence[ScoreRow] | None = None,
     check_validity: bool = False,
     review_skill: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    diagnosis_input: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
 
     ``funnel`` (the self-improvement rounds' counts, :func:`sipo.report.health.round_funnel`) adds
     ``pipeline: {funnel, warnings}`` to the report. ``report.json`` is written last, so its presence means the
-    other four are complete.
+    other four are complete. ``data`` (:func:`sipo.stages.report.data_counts`: rows skipped, test prompts capped
+    or dropped as too long) is stored as ``data`` and shown in report.md's *Data* section. ``diagnosis_input``
+    (stage counts and settings, :func:`sipo.stages.report.diagnosis_input`) adds ``pipeline.diagnosis``, the
+    bottleneck of a round that kept nothing and what moves it (:func:`sipo.report.health.diagnosis`).
     """
-    from sipo.report.health import health_warnings
+    from sipo.report.health import diagnosis, health_warnings
 
     report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title,
                          test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps,
@@ -525,6 +580,13 @@ def build_report(
     if funnel is not None:
         report["pipeline"] = {"funnel": [dict(e) for e in funnel],
                               "warnings": health_warnings(funnel, report["methods"])}
+        if diagnosis_input is not None:
+            stage_counts, settings = diagnosis_input
+            lines = diagnosis(funnel, stage_counts, settings, report["pipeline"]["warnings"])
+            if lines:
+                report["pipeline"]["diagnosis"] = lines
+    if data:
+        report["data"] = dict(data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "scores.jsonl", _sorted_rows(score_rows, report["objectives"]))
@@ -567,6 +629,9 @@ def load_score_rows(path: str | Path) -> list[ScoreRow]:
         response = obj.get("response", "")
         if not isinstance(response, str):
             raise DataError("'response' must be a string", path=path_str, line=line)
+        prompt = obj.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise DataError("'prompt' must be a string", path=path_str, line=line)
         rows.append(
             ScoreRow(
                 method=obj["method"],
@@ -575,6 +640,7 @@ def load_score_rows(path: str | Path) -> list[ScoreRow]:
                 response=response,
                 scores=_number_map(obj.get("scores"), "scores", path_str, line),
                 round=round_,
+                prompt=prompt,
             )
         )
     return rows

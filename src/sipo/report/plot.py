@@ -2,11 +2,13 @@
 
 One colour and marker per method (the same ones in every report), each method's points joined in weight order
 (except ``dpo``, whose per-objective models are separate points, and single-point methods such as ``sft``, drawn
-as one large marker), standard-error bars, the two end points labelled with their weights, filled markers for the
-method's non-dominated points and hollow ones for dominated points. Earlier self-improvement rounds
+as one large marker), standard-error bars, every point labelled with its weights (above and to the right of its
+marker), filled markers for the method's non-dominated points and hollow ones for dominated points. Methods whose
+points are identical (sipo when self-improvement changed nothing, and mod) are drawn once, with one legend entry
+``sipo = mod``. Earlier self-improvement rounds
 (``sipo@r1``) are dashed and paler. Two objectives give one scatter plot; N > 2 objectives give a grid with one
 subplot per pair of objectives (projections), where each method's front in that projection is drawn as a line (a
-weight lattice has no path order) and every point is labelled with its weights; one objective gives a strip plot per
+weight lattice has no path order); one objective gives a strip plot per
 method. Each method's marks are shifted by a few points so that methods with coinciding points stay visible; in a
 ``sipo compare`` figure each run has its own line style.
 
@@ -96,14 +98,17 @@ points coincide (e.g. ``mod`` and ``dpo_soups`` at one-hot weights) stay visible
 
 
 def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Sequence[str], dims: tuple[int, int],
-                 style: tuple[str, str], shift: float = 0.0, seen: set | None = None) -> Any:
+                 style: tuple[str, str], shift: float = 0.0, seen: set | None = None, label: str | None = None
+                 ) -> Any:
     """Draw one method's points on one pair of objectives; returns the legend handle.
 
-    ``seen`` holds the (x, y, weights) labels already drawn on this subplot: a point that coincides with another
-    method's point of the same weights is not labelled twice. ``shift`` moves every mark of the method by that many points along the x axis (see :data:`MARKER_SHIFT_PT`).
+    ``seen`` holds the weight labels already drawn on this subplot: each weight vector is labelled once, at the
+    first method drawn that has it (the methods' points of one weight vector sit close together, and their labels
+    would cover each other). ``shift`` moves every mark of the method by that many points along the x axis (see :data:`MARKER_SHIFT_PT`).
     With two objectives the points are joined in weight order; with more, each projection draws the method's
     front in that projection (its points that no other point of the method beats on both objectives shown) as a
-    line, and labels every point with its weights.
+    line. Every point is labelled with its weights (the end points in a larger font), above and to the right of
+    its marker. ``label`` is the legend entry (default ``name``; ``sipo = mod`` for identical methods).
     """
     from matplotlib.lines import Line2D
     from matplotlib.transforms import offset_copy
@@ -141,19 +146,21 @@ def _draw_method(ax: Any, name: str, entry: Mapping[str, Any], objectives: Seque
         ax.errorbar(xs, ys, xerr=[e or 0.0 for e in xerr], yerr=[e or 0.0 for e in yerr], fmt="none",
                     ecolor=colour, alpha=0.35 * alpha, elinewidth=0.8, capsize=0, zorder=1, transform=transform)
     if len(points) > 1:
-        every = len(objectives) > 2
-        for index in (range(len(points)) if every else _labelled(points, objectives)):
+        ends = set(_labelled(points, objectives))
+        for index in range(len(points)):
             text = weights_label(points[index]["weights"], objectives)
-            key = (round(xs[index], 6), round(ys[index], 6), text)
+            key = text
             if seen is not None:
                 if key in seen:
                     continue
                 seen.add(key)
-            ax.annotate(text, (xs[index], ys[index]),
-                        xycoords=transform, textcoords="offset points", xytext=(4, 4 if index % 2 == 0 else -9),
-                        fontsize=6 if every else 7, color=colour, alpha=alpha)
+            # Above and to the right of the marker, clear of it, over every line and marker (zorder 5).
+            ax.annotate(text, (xs[index], ys[index]), xycoords=transform, textcoords="offset points",
+                        xytext=(size / 2 + 3, size / 2 + 2), ha="left", va="bottom",
+                        fontsize=7 if index in ends else 6, color=colour, alpha=alpha, zorder=5,
+                        bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
     return Line2D([], [], linestyle=linestyle, linewidth=1.4, color=colour, alpha=alpha, marker=marker,
-                  markersize=min(size, 10), label=name)
+                  markersize=min(size, 10), label=label or name)
 
 
 def _draw_single_objective(ax: Any, report: Mapping[str, Any], styles: Mapping[str, tuple[str, str]]) -> None:
@@ -186,8 +193,30 @@ def _set_limits(ax: Any, report: Mapping[str, Any], objectives: Sequence[str], d
         (ax.set_xlim if axis == "x" else ax.set_ylim)(low - pad, high + pad)
 
 
-def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
-    """Render the report's fronts to the PNG ``path`` (written atomically) and return ``path``."""
+def identical_groups(report: Mapping[str, Any], names: Sequence[str]) -> list[list[str]]:
+    """``names`` grouped by identical points (same weight vectors, mean scores equal up to
+    :data:`sipo.report.health.POINT_RELATIVE_TOLERANCE` of the scores' spread), in ``names`` order; methods of
+    different ``sipo compare`` runs are never grouped. Pure."""
+    from sipo.report.health import same_points, score_scales
+
+    scales = score_scales(report["methods"])
+    groups: list[list[str]] = []
+    for name in names:
+        entry = report["methods"][name]
+        for group in groups:
+            first = report["methods"][group[0]]
+            if first.get("run_index") == entry.get("run_index") and same_points(first, entry, scales):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
+def render_fronts(report: Mapping[str, Any]) -> Any:
+    """The figure of the report's fronts (a matplotlib ``Figure`` on an Agg canvas, drawn)."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -196,31 +225,51 @@ def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
     pairs = list(itertools.combinations(range(len(objectives)), 2))
     ncols = min(3, max(1, len(pairs)))
     nrows = max(1, math.ceil(len(pairs) / ncols))
-    fig = Figure(figsize=(5.2 * ncols + 1.8, 4.4 * nrows), layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols + 1.8, 4.4 * nrows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     handles: dict[str, Any] = {}
     if not pairs:
         _draw_single_objective(axes[0], report, styles)
-    names = ordered_methods(report)
+    # Methods with identical points are drawn once, as the first of them, labelled "sipo = mod".
+    groups = identical_groups(report, ordered_methods(report))
+    # The method with the most points (the last such in legend order: sipo before its baselines) is drawn first,
+    # so that it labels every weight vector; the others label only the weights it lacks.
+    most = max(range(len(groups)), key=lambda i: (len(report["methods"][groups[i][0]]["points"]), i), default=0)
+    order = [most, *(i for i in range(len(groups)) if i != most)]
+    drawn: dict[int, tuple[str, Any]] = {}
     for ax, dims in zip(axes, pairs):
         seen: set = set()
-        for position, name in enumerate(names):
+        for position in order:
+            group = groups[position]
+            name = group[0]
             entry = report["methods"][name]
-            shift = (position - (len(names) - 1) / 2) * MARKER_SHIFT_PT
-            handles[name] = _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)], shift,
-                                         seen)
+            shift = (position - (len(groups) - 1) / 2) * MARKER_SHIFT_PT
+            label = " = ".join(group)
+            drawn[position] = (label, _draw_method(ax, name, entry, objectives, dims, styles[_base(name, entry)],
+                                                   shift, seen, label))
         _set_limits(ax, report, objectives, dims)
         ax.set_xlabel(f"mean {objectives[dims[0]]}")
         ax.set_ylabel(f"mean {objectives[dims[1]]}")
         ax.grid(True, alpha=0.3)
     for ax in axes[len(pairs) or 1:]:
         ax.set_visible(False)
+    handles.update(drawn[position] for position in sorted(drawn))
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
-                   title="filled: on the method's front", title_fontsize=7)
+        # Below the axes, never under the title (at the top): a long sipo compare legend has room there too.
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8,
+                   ncols=min(4, len(handles)), title="filled: on the method's front", title_fontsize=7)
     title = report.get("title") or "Pareto fronts"
-    fig.suptitle(f"{title} (judge: {report['judge']}; higher is better)", fontsize=10)
+    # Wrapped to the figure's width (sipo compare's title names every run).
+    width = max(30, int((5.2 * ncols + 1.8) * 72 / (10 * 0.6)))
+    fig.suptitle(textwrap.fill(f"{title} (judge: {report['judge']}; higher is better)", width), fontsize=10)
+    fig.canvas.draw()
+    return fig
+
+
+def plot_fronts(report: Mapping[str, Any], path: Path) -> Path:
+    """Render the report's fronts to the PNG ``path`` (written atomically) and return ``path``."""
+    fig = render_fronts(report)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

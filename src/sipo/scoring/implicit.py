@@ -227,6 +227,7 @@ def sequence_logprobs(
     max_prompt_tokens: int | None = None,
     max_response_tokens: int | None = None,
     progress: bool = False,
+    desc: str = "scoring",
 ) -> dict[str, Tensor]:
     """Summed log-probs of each response given its prompt under each named adapter, in batched passes.
 
@@ -244,6 +245,8 @@ def sequence_logprobs(
         responses: one response per prompt.
         adapter_names: adapters to score under; ``"__base__"`` is the base (reference) model.
         batch_size: pairs per forward pass.
+        desc: what the log lines of a long scoring (:func:`sipo.logging_utils.progress_bar`: batches done and the
+            time left) call it.
 
     Returns:
         ``{adapter name: summed log-probs}``, float32 on the CPU. Shape: (num_responses,) each.
@@ -265,7 +268,7 @@ def sequence_logprobs(
     else:
         order = sorted(range(n), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     starts = range(0, n, batch_size)
-    for start in progress_bar(starts, len(starts), progress, "scoring"):
+    for start in progress_bar(starts, len(starts), progress, desc):
         batch = order[start:start + batch_size]
         pairs = [encoded[i] for i in batch]
         if len({tuple(prompt) for prompt, _ in pairs}) < len(pairs):
@@ -291,6 +294,7 @@ def implicit_rewards(
     max_response_tokens: int | None = None,
     reference: str = BASE,
     progress: bool = False,
+    desc: str = "scoring",
 ) -> dict[str, Tensor]:
     """``{judge: beta * (log pi_judge(y|x) - log pi_ref(y|x))}`` for every judge adapter, the reference log-probs
     computed once, all adapters in the same batched passes (:func:`sequence_logprobs`).
@@ -314,6 +318,7 @@ def implicit_rewards(
         max_prompt_tokens=max_prompt_tokens,
         max_response_tokens=max_response_tokens,
         progress=progress,
+        desc=desc,
     )
     return {judge: implicit_reward(logps[judge], logps[reference], beta) for judge in judges}
 

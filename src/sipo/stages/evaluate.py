@@ -47,7 +47,7 @@ class SplitScoreRow(ScoreRow):
 
     def score_row(self) -> ScoreRow:
         return ScoreRow(method=self.method, weights=self.weights, prompt_id=self.prompt_id, response=self.response,
-                        scores=self.scores, round=self.round)
+                        scores=self.scores, round=self.round, prompt=self.prompt)
 
 
 def choose_validation_prompts(pairs: list[Pair], limit: int, seed: int) -> list[PromptRecord]:
@@ -116,7 +116,7 @@ def run(ctx: StageContext) -> dict:
                         for i, ((_, p, _), response) in enumerate(zip(shard, responses))])
         return [SplitScoreRow(method=job.method, weights=job.weights, prompt_id=p.prompt_id, response=response,
                               scores={o: float(scores[str(i)][o]) for o in cfg.objectives}, round=job.round,
-                              split=split)
+                              split=split, prompt=p.prompt)
                 for i, ((job, p, split), response) in enumerate(zip(shard, responses))]
 
     rows = run_sharded(ctx.out_dir, items, work, shard_size=max(1, len(jobs)) * max(1, cfg.shard_size // 2),

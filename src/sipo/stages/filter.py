@@ -3,7 +3,8 @@
 Judges are the N round-1 adapters plus (``filter.soups``) the LoRA soups at every sampling weight vector, each
 scoring by implicit reward. Reads ``rK/combine/combined.jsonl`` and ``prepare/train_conflict.jsonl``; writes
 ``rK/filter/selected.jsonl`` (one :class:`~sipo.records.Selection` per surviving prompt). Prompts without a
-survivor are dropped and counted.
+survivor are dropped and counted; ``survival_per_judge`` counts the candidates that beat both originals under each
+judge alone (the judge that stops most of them is the filter's bottleneck).
 
     sipo stage filter configs/smoke.yaml run_dir=runs/smoke
 """
@@ -63,12 +64,16 @@ def run(ctx: StageContext) -> dict:
     rewards = ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
     selections = []
     survivors_total = 0
+    per_judge = dict.fromkeys(judges, 0)
     for pid in prompt_ids:
         pair = pairs[pid]
         side_a, side_b = originals[pid]
         chosen, rejected = rewards[side_a.id], rewards[side_b.id]
         cands = {c.candidate.candidate_id: c for c in by_prompt[pid]}
         survivors_total += sum(1 for cid in cands if beats_both(rewards[cid], chosen, rejected))
+        for judge in judges:  # which judge stops the candidates (the health report names it)
+            per_judge[judge] += sum(1 for cid in cands if beats_both({judge: rewards[cid][judge]},
+                                                                     {judge: chosen[judge]}, {judge: rejected[judge]}))
         best = select_candidate([(cid, rewards[cid]) for cid in cands], chosen, rejected)
         if best is None:
             continue
@@ -82,6 +87,7 @@ def run(ctx: StageContext) -> dict:
                 len(judges))
     return {"prompts": len(prompt_ids), "selected": count, "dropped_prompts": dropped,
             "candidates": len(responses), "surviving_candidates": survivors_total, "judges": len(judges),
+            "survival_per_judge": per_judge,
             "survival_rate": round(count / max(1, len(prompt_ids)), 4)}
 
 

@@ -85,7 +85,9 @@ def judge_rewards(ctx: StageContext, bank, tokenizer, items: Sequence[Any], judg
     rewards = implicit_rewards(bank, tokenizer, prompts, [item.response for item in items], judges=judges,
                                beta=cfg.dpo.beta, batch_size=cfg.sample.decode.batch_size,
                                max_prompt_tokens=cfg.model.max_prompt_tokens,
-                               max_response_tokens=cfg.model.max_response_tokens)
+                               max_response_tokens=cfg.model.max_response_tokens,
+                               desc=f"{getattr(ctx.stage, 'id', 'scoring')}: scoring {len(items)} responses, "
+                                    "batches")
     columns = {name: [float(x) for x in values] for name, values in rewards.items()}
     return {item_id: {name: columns[name][i] for name in judges} for i, item_id in enumerate(ids)}
 

@@ -4,7 +4,8 @@ Writes ``prepare/train_<objective>.jsonl`` (each objective's DPO mixture with ``
 conflicting pairs), ``prepare/train_conflict.jsonl`` (one conflicting pair per training prompt: what SIPO
 improves on), ``prepare/validation.jsonl``, ``prepare/test_prompts.jsonl`` and ``prepare/sft.jsonl``
 (``{prompt, completion}`` rows for the optional ``sft`` stage). Counts go to the manifest. With
-``data.test_path`` the test prompts are exactly that file's; with one dataset per objective the pairs lack some
+``data.test_path`` the test prompts are that file's (capped by ``data.max_test_prompts``); rows of any file that
+give no pair or no prompt are skipped and counted (``bad_rows``) or refused (``data.on_bad_row``); with one dataset per objective the pairs lack some
 labels (``unlabelled``) until the ``label`` stage.
 
     sipo stage prepare configs/smoke.yaml run_dir=runs/smoke
@@ -16,10 +17,11 @@ import json
 import logging
 
 from sipo.artifacts import atomic_write_json
-from sipo.data import SOURCES, check_source, load_pairs
+from sipo.data import SOURCES, bad_rows, check_source, load_pairs
 from sipo.data.formats import load_test_prompts
 from sipo.data.splits import make_splits, write_splits
 from sipo.records import write_jsonl
+from sipo.report.health import mixture_warnings
 from sipo.stage import StageContext, StageDef
 
 logger = logging.getLogger(__name__)
@@ -67,10 +69,11 @@ def read_test_sets(run_dir) -> dict[str, list[str]]:
 def compute(cfg) -> tuple:
     """The stage's work without writing: (pairs, splits, sft rows). The pipeline calls it before a run writes
     anything, so that refused data leaves the run directory as it was (:func:`sipo.preflight.precheck_stages`)."""
-    pairs = load_pairs(cfg)
-    test_prompts = None
-    if cfg.data.test_path:
-        test_prompts = load_test_prompts(cfg.data.test_path, split=cfg.data.split, revision=cfg.data.revision)
+    with bad_rows.collecting(cfg.data.on_bad_row) as log:
+        pairs = load_pairs(cfg)
+        test_prompts = None
+        if cfg.data.test_path:
+            test_prompts = load_test_prompts(cfg.data.test_path, split=cfg.data.split, revision=cfg.data.revision)
     splits = make_splits(
         pairs, list(cfg.objectives), conflict_fraction=cfg.data.conflict_fraction,
         test_fraction=cfg.data.test_fraction, validation_fraction=cfg.data.validation_fraction, seed=cfg.seed,
@@ -81,6 +84,8 @@ def compute(cfg) -> tuple:
     if own_test_prompts is not None and test_prompts is None:
         splits.test_prompts = own_test_prompts(cfg)[: cfg.data.max_test_prompts or None]
         splits.counts["test_prompts"] = len(splits.test_prompts)
+    if log.skipped:
+        splits.counts["bad_rows"] = log.counts()
     return pairs, splits, sft_rows(cfg, splits)
 
 
@@ -92,6 +97,8 @@ def run(ctx: StageContext) -> dict:
     write_test_sets(cfg, splits, ctx.out_dir)
     counts = dict(splits.counts)
     counts["sft_examples"] = write_jsonl(ctx.out_dir / "sft.jsonl", rows)
+    for warning in mixture_warnings(counts, cfg.data.conflict_fraction, cfg.data.max_train_pairs):
+        logger.warning("%s", warning)
     logger.info("prepare: %d pairs, %d conflicting prompts for self-improvement, %d test prompts",
                 len(pairs), len(splits.train_conflict), len(splits.test_prompts))
     return counts

@@ -46,7 +46,9 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
                           reference_point=cfg.eval.reference_point, title=Path(cfg.run_dir).name,
                           test_sets=read_test_sets(run_dir), bootstrap=cfg.eval.bootstrap,
                           training_steps=training_steps(cfg, run_dir),
-                          funnel=run_funnel(cfg, run_dir), validation_rows=validation_rows,
+                          funnel=run_funnel(cfg, run_dir), data=data_counts(run_dir, cfg),
+                          diagnosis_input=diagnosis_input(cfg, run_dir),
+                          validation_rows=validation_rows,
                           check_validity=check_validity,
                           review_skill=round_review_skill(cfg, run_dir) if check_validity else None)
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
@@ -90,6 +92,47 @@ def run_funnel(cfg: PipelineConfig, run_dir: RunDir) -> list[dict] | None:
             manifest = run_dir.read_manifest(f"r{r}/{name}") or {}
             counts[f"r{r}/{name}"] = manifest.get("counts", {})
     return round_funnel(counts, list(cfg.objectives), cfg.rounds)
+
+
+def diagnosis_input(cfg: PipelineConfig, run_dir: RunDir) -> tuple[dict, dict]:
+    """(stage id -> manifest counts, the settings the advice names) for :func:`sipo.report.health.diagnosis`."""
+    counts = {}
+    for stage_id in ("prepare", "label", *(f"r{r}/{name}" for r in range(1, cfg.rounds + 1)
+                                           for name in ("sample", "filter", "realign"))):
+        manifest = run_dir.read_manifest(stage_id)
+        if manifest:
+            counts[stage_id] = manifest.get("counts", {})
+    train = cfg.realign.train
+    settings = {"data.max_conflict_prompts": cfg.data.max_conflict_prompts, "filter.soups": cfg.filter.soups,
+                "realign.train.batch_size": train.batch_size,
+                "realign.train.gradient_accumulation_steps": train.gradient_accumulation_steps,
+                "realign.train.epochs": train.epochs}
+    return counts, settings
+
+
+def data_counts(run_dir: RunDir, cfg: PipelineConfig | None = None) -> dict:
+    """What the data lost on the way (report.json ``data``): the unusable rows skipped (``bad_rows`` of the
+    prepare manifest), the test prompts of ``data.test_path`` and those kept, the test prompts dropped by
+    evaluate as longer than ``model.max_prompt_tokens``, and (with ``cfg``) the DPO mixtures that use under half
+    of their usable pairs. Empty when nothing was lost or capped."""
+    prepare = (run_dir.read_manifest("prepare") or {}).get("counts", {})
+    evaluate = (run_dir.read_manifest("evaluate") or {}).get("counts", {})
+    data: dict = {}
+    if prepare.get("bad_rows", {}).get("skipped"):
+        data["bad_rows"] = prepare["bad_rows"]
+    if "test_path_prompts" in prepare:
+        data["test_path_prompts"] = prepare["test_path_prompts"]
+        data["test_prompts_kept"] = prepare.get("test_prompts")
+    if evaluate.get("dropped_long_prompts"):
+        data["dropped_long_prompts"] = evaluate["dropped_long_prompts"]
+        data["evaluated_prompts"] = evaluate.get("prompts")
+    if cfg is not None:
+        from sipo.report.health import mixture_warnings
+
+        mixture = mixture_warnings(prepare, cfg.data.conflict_fraction, cfg.data.max_train_pairs)
+        if mixture:
+            data["mixture_warnings"] = mixture
+    return data
 
 
 def health_warnings_of(run_dir: RunDir) -> list[str]:

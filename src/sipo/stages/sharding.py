@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sipo.artifacts import atomic_write_json
 from sipo.distributed import barrier
 from sipo.interrupt import check_stop
-from sipo.logging_utils import process_rank
+from sipo.logging_utils import process_rank, time_left_text
 from sipo.records import read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def run_sharded(
     shard_dir.mkdir(parents=True, exist_ok=True)
     pieces = list(chunks(items, shard_size))
     mine = shard(pieces, rank, world_size)
-    done = 0
+    done = timed = 0
     start = time.perf_counter()
     for index in mine:
         path = shard_dir / f"{index:05d}.jsonl"
@@ -82,10 +82,12 @@ def run_sharded(
         kept = path.is_file()
         if not kept:
             write_jsonl(path, work(pieces[index]))
+            timed += 1
         done += 1
         if desc:
-            logger.info("%s: shard %d/%d %s (%.0fs)", desc, done, len(mine),
-                        "kept from an interrupted run" if kept else "done", time.perf_counter() - start)
+            logger.info("%s: shard %s (%s)", desc,
+                        time_left_text(done, len(mine), time.perf_counter() - start, timed),
+                        "kept from an interrupted run" if kept else "done")
     barrier()
     rows: list[R] = []
     for index in range(len(pieces)):
