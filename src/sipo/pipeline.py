@@ -13,8 +13,10 @@ to do, ``--dry-run`` and a refused run write nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -36,6 +38,7 @@ from sipo.preflight import check_inputs, precheck_stages
 from sipo.runlock import run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
+from sipo.stages.sharding import STARTED
 from sipo.tracking import STAGE_STARTS
 
 logger = logging.getLogger(__name__)
@@ -200,8 +203,6 @@ def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSp
 def safetensors_error(exc: Exception, folder: Path) -> Exception:
     """safetensors' error (e.g. ``IoError(Os { code: 28, ... })`` when a disk fills up while an adapter is saved) as
     an OSError with its errno, naming the stage's folder, or as a RunDirError for a corrupt file."""
-    import errno
-    import os
     import re
 
     text = " ".join(str(exc).split())
@@ -222,10 +223,34 @@ def _save_config_if_changed(cfg: PipelineConfig, path: Path) -> None:
     atomic_write_text(path, text)
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_write_access(run_dir: RunDir, todo: Sequence[StageSpec]) -> None:
+    """Refuse the run before it writes ``config.yaml`` when a folder it has to write is not writable: the run
+    directory and every folder under the stages it will run (the stage empties or rewrites them).
+
+    Raises:
+        PermissionError: naming the first such folder (exit code 4).
+    """
+    folders = [run_dir.root]
+    for stage in todo:
+        top = run_dir.path(stage.id)
+        if top.is_dir() and not top.is_symlink():
+            folders += [top, *(Path(d) for d, _, _ in os.walk(top) if Path(d) != top)]
+        elif top.parent.is_dir() and top.parent != run_dir.root:
+            folders.append(top.parent)
+    for folder in folders:
+        if folder.is_dir() and not _writable(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+
+
 class _Undo:
     """What a run refused by a user mistake (a SipoError raised by a stage) takes back so that the run directory is
     left as it was: the folders this run created for the failing stage, ``config.yaml`` and, when no stage finished,
-    the run directory itself if this run created it."""
+    the run directory itself if this run created it. A run refused by the environment (an OSError) only gets its
+    ``config.yaml`` back (:meth:`restore_config`)."""
 
     def __init__(self, run_dir: RunDir):
         self.run_dir = run_dir
@@ -252,14 +277,22 @@ class _Undo:
             return
         if new_stage_folder is not None:
             shutil.rmtree(new_stage_folder, ignore_errors=True)
-        if self.finished == 0:
-            saved = root / "config.yaml"
-            if self.config_before is None:
-                saved.unlink(missing_ok=True)
-            elif not saved.is_file() or saved.read_bytes() != self.config_before:
-                atomic_write_text(saved, self.config_before.decode("utf-8"))
-            if not self.lock_existed:
-                (root / ".sipo.lock").unlink(missing_ok=True)
+        self.restore_config()
+
+    def restore_config(self) -> None:
+        """When no stage finished: ``config.yaml`` as it was (and no lock file this run created). A run that the
+        environment stopped keeps its partial work (shards, units) for the next attempt; only the settings it
+        failed to apply are taken back."""
+        if self.finished:
+            return
+        root = self.run_dir.root
+        saved = root / "config.yaml"
+        if self.config_before is None:
+            saved.unlink(missing_ok=True)
+        elif not saved.is_file() or saved.read_bytes() != self.config_before:
+            atomic_write_text(saved, self.config_before.decode("utf-8"))
+        if not self.lock_existed:
+            (root / ".sipo.lock").unlink(missing_ok=True)
 
 
 def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, force: Sequence[str] = (),
@@ -314,6 +347,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         try:
             if main:
                 check_run_dir(cfg, run_dir)  # again: another run may have finished stages while we were checking
+                check_write_access(run_dir, todo)
                 _save_config_if_changed(cfg, run_dir.root / "config.yaml")
                 if world_size > 1 and cfg.model.name_or_path == "smollm2":
                     from sipo.models.loading import resolve_model_source
@@ -324,6 +358,11 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
         except SipoError:
             if main:
                 undo.undo()
+            raise
+        except OSError:  # refused by the environment: config.yaml goes back to the settings of the finished stages
+            if main:
+                with contextlib.suppress(OSError):
+                    undo.restore_config()
             raise
 
 
@@ -353,7 +392,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
         undo.new_folder = undo.new_folders(stage.id)
         if main:
             run_dir.invalidate(stage.id)
-            reset_partial_outputs(run_dir, stage.id, fp)
+            reset_partial_outputs(run_dir, stage.id, fp, clear=forced)
         barrier()
         logger.info("%-12s running: %s", stage.id, STAGES[stage.name].help, extra={STAGE_STARTS: True})
         start = time.perf_counter()
@@ -399,24 +438,22 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
     return results
 
 
-STARTED = ".started"
-"""File in a stage's folder naming the fingerprint that its partial outputs (finished shards, caches) belong to."""
-
-
-def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
-    """Before a stage runs: keep what a killed run of it left (finished shards, caches such as MODPO's margins)
-    only if that run had the same fingerprint; otherwise empty the stage's folder, so that outputs made with other
-    settings or other upstream results are never read back."""
+def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str, *, clear: bool = False) -> None:
+    """Before a stage runs: keep what a killed run of it left (finished shards and units, caches such as MODPO's
+    margins) only if that run had the same fingerprint and the stage is not forced (``clear``); otherwise empty the
+    stage's folder, so that outputs made with other settings or other upstream results are never read back. What
+    is kept is verified piece by piece when the stage reuses it (:func:`sipo.stages.sharding.check_kept`).
+    Scratch left by a kill (temporary files of atomic writes, trainer scratch folders) is removed either way."""
     folder = run_dir.path(stage_id)
     try:
         previous = (folder / STARTED).read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         previous = None
-    if previous != fp and folder.is_dir():
+    if (clear or previous != fp) and folder.is_dir():
         shutil.rmtree(folder)
     elif folder.is_dir():
-        # Temporary files of writes that a kill interrupted (atomic_path's ".<name>.<random>.tmp").
-        for leftover in sorted(folder.rglob(".*.tmp"), reverse=True):
+        # atomic_path's ".<name>.<random>.tmp" and the trainers' ".<name>.trainer.<random>" scratch folders.
+        for leftover in sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.trainer.*")}, reverse=True):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

@@ -373,6 +373,46 @@ def test_a_stage_refusing_the_run_takes_back_what_it_wrote(tmp_path, data, monke
     assert not (tmp_path / "run" / "r1").exists()
 
 
+def test_a_run_refused_for_a_folder_it_may_not_write_keeps_the_old_config(tmp_path, data, monkeypatch, fake, capsys):
+    """The write-access check comes before config.yaml is written: a refused run (exit 4) leaves the settings of
+    the finished stages in config.yaml, so that later readers (generate, report) never see the refused ones."""
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    fake.calls.clear()
+    before = snapshot(run)
+    report = run / "report"
+    monkeypatch.setattr(pipeline, "_writable", lambda path: Path(path) != report)
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
+                     "eval.reference_point=[-9,-9]"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"sipo: error: {report}: Permission denied"
+    assert fake.calls == []
+    after = snapshot(run)
+    for name in ("run.log", LOCK_NAME):  # the log of the refused command; the lock it took (holder's pid)
+        after.pop(name, None), before.pop(name, None)
+    assert after == before
+
+
+def test_a_stage_stopped_by_the_environment_gives_config_yaml_back(tmp_path, data, monkeypatch, fake):
+    """No stage finished under the new settings: config.yaml goes back to the old ones; the stage's partial work
+    stays for the next attempt."""
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    old = (run / "config.yaml").read_bytes()
+
+    def fail(name):
+        def stage(ctx):
+            (ctx.out_dir / "partial.txt").write_text("shard")
+            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.out_dir / "partial.txt"))
+        return stage
+
+    monkeypatch.setattr(pipeline, "stage_function", fail)
+    with pytest.raises(OSError):
+        run_pipeline(config(run, data, "eval.reference_point=[-9,-9]"))
+    assert (run / "config.yaml").read_bytes() == old
+    assert (run / "report" / "partial.txt").is_file()
+
+
 def test_a_refused_run_does_not_pin_the_directory(tmp_path, data, fake):
     """No stage finished, so another config (other objectives) may use the directory afterwards."""
     run = tmp_path / "run"
