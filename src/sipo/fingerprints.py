@@ -29,6 +29,18 @@ from sipo.stage import StageDef
 
 logger = logging.getLogger(__name__)
 
+RESULT_NEUTRAL: dict[str, str] = {
+    "run_dir": "where the run is written: a moved or copied run stays finished",
+    "allow_single_objective": "only lets a one-objective config through validation; no stage reads it",
+    "train.report_to": "where the trainers report metrics (tensorboard, wandb); no output depends on it",
+    "train.logging_steps": "how often the trainers log metrics; the optimizer steps are the same",
+    "shard_size": "how generation work is split so that a killed run loses at most one shard; it changes a result "
+                  "only when a decode samples (each shard is seeded anew), and there it is fingerprinted "
+                  "(sipo.stages.sharding.sampled_shard_keys)",
+}
+"""Config keys that no stage fingerprints, each with the reason it cannot change a result (the unit tests walk
+the config tree and check that every other key is fingerprinted by some stage)."""
+
 OUTPUT_SKIP = ("manifest.json",)
 """Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
 

@@ -107,6 +107,14 @@ def check_kept(record: Path, output: Path, out_dir: Path) -> tuple[dict[str, Any
     return data.get("payload") if isinstance(data.get("payload"), dict) else {}, None
 
 
+def sampled_shard_keys(decode: Any) -> tuple[str, ...]:
+    """The fingerprint keys that sharding adds to a stage decoding with ``decode`` (a DecodeSettings):
+    ``shard_size`` when it samples (``temperature > 0``), since every shard's decode is seeded anew, so the shard
+    size decides which random draws each response gets; none for greedy decoding, which does not depend on it (a
+    re-sharded greedy run stays finished)."""
+    return ("shard_size",) if decode.temperature > 0 else ()
+
+
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
