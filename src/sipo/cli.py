@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Write report.json, scores.jsonl, summary.csv, pareto.png and report.md "
                                         "under RUN_DIR/report/ from a finished evaluate stage.")
     report.add_argument("run_dir")
+    report.add_argument("--allow-stale", action="store_true",
+                        help="write the report even if the evaluate stage (or one before it) is not finished, was "
+                             "finished under other settings than config.yaml, or has an altered output; report.md "
+                             "then says so")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     from sipo.cli_commands import add_commands
 
@@ -170,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "report":
         from sipo.stages.report import report_run_dir
 
-        path = report_run_dir(args.run_dir)
+        path = report_run_dir(args.run_dir, allow_stale=args.allow_stale)
         logger.info("report written to %s", path)
         return 0
     cfg = load_config(args.config, args.overrides)

@@ -992,10 +992,21 @@ def save_config(cfg: PipelineConfig, path: Path) -> None:
 
 def resolve_device(cfg: PipelineConfig) -> str:
     """The torch device string chosen once from ``model.device``."""
+    return check_device(str(cfg.model.device), "config key 'model.device'")
+
+
+def check_device(name: str, what: str = "--device") -> str:
+    """The torch device string for a device name (``auto``, ``cpu`` or ``cuda``); ``cuda`` is refused, naming
+    ``what``, on a machine without a CUDA device."""
+    name = str(getattr(name, "value", name))
+    if name not in Device.values():
+        raise ConfigError(f"{what}: '{name}' is not a device (choose from {', '.join(Device.values())})")
+    if name == Device.cpu.value:
+        return name
     import torch
 
-    if cfg.model.device == Device.auto:
+    if name == Device.auto.value:
         return Device.cuda.value if torch.cuda.is_available() else Device.cpu.value
-    if cfg.model.device == Device.cuda and not torch.cuda.is_available():
-        raise ConfigError("config key 'model.device': cuda requested but no CUDA device is available")
-    return str(cfg.model.device)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{what}: cuda requested but no CUDA device is available")
+    return name

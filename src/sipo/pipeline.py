@@ -30,12 +30,19 @@ from sipo.artifacts import RunDir, atomic_write_text
 from sipo.config import PipelineConfig, config_text, resolve_device, to_dict
 from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
 from sipo.errors import ConfigError, RunDirError, SipoError
-from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
+from sipo.fingerprints import (
+    RunHashes,
+    external_inputs,
+    finished_result,
+    record_outputs,
+    stage_fingerprint,
+    stage_status,
+)
 from sipo.interrupt import check_stop
 from sipo.logging_utils import process_rank
 from sipo.methods import METHODS
 from sipo.preflight import check_inputs, precheck_stages
-from sipo.runlock import run_lock
+from sipo.runlock import HeldLock, run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
 from sipo.stages.sharding import STARTED
@@ -200,6 +207,69 @@ def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSp
     return todo
 
 
+def stale_stages(cfg: PipelineConfig, run_dir: RunDir, needed: Sequence[str],
+                 hashes: RunHashes | None = None) -> list[tuple[str, str]]:
+    """``(stage id, reason)`` of every stage among ``needed`` and their upstream stages that a reader cannot trust:
+    not finished, finished under another fingerprint than ``cfg`` gives it now (other settings, inputs, or an
+    upstream stage that ran again since), or with an output missing or changed. In plan order, so the first one is
+    the stage to complete first; a stage downstream of an untrusted one is not listed again. Empty: every stage
+    read is what ``cfg`` would make."""
+    hashes = hashes or RunHashes()
+    stages = plan(cfg)
+    by_id = {s.id: s for s in stages}
+    unknown = [n for n in needed if n not in by_id]
+    if unknown:
+        raise RunDirError(f"{run_dir.root}: its config.yaml plans no stage '{unknown[0]}'")
+    wanted: set[str] = set()
+    todo = list(needed)
+    while todo:
+        stage_id = todo.pop()
+        if stage_id not in wanted:
+            wanted.add(stage_id)
+            todo.extend(by_id[stage_id].upstream)
+    results: dict[str, str | None] = {}
+    problems = []
+    for stage in stages:
+        if stage.id not in wanted:
+            continue
+        upstream = {u: results[u] for u in stage.upstream}
+        if any(r is None for r in upstream.values()):
+            results[stage.id] = None
+            continue
+        result, reason = stage_status(run_dir, stage.id, fingerprint(cfg, stage, upstream, hashes), hashes)  # type: ignore[arg-type]
+        results[stage.id] = result
+        if result is None:
+            problems.append((stage.id, reason))
+    return problems
+
+
+def check_before_reading(cfg: PipelineConfig, run_dir: RunDir, needed: Sequence[str], what: str, *,
+                         allow_stale: bool = False) -> str | None:
+    """Refuse a command that reads a run (``generate``, ``export``, ``compare``, ``report``) unless every stage it
+    reads checks out (:func:`stale_stages`).
+
+    Returns:
+        None when the run checks out; with ``allow_stale``, the line saying what does not (also logged as a
+        warning), for the caller to put into its output.
+
+    Raises:
+        RunDirError: one line naming the first stage that does not check out and the command that completes it.
+    """
+    problems = stale_stages(cfg, run_dir, needed)
+    if not problems:
+        return None
+    import shlex
+
+    stage_id, reason = problems[0]
+    root = run_dir.root
+    command = f"sipo run {shlex.quote(str(root / 'config.yaml'))} {shlex.quote(f'run_dir={root}')}"
+    line = f"{what}: stage {stage_id} of the run {root} {reason}; complete it with `{command}`"
+    if not allow_stale:
+        raise RunDirError(line + " (or pass --allow-stale to use the run as it is)")
+    logger.warning("%s; used anyway (--allow-stale)", line)
+    return f"stale run (--allow-stale): stage {stage_id} {reason}"
+
+
 def safetensors_error(exc: Exception, folder: Path) -> Exception:
     """safetensors' error (e.g. ``IoError(Os { code: 28, ... })`` when a disk fills up while an adapter is saved) as
     an OSError with its errno, naming the stage's folder, or as a RunDirError for a corrupt file."""
@@ -323,6 +393,8 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     check_inputs(cfg, {s.name for s in todo})
     cache: dict[str, Any] = {}
     precheck_stages(cfg, {s.name for s in todo}, cache)  # e.g. the data, parsed and split, before any write
+    if str(cfg.model.device) == "cuda":
+        resolve_device(cfg)  # refused where there is no CUDA device, under --dry-run too
     if dry_run:
         return [{"id": s.id, "status": "planned"} for s in stages]
     if not todo:  # nothing to do: no lock, nothing written (a finished run on read-only storage is checked)
@@ -343,7 +415,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     if main:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         lock = run_lock(run_dir.root)
-    with lock:
+    with lock as held:
         try:
             if main:
                 check_run_dir(cfg, run_dir)  # again: another run may have finished stages while we were checking
@@ -354,7 +426,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
 
                     resolve_model_source(cfg.model)  # convert the GGUF once, before the other ranks look for it
             barrier()
-            return _run_stages(cfg, run_dir, stages, only, force, hashes, cache, device, undo)
+            return _run_stages(cfg, run_dir, stages, only, force, hashes, cache, device, undo, held)
         except SipoError:
             if main:
                 undo.undo()
@@ -367,14 +439,16 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
 
 
 def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], only: Sequence[str] | None,
-                force: Sequence[str], hashes: RunHashes, cache: dict[str, Any], device: str, undo: _Undo
-                ) -> list[dict[str, Any]]:
+                force: Sequence[str], hashes: RunHashes, cache: dict[str, Any], device: str, undo: _Undo,
+                held: HeldLock | None = None) -> list[dict[str, Any]]:
     rank, world_size = process_rank()
     main = rank == 0
     results_ids: dict[str, str] = {}
     results = []
     for stage in stages:
         check_stop()
+        if held is not None:
+            held.check()  # a lock file deleted mid-run no longer keeps a second run out
         upstream = {u: results_ids[u] for u in stage.upstream}
         fp = fingerprint(cfg, stage, upstream, hashes)
         selected = only is None or stage.id in only or stage.name in only

@@ -169,6 +169,38 @@ def test_a_lock_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
         assert os.stat(tmp_path / LOCK_NAME).st_ino == os.fstat(calls[-1]).st_ino
 
 
+def test_a_symlinked_lock_file_is_refused_and_never_written_through(tmp_path, data, fake, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (run / LOCK_NAME).symlink_to(target)
+    with pytest.raises(RunDirError, match="symlink"):
+        with run_lock(run):
+            pass
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "symlink" in err[-1] and target.read_text() == "keep me" and fake.calls == []
+
+
+def test_a_lock_file_deleted_mid_run_stops_the_run_at_the_next_stage(tmp_path, data, monkeypatch, fake):
+    """Deleting .sipo.lock would let a second run take a lock of its own: the first run stops at the next stage
+    boundary, keeping what it finished."""
+    def deleting(name):
+        def run(ctx):
+            (ctx.out_dir / "out.txt").write_text(ctx.stage.id)
+            if ctx.stage.id == "dpo":
+                (ctx.run_dir.root / LOCK_NAME).unlink()
+            return {}
+        return run
+
+    monkeypatch.setattr(pipeline, "stage_function", deleting)
+    with pytest.raises(RunLocked, match="deleted or replaced during the run"):
+        run_pipeline(config(tmp_path / "run", data))
+    assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()
+    assert not (tmp_path / "run" / "r1").exists()
+
+
 def test_sigterm_ends_a_run_with_one_line_and_frees_the_lock(tmp_path):
     """SIGTERM unwinds like Ctrl-C: exit 143, one line, the lock released (a new holder gets it at once)."""
     script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
@@ -624,3 +656,86 @@ def test_the_lock_is_not_taken_by_dry_runs(tmp_path, data, fake):
     run.mkdir()
     with run_lock(run):
         assert [r["status"] for r in run_pipeline(config(run, data), dry_run=True)][0] == "planned"
+
+
+# --- commands that read a run -------------------------------------------------------------------------------
+
+
+def test_readers_refuse_a_run_whose_stages_do_not_check_out(tmp_path, data, fake, caplog):
+    """generate, export, compare and report read a run only when each stage they read is finished, under the
+    fingerprint config.yaml gives it, with its recorded outputs; else one line names the stage and the command
+    that completes it. --allow-stale lets it through and returns the line for the output."""
+    from sipo.pipeline import check_before_reading, stale_stages
+
+    run = tmp_path / "run"
+    cfg = config(run, data)
+    run_pipeline(cfg)
+    run_dir = RunDir(run)
+    assert stale_stages(cfg, run_dir, ["evaluate", "report"]) == []
+    assert check_before_reading(cfg, run_dir, ["r1/realign"], "generate") is None
+    (run / "dpo" / "out.txt").write_text("dpo 0.1 altered")
+    with pytest.raises(RunDirError) as refused:
+        check_before_reading(cfg, run_dir, ["r1/realign"], "generate")
+    line = str(refused.value)
+    assert "stage dpo " in line and "missing or changed" in line and str(run / "dpo" / "out.txt") in line
+    assert f"sipo run {run / 'config.yaml'} run_dir={run}" in line and "--allow-stale" in line
+    assert stale_stages(cfg, run_dir, ["prepare"]) == []  # stages upstream of the altered one are fine
+    with caplog.at_level(logging.WARNING, logger="sipo.pipeline"):
+        note = check_before_reading(cfg, run_dir, ["r1/realign"], "generate", allow_stale=True)
+    assert note.startswith("stale run (--allow-stale): stage dpo ") and "--allow-stale" in caplog.text
+
+
+def test_readers_refuse_a_run_killed_halfway_through_a_rerun(tmp_path, data, monkeypatch, fake):
+    """The run re-ran prepare..r1/rewrite with a new dpo.beta and was killed: config.yaml holds the new settings,
+    r1/combine onwards are still the old run's. A reader of r1/realign or evaluate is refused at r1/combine."""
+    from sipo.api import open_run_config
+    from sipo.pipeline import stale_stages
+
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("r1/combine"))
+    with pytest.raises(RuntimeError):
+        run_pipeline(config(run, data, "dpo.beta=0.3"))
+    saved = open_run_config(run)
+    assert saved.dpo.beta == 0.3
+    problems = stale_stages(saved, RunDir(run), ["evaluate"])
+    assert problems[0] == ("r1/combine", "is not finished")
+    assert stale_stages(saved, RunDir(run), ["dpo"]) == []
+
+
+def test_sipo_report_refuses_a_stale_run_in_one_line(tmp_path, data, fake, capsys):
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    (run / "evaluate" / "out.txt").write_text("edited")
+    before = snapshot(run)
+    code = cli.main(["report", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "report: stage evaluate of the run" in err[0] and "sipo run" in err[0]
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("content", ['"x"', "[1, 2]", '{"fingerprint": 1, "outputs": {"out.txt": 123}, '
+                                                      '"result": "r"}'])
+def test_a_damaged_manifest_means_an_unfinished_stage_not_a_traceback(tmp_path, data, fake, content, capsys):
+    run = tmp_path / "run"
+    cfg = config(run, data)
+    run_pipeline(cfg)
+    (run / "r1" / "filter" / "manifest.json").write_text(content)
+    assert cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
+                     "--dry-run"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    fake.calls.clear()
+    run_pipeline(cfg)
+    assert fake.calls == ["r1/filter", "r1/realign", "evaluate", "report"]
+
+
+def test_cuda_is_refused_where_there_is_none_under_dry_run_too(tmp_path, data, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cuda",
+                     "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ("sipo: error: config key 'model.device': cuda requested but no CUDA device "
+                                     "is available") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()

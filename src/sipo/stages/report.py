@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from sipo.artifacts import RunDir
+from sipo.artifacts import RunDir, atomic_write_text
 from sipo.config import PipelineConfig
 from sipo.configure import load_config
 from sipo.data import SOURCES
@@ -119,14 +119,27 @@ def run(ctx: StageContext) -> dict:
     return write_report(ctx.cfg, ctx.run_dir)
 
 
-def report_run_dir(path: str) -> Path:
-    """Rebuild the report of a finished run directory; returns the report folder."""
+def report_run_dir(path: str, *, allow_stale: bool = False) -> Path:
+    """Rebuild the report of a finished run directory; returns the report folder.
+
+    The evaluate stage (and every stage before it) must check out against ``config.yaml``
+    (:func:`sipo.pipeline.check_before_reading`); with ``allow_stale`` a run that does not is reported anyway, and
+    report.md says so in its first lines.
+    """
+    from sipo.pipeline import check_before_reading
+
     run_dir = RunDir(path)
     saved = run_dir.root / "config.yaml"
     if not saved.is_file():
         raise RunDirError(f"{saved}: not found; is {path} a sipo run directory?")
     cfg = load_config(saved, [f"run_dir={path}"])
+    stale = check_before_reading(cfg, run_dir, ["evaluate"], "report", allow_stale=allow_stale)
     write_report(cfg, run_dir)
+    if stale is not None:
+        markdown = run_dir.path("report", "report.md")
+        title, _, rest = markdown.read_text(encoding="utf-8").partition("\n")
+        atomic_write_text(markdown, f"{title}\n\n> **{stale}.** These numbers may not follow from config.yaml."
+                                    f"\n{rest}")
     return run_dir.path("report")
 
 
