@@ -231,9 +231,12 @@ def _model_file_error(exc: BaseException) -> tuple[str, int] | None:
     """safetensors' errors (raised from Rust, not OSError): an unreadable or unwritable weights file."""
     if type(exc).__name__ != "SafetensorError":
         return None
+    import re
+
     text = " ".join(str(exc).split())
-    environment = any(s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "code: 28",
-                                          "code: 13", "code: 30"))
+    code = re.search(r"(?:code: |os error )(\d+)", text)  # the errno, in either of safetensors' formats
+    environment = (code is not None and int(code.group(1)) in ENVIRONMENT_ERRNOS) or any(
+        s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "File too large"))
     return f"cannot read or write a safetensors weights file ({text})", EXIT_ENVIRONMENT if environment else EXIT_USER
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import atomic_write_json, atomic_write_text
-from sipo.errors import DataError
+from sipo.errors import DataError, RunDirError
 from sipo.pareto import score_methods
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path,
     reports, stale = [], {}
     labels = run_labels(run_dirs)
     for label, run_dir in zip(labels, run_dirs):
-        line = check_before_reading(open_run_config(run_dir), RunDir(run_dir), ["report"], "compare",
-                                    allow_stale=allow_stale)
+        try:
+            line = check_before_reading(open_run_config(run_dir), RunDir(run_dir), ["report"], "compare",
+                                        allow_stale=allow_stale)
+        except RunDirError as exc:  # no (readable) config.yaml: nothing to check the report against
+            if not allow_stale or not (Path(run_dir) / "report" / "report.json").is_file():
+                raise
+            logger.warning("compare: %s; its report is used anyway (--allow-stale)", exc)
+            line = f"stale run (--allow-stale): {exc}"
         if line is not None:
             stale[label] = line
         path = Path(run_dir) / "report" / "report.json"

@@ -276,7 +276,8 @@ def safetensors_error(exc: Exception, folder: Path) -> Exception:
     import re
 
     text = " ".join(str(exc).split())
-    code = re.search(r"code: (\d+)", text)
+    # "IoError(Os { code: 28, ... })" (older safetensors) or "I/O error: File too large (os error 27)"
+    code = re.search(r"(?:code: |os error )(\d+)", text)
     if code and int(code.group(1)) in errno.errorcode:
         return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(folder))
     return RunDirError(f"{folder}: cannot read or write a safetensors file ({text})")

@@ -602,6 +602,27 @@ def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path,
         f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
 
 
+@pytest.mark.parametrize("message", [
+    "Error while serializing: I/O error: File too large (os error 27)",
+    "Error while serializing: I/O error: No space left on device (os error 28)",
+])
+def test_a_full_disk_or_file_size_limit_in_a_safetensors_write_exits_4(tmp_path, data, monkeypatch, fake, capsys,
+                                                                      message):
+    """safetensors' newer message format ("(os error 27)") is an environment error too, in a stage or not."""
+    from safetensors import SafetensorError
+
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("dpo", SafetensorError(message)))
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"sipo: error: {tmp_path / 'run' / 'dpo'}: ")
+
+    def fail(args):
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.main(["report", "x"]) == 4
+
+
 def test_an_output_row_holding_nan_is_refused_naming_the_row(tmp_path):
     """NaN that a diverged model produced is stopped at the stage that made it, not hours later at the report."""
     from sipo.records import write_jsonl
