@@ -240,6 +240,13 @@ def _model_file_error(exc: BaseException) -> tuple[str, int] | None:
     return f"cannot read or write a safetensors weights file ({text})", EXIT_ENVIRONMENT if environment else EXIT_USER
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: a run keeps its finished stages; the other commands run no stage."""
+    if args.command in ("run", "stage"):
+        return "; finished stages are kept, run the same command to resume"
+    return ""
+
+
 def _fail(message: str, code: int) -> int:
     message = " ".join(message.split())
     sys.stderr.write("sipo: error: " + textwrap.shorten(message, 2000) + "\n")
@@ -271,10 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail("out of memory (lower the batch sizes or use a smaller model)", EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
-        sys.stderr.write("sipo: interrupted; finished stages are kept, run the same command to resume\n")
+        sys.stderr.write("sipo: interrupted" + _resume_hint(args) + "\n")
         return EXIT_INTERRUPTED
     except Terminated:
-        sys.stderr.write("sipo: terminated (SIGTERM); finished stages are kept, run the same command to resume\n")
+        sys.stderr.write("sipo: terminated (SIGTERM)" + _resume_hint(args) + "\n")
         return EXIT_TERMINATED
     except Exception as exc:
         known = _model_file_error(exc)

@@ -207,7 +207,7 @@ def test_sigterm_ends_a_run_with_one_line_and_frees_the_lock(tmp_path):
               "from sipo import cli\nfrom sipo.runlock import run_lock\n"
               "def slow(args):\n"
               f"    with run_lock({str(tmp_path)!r}):\n        print('locked', flush=True); time.sleep(60)\n"
-              "cli._run = slow\nsys.exit(cli.main(['report', 'x']))\n")
+              "cli._run = slow\nsys.exit(cli.main(['run', 'x']))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -621,6 +621,17 @@ def test_a_full_disk_or_file_size_limit_in_a_safetensors_write_exits_4(tmp_path,
 
     monkeypatch.setattr(cli, "_run", fail)
     assert cli.main(["report", "x"]) == 4
+
+
+def test_ctrl_c_outside_a_run_does_not_speak_of_finished_stages(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["generate", "x", "hello"]) == 130
+    assert capsys.readouterr().err.strip() == "sipo: interrupted"
+    assert cli.main(["run", str(SMOKE)]) == 130
+    assert "finished stages are kept" in capsys.readouterr().err
 
 
 def test_an_output_row_holding_nan_is_refused_naming_the_row(tmp_path):
