@@ -725,6 +725,9 @@ class PipelineConfig(Section):
                 _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
         if not self.methods:
             _fail("methods", "needs at least one method")
+        repeated = [m for i, m in enumerate(self.methods) if m in list(self.methods)[:i]]
+        if repeated:
+            _fail("methods", f"'{repeated[0]}' is listed twice (each method is evaluated once)")
         if self.rounds < 1:
             _fail("rounds", "must be at least 1")
         if self.shard_size < 1:
@@ -812,6 +815,23 @@ BASE_KEY = "base"
 """A preset's key naming the preset it builds on (a path relative to the preset's folder)."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if repeated:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_preset(path: Path, _below: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML preset as a plain mapping, merged (with OmegaConf) over the preset its ``base:`` key names, if any.
 
@@ -825,7 +845,7 @@ def read_preset(path: Path, _below: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(_read_utf8(path))
+        raw = yaml.load(_read_utf8(path), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -771,3 +771,12 @@ def test_cuda_is_refused_where_there_is_none_under_dry_run_too(tmp_path, data, m
     assert code == 2 and err[-1] == ("sipo: error: config key 'model.device': cuda requested but no CUDA device "
                                      "is available") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_methods_and_duplicate_yaml_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="config key 'methods': 'sipo' is listed twice"):
+        load_config(SMOKE, [f"run_dir={tmp_path}", "methods=[sipo,sipo,mod]"])
+    preset = tmp_path / "twice.yaml"
+    preset.write_text(f"base: {SMOKE}\ndpo:\n  beta: 0.1\n  beta: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twice\.yaml:4: not valid YAML \(duplicate key 'beta'\)"):
+        load_config(preset, [f"run_dir={tmp_path}"])
