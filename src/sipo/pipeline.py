@@ -166,7 +166,8 @@ def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
     for folder in (run_dir.root, *run_dir.root.parents):
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
-                where = "is a file" if folder == run_dir.root else f"lies under the file '{folder}'"
+                what = "symlink to nothing" if folder.is_symlink() and not folder.exists() else "file"
+                where = f"is a {what}" if folder == run_dir.root else f"lies under the {what} '{folder}'"
                 raise RunDirError(f"run_dir '{run_dir.root}' {where}, not a folder")
             break
     saved = run_dir.root / "config.yaml"

@@ -780,3 +780,9 @@ def test_duplicate_methods_and_duplicate_yaml_keys_are_refused(tmp_path):
     preset.write_text(f"base: {SMOKE}\ndpo:\n  beta: 0.1\n  beta: 0.5\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"twice\.yaml:4: not valid YAML \(duplicate key 'beta'\)"):
         load_config(preset, [f"run_dir={tmp_path}"])
+
+
+def test_a_run_dir_that_is_a_dangling_symlink_is_named_as_one(tmp_path, data):
+    (tmp_path / "run").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(RunDirError, match="is a symlink to nothing, not a folder"):
+        run_pipeline(config(tmp_path / "run", data), dry_run=True)
