@@ -96,7 +96,10 @@ def test_points_the_run_does_not_have_are_refused_in_one_line(smoke_run, capsys)
                         (["--method", "dpo", "--weights", "0.3,0.7"], "one-hot"),
                         (["--weights", "0.3,0.6"], "sum to 1"),
                         (["--weights", "correctness=0.3,helpfulness=0.7"], "'helpfulness'"),
-                        (["--method", "sipo", "--round", "2", "--weights", "0.3,0.7"], "rounds 1..1")):
+                        (["--method", "sipo", "--round", "2", "--weights", "0.3,0.7"], "rounds 1..1"),
+                        (["--weights", "0.3,0.7", "--max-new-tokens", "-3"], "--max-new-tokens: must be at least 1"),
+                        (["--weights", "0.3,0.7", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
+                        (["--weights", "0.3,0.7", "--device", "foo"], "--device: 'foo' is not a device")):
         code, _, err = cli(capsys, "generate", str(smoke_run), "hello", *args)
         assert code == 2, (args, err[-2000:])
         lines = err.strip().splitlines()

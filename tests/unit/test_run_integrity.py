@@ -786,3 +786,16 @@ def test_a_run_dir_that_is_a_dangling_symlink_is_named_as_one(tmp_path, data):
     (tmp_path / "run").symlink_to(tmp_path / "nowhere")
     with pytest.raises(RunDirError, match="is a symlink to nothing, not a folder"):
         run_pipeline(config(tmp_path / "run", data), dry_run=True)
+
+
+def test_generate_s_device_is_checked_in_one_line(monkeypatch):
+    import torch
+
+    from sipo.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device: 'foo' is not a device \\(choose from auto, cpu, cuda\\)"):
+        check_device("foo")
+    with pytest.raises(ConfigError, match="--device: cuda requested but no CUDA device is available"):
+        check_device("cuda")
+    assert check_device("auto") == check_device("cpu") == "cpu"
