@@ -263,6 +263,18 @@ def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
     return set(a) == set(b) and all(math.isclose(float(a[k]), float(b[k]), abs_tol=1e-9) for k in a)
 
 
+def rebuild_report(run_dir: str | Path, *, allow_stale: bool = False) -> Path:
+    """``sipo report``: rewrite ``RUN_DIR/report/`` from a finished evaluate stage, once the evaluate stage (and
+    every stage before it) checks out against config.yaml (:func:`sipo.pipeline.check_before_reading`); with
+    ``allow_stale`` a run that does not is reported anyway, and report.md says so in its first lines."""
+    from sipo.pipeline import check_before_reading
+    from sipo.stages.report import report_run_dir
+
+    cfg = open_run_config(run_dir)
+    stale = check_before_reading(cfg, RunDir(run_dir), ["evaluate"], "report", allow_stale=allow_stale)
+    return report_run_dir(str(run_dir), stale=stale)
+
+
 def load(run_dir: str | Path, device: str | None = None, *, allow_stale: bool = False) -> AlignedRun:
     """Open a finished run directory for decoding; see :class:`AlignedRun`."""
     return AlignedRun(run_dir, device=device, allow_stale=allow_stale)

@@ -172,9 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         return args.handler(args)
     if args.command == "report":
-        from sipo.stages.report import report_run_dir
+        from sipo.api import rebuild_report
 
-        path = report_run_dir(args.run_dir, allow_stale=args.allow_stale)
+        path = rebuild_report(args.run_dir, allow_stale=args.allow_stale)
         logger.info("report written to %s", path)
         return 0
     cfg = load_config(args.config, args.overrides)

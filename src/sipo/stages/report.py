@@ -119,21 +119,15 @@ def run(ctx: StageContext) -> dict:
     return write_report(ctx.cfg, ctx.run_dir)
 
 
-def report_run_dir(path: str, *, allow_stale: bool = False) -> Path:
-    """Rebuild the report of a finished run directory; returns the report folder.
-
-    The evaluate stage (and every stage before it) must check out against ``config.yaml``
-    (:func:`sipo.pipeline.check_before_reading`); with ``allow_stale`` a run that does not is reported anyway, and
-    report.md says so in its first lines.
-    """
-    from sipo.pipeline import check_before_reading
-
+def report_run_dir(path: str, *, stale: str | None = None) -> Path:
+    """Rebuild the report of a finished run directory; returns the report folder. ``stale``: a line saying that
+    the run did not check out (``sipo report --allow-stale``, see :func:`sipo.api.rebuild_report`), put under the
+    title of report.md."""
     run_dir = RunDir(path)
     saved = run_dir.root / "config.yaml"
     if not saved.is_file():
         raise RunDirError(f"{saved}: not found; is {path} a sipo run directory?")
     cfg = load_config(saved, [f"run_dir={path}"])
-    stale = check_before_reading(cfg, run_dir, ["evaluate"], "report", allow_stale=allow_stale)
     write_report(cfg, run_dir)
     if stale is not None:
         markdown = run_dir.path("report", "report.md")
