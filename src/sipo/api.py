@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import RunDir
-from sipo.config import PipelineConfig, WeightGrid, resolve_device, weights_tag
+from sipo.config import PipelineConfig, WeightGrid, check_device, resolve_device, weights_tag
 from sipo.configure import load_config
 from sipo.errors import ConfigError, RunDirError
 from sipo.layout import adapter_dir, adapter_name, baseline_adapter_dir
@@ -102,15 +102,52 @@ def open_run_config(run_dir: str | Path) -> PipelineConfig:
     return load_config(saved, [f"run_dir={root}"])
 
 
+def reader_stages(cfg: PipelineConfig, method: str, round_: int) -> list[str]:
+    """The stages whose outputs decoding ``method`` at round ``round_`` reads: ``dpo`` (the adapter bank holds the
+    round-1 adapters; its upstream stages give the pairs and the base model) and the stage that trained the
+    method's own adapters, if any."""
+    from sipo.pipeline import plan
+    from sipo.stages.registry import STAGES
+
+    planned = [s.id for s in plan(cfg)]
+    needed = [s for s in ("dpo",) if s in planned]
+    for name in METHODS[method].trains:
+        definition = STAGES[name]
+        stage_id = f"r{round_}/{name}" if definition.per_round else name
+        if definition.makes_adapters and stage_id in planned:
+            needed.append(stage_id)
+    return needed
+
+
 class AlignedRun:
     """A finished run, ready to decode (see the module docstring). The base model is loaded once, at the first
-    call, and adapters as the methods need them."""
+    call, and adapters as the methods need them.
 
-    def __init__(self, run_dir: str | Path, device: str | None = None):
+    Before a point is decoded, the stages it reads are checked (:func:`sipo.pipeline.check_before_reading`):
+    finished, under the fingerprint that ``config.yaml`` gives them, with their recorded outputs. A run that does
+    not check out is refused, unless ``allow_stale``: then :attr:`stale` holds the reason, for the output."""
+
+    def __init__(self, run_dir: str | Path, device: str | None = None, *, allow_stale: bool = False):
         self.cfg = open_run_config(run_dir)
         self.run_dir = RunDir(run_dir)
-        self.device = device or resolve_device(self.cfg)
+        self.device = check_device(device) if device is not None else resolve_device(self.cfg)
+        self.allow_stale = allow_stale
+        self.stale: list[str] = []
+        """Why the run did not check out, when ``allow_stale`` let it through (empty: it checked out)."""
+        self._checked: set[tuple[str, ...]] = set()
         self._cache: dict[str, Any] = {}
+
+    def check_stages(self, needed: Sequence[str], what: str = "generate") -> None:
+        """Refuse (or, with ``allow_stale``, note) a run whose stages ``needed`` do not check out; once per set."""
+        from sipo.pipeline import check_before_reading
+
+        key = tuple(needed)
+        if key in self._checked:
+            return
+        line = check_before_reading(self.cfg, self.run_dir, needed, what, allow_stale=self.allow_stale)
+        self._checked.add(key)
+        if line is not None and line not in self.stale:
+            self.stale.append(line)
 
     @property
     def objectives(self) -> list[str]:
@@ -171,6 +208,7 @@ class AlignedRun:
         unweighted = method in METHODS and METHODS[method].weights == NO_WEIGHTS
         weights = {} if unweighted and weights is None else parse_weights(weights, self.objectives)
         self._check_method(method, weights, round_)
+        self.check_stages(reader_stages(self.cfg, method, round_))
         bank, _ = self.bank()
         # evaluate's own planning, restricted to this one method and weight vector.
         cfg = copy.deepcopy(self.cfg)
@@ -201,6 +239,12 @@ class AlignedRun:
         from sipo.decoding.mod import mod_generate  # torch: imported on first use
 
         prompts = stored_prompts(prompts)
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or int(max_new_tokens) < 1):
+            raise ConfigError(f"--max-new-tokens: must be at least 1, got {max_new_tokens}")
+        if temperature is not None and not (math.isfinite(float(temperature)) and float(temperature) >= 0):
+            raise ConfigError(f"temperature: must be a finite number >= 0, got {temperature}")
+        if top_p is not None and not 0.0 < float(top_p) <= 1.0:
+            raise ConfigError(f"top_p: must be in (0, 1], got {top_p}")
         job = self.point(method, weights, round)
         bank, tokenizer = self.bank()
         decode = self.cfg.eval.decode
@@ -237,6 +281,18 @@ def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
     return set(a) == set(b) and all(math.isclose(float(a[k]), float(b[k]), abs_tol=1e-9) for k in a)
 
 
-def load(run_dir: str | Path, device: str | None = None) -> AlignedRun:
+def rebuild_report(run_dir: str | Path, *, allow_stale: bool = False) -> Path:
+    """``sipo report``: rewrite ``RUN_DIR/report/`` from a finished evaluate stage, once the evaluate stage (and
+    every stage before it) checks out against config.yaml (:func:`sipo.pipeline.check_before_reading`); with
+    ``allow_stale`` a run that does not is reported anyway, and report.md says so in its first lines."""
+    from sipo.pipeline import check_before_reading
+    from sipo.stages.report import report_run_dir
+
+    cfg = open_run_config(run_dir)
+    stale = check_before_reading(cfg, RunDir(run_dir), ["evaluate"], "report", allow_stale=allow_stale)
+    return report_run_dir(str(run_dir), stale=stale)
+
+
+def load(run_dir: str | Path, device: str | None = None, *, allow_stale: bool = False) -> AlignedRun:
     """Open a finished run directory for decoding; see :class:`AlignedRun`."""
-    return AlignedRun(run_dir, device=device)
+    return AlignedRun(run_dir, device=device, allow_stale=allow_stale)

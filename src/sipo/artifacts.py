@@ -169,13 +169,16 @@ class RunDir:
         return self.root / stage / MANIFEST
 
     def read_manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's manifest, or None when there is none or it is not a JSON object (a damaged manifest means
+        the stage is not finished)."""
         path = self.manifest_path(stage)
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        return manifest if isinstance(manifest, dict) else None
 
     def write_manifest(self, stage: str, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path(stage), manifest)

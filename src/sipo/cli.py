@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Write report.json, scores.jsonl, summary.csv, pareto.png and report.md "
                                         "under RUN_DIR/report/ from a finished evaluate stage.")
     report.add_argument("run_dir")
+    report.add_argument("--allow-stale", action="store_true",
+                        help="write the report even if the evaluate stage (or one before it) is not finished, was "
+                             "finished under other settings than config.yaml, or has an altered output; report.md "
+                             "then says so")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     from sipo.cli_commands import add_commands
 
@@ -168,9 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         return args.handler(args)
     if args.command == "report":
-        from sipo.stages.report import report_run_dir
+        from sipo.api import rebuild_report
 
-        path = report_run_dir(args.run_dir)
+        path = rebuild_report(args.run_dir, allow_stale=args.allow_stale)
         logger.info("report written to %s", path)
         return 0
     cfg = load_config(args.config, args.overrides)
@@ -227,10 +231,20 @@ def _model_file_error(exc: BaseException) -> tuple[str, int] | None:
     """safetensors' errors (raised from Rust, not OSError): an unreadable or unwritable weights file."""
     if type(exc).__name__ != "SafetensorError":
         return None
+    import re
+
     text = " ".join(str(exc).split())
-    environment = any(s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "code: 28",
-                                          "code: 13", "code: 30"))
+    code = re.search(r"(?:code: |os error )(\d+)", text)  # the errno, in either of safetensors' formats
+    environment = (code is not None and int(code.group(1)) in ENVIRONMENT_ERRNOS) or any(
+        s in text for s in ("No space", "StorageFull", "Permission", "Read-only", "File too large"))
     return f"cannot read or write a safetensors weights file ({text})", EXIT_ENVIRONMENT if environment else EXIT_USER
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: a run keeps its finished stages; the other commands run no stage."""
+    if args.command in ("run", "stage"):
+        return "; finished stages are kept, run the same command to resume"
+    return ""
 
 
 def _fail(message: str, code: int) -> int:
@@ -264,10 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail("out of memory (lower the batch sizes or use a smaller model)", EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
-        sys.stderr.write("sipo: interrupted; finished stages are kept, run the same command to resume\n")
+        sys.stderr.write("sipo: interrupted" + _resume_hint(args) + "\n")
         return EXIT_INTERRUPTED
     except Terminated:
-        sys.stderr.write("sipo: terminated (SIGTERM); finished stages are kept, run the same command to resume\n")
+        sys.stderr.write("sipo: terminated (SIGTERM)" + _resume_hint(args) + "\n")
         return EXIT_TERMINATED
     except Exception as exc:
         known = _model_file_error(exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from typing import Any
 
@@ -17,6 +18,8 @@ from sipo.methods import METHODS, exportable, methods_help, with_rounds
 logger = logging.getLogger("sipo")
 
 _HIDDEN_DEBUG = {"action": "store_true", "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+ALLOW_STALE_HELP = ("use the run even if a stage it reads is not finished, was finished under other settings than "
+                    "its config.yaml, or has an altered output (refused otherwise); the output then says so")
 
 
 def add_commands(sub) -> None:
@@ -42,6 +45,7 @@ def add_commands(sub) -> None:
                                "{role, content} messages ending with a user turn) and an optional 'prompt_id'")
     generate.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval.decode")
     generate.add_argument("--device", default=None, help="cpu or cuda (default: the run's model.device)")
+    generate.add_argument("--allow-stale", action="store_true", help=ALLOW_STALE_HELP)
     generate.add_argument("--debug", **_HIDDEN_DEBUG)
     generate.set_defaults(handler=run_generate, rest="prompts")
 
@@ -62,6 +66,7 @@ def add_commands(sub) -> None:
     export.add_argument("--round", type=int, default=None, help=_ROUND_HELP)
     export.add_argument("--out", required=True, help="a new (or empty) folder")
     export.add_argument("--merge", action="store_true", help="also merge the adapter into the base weights")
+    export.add_argument("--allow-stale", action="store_true", help=ALLOW_STALE_HELP)
     export.add_argument("--debug", **_HIDDEN_DEBUG)
     export.set_defaults(handler=run_export)
 
@@ -78,6 +83,7 @@ def add_commands(sub) -> None:
     compare.add_argument("--reference-point", default=None,
                          help="one value per objective, e.g. 0,0 (default: the worst mean score over every run's "
                               "points minus a margin)")
+    compare.add_argument("--allow-stale", action="store_true", help=ALLOW_STALE_HELP)
     compare.add_argument("--debug", **_HIDDEN_DEBUG)
     compare.set_defaults(handler=run_compare, rest="run_dirs")
 
@@ -122,13 +128,14 @@ def run_generate(args: argparse.Namespace) -> int:
         items += _read_prompts(args.input)
     if not items:
         raise ConfigError("give at least one PROMPT or --input FILE.jsonl")
-    run = load(args.run_dir, device=args.device)
+    run = load(args.run_dir, device=args.device, allow_stale=args.allow_stale)
     responses = run.generate([p for _, p in items], args.weights, method=args.method, round=args.round,
                              max_new_tokens=args.max_new_tokens)
     job = run.point(args.method, args.weights, args.round)
+    stale = {"stale": "; ".join(run.stale)} if run.stale else {}
     for (prompt_id, prompt), response in zip(items, responses):
         sys.stdout.write(json.dumps({"prompt_id": prompt_id, "prompt": prompt, "method": job.method,
-                                     "round": job.round, "weights": job.weights, "response": response},
+                                     "round": job.round, "weights": job.weights, "response": response, **stale},
                                     ensure_ascii=False) + "\n")
     return 0
 
@@ -137,7 +144,7 @@ def run_export(args: argparse.Namespace) -> int:
     from sipo.export import export_point
 
     out = export_point(args.run_dir, args.weights, args.out, method=args.method, round_=args.round,
-                       merge=args.merge)
+                       merge=args.merge, allow_stale=args.allow_stale)
     logger.info("exported to %s", out)
     return 0
 
@@ -165,7 +172,10 @@ def run_compare(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--reference-point: '{args.reference_point}' is not numbers separated by commas") \
                 from None
-    combined = compare_runs(args.run_dirs, args.out, reference)
+        if not all(math.isfinite(x) for x in reference):
+            raise ConfigError(f"--reference-point: '{args.reference_point}' holds a value that is not a finite "
+                              "number")
+    combined = compare_runs(args.run_dirs, args.out, reference, allow_stale=args.allow_stale)
     logger.info("compared %d runs (%d methods) -> %s/compare.md", len(combined["runs"]), len(combined["methods"]),
                 args.out)
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sipo.artifacts import atomic_write_json, atomic_write_text
-from sipo.errors import DataError
+from sipo.errors import DataError, RunDirError
 from sipo.pareto import score_methods
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ def compare_markdown(combined: dict[str, Any], run_dirs: Sequence[str | Path]) -
     lines = [f"# {combined['title']}", ""]
     for label, path in zip(combined["runs"], run_dirs):
         lines.append(f"- `{label}`: `{Path(path).resolve()}`")
+    for label, line in combined.get("stale", {}).items():
+        lines.append(f"- **`{label}`: {line}**; its numbers may not follow from its config.yaml")
     lines += ["", f"- Judge: `{combined['judge']}`; objectives: {', '.join(combined['objectives'])} (higher is "
                   "better)",
               f"- One reference point for every run: ({reference}) — {combined['reference_point_rule']}", ""]
@@ -102,21 +104,41 @@ def compare_markdown(combined: dict[str, Any], run_dirs: Sequence[str | Path]) -
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path,
-                 reference_point: Sequence[float] | None = None) -> dict[str, Any]:
-    """Write ``compare.json``, ``compare.md`` and ``compare.png`` of the runs into ``out_dir``; return the dict."""
+                 reference_point: Sequence[float] | None = None, *, allow_stale: bool = False) -> dict[str, Any]:
+    """Write ``compare.json``, ``compare.md`` and ``compare.png`` of the runs into ``out_dir``; return the dict.
+
+    Each run's report stage (and every stage before it) must check out against its config.yaml
+    (:func:`sipo.pipeline.check_before_reading`); with ``allow_stale`` a run that does not is compared anyway, and
+    ``compare.md`` and ``compare.json`` (``stale``) say which.
+    """
+    from sipo.api import open_run_config
+    from sipo.artifacts import RunDir
+    from sipo.pipeline import check_before_reading
     from sipo.report.build import format_hypervolume, read_report
     from sipo.report.plot import plot_fronts
 
     if len(run_dirs) < 2:
         raise DataError("give at least two run directories to compare")
-    reports = []
-    for run_dir in run_dirs:
+    reports, stale = [], {}
+    labels = run_labels(run_dirs)
+    for label, run_dir in zip(labels, run_dirs):
+        try:
+            line = check_before_reading(open_run_config(run_dir), RunDir(run_dir), ["report"], "compare",
+                                        allow_stale=allow_stale)
+        except RunDirError as exc:  # no (readable) config.yaml: nothing to check the report against
+            if not allow_stale or not (Path(run_dir) / "report" / "report.json").is_file():
+                raise
+            logger.warning("compare: %s; its report is used anyway (--allow-stale)", exc)
+            line = f"stale run (--allow-stale): {exc}"
+        if line is not None:
+            stale[label] = line
         path = Path(run_dir) / "report" / "report.json"
         if not path.is_file():
             raise DataError("no report (run the report stage, or `sipo report RUN_DIR`)", path=str(path))
         reports.append(read_report(path))
-    labels = run_labels(run_dirs)
     combined = combine_reports(reports, labels, reference_point)
+    if stale:
+        combined["stale"] = stale
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_fronts(combined, out / "compare.png")

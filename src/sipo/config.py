@@ -743,6 +743,9 @@ class PipelineConfig(Section):
                 _fail("objective_descriptions", f"'{name}' is not one of the objectives {objs}")
         if not self.methods:
             _fail("methods", "needs at least one method")
+        repeated = [m for i, m in enumerate(self.methods) if m in list(self.methods)[:i]]
+        if repeated:
+            _fail("methods", f"'{repeated[0]}' is listed twice (each method is evaluated once)")
         if self.rounds < 1:
             _fail("rounds", "must be at least 1")
         if self.shard_size < 1:
@@ -856,6 +859,23 @@ BASE_KEY = "base"
 """A preset's key naming the preset it builds on (a path relative to the preset's folder)."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if repeated:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_preset(path: Path, _below: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML preset as a plain mapping, merged (with OmegaConf) over the preset its ``base:`` key names, if any.
 
@@ -869,7 +889,7 @@ def read_preset(path: Path, _below: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(_read_utf8(path))
+        raw = yaml.load(_read_utf8(path), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -1036,10 +1056,21 @@ def save_config(cfg: PipelineConfig, path: Path) -> None:
 
 def resolve_device(cfg: PipelineConfig) -> str:
     """The torch device string chosen once from ``model.device``."""
+    return check_device(str(cfg.model.device), "config key 'model.device'")
+
+
+def check_device(name: str, what: str = "--device") -> str:
+    """The torch device string for a device name (``auto``, ``cpu`` or ``cuda``); ``cuda`` is refused, naming
+    ``what``, on a machine without a CUDA device."""
+    name = str(getattr(name, "value", name))
+    if name not in Device.values():
+        raise ConfigError(f"{what}: '{name}' is not a device (choose from {', '.join(Device.values())})")
+    if name == Device.cpu.value:
+        return name
     import torch
 
-    if cfg.model.device == Device.auto:
+    if name == Device.auto.value:
         return Device.cuda.value if torch.cuda.is_available() else Device.cpu.value
-    if cfg.model.device == Device.cuda and not torch.cuda.is_available():
-        raise ConfigError("config key 'model.device': cuda requested but no CUDA device is available")
-    return str(cfg.model.device)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{what}: cuda requested but no CUDA device is available")
+    return name

@@ -120,6 +120,8 @@ def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round
         "",
         *prompt_format_lines(run.cfg.model.prompt_template, chat_template),
         "",
+        *(f"> **Warning: {line}.** This model may not follow from the run's config.yaml, and the front below "
+          "may not be this model's.\n" for line in run.stale),
         "## Loading",
         "",
         "```python",
@@ -149,18 +151,24 @@ def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round
 
 def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: str | Path, *,
                  method: str | None = None, round_: int | None = None, merge: bool = False,
-                 device: str = "cpu") -> Path:
+                 device: str = "cpu", allow_stale: bool = False) -> Path:
     """Write the model of (method, weights, round) of a finished run to ``out`` (see the module docstring).
+
+    The stages the export reads (the adapters' stages, and the report for the model card's front) must check out
+    against the run's config.yaml (:func:`sipo.pipeline.check_before_reading`); with ``allow_stale`` a run that
+    does not is exported anyway, and the model card says so.
 
     Raises:
         ConfigError: ``out`` exists and is not empty, the method cannot be exported (``sft``: use the base model
             itself), or the point does not exist (see :meth:`sipo.api.AlignedRun.point`).
+        RunDirError: a stage it reads does not check out (without ``allow_stale``).
     """
     from transformers import AutoTokenizer
 
+    from sipo.api import reader_stages
     from sipo.models.loading import run_chat_template  # torch: imported on first use
 
-    run = AlignedRun(run_dir, device=device)
+    run = AlignedRun(run_dir, device=device, allow_stale=allow_stale)
     method = method or default_method(run)
     if method not in METHODS or METHODS[method].export is None:
         base_model = method in METHODS and METHODS[method].weights == NO_WEIGHTS
@@ -171,6 +179,8 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out: '{out}' exists and is not an empty folder; choose a new one")
+    run.check_stages([*reader_stages(run.cfg, method, round_), "report"], "export")
+    _remove_scratch(out)
     base = base_model_path(run.cfg, run.run_dir)
     if not merge and _inside(base, run.run_dir.root):
         raise ConfigError(
@@ -210,6 +220,13 @@ def _inside(path: str, folder: Path) -> bool:
     """Whether ``path`` (a local folder or a hub id) lies inside ``folder``."""
     local = Path(path).expanduser()
     return local.exists() and local.resolve().is_relative_to(folder.resolve())
+
+
+def _remove_scratch(out: Path) -> None:
+    """Remove what a killed export to ``out`` left next to it (atomic_path's ``.<name>.<random>.tmp`` folders)."""
+    if out.parent.is_dir():
+        for leftover in out.parent.glob(f".{out.name}.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _plain_adapter_config(folder: Path) -> None:

@@ -29,6 +29,18 @@ from sipo.stage import StageDef
 
 logger = logging.getLogger(__name__)
 
+RESULT_NEUTRAL: dict[str, str] = {
+    "run_dir": "where the run is written: a moved or copied run stays finished",
+    "allow_single_objective": "only lets a one-objective config through validation; no stage reads it",
+    "train.report_to": "where the trainers report metrics (tensorboard, wandb); no output depends on it",
+    "train.logging_steps": "how often the trainers log metrics; the optimizer steps are the same",
+    "shard_size": "how generation work is split so that a killed run loses at most one shard; it changes a result "
+                  "only when a decode samples (each shard is seeded anew), and there it is fingerprinted "
+                  "(sipo.stages.sharding.sampled_shard_keys)",
+}
+"""Config keys that no stage fingerprints, each with the reason it cannot change a result (the unit tests walk
+the config tree and check that every other key is fingerprinted by some stage)."""
+
 OUTPUT_SKIP = ("manifest.json",)
 """Top-level names of a stage folder that are not its outputs (hidden files, such as ``.started``, never are)."""
 
@@ -55,7 +67,7 @@ class RunHashes:
 
     def __init__(self) -> None:
         self._inputs: dict[Path, str] = {}
-        self._verified: dict[tuple[str, str], bool] = {}
+        self._verified: dict[tuple[str, str], list[str]] = {}
 
     def input_hash(self, path: Path) -> str:
         """A file's content hash, or a folder's (its files' names, sizes and content hashes; for the ``data.path``
@@ -70,16 +82,25 @@ class RunHashes:
                 self._inputs[key] = "missing"
         return self._inputs[key]
 
-    def outputs_intact(self, run_dir: RunDir, stage_id: str, manifest: dict[str, Any]) -> bool:
-        """True when every output the manifest recorded is there with its size and content hash."""
+    def changed_outputs(self, run_dir: RunDir, stage_id: str, manifest: dict[str, Any]) -> list[str]:
+        """The outputs the manifest recorded that are missing or differ in size or content hash (checked once per
+        run and result id)."""
         key = (stage_id, str(manifest.get("result")))
         if key not in self._verified:
-            changed = changed_files(run_dir.path(stage_id), manifest["outputs"])
-            if changed:
-                logger.warning("%-12s finished before, but its output %s is missing or changed; running it again",
-                               stage_id, changed[0])
-            self._verified[key] = not changed
+            try:
+                self._verified[key] = changed_files(run_dir.path(stage_id), manifest["outputs"])
+            except (TypeError, ValueError, AttributeError):  # a hand-edited outputs table
+                self._verified[key] = ["manifest.json (its outputs table is malformed)"]
         return self._verified[key]
+
+    def outputs_intact(self, run_dir: RunDir, stage_id: str, manifest: dict[str, Any]) -> bool:
+        """True when every output the manifest recorded is there with its size and content hash."""
+        fresh = (stage_id, str(manifest.get("result"))) not in self._verified
+        changed = self.changed_outputs(run_dir, stage_id, manifest)
+        if changed and fresh:
+            logger.warning("%-12s finished before, but its output %s is missing or changed; running it again",
+                           stage_id, changed[0])
+        return not changed
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage_id: str, config_values: dict[str, Any], inputs: dict[str, Path],
@@ -93,13 +114,30 @@ def finished_result(run_dir: RunDir, stage_id: str, fingerprint: str, hashes: Ru
     """The result id of a finished stage whose manifest holds ``fingerprint`` and whose outputs are intact, else
     None (never run, other settings or inputs, a manifest of an older format, or an output gone or changed)."""
     manifest = run_dir.read_manifest(stage_id)
-    if not manifest or manifest.get("fingerprint") != fingerprint:
+    if not _current(manifest, fingerprint):
         return None
-    if not isinstance(manifest.get("outputs"), dict) or not isinstance(manifest.get("result"), str):
+    if not hashes.outputs_intact(run_dir, stage_id, manifest):  # type: ignore[arg-type]
         return None
-    if not hashes.outputs_intact(run_dir, stage_id, manifest):
-        return None
-    return manifest["result"]
+    return manifest["result"]  # type: ignore[index]
+
+
+def _current(manifest: Any, fingerprint: str) -> bool:
+    return (isinstance(manifest, dict) and manifest.get("fingerprint") == fingerprint
+            and isinstance(manifest.get("outputs"), dict) and isinstance(manifest.get("result"), str))
+
+
+def stage_status(run_dir: RunDir, stage_id: str, fingerprint: str, hashes: RunHashes) -> tuple[str | None, str]:
+    """:func:`finished_result` with the reason when there is none, for the commands that read a run: ``(result
+    id, "")`` or ``(None, why the stage cannot be trusted)``."""
+    manifest = run_dir.read_manifest(stage_id)
+    if not isinstance(manifest, dict):
+        return None, "is not finished"
+    if not _current(manifest, fingerprint):
+        return None, "was finished with other settings or inputs than config.yaml says"
+    changed = hashes.changed_outputs(run_dir, stage_id, manifest)
+    if changed:
+        return None, f"has an output that is missing or changed ({run_dir.path(stage_id, changed[0])})"
+    return manifest["result"], ""
 
 
 def record_outputs(run_dir: RunDir, stage_id: str, fingerprint: str) -> dict[str, Any]:

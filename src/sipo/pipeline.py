@@ -13,8 +13,10 @@ to do, ``--dry-run`` and a refused run write nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -28,14 +30,22 @@ from sipo.artifacts import RunDir, atomic_write_text
 from sipo.config import PipelineConfig, config_text, resolve_device, to_dict
 from sipo.distributed import barrier, init_processes, warn_if_launch_lost_processes
 from sipo.errors import ConfigError, RunDirError, SipoError
-from sipo.fingerprints import RunHashes, external_inputs, finished_result, record_outputs, stage_fingerprint
+from sipo.fingerprints import (
+    RunHashes,
+    external_inputs,
+    finished_result,
+    record_outputs,
+    stage_fingerprint,
+    stage_status,
+)
 from sipo.interrupt import check_stop
 from sipo.logging_utils import process_rank
 from sipo.methods import METHODS
 from sipo.preflight import check_inputs, precheck_stages
-from sipo.runlock import run_lock
+from sipo.runlock import HeldLock, run_lock
 from sipo.stage import StageContext, StageSpec, needs_label_stage, needs_sft_stage  # noqa: F401 (re-exported)
 from sipo.stages.registry import ROUND_STAGES, STAGES
+from sipo.stages.sharding import STARTED
 from sipo.tracking import STAGE_STARTS
 
 logger = logging.getLogger(__name__)
@@ -156,7 +166,8 @@ def check_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
     for folder in (run_dir.root, *run_dir.root.parents):
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
-                where = "is a file" if folder == run_dir.root else f"lies under the file '{folder}'"
+                what = "symlink to nothing" if folder.is_symlink() and not folder.exists() else "file"
+                where = f"is a {what}" if folder == run_dir.root else f"lies under the {what} '{folder}'"
                 raise RunDirError(f"run_dir '{run_dir.root}' {where}, not a folder")
             break
     saved = run_dir.root / "config.yaml"
@@ -197,15 +208,77 @@ def stages_to_run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSp
     return todo
 
 
+def stale_stages(cfg: PipelineConfig, run_dir: RunDir, needed: Sequence[str],
+                 hashes: RunHashes | None = None) -> list[tuple[str, str]]:
+    """``(stage id, reason)`` of every stage among ``needed`` and their upstream stages that a reader cannot trust:
+    not finished, finished under another fingerprint than ``cfg`` gives it now (other settings, inputs, or an
+    upstream stage that ran again since), or with an output missing or changed. In plan order, so the first one is
+    the stage to complete first; a stage downstream of an untrusted one is not listed again. Empty: every stage
+    read is what ``cfg`` would make."""
+    hashes = hashes or RunHashes()
+    stages = plan(cfg)
+    by_id = {s.id: s for s in stages}
+    unknown = [n for n in needed if n not in by_id]
+    if unknown:
+        raise RunDirError(f"{run_dir.root}: its config.yaml plans no stage '{unknown[0]}'")
+    wanted: set[str] = set()
+    todo = list(needed)
+    while todo:
+        stage_id = todo.pop()
+        if stage_id not in wanted:
+            wanted.add(stage_id)
+            todo.extend(by_id[stage_id].upstream)
+    results: dict[str, str | None] = {}
+    problems = []
+    for stage in stages:
+        if stage.id not in wanted:
+            continue
+        upstream = {u: results[u] for u in stage.upstream}
+        if any(r is None for r in upstream.values()):
+            results[stage.id] = None
+            continue
+        result, reason = stage_status(run_dir, stage.id, fingerprint(cfg, stage, upstream, hashes), hashes)  # type: ignore[arg-type]
+        results[stage.id] = result
+        if result is None:
+            problems.append((stage.id, reason))
+    return problems
+
+
+def check_before_reading(cfg: PipelineConfig, run_dir: RunDir, needed: Sequence[str], what: str, *,
+                         allow_stale: bool = False) -> str | None:
+    """Refuse a command that reads a run (``generate``, ``export``, ``compare``, ``report``) unless every stage it
+    reads checks out (:func:`stale_stages`).
+
+    Returns:
+        None when the run checks out; with ``allow_stale``, the line saying what does not (also logged as a
+        warning), for the caller to put into its output.
+
+    Raises:
+        RunDirError: one line naming the first stage that does not check out and the command that completes it.
+    """
+    problems = stale_stages(cfg, run_dir, needed)
+    if not problems:
+        return None
+    import shlex
+
+    stage_id, reason = problems[0]
+    root = run_dir.root
+    command = f"sipo run {shlex.quote(str(root / 'config.yaml'))} {shlex.quote(f'run_dir={root}')}"
+    line = f"{what}: stage {stage_id} of the run {root} {reason}; complete it with `{command}`"
+    if not allow_stale:
+        raise RunDirError(line + " (or pass --allow-stale to use the run as it is)")
+    logger.warning("%s; used anyway (--allow-stale)", line)
+    return f"stale run (--allow-stale): stage {stage_id} {reason}"
+
+
 def safetensors_error(exc: Exception, folder: Path) -> Exception:
     """safetensors' error (e.g. ``IoError(Os { code: 28, ... })`` when a disk fills up while an adapter is saved) as
     an OSError with its errno, naming the stage's folder, or as a RunDirError for a corrupt file."""
-    import errno
-    import os
     import re
 
     text = " ".join(str(exc).split())
-    code = re.search(r"code: (\d+)", text)
+    # "IoError(Os { code: 28, ... })" (older safetensors) or "I/O error: File too large (os error 27)"
+    code = re.search(r"(?:code: |os error )(\d+)", text)
     if code and int(code.group(1)) in errno.errorcode:
         return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(folder))
     return RunDirError(f"{folder}: cannot read or write a safetensors file ({text})")
@@ -222,10 +295,34 @@ def _save_config_if_changed(cfg: PipelineConfig, path: Path) -> None:
     atomic_write_text(path, text)
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_write_access(run_dir: RunDir, todo: Sequence[StageSpec]) -> None:
+    """Refuse the run before it writes ``config.yaml`` when a folder it has to write is not writable: the run
+    directory and every folder under the stages it will run (the stage empties or rewrites them).
+
+    Raises:
+        PermissionError: naming the first such folder (exit code 4).
+    """
+    folders = [run_dir.root]
+    for stage in todo:
+        top = run_dir.path(stage.id)
+        if top.is_dir() and not top.is_symlink():
+            folders += [top, *(Path(d) for d, _, _ in os.walk(top) if Path(d) != top)]
+        elif top.parent.is_dir() and top.parent != run_dir.root:
+            folders.append(top.parent)
+    for folder in folders:
+        if folder.is_dir() and not _writable(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+
+
 class _Undo:
     """What a run refused by a user mistake (a SipoError raised by a stage) takes back so that the run directory is
     left as it was: the folders this run created for the failing stage, ``config.yaml`` and, when no stage finished,
-    the run directory itself if this run created it."""
+    the run directory itself if this run created it. A run refused by the environment (an OSError) only gets its
+    ``config.yaml`` back (:meth:`restore_config`)."""
 
     def __init__(self, run_dir: RunDir):
         self.run_dir = run_dir
@@ -252,14 +349,22 @@ class _Undo:
             return
         if new_stage_folder is not None:
             shutil.rmtree(new_stage_folder, ignore_errors=True)
-        if self.finished == 0:
-            saved = root / "config.yaml"
-            if self.config_before is None:
-                saved.unlink(missing_ok=True)
-            elif not saved.is_file() or saved.read_bytes() != self.config_before:
-                atomic_write_text(saved, self.config_before.decode("utf-8"))
-            if not self.lock_existed:
-                (root / ".sipo.lock").unlink(missing_ok=True)
+        self.restore_config()
+
+    def restore_config(self) -> None:
+        """When no stage finished: ``config.yaml`` as it was (and no lock file this run created). A run that the
+        environment stopped keeps its partial work (shards, units) for the next attempt; only the settings it
+        failed to apply are taken back."""
+        if self.finished:
+            return
+        root = self.run_dir.root
+        saved = root / "config.yaml"
+        if self.config_before is None:
+            saved.unlink(missing_ok=True)
+        elif not saved.is_file() or saved.read_bytes() != self.config_before:
+            atomic_write_text(saved, self.config_before.decode("utf-8"))
+        if not self.lock_existed:
+            (root / ".sipo.lock").unlink(missing_ok=True)
 
 
 def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, force: Sequence[str] = (),
@@ -290,6 +395,8 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     check_inputs(cfg, {s.name for s in todo})
     cache: dict[str, Any] = {}
     precheck_stages(cfg, {s.name for s in todo}, cache)  # e.g. the data, parsed and split, before any write
+    if str(cfg.model.device) == "cuda":
+        resolve_device(cfg)  # refused where there is no CUDA device, under --dry-run too
     if dry_run:
         return [{"id": s.id, "status": "planned"} for s in stages]
     if not todo:  # nothing to do: no lock, nothing written (a finished run on read-only storage is checked)
@@ -310,32 +417,40 @@ def run_pipeline(cfg: PipelineConfig, *, only: Sequence[str] | None = None, forc
     if main:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         lock = run_lock(run_dir.root)
-    with lock:
+    with lock as held:
         try:
             if main:
                 check_run_dir(cfg, run_dir)  # again: another run may have finished stages while we were checking
+                check_write_access(run_dir, todo)
                 _save_config_if_changed(cfg, run_dir.root / "config.yaml")
                 if world_size > 1 and cfg.model.name_or_path == "smollm2":
                     from sipo.models.loading import resolve_model_source
 
                     resolve_model_source(cfg.model)  # convert the GGUF once, before the other ranks look for it
             barrier()
-            return _run_stages(cfg, run_dir, stages, only, force, hashes, cache, device, undo)
+            return _run_stages(cfg, run_dir, stages, only, force, hashes, cache, device, undo, held)
         except SipoError:
             if main:
                 undo.undo()
             raise
+        except OSError:  # refused by the environment: config.yaml goes back to the settings of the finished stages
+            if main:
+                with contextlib.suppress(OSError):
+                    undo.restore_config()
+            raise
 
 
 def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec], only: Sequence[str] | None,
-                force: Sequence[str], hashes: RunHashes, cache: dict[str, Any], device: str, undo: _Undo
-                ) -> list[dict[str, Any]]:
+                force: Sequence[str], hashes: RunHashes, cache: dict[str, Any], device: str, undo: _Undo,
+                held: HeldLock | None = None) -> list[dict[str, Any]]:
     rank, world_size = process_rank()
     main = rank == 0
     results_ids: dict[str, str] = {}
     results = []
     for stage in stages:
         check_stop()
+        if held is not None:
+            held.check()  # a lock file deleted mid-run no longer keeps a second run out
         upstream = {u: results_ids[u] for u in stage.upstream}
         fp = fingerprint(cfg, stage, upstream, hashes)
         selected = only is None or stage.id in only or stage.name in only
@@ -353,7 +468,7 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
         undo.new_folder = undo.new_folders(stage.id)
         if main:
             run_dir.invalidate(stage.id)
-            reset_partial_outputs(run_dir, stage.id, fp)
+            reset_partial_outputs(run_dir, stage.id, fp, clear=forced)
         barrier()
         logger.info("%-12s running: %s", stage.id, STAGES[stage.name].help, extra={STAGE_STARTS: True})
         start = time.perf_counter()
@@ -399,24 +514,22 @@ def _run_stages(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[StageSpec
     return results
 
 
-STARTED = ".started"
-"""File in a stage's folder naming the fingerprint that its partial outputs (finished shards, caches) belong to."""
-
-
-def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str) -> None:
-    """Before a stage runs: keep what a killed run of it left (finished shards, caches such as MODPO's margins)
-    only if that run had the same fingerprint; otherwise empty the stage's folder, so that outputs made with other
-    settings or other upstream results are never read back."""
+def reset_partial_outputs(run_dir: RunDir, stage_id: str, fp: str, *, clear: bool = False) -> None:
+    """Before a stage runs: keep what a killed run of it left (finished shards and units, caches such as MODPO's
+    margins) only if that run had the same fingerprint and the stage is not forced (``clear``); otherwise empty the
+    stage's folder, so that outputs made with other settings or other upstream results are never read back. What
+    is kept is verified piece by piece when the stage reuses it (:func:`sipo.stages.sharding.check_kept`).
+    Scratch left by a kill (temporary files of atomic writes, trainer scratch folders) is removed either way."""
     folder = run_dir.path(stage_id)
     try:
         previous = (folder / STARTED).read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         previous = None
-    if previous != fp and folder.is_dir():
+    if (clear or previous != fp) and folder.is_dir():
         shutil.rmtree(folder)
     elif folder.is_dir():
-        # Temporary files of writes that a kill interrupted (atomic_path's ".<name>.<random>.tmp").
-        for leftover in sorted(folder.rglob(".*.tmp"), reverse=True):
+        # atomic_path's ".<name>.<random>.tmp" and the trainers' ".<name>.trainer.<random>" scratch folders.
+        for leftover in sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.trainer.*")}, reverse=True):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

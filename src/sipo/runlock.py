@@ -8,6 +8,11 @@ serve the message that a second run gets.
 
 Under ``accelerate launch`` / torchrun only rank 0 takes the lock (the other processes of the job write only
 through rank 0's plan, after barriers). ``--dry-run`` and ``sipo report`` take no lock.
+
+A ``flock`` guards the file it was taken on, so the lock is only as good as that file: the file is opened with
+``O_NOFOLLOW`` (a ``.sipo.lock`` that is a symlink is refused, never written through), and the run checks at every
+stage boundary (:meth:`HeldLock.check`) that ``.sipo.lock`` is still the file it holds; if it was deleted or
+replaced, a second run may have taken a lock of its own, so this one stops.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ class RunLocked(RunDirError):
     """Another process holds the run directory's lock."""
 
 
+class HeldLock:
+    """The lock a run holds: :meth:`check` that its file is still in place."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def check(self) -> None:
+        """Raise RunLocked when ``.sipo.lock`` was deleted or replaced since the lock was taken."""
+        try:
+            same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise RunLocked(f"{self.path}: the lock file was deleted or replaced during the run, so another sipo "
+                            "run may be writing this run directory; stopped (the finished stages are kept)")
+
+
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -39,18 +61,28 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(root: str | Path) -> Iterator[Path]:
+def run_lock(root: str | Path) -> Iterator[HeldLock]:
     """Hold the lock of run directory ``root`` (which must exist) for the ``with`` block.
 
     Raises:
         RunLocked: another process holds it (the message names its pid and start time).
+        RunDirError: ``.sipo.lock`` is a symlink (or not a regular file).
         OSError: the lock file cannot be created (e.g. read-only storage); the caller reports it.
     """
     import fcntl
 
     path = Path(root) / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     for _attempt in range(3):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise RunDirError(f"{path}: the run directory's lock file is a symlink or not a regular file; remove "
+                              "it (sipo never writes through it)")
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink made between the check and the open
+                raise RunDirError(f"{path}: the run directory's lock file is a symlink; remove it") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -77,6 +109,6 @@ def run_lock(root: str | Path) -> Iterator[Path]:
         except OSError as exc:
             exc.filename = str(path)
             raise
-        yield path
+        yield HeldLock(path, fd)
     finally:
         os.close(fd)  # closing the last descriptor releases the flock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -180,6 +181,25 @@ def test_one_hot_soup_is_the_adapter(bank, tiny_tokenizer):
 def test_missing_adapter_folder(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="adapter 'x'"):
         AdapterBank.load(tiny_model, {"x": tmp_path / "missing"})
+
+
+@pytest.mark.parametrize("damage", ["config", "weights_emptied", "weights_truncated"])
+def test_a_damaged_adapter_is_one_error_naming_its_folder(tiny_model, lora_adapters, tmp_path, damage):
+    import shutil
+
+    from sipo.errors import RunDirError
+
+    folder = tmp_path / "alpha"
+    shutil.copytree(lora_adapters["alpha"], folder)
+    weights = folder / "adapter_model.safetensors"
+    if damage == "config":
+        (folder / "adapter_config.json").write_text("{ not json")
+    elif damage == "weights_emptied":
+        weights.write_bytes(b"")
+    else:
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(RunDirError, match=f"^{re.escape(str(folder))}: cannot load this LoRA adapter"):
+        AdapterBank.load(tiny_model, {"x": folder})
 
 
 def test_loading_the_same_adapter_again_is_a_no_op(bank, lora_adapters, tiny_tokenizer):

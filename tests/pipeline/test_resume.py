@@ -214,6 +214,24 @@ def test_dpo_killed_between_objectives_keeps_the_first_adapter(tiny, reference, 
 
 
 @pytest.mark.slow
+def test_an_altered_kept_adapter_is_trained_again(tiny, reference, tmp_path):
+    """Killed after the first adapter was saved, that adapter's lora_B scaled by 3: the next run trains it again
+    (one warning naming it) and ends with the adapters and outputs of the uninterrupted run."""
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "killed"
+    first = run_dir / "dpo" / "correctness" / "adapter_model.safetensors"
+    tiny.run_and_kill(run_dir, lambda: (run_dir / "dpo" / "correctness.done.json").is_file())
+    tensors = load_file(str(first))
+    save_file({k: v * 3 if "lora_B" in k else v for k, v in tensors.items()}, str(first))
+    log = tiny.run(run_dir)
+    assert ran_stages(log)[0] == "dpo"
+    assert log.count("does not check out") == 1 and "dpo: correctness" in log
+    assert "training the correctness adapter" in log
+    assert_same_outputs(reference, run_dir)
+
+
+@pytest.mark.slow
 def test_changing_realign_settings_reruns_realign_and_later_stages_only(tiny, reference, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(reference, run_dir)
@@ -269,26 +287,135 @@ def test_resumable_unit_runs_once_until_the_stage_finishes(tmp_path, one_process
 
     ctx = FakeContext(tmp_path)
     calls = []
+    out = tmp_path / "correctness"
 
     def work():
         calls.append(1)
-        (tmp_path / "correctness").mkdir(exist_ok=True)
-        (tmp_path / "correctness" / "adapter_config.json").write_text("{}")
+        out.mkdir(exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        (out / "adapter_model.safetensors").write_bytes(b"weights" * 10)
         return {"loss": 0.5, "nan": float("nan")}
 
-    outputs = [tmp_path / "correctness" / "adapter_config.json"]
     (tmp_path / ".correctness.trainer.abc").mkdir()  # scratch of a killed attempt
-    first = resumable_unit(ctx, "correctness", work, outputs)
+    first = resumable_unit(ctx, "correctness", work, out)
     assert not (tmp_path / ".correctness.trainer.abc").exists()
-    second = resumable_unit(ctx, "correctness", work, outputs)  # as a resumed run would
+    second = resumable_unit(ctx, "correctness", work, out)  # as a resumed run would
     assert len(calls) == 1 and second["loss"] == first["loss"] == 0.5
-    outputs[0].unlink()  # the record alone is not enough: the outputs must be there too
-    resumable_unit(ctx, "correctness", work, outputs)
+    (out / "adapter_config.json").unlink()  # the record alone is not enough: the outputs must be there too
+    resumable_unit(ctx, "correctness", work, out)
     assert len(calls) == 2
     finish_units(ctx)
     assert not list(tmp_path.glob("*.done.json"))
-    resumable_unit(ctx, "correctness", work, outputs)  # a forced re-run does the work again
+    resumable_unit(ctx, "correctness", work, out)  # a forced re-run does the work again
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("damage", ["scaled", "emptied", "removed", "other_settings", "old_record", "no_record"])
+def test_a_kept_unit_that_does_not_check_out_is_redone(tmp_path, one_process, damage, caplog):
+    """A unit left by a killed run is reused only when its files are exactly the ones recorded, under the same
+    stage fingerprint; otherwise it is trained again, with one warning naming it."""
+    from sipo.stages.sharding import resumable_unit
+
+    ctx = FakeContext(tmp_path)
+    (tmp_path / ".started").write_text("fp1\n")
+    out = tmp_path / "correctness"
+    calls = []
+
+    def work():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        (out / "adapter_model.safetensors").write_bytes(bytes(range(200)))
+        return {"loss": 0.5}
+
+    resumable_unit(ctx, "correctness", work, out)
+    record = tmp_path / "correctness.done.json"
+    weights = out / "adapter_model.safetensors"
+    if damage == "scaled":  # same size, other bytes (lora_B scaled by 3)
+        weights.write_bytes(bytes(3 * b % 256 for b in range(200)))
+    elif damage == "emptied":
+        weights.write_bytes(b"")
+    elif damage == "removed":
+        weights.unlink()
+    elif damage == "other_settings":
+        (tmp_path / ".started").write_text("fp2\n")
+    elif damage == "old_record":  # the records of earlier versions held the counts only
+        record.write_text('{"loss": 0.5}')
+    else:
+        record.unlink()
+    with caplog.at_level("WARNING", logger="sipo.stages.sharding"):
+        resumable_unit(ctx, "correctness", work, out)
+    assert len(calls) == 2
+    assert weights.read_bytes() == bytes(range(200))
+    lines = [r.getMessage() for r in caplog.records if "does not check out" in r.getMessage()]
+    assert len(lines) == 1 and "dpo: correctness" in lines[0], lines
+    caplog.clear()
+    resumable_unit(ctx, "correctness", work, out)  # the redone unit is recorded again, and kept
+    assert len(calls) == 2 and not [r for r in caplog.records if "does not check out" in r.getMessage()]
+
+
+@pytest.mark.parametrize("damage", ["edited", "truncated", "garbage", "no_record"])
+def test_a_kept_shard_that_does_not_check_out_is_redone(tmp_path, one_process, damage, caplog):
+    """An edited review shard (same size, other text), a truncated or unreadable one, or one without its record is
+    computed again, and the merged rows are those of a clean run."""
+    from dataclasses import dataclass
+
+    from sipo.stages.sharding import run_sharded
+
+    @dataclass(frozen=True)
+    class Item:
+        i: int
+        v: str
+
+    (tmp_path / ".started").write_text("fp1\n")
+
+    def work(items):
+        return [Item(i, f"review {i}") for i in items]
+
+    clean = run_sharded(tmp_path, list(range(5)), work, record=Item, key=lambda r: r.i, shard_size=2)
+    path = tmp_path / "shards" / "size2" / "00001.jsonl"
+    text = path.read_text()
+    if damage == "edited":
+        path.write_text(text.replace("review 2", "INJECTED"[:8]))
+    elif damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff\xfe not json")
+    else:
+        (tmp_path / "shards" / "size2" / "00001.done.json").unlink()
+    seen = []
+
+    def recount(items):
+        seen.append(list(items))
+        return work(items)
+
+    with caplog.at_level("WARNING", logger="sipo.stages.sharding"):
+        rows = run_sharded(tmp_path, list(range(5)), recount, record=Item, key=lambda r: r.i, shard_size=2,
+                           desc="review")
+    assert seen == [[2, 3]]
+    assert rows == clean
+    lines = [r.getMessage() for r in caplog.records if "does not check out" in r.getMessage()]
+    assert len(lines) == 1 and "00001.jsonl" in lines[0], lines
+
+
+def test_force_clears_a_stage_s_kept_work(tmp_path):
+    """--force redoes a stage from nothing: the shards and units a killed run left (even a truncated shard) are
+    removed, not just re-checked; without --force, only scratch folders go."""
+    from sipo.artifacts import RunDir
+    from sipo.pipeline import reset_partial_outputs
+
+    run_dir = RunDir(tmp_path)
+    folder = tmp_path / "r1" / "review"
+    (folder / "shards" / "size1").mkdir(parents=True)
+    (folder / "shards" / "size1" / "00000.jsonl").write_text('{"trunc')
+    (folder / ".started").write_text("fp\n")
+    (folder / ".model.trainer.x1").mkdir()
+    (folder / ".reviews.jsonl.abc.tmp").mkdir()
+    reset_partial_outputs(run_dir, "r1/review", "fp")
+    assert (folder / "shards" / "size1" / "00000.jsonl").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == [".started", "shards"]
+    reset_partial_outputs(run_dir, "r1/review", "fp", clear=True)
+    assert sorted(p.name for p in folder.iterdir()) == [".started"]
 
 
 def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
@@ -297,7 +424,7 @@ def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
     from dataclasses import dataclass
 
     from sipo.records import write_jsonl
-    from sipo.stages.sharding import finish_shards, run_sharded
+    from sipo.stages.sharding import finish_shards, run_sharded, write_kept_record
 
     @dataclass(frozen=True)
     class Item:
@@ -308,6 +435,8 @@ def test_run_sharded_keeps_finished_shards_and_cleans_up(tmp_path, one_process):
     shards.mkdir(parents=True)
     write_jsonl(shards / "00000.jsonl", [Item(0, "kept"), Item(1, "kept"), Item(2, "kept")])
     write_jsonl(shards / "00002.jsonl", [Item(6, "kept")])
+    for index in ("00000", "00002"):
+        write_kept_record(shards / f"{index}.done.json", shards / f"{index}.jsonl", tmp_path, {})
     (shards / ".00001.jsonl.xyz.tmp").mkdir()
     seen = []
 

@@ -118,7 +118,10 @@ def test_points_the_run_does_not_have_are_refused_in_one_line(smoke_run, capsys)
                         (["--method", "dpo", "--weights", "0.3,0.7"], "one-hot"),
                         (["--weights", "0.3,0.6"], "sum to 1"),
                         (["--weights", "correctness=0.3,helpfulness=0.7"], "'helpfulness'"),
-                        (["--method", "sipo", "--round", "2", "--weights", "0.3,0.7"], "rounds 1..1")):
+                        (["--method", "sipo", "--round", "2", "--weights", "0.3,0.7"], "rounds 1..1"),
+                        (["--weights", "0.3,0.7", "--max-new-tokens", "-3"], "--max-new-tokens: must be at least 1"),
+                        (["--weights", "0.3,0.7", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
+                        (["--weights", "0.3,0.7", "--device", "foo"], "--device: 'foo' is not a device")):
         code, _, err = cli(capsys, "generate", str(smoke_run), "hello", *args)
         assert code == 2, (args, err[-2000:])
         lines = err.strip().splitlines()
@@ -259,3 +262,30 @@ def test_generate_reads_prompts_from_a_jsonl_file(smoke_run, tmp_path, capsys):
     prompts.write_text('{"prompt": "fine"}\n{"text": "no prompt key"}\n')
     code, _, err = cli(capsys, "generate", str(smoke_run), "--input", str(prompts), "--weights", "0.2,0.8")
     assert code == 2 and err.strip().splitlines()[-1].endswith(f"{prompts}:2: needs a string 'prompt'")
+
+
+def test_generate_and_export_refuse_an_altered_run_unless_allow_stale(smoke_run, tmp_path, capsys):
+    """A finished adapter altered after the run: generate and export refuse in one line naming its stage and the
+    command that completes the run; with --allow-stale they go on and say so (JSON lines, model card)."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(smoke_run, run)
+    weights = run / "r1" / "realign" / "correctness" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    code, out, err = cli(capsys, "generate", str(run), "hello", "--weights", "0.3,0.7")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and out == "" and "stage r1/realign" in line and str(weights) in line and "sipo run" in line
+    code, out, _ = cli(capsys, "generate", str(run), "hello", "--weights", "0.3,0.7", "--allow-stale")
+    assert code == 0 and json.loads(out.splitlines()[0])["stale"].startswith("stale run (--allow-stale): stage "
+                                                                             "r1/realign")
+    code, out, _ = cli(capsys, "generate", str(run), "hello", "--weights", "0.3,0.7", "--method", "mod")
+    assert code == 0 and "stale" not in json.loads(out.splitlines()[0])  # mod reads the DPO adapters only
+    assert cli(capsys, "export", str(run), "--weights", "0.3,0.7", "--out", str(tmp_path / "refused"))[0] == 2
+    assert not (tmp_path / "refused").exists()
+    code, _, _ = cli(capsys, "export", str(run), "--weights", "0.3,0.7", "--out", str(tmp_path / "stale"),
+                     "--allow-stale")
+    assert code == 0 and "Warning: stale run (--allow-stale): stage r1/realign" in \
+        (tmp_path / "stale" / "README.md").read_text()

@@ -67,17 +67,27 @@ def test_labels_are_unique():
 
 
 def test_compare_command_writes_one_table_and_one_figure(tmp_path, capsys):
+    """The runs here are report folders without the rest of a run: compare refuses them (nothing to check the
+    report against) unless --allow-stale, and then compare.md says so."""
     one, two = finished_run(tmp_path / "one", 0.0), finished_run(tmp_path / "two", 0.2)
     out = tmp_path / "cmp"
-    assert main(["compare", str(one), str(two), "--out", str(out), "--reference-point", "0,0"]) == 0
+    assert main(["compare", str(one), str(two), "--out", str(out), "--reference-point", "0,0"]) == 2
+    assert f"{one / 'config.yaml'}: not found" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()
+    assert main(["compare", str(one), str(two), "--out", str(out), "--reference-point", "0,0",
+                 "--allow-stale"]) == 0
+    assert main(["compare", str(one), str(two), "--out", str(out), "--reference-point", "nan,0",
+                 "--allow-stale"]) == 2
+    assert "not a finite number" in capsys.readouterr().err.strip().splitlines()[-1]
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md", "compare.png"]
     table = (out / "compare.md").read_text()
     assert table.count("| method | hypervolume |") == 1
     assert all(f"| {name} |" in table for name in ("one/mod", "one/sipo", "two/mod", "two/sipo"))
     assert json.loads((out / "compare.json").read_text())["reference_point"] == [0.0, 0.0]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC
-    assert main(["compare", str(one), str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert "report.json" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert table.count("stale run (--allow-stale)") == 2
+    assert main(["compare", str(one), str(tmp_path / "missing"), "--out", str(out), "--allow-stale"]) == 2
+    assert "missing/config.yaml: not found" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_projected_front():

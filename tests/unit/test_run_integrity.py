@@ -169,13 +169,45 @@ def test_a_lock_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
         assert os.stat(tmp_path / LOCK_NAME).st_ino == os.fstat(calls[-1]).st_ino
 
 
+def test_a_symlinked_lock_file_is_refused_and_never_written_through(tmp_path, data, fake, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (run / LOCK_NAME).symlink_to(target)
+    with pytest.raises(RunDirError, match="symlink"):
+        with run_lock(run):
+            pass
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "symlink" in err[-1] and target.read_text() == "keep me" and fake.calls == []
+
+
+def test_a_lock_file_deleted_mid_run_stops_the_run_at_the_next_stage(tmp_path, data, monkeypatch, fake):
+    """Deleting .sipo.lock would let a second run take a lock of its own: the first run stops at the next stage
+    boundary, keeping what it finished."""
+    def deleting(name):
+        def run(ctx):
+            (ctx.out_dir / "out.txt").write_text(ctx.stage.id)
+            if ctx.stage.id == "dpo":
+                (ctx.run_dir.root / LOCK_NAME).unlink()
+            return {}
+        return run
+
+    monkeypatch.setattr(pipeline, "stage_function", deleting)
+    with pytest.raises(RunLocked, match="deleted or replaced during the run"):
+        run_pipeline(config(tmp_path / "run", data))
+    assert (tmp_path / "run" / "dpo" / "manifest.json").is_file()
+    assert not (tmp_path / "run" / "r1").exists()
+
+
 def test_sigterm_ends_a_run_with_one_line_and_frees_the_lock(tmp_path):
     """SIGTERM unwinds like Ctrl-C: exit 143, one line, the lock released (a new holder gets it at once)."""
     script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
               "from sipo import cli\nfrom sipo.runlock import run_lock\n"
               "def slow(args):\n"
               f"    with run_lock({str(tmp_path)!r}):\n        print('locked', flush=True); time.sleep(60)\n"
-              "cli._run = slow\nsys.exit(cli.main(['report', 'x']))\n")
+              "cli._run = slow\nsys.exit(cli.main(['run', 'x']))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -373,6 +405,46 @@ def test_a_stage_refusing_the_run_takes_back_what_it_wrote(tmp_path, data, monke
     assert not (tmp_path / "run" / "r1").exists()
 
 
+def test_a_run_refused_for_a_folder_it_may_not_write_keeps_the_old_config(tmp_path, data, monkeypatch, fake, capsys):
+    """The write-access check comes before config.yaml is written: a refused run (exit 4) leaves the settings of
+    the finished stages in config.yaml, so that later readers (generate, report) never see the refused ones."""
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    fake.calls.clear()
+    before = snapshot(run)
+    report = run / "report"
+    monkeypatch.setattr(pipeline, "_writable", lambda path: Path(path) != report)
+    code = cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
+                     "eval.reference_point=[-9,-9]"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"sipo: error: {report}: Permission denied"
+    assert fake.calls == []
+    after = snapshot(run)
+    for name in ("run.log", LOCK_NAME):  # the log of the refused command; the lock it took (holder's pid)
+        after.pop(name, None), before.pop(name, None)
+    assert after == before
+
+
+def test_a_stage_stopped_by_the_environment_gives_config_yaml_back(tmp_path, data, monkeypatch, fake):
+    """No stage finished under the new settings: config.yaml goes back to the old ones; the stage's partial work
+    stays for the next attempt."""
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    old = (run / "config.yaml").read_bytes()
+
+    def fail(name):
+        def stage(ctx):
+            (ctx.out_dir / "partial.txt").write_text("shard")
+            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.out_dir / "partial.txt"))
+        return stage
+
+    monkeypatch.setattr(pipeline, "stage_function", fail)
+    with pytest.raises(OSError):
+        run_pipeline(config(run, data, "eval.reference_point=[-9,-9]"))
+    assert (run / "config.yaml").read_bytes() == old
+    assert (run / "report" / "partial.txt").is_file()
+
+
 def test_a_refused_run_does_not_pin_the_directory(tmp_path, data, fake):
     """No stage finished, so another config (other objectives) may use the directory afterwards."""
     run = tmp_path / "run"
@@ -530,6 +602,38 @@ def test_a_safetensors_write_error_is_one_line_naming_the_stage_folder(tmp_path,
         f"sipo: error: {tmp_path / 'run' / 'dpo'}: No space left on device"
 
 
+@pytest.mark.parametrize("message", [
+    "Error while serializing: I/O error: File too large (os error 27)",
+    "Error while serializing: I/O error: No space left on device (os error 28)",
+])
+def test_a_full_disk_or_file_size_limit_in_a_safetensors_write_exits_4(tmp_path, data, monkeypatch, fake, capsys,
+                                                                      message):
+    """safetensors' newer message format ("(os error 27)") is an environment error too, in a stage or not."""
+    from safetensors import SafetensorError
+
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("dpo", SafetensorError(message)))
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cpu"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"sipo: error: {tmp_path / 'run' / 'dpo'}: ")
+
+    def fail(args):
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.main(["report", "x"]) == 4
+
+
+def test_ctrl_c_outside_a_run_does_not_speak_of_finished_stages(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["generate", "x", "hello"]) == 130
+    assert capsys.readouterr().err.strip() == "sipo: interrupted"
+    assert cli.main(["run", str(SMOKE)]) == 130
+    assert "finished stages are kept" in capsys.readouterr().err
+
+
 def test_an_output_row_holding_nan_is_refused_naming_the_row(tmp_path):
     """NaN that a diverged model produced is stopped at the stage that made it, not hours later at the report."""
     from sipo.records import write_jsonl
@@ -584,3 +688,114 @@ def test_the_lock_is_not_taken_by_dry_runs(tmp_path, data, fake):
     run.mkdir()
     with run_lock(run):
         assert [r["status"] for r in run_pipeline(config(run, data), dry_run=True)][0] == "planned"
+
+
+# --- commands that read a run -------------------------------------------------------------------------------
+
+
+def test_readers_refuse_a_run_whose_stages_do_not_check_out(tmp_path, data, fake, caplog):
+    """generate, export, compare and report read a run only when each stage they read is finished, under the
+    fingerprint config.yaml gives it, with its recorded outputs; else one line names the stage and the command
+    that completes it. --allow-stale lets it through and returns the line for the output."""
+    from sipo.pipeline import check_before_reading, stale_stages
+
+    run = tmp_path / "run"
+    cfg = config(run, data)
+    run_pipeline(cfg)
+    run_dir = RunDir(run)
+    assert stale_stages(cfg, run_dir, ["evaluate", "report"]) == []
+    assert check_before_reading(cfg, run_dir, ["r1/realign"], "generate") is None
+    (run / "dpo" / "out.txt").write_text("dpo 0.1 altered")
+    with pytest.raises(RunDirError) as refused:
+        check_before_reading(cfg, run_dir, ["r1/realign"], "generate")
+    line = str(refused.value)
+    assert "stage dpo " in line and "missing or changed" in line and str(run / "dpo" / "out.txt") in line
+    assert f"sipo run {run / 'config.yaml'} run_dir={run}" in line and "--allow-stale" in line
+    assert stale_stages(cfg, run_dir, ["prepare"]) == []  # stages upstream of the altered one are fine
+    with caplog.at_level(logging.WARNING, logger="sipo.pipeline"):
+        note = check_before_reading(cfg, run_dir, ["r1/realign"], "generate", allow_stale=True)
+    assert note.startswith("stale run (--allow-stale): stage dpo ") and "--allow-stale" in caplog.text
+
+
+def test_readers_refuse_a_run_killed_halfway_through_a_rerun(tmp_path, data, monkeypatch, fake):
+    """The run re-ran prepare..r1/rewrite with a new dpo.beta and was killed: config.yaml holds the new settings,
+    r1/combine onwards are still the old run's. A reader of r1/realign or evaluate is refused at r1/combine."""
+    from sipo.api import open_run_config
+    from sipo.pipeline import stale_stages
+
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    monkeypatch.setattr(pipeline, "stage_function", FakeStages("r1/combine"))
+    with pytest.raises(RuntimeError):
+        run_pipeline(config(run, data, "dpo.beta=0.3"))
+    saved = open_run_config(run)
+    assert saved.dpo.beta == 0.3
+    problems = stale_stages(saved, RunDir(run), ["evaluate"])
+    assert problems[0] == ("r1/combine", "is not finished")
+    assert stale_stages(saved, RunDir(run), ["dpo"]) == []
+
+
+def test_sipo_report_refuses_a_stale_run_in_one_line(tmp_path, data, fake, capsys):
+    run = tmp_path / "run"
+    run_pipeline(config(run, data))
+    (run / "evaluate" / "out.txt").write_text("edited")
+    before = snapshot(run)
+    code = cli.main(["report", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "report: stage evaluate of the run" in err[0] and "sipo run" in err[0]
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("content", ['"x"', "[1, 2]", '{"fingerprint": 1, "outputs": {"out.txt": 123}, '
+                                                      '"result": "r"}'])
+def test_a_damaged_manifest_means_an_unfinished_stage_not_a_traceback(tmp_path, data, fake, content, capsys):
+    run = tmp_path / "run"
+    cfg = config(run, data)
+    run_pipeline(cfg)
+    (run / "r1" / "filter" / "manifest.json").write_text(content)
+    assert cli.main(["run", str(SMOKE), f"run_dir={run}", f"data.path={data}", "model.device=cpu",
+                     "--dry-run"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    fake.calls.clear()
+    run_pipeline(cfg)
+    assert fake.calls == ["r1/filter", "r1/realign", "evaluate", "report"]
+
+
+def test_cuda_is_refused_where_there_is_none_under_dry_run_too(tmp_path, data, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = cli.main(["run", str(SMOKE), f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model.device=cuda",
+                     "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ("sipo: error: config key 'model.device': cuda requested but no CUDA device "
+                                     "is available") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_methods_and_duplicate_yaml_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="config key 'methods': 'sipo' is listed twice"):
+        load_config(SMOKE, [f"run_dir={tmp_path}", "methods=[sipo,sipo,mod]"])
+    preset = tmp_path / "twice.yaml"
+    preset.write_text(f"base: {SMOKE}\ndpo:\n  beta: 0.1\n  beta: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twice\.yaml:4: not valid YAML \(duplicate key 'beta'\)"):
+        load_config(preset, [f"run_dir={tmp_path}"])
+
+
+def test_a_run_dir_that_is_a_dangling_symlink_is_named_as_one(tmp_path, data):
+    (tmp_path / "run").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(RunDirError, match="is a symlink to nothing, not a folder"):
+        run_pipeline(config(tmp_path / "run", data), dry_run=True)
+
+
+def test_generate_s_device_is_checked_in_one_line(monkeypatch):
+    import torch
+
+    from sipo.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device: 'foo' is not a device \\(choose from auto, cpu, cuda\\)"):
+        check_device("foo")
+    with pytest.raises(ConfigError, match="--device: cuda requested but no CUDA device is available"):
+        check_device("cuda")
+    assert check_device("auto") == check_device("cpu") == "cpu"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sipo.errors import RunDirError
 from sipo.models.grouped import BASE, GroupedLoraForward
 from sipo.models.soups import (  # noqa: F401 (re-exported: the soup maths lived here)
     LoraSoup,
@@ -91,6 +92,7 @@ class AdapterBank:
         Raises:
             ConfigError: the folder does not exist, or has no ``adapter_config.json`` or no
                 ``adapter_model.safetensors`` (pickle adapters are refused).
+            RunDirError: the adapter's files cannot be loaded (damaged), naming its folder.
         """
         from peft import PeftModel
 
@@ -104,10 +106,18 @@ class AdapterBank:
             return
         if name in self.names:
             self.remove(name)
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        else:
-            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                       is_trainable=False)
+        except OSError:
+            raise
+        except Exception as exc:  # a damaged adapter: broken JSON, truncated or emptied safetensors, wrong shapes
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise RunDirError(f"{path}: cannot load this LoRA adapter ({type(exc).__name__}: {reason}); re-run the "
+                              "stage that wrote it (sipo run CONFIG --force STAGE)") from None
         self.model.eval()
         self._forget_layers()
         self._sources[name] = source

@@ -31,7 +31,7 @@ from sipo.methods import METHODS, Job, MethodContext
 from sipo.records import Pair, PromptRecord, ScoreRow, read_jsonl
 from sipo.stage import StageContext, StageDef, base_stages
 from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
-from sipo.stages.sharding import finish_shards, run_sharded, write_output
+from sipo.stages.sharding import finish_shards, run_sharded, sampled_shard_keys, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def run(ctx: StageContext) -> dict:
 
 
 SPEC = StageDef(
+    extra_keys=lambda cfg: sampled_shard_keys(cfg.eval.decode),
     name="evaluate", run=run,
     help="decode the test (and validation) prompts with every method at every weight vector and score them",
     reads="test prompts + validation prompts + adapters",

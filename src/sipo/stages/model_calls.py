@@ -140,7 +140,7 @@ def train_adapter(ctx: StageContext, unit: str, tokenizer, examples: Sequence[Ma
         extra = {"eval_examples": eval_examples} if eval_examples else {}  # validation pairs (train.select_best)
         return ctx.models.train_adapter(settings, tokenizer=tokenizer, examples=examples, out_dir=out, **extra)
 
-    return resumable_unit(ctx, unit, work, [out / "adapter_config.json"])
+    return resumable_unit(ctx, unit, work, out)
 
 
 def reuse_dpo_endpoint(ctx: StageContext, weights: Mapping[str, float]) -> bool:

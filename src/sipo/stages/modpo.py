@@ -25,10 +25,13 @@ from sipo.records import Pair, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.model_calls import format_prompts, prompts_that_fit, reuse_dpo_endpoint, train_adapter
 from sipo.stages.pairs import training_union
-from sipo.stages.sharding import finish_units
+from sipo.stages.sharding import check_kept, finish_units, write_kept_record
 from sipo.stages.validation import round_one_validation
 
 logger = logging.getLogger(__name__)
+
+MARGINS_RECORD = ".margins.done.json"
+"""The record of the margins cache (hidden: not a stage output)."""
 
 
 def target_objective(weights: dict[str, float]) -> str:
@@ -37,12 +40,18 @@ def target_objective(weights: dict[str, float]) -> str:
 
 
 def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, list[float]]]:
-    """pair_id -> {"a": [r_o per objective], "b": [...]}, computed once and cached in margins.jsonl."""
+    """pair_id -> {"a": [r_o per objective], "b": [...]}, computed once and cached in margins.jsonl (reused by a
+    resumed run only when it checks out against its record, like a shard)."""
     cache = ctx.out_dir / "margins.jsonl"
-    if cache.is_file():
+    record = ctx.out_dir / MARGINS_RECORD
+    kept, reason = check_kept(record, cache, ctx.out_dir)
+    if kept is not None:
         with open(cache, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]
         return {r["pair_id"]: {"a": r["a"], "b": r["b"]} for r in rows}
+    if reason is not None:
+        logger.warning("modpo: %s left by an interrupted run does not check out (%s); computing it again", cache,
+                       reason)
     cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
     bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
@@ -52,6 +61,7 @@ def pair_rewards(ctx: StageContext, pairs: list[Pair]) -> dict[str, dict[str, li
     result = {p.pair_id: {side: [rewards[f"{p.pair_id}:{side}"][j] for j in judges] for side in ("a", "b")}
               for p in pairs}
     atomic_write_text(cache, "".join(json.dumps({"pair_id": pid, **r}) + "\n" for pid, r in sorted(result.items())))
+    write_kept_record(record, cache, ctx.out_dir, {})
     return result
 
 

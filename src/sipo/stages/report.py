@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from sipo.artifacts import RunDir
+from sipo.artifacts import RunDir, atomic_write_text
 from sipo.config import PipelineConfig
 from sipo.configure import load_config
 from sipo.data import SOURCES
@@ -162,14 +162,21 @@ def run(ctx: StageContext) -> dict:
     return write_report(ctx.cfg, ctx.run_dir)
 
 
-def report_run_dir(path: str) -> Path:
-    """Rebuild the report of a finished run directory; returns the report folder."""
+def report_run_dir(path: str, *, stale: str | None = None) -> Path:
+    """Rebuild the report of a finished run directory; returns the report folder. ``stale``: a line saying that
+    the run did not check out (``sipo report --allow-stale``, see :func:`sipo.api.rebuild_report`), put under the
+    title of report.md."""
     run_dir = RunDir(path)
     saved = run_dir.root / "config.yaml"
     if not saved.is_file():
         raise RunDirError(f"{saved}: not found; is {path} a sipo run directory?")
     cfg = load_config(saved, [f"run_dir={path}"])
     write_report(cfg, run_dir)
+    if stale is not None:
+        markdown = run_dir.path("report", "report.md")
+        title, _, rest = markdown.read_text(encoding="utf-8").partition("\n")
+        atomic_write_text(markdown, f"{title}\n\n> **{stale}.** These numbers may not follow from config.yaml."
+                                    f"\n{rest}")
     return run_dir.path("report")
 
 

@@ -17,7 +17,7 @@ from sipo.records import Review, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.model_calls import decode, format_prompts
 from sipo.stages.sample import read_candidates
-from sipo.stages.sharding import finish_shards, run_sharded, write_output
+from sipo.stages.sharding import finish_shards, run_sharded, sampled_shard_keys, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def run(ctx: StageContext) -> dict:
 
 
 SPEC = StageDef(
+    extra_keys=lambda cfg: sampled_shard_keys(cfg.review.decode),
     name="review", run=run,
     help="the reviewer adapter writes suggestions to improve each candidate on all objectives", reads="candidates",
     writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"), loads_model=True,

@@ -19,7 +19,7 @@ from sipo.stage import StageContext, StageDef
 from sipo.stages.model_calls import decode, format_prompts
 from sipo.stages.review import read_reviews
 from sipo.stages.sample import read_candidates
-from sipo.stages.sharding import finish_shards, run_sharded, write_output
+from sipo.stages.sharding import finish_shards, run_sharded, sampled_shard_keys, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def run(ctx: StageContext) -> dict:
 
 
 SPEC = StageDef(
+    extra_keys=lambda cfg: sampled_shard_keys(cfg.rewrite.decode),
     name="rewrite", run=run, help="MOD-decode a rewrite of each candidate that follows its review",
     reads="candidates + reviews", writes="`rK/rewrite/rewrites.jsonl`",
     config_keys=("rewrite", "objective_descriptions"), loads_model=True, distributed=True, per_round=True, optional=True,

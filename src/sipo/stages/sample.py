@@ -18,7 +18,7 @@ from sipo.records import Candidate, read_jsonl
 from sipo.stage import StageContext, StageDef
 from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
 from sipo.stages.pairs import read_conflict_pairs
-from sipo.stages.sharding import finish_shards, run_sharded, write_output
+from sipo.stages.sharding import finish_shards, run_sharded, sampled_shard_keys, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def run(ctx: StageContext) -> dict:
 
 
 SPEC = StageDef(
+    extra_keys=lambda cfg: sampled_shard_keys(cfg.sample.decode),
     name="sample", run=run, help="MOD-decode every conflicting training prompt at every sampling weight vector",
     reads="`prepare/train_conflict.jsonl`", writes="`rK/sample/candidates.jsonl`",
     config_keys=("sample", "model", "seed"), loads_model=True, distributed=True, per_round=True, optional=True
