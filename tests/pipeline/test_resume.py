@@ -179,10 +179,11 @@ def test_sample_killed_midway_resumes_to_identical_outputs(tiny, reference, tmp_
     with the same files as the uninterrupted run."""
     run_dir = tmp_path / "killed"
     shards = run_dir / "r1" / "sample" / "shards" / "size1"
-    tiny.run_and_kill(run_dir, lambda: any(shards.glob("*.jsonl")))
+    # A shard counts as finished once its record is written (after the shard file itself).
+    tiny.run_and_kill(run_dir, lambda: any(shards.glob("*.done.json")))
     assert not (run_dir / "r1/sample/manifest.json").exists()
     assert not (run_dir / "r1/sample/candidates.jsonl").exists()
-    finished = sorted(p.name for p in shards.glob("*.jsonl"))
+    finished = sorted(p.name for p in shards.glob("*.done.json"))
     assert 1 <= len(finished) < 4, finished
     log = tiny.run(run_dir)
     assert ran_stages(log)[0] == "r1/sample"  # prepare, sft and dpo are skipped

@@ -115,6 +115,6 @@ def test_a_toy_trained_baseline_runs_end_to_end(toy_registered, tmp_path):
                   if json.loads(line)["prompt_id"] == row["prompt_id"])
     assert run.generate([prompt], row["weights"], method="toy") == [row["response"]]
 
-    out = export_point(run_dir, row["weights"], tmp_path / "export", method="toy")
-    assert (out / "adapter_model.safetensors").is_file()
+    out = export_point(run_dir, row["weights"], tmp_path / "export", method="toy", merge=True)  # base: the run's own
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert "the toy adapter trained at these weights" in (out / "README.md").read_text()

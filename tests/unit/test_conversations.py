@@ -105,7 +105,11 @@ def test_an_adapter_export_on_the_runs_own_sft_model_is_refused(tmp_path, monkey
         def default_round(self, method):
             return 1
 
+        def check_stages(self, stages, command):  # the run's stages check out (tested in test_run_integrity)
+            pass
+
     monkeypatch.setattr(export, "AlignedRun", Run)
+    monkeypatch.setattr("sipo.api.reader_stages", lambda cfg, method, round_: [])
     monkeypatch.setattr(export, "base_model_path", lambda cfg, rd: str(run_dir / "sft" / "model"))
     with pytest.raises(ConfigError, match=r"its own SFT model .* give --merge"):
         export.export_point(run_dir, "0.5,0.5", tmp_path / "out", method="dpo_soups")
