@@ -311,3 +311,34 @@ def test_select_best_keeps_the_checkpoint_with_the_lowest_validation_loss(round1
         train=_train(max_steps=4, select_best=True, eval_every=2)))
     assert [step for step, _ in same["validation_curve"]] == [0, 2, 4]
     assert same["selected_step"] > 0
+
+
+@pytest.mark.parametrize("start", ["fresh", "init"])
+def test_reference_log_probs_are_computed_once_from_the_reference(start, round1_adapter, base_dir, tokenizer, tmp_path):
+    """In one process the reference log-probs are computed before the first step, and they are those of the
+    reference (the base for a fresh adapter; base + the starting adapter for re-alignment), recomputed here from
+    plain full-logit forwards."""
+    init, _ = round1_adapter
+    overrides = dict(init_adapter=init, reference="init", lora=None) if start == "init" else {}
+    trainer = build_dpo_trainer(output_dir=tmp_path / "scratch", **_kwargs(base_dir, tokenizer, **overrides))
+    assert trainer.precompute_ref_logps
+    base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    reference = PeftModel.from_pretrained(base, init).eval() if start == "init" else base
+    with torch.no_grad():
+        for row, ex in zip(trainer.train_dataset, EXAMPLES):
+            p = encode_prompt(tokenizer, ex["prompt"], None)
+            for key in ("chosen", "rejected"):
+                expected = _sequence_logps(reference, p, encode_response(tokenizer, ex[key], None)).item()
+                assert row[f"ref_{key}_logps"] == pytest.approx(expected, abs=1e-5)
+    if start == "init":  # the precomputed reference of re-alignment is the starting policy: step-0 rewards are 0
+        trainer.train()
+        assert trainer.step_records[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_starting_adapter_referenced_to_the_base_computes_the_reference_per_step(round1_adapter, base_dir,
+                                                                                   tokenizer, tmp_path):
+    """trl would precompute with the starting adapter's frozen copy, which is removed only after construction."""
+    init, _ = round1_adapter
+    trainer = build_dpo_trainer(output_dir=tmp_path / "scratch",
+                                **_kwargs(base_dir, tokenizer, init_adapter=init, reference="base", lora=None))
+    assert not trainer.precompute_ref_logps
