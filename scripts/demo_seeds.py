@@ -7,7 +7,7 @@ validation front and round-1 reviews, and the oracle bound over seeds by the int
 sipo_oracle_filter − MOD on validation, 95 % t-interval above 0); after the hypervolumes, SIPO's share of the
 oracle's gain, (sipo − mod) / (sipo_oracle_filter − mod), with its mean and 95 % t-interval over seeds per test set.
 
-    python scripts/demo_seeds.py [--config configs/demo.yaml] [--seeds 40 41 42 43 44] [--jobs 2] [key=value ...]
+    python scripts/demo_seeds.py [--config configs/demo-full.yaml] [--seeds 40 41 42 43 44] [--jobs 2] [key=value ...]
 
 Each seed is an ordinary ``sipo run CONFIG run_dir=OUT/seed<k> seed=<k>`` (finished stages are skipped, so an
 interrupted sweep resumes). Writes ``OUT/summary.json`` and ``OUT/summary.md``. With ``--jobs N`` N seeds run at
@@ -239,7 +239,7 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--config", default="configs/demo-full.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     parser.add_argument("--out", type=Path, default=Path("runs/demo-seeds"))
     parser.add_argument("--jobs", type=int, default=2, help="seeds run at once, one torch thread each (default 2)")

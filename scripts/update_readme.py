@@ -1,7 +1,7 @@
 """Put the demo's seed table (``scripts/demo_seeds.py``) and one seed's figure into the README, between the
 demo-results markers.
 
-    python scripts/update_readme.py runs/demo-seeds [--figure-seed 10] [--config configs/demo.yaml]
+    python scripts/update_readme.py runs/demo-seeds [--figure-seed 10] [--config configs/demo-full.yaml]
 
 The tables come from ``OUT/summary.md`` (everything before its per-seed diagnostics); the figure is the Pareto
 fronts of one seed's run (``OUT/seed<k>/report/pareto.png``), labelled as such.
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seeds_dir", type=Path, help="the --out folder of scripts/demo_seeds.py")
     parser.add_argument("--figure-seed", type=int, help="whose fronts to show (default: the first seed)")
-    parser.add_argument("--config", default="configs/demo.yaml", help="the preset the seeds ran (named in the title)")
+    parser.add_argument("--config", default="configs/demo-full.yaml", help="the preset the seeds ran (named in the title)")
     args = parser.parse_args()
     from sipo.artifacts import atomic_write_text
     from sipo.report import read_report

@@ -1,4 +1,5 @@
-"""The README's main job, ``configs/demo.yaml`` (benchmark v2), end to end at a reduced size: the synthetic world,
+"""The README's main job with the protocol's ablations, ``configs/demo-full.yaml`` (benchmark v3.1: ``configs/demo.yaml``
+plus SIPO's ablations and the NLL control), end to end at a reduced size: the synthetic world,
 the tiny model trained from scratch, every stage, every method and every ablation, judged by the oracle.
 (``configs/demo-v1.yaml``, the earlier benchmark, is only validated: tests/pipeline/test_presets.py.)
 
@@ -16,7 +17,7 @@ import pytest
 from sipo.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = str(REPO / "configs" / "demo.yaml")
+DEMO = str(REPO / "configs" / "demo-full.yaml")
 REDUCED = [
     "sft.train.epochs=1", "data.synthetic.num_train_prompts=60", "data.synthetic.num_test_prompts=12",
     "data.synthetic.fact_copies=2", "data.max_train_pairs=32", "data.max_conflict_prompts=6", "eval.bootstrap=50",

@@ -125,3 +125,16 @@ def test_the_oracle_filter_keeps_a_candidate_that_matches_an_error_free_original
     assert select_for("sipo_oracle_filter", candidates[:1], short_and_true, long_and_wrong) is None
     # The learned judges' rule stays strict.
     assert select_for("sipo_no_rewrite", candidates, short_and_true, long_and_wrong) is None
+
+
+def test_the_demo_is_the_full_protocol_without_the_ablations():
+    """configs/demo.yaml (the 10-minute demo) and configs/demo-full.yaml (the protocol's runs) differ only in their
+    methods and run folder; the demo keeps what the validity conditions and the oracle-gain share need."""
+    from dataclasses import asdict
+
+    demo = asdict(load_config(ROOT / "configs" / "demo.yaml", ["run_dir=r"]))
+    full = asdict(load_config(ROOT / "configs" / "demo-full.yaml", ["run_dir=r"]))
+    assert {"mod", "sipo", "sipo_oracle_filter", "dpo_lw", "modpo"} <= set(demo["methods"])
+    assert set(full["methods"]) - set(demo["methods"]) == {"sipo_no_rewrite", "sipo_no_filter", "nll_control"}
+    demo.pop("methods"), full.pop("methods")
+    assert demo == full
