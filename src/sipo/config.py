@@ -261,6 +261,10 @@ class SyntheticConfig(Section):
     heldout_entities: int = 0
     """Benchmark v2 (docs/benchmark.md): entities kept out of every preference pair and self-improvement prompt
     (still in the SFT data); their test prompts are the *transfer* test set. 0: benchmark v1."""
+    heldout_demos: bool = True
+    """Whether the held-out entities' review and rewrite demonstrations are in the SFT data (their facts and writer
+    answers always are). False: the ``review_probe`` stage then measures whether the review skill carries over to
+    entities it was never shown reviewing."""
 
     def check_rules(self, key: str) -> None:
         if self.review_style not in REVIEW_STYLES:
@@ -525,6 +529,12 @@ class ReviewStageConfig(Section):
     """A file under ``sipo/templates/`` or a path."""
     decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(max_new_tokens=96))
     """Decoding of the reviews."""
+    probe_prompts: int = 24
+    """Training prompts per entity set (the loop's entities, the held-out ones) that the ``review_probe`` stage
+    answers with MOD and reviews, for the review diagnostic of a benchmark with held-out entities (0: no probe)."""
+
+    def check_rules(self, key: str) -> None:
+        _at_least(f"{key}.probe_prompts", self.probe_prompts, 0)
 
 
 @dataclass

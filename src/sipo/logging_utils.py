@@ -43,6 +43,9 @@ def setup_logging(rank: int | None = None, *, verbose: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:
         warnings.filterwarnings("ignore")
+        # trl's one-off loops (precomputing reference log-probs) draw a tqdm bar unless TQDM_DISABLE is set; our own
+        # bars pass ``disable`` explicitly, which this default does not override.
+        os.environ.setdefault("TQDM_DISABLE", "1")
         try:
             import transformers
 

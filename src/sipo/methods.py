@@ -207,7 +207,8 @@ for _method in (
               trains=("modpo",), colour="#9467bd", marker="v", weights=GRID_WEIGHTS,
               export="the MODPO adapter trained at these weights"),
     MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
-              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign"), colour="#d62728",
+              trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign", "review_probe"),
+              colour="#d62728",
               marker="P", rounds=True, export=_MOD_EXPORT.format(what="round-{round} realigned adapters", name="sipo"),
               default_export=True, steps=_sipo_steps, no_gain_over="mod"),
 ):

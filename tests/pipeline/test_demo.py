@@ -22,7 +22,7 @@ REDUCED = [
     "sft.train.epochs=1", "data.synthetic.num_train_prompts=60", "data.synthetic.num_test_prompts=12",
     "data.synthetic.fact_copies=2", "data.max_train_pairs=32", "data.max_conflict_prompts=6", "eval.bootstrap=50",
     "sample.decode.max_new_tokens=24", "review.decode.max_new_tokens=24", "rewrite.decode.max_new_tokens=24",
-    "eval.decode.max_new_tokens=24",
+    "eval.decode.max_new_tokens=24", "review.probe_prompts=3",
 ]
 METHODS = {"sft", "dpo", "dpo_soups", "mod", "dpo_lw", "modpo", "sipo", "sipo_no_rewrite", "sipo_no_filter",
            "sipo_oracle_filter", "nll_control"}
@@ -123,3 +123,24 @@ def test_demo_manifests_record_selected_checkpoints_and_the_cpu(demo_run):
     realign = json.loads((demo_run / "r1" / "realign" / "manifest.json").read_text())["counts"]
     for objective in ("correctness", "verbosity"):
         assert control[f"metrics_{objective}"]["steps"] == realign[f"metrics_{objective}"]["steps"]
+
+
+@pytest.mark.slow
+def test_demo_reports_the_review_skill_on_the_loop_entities_and_the_held_out_ones(demo_run):
+    """The review probe answers 3 training prompts per entity set at the 4 sampling weights and reviews the answers;
+    no probe prompt is a test prompt, and the transfer set's prompts are all about held-out entities."""
+    from sipo.configure import load_config
+    from sipo.synthetic.world import build_world
+
+    report = json.loads((demo_run / "report" / "report.json").read_text())
+    assert set(report["review_probe"]) == {"in_distribution", "transfer"}
+    for skill in report["review_probe"].values():
+        assert skill["reviews"] == 3 * 4
+        assert skill["wrong_facts"] >= 0 and skill["missing"] >= 0
+    world = build_world(load_config(demo_run / "config.yaml", [f"run_dir={demo_run}"]))
+    test_ids = {p.prompt_id for p in world.test_prompts}
+    rows = [json.loads(line) for line in (demo_run / "review_probe" / "reviews.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 3 * 4 and not {r["prompt_id"] for r in rows} & test_ids
+    for row in rows:
+        assert (world.find_entity(row["prompt"]).name in world.heldout) == (row["set"] == "transfer")
+    assert "## Review skill by entity set" in (demo_run / "report" / "report.md").read_text()

@@ -138,3 +138,38 @@ def test_the_demo_is_the_full_protocol_without_the_ablations():
     assert set(full["methods"]) - set(demo["methods"]) == {"sipo_no_rewrite", "sipo_no_filter", "nll_control"}
     demo.pop("methods"), full.pop("methods")
     assert demo == full
+
+
+def test_without_heldout_demos_the_held_out_entities_keep_their_facts_and_answers_but_no_review_demos():
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3"])
+    off = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3", "data.synthetic.heldout_demos=false"])
+    world = build_world(off)
+    assert world.heldout
+
+    def entities(examples):
+        return {world.find_entity(e["prompt"]).name for e in examples}
+
+    with_demos, without = sft_examples_by_kind(cfg), sft_examples_by_kind(off)
+    assert with_demos["facts"] == without["facts"] and with_demos["answers"] == without["answers"]
+    for kind in ("reviews", "rewrites"):
+        assert entities(with_demos[kind]) & world.heldout  # v3.1 demonstrates reviews on every entity
+        assert without[kind] and not entities(without[kind]) & world.heldout
+        assert without[kind] == [e for e in with_demos[kind] if world.find_entity(e["prompt"]).name not in world.heldout]
+
+
+def test_the_review_probe_takes_training_prompts_of_each_entity_set():
+    from sipo.synthetic.world import probe_prompts
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3"])
+    world = build_world(cfg)
+    sets = probe_prompts(cfg, 12)
+    assert set(sets) == {"in_distribution", "transfer"}
+    train = {p.prompt_id for p in world.train_prompts}
+    for name, prompts in sets.items():
+        assert len(prompts) == 12 and len({p.prompt_id for p in prompts}) == 12
+        assert {p.prompt_id for p in prompts} <= train  # never a test prompt
+        names = [world.find_entity(p.prompt).name for p in prompts]
+        assert all((n in world.heldout) == (name == "transfer") for n in names)
+        assert len(set(names)) == 6  # spread over every entity of the set
+    assert probe_prompts(cfg, 0) == {}
+    assert probe_prompts(load_config(ROOT / "configs" / "demo-v1.yaml", ["run_dir=unused"]), 12) == {}

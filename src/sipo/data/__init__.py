@@ -97,6 +97,10 @@ class SourceDef:
     """``(config, [(prompt, response, review), ...]) ->`` how well the reviews match the ideal review, measured
     against the source's own ground truth (:func:`sipo.synthetic.sft_data.review_skill`); None: the source has
     no ground truth, and the report states no validity conditions (:mod:`sipo.report.validity`)."""
+    review_probe: Callable[[PipelineConfig, int], dict[str, list]] | None = None
+    """``(config, limit) -> {set name: [PromptRecord, ...]}``: training prompts, at most ``limit`` per set, whose
+    reviews the ``review_probe`` stage measures with ``review_skill`` (the synthetic benchmark: its loop's entities
+    and its held-out ones); None or empty: no probe."""
 
 
 SOURCES: Registry[SourceDef] = Registry("data source")
@@ -149,6 +153,12 @@ def _synthetic_test_sets(cfg: PipelineConfig) -> dict[str, list[str]]:
     return test_sets(cfg)
 
 
+def _synthetic_probe_prompts(cfg: PipelineConfig, limit: int) -> dict[str, list]:
+    from sipo.synthetic.world import probe_prompts
+
+    return probe_prompts(cfg, limit)
+
+
 def _synthetic_review_skill(cfg: PipelineConfig, items: list[tuple[str, str, str]]) -> dict[str, Any]:
     from sipo.synthetic.sft_data import review_skill
     from sipo.synthetic.world import build_world
@@ -167,7 +177,7 @@ for _source in (
     SourceDef("synthetic", _synthetic_pairs, inputs=template_files,
               config_keys=("objective_descriptions", "review.template", "rewrite.template"),
               sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets,
-              review_skill=_synthetic_review_skill),
+              review_skill=_synthetic_review_skill, review_probe=_synthetic_probe_prompts),
 ):
     SOURCES.register(_source)
 

@@ -409,7 +409,24 @@ def validation_markdown(report: Mapping[str, Any]) -> list[str]:
             parts.append(f"| {name.replace('_', ' ')} | {_plain(condition['value'])} | "
                          f"{_plain(condition['threshold'])} | {holds} |")
         parts.append("")
+    probe = report.get("review_probe")
+    if probe:
+        parts += ["## Review skill by entity set", "",
+                  "The round-1 reviewer on MOD answers to training prompts of the loop's entities "
+                  "(in-distribution) and of the entities the loop never sees (transfer); a diagnostic, not a "
+                  "validity condition.", "",
+                  "| entities | reviews | wrong facts | corrected | changes | wrong changes | missing | added |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, s in probe.items():
+            parts.append(f"| {name.replace('_', '-')} | {s.get('reviews')} | {s.get('wrong_facts')} | "
+                         f"{_share(s.get('corrected_share'))} | {s.get('changes')} | "
+                         f"{_share(s.get('wrong_change_share'))} | {s.get('missing')} | {_share(s.get('added_share'))} |")
+        parts.append("")
     return parts
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f} %"
 
 
 def data_markdown(data: Mapping[str, Any]) -> list[str]:
@@ -561,6 +578,7 @@ def build_report(
     review_skill: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     diagnosis_input: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    review_probe: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``scores.jsonl``, ``summary.csv``, ``pareto.png`` and ``report.md`` into ``out_dir``
     (each atomically: a temporary name, then a rename) and return the report dict (see :func:`make_report`).
@@ -571,12 +589,16 @@ def build_report(
     or dropped as too long) is stored as ``data`` and shown in report.md's *Data* section. ``diagnosis_input``
     (stage counts and settings, :func:`sipo.stages.report.diagnosis_input`) adds ``pipeline.diagnosis``, the
     bottleneck of a round that kept nothing and what moves it (:func:`sipo.report.health.diagnosis`).
+    ``review_probe`` (the ``review_probe`` stage's review skill per entity set) is stored as ``review_probe`` and
+    shown in report.md beside the validity conditions.
     """
     from sipo.report.health import diagnosis, health_warnings
 
     report = make_report(score_rows, objectives, judge=judge, reference_point=reference_point, title=title,
                          test_sets=test_sets, bootstrap=bootstrap, training_steps=training_steps,
                          validation_rows=validation_rows, check_validity=check_validity, review_skill=review_skill)
+    if review_probe:
+        report["review_probe"] = {name: dict(skill) for name, skill in review_probe.items()}
     if funnel is not None:
         report["pipeline"] = {"funnel": [dict(e) for e in funnel],
                               "warnings": health_warnings(funnel, report["methods"])}

@@ -22,6 +22,7 @@ from sipo.stages import (
     realign,
     report,
     review,
+    review_probe,
     rewrite,
     sample,
     sft,
@@ -32,8 +33,8 @@ from sipo.stages import (
 from sipo.stages import filter as filter_stage
 
 STAGES: Registry[StageDef] = Registry("stage")
-for _module in (prepare, sft, dpo, label, sample, review, rewrite, combine, filter_stage, realign, sipo_no_rewrite,
-                sipo_no_filter, sipo_oracle_filter, nll_control, dpo_lw, modpo, evaluate, report):
+for _module in (prepare, sft, dpo, label, sample, review, rewrite, combine, filter_stage, realign, review_probe,
+                sipo_no_rewrite, sipo_no_filter, sipo_oracle_filter, nll_control, dpo_lw, modpo, evaluate, report):
     STAGES.register(_module.SPEC)
 
 ROUND_STAGES = tuple(name for name in STAGES if STAGES[name].per_round)

@@ -29,6 +29,7 @@ from sipo.stage import StageContext, StageDef
 from sipo.stages.prepare import read_test_sets
 from sipo.stages.review import OUTPUT as REVIEWS
 from sipo.stages.review import read_reviews
+from sipo.stages.review_probe import read_probe
 from sipo.stages.sample import read_candidates
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def write_report(cfg: PipelineConfig, run_dir: RunDir) -> dict:
                           diagnosis_input=diagnosis_input(cfg, run_dir),
                           validation_rows=validation_rows,
                           check_validity=check_validity,
-                          review_skill=round_review_skill(cfg, run_dir) if check_validity else None)
+                          review_skill=round_review_skill(cfg, run_dir) if check_validity else None,
+                          review_probe=read_probe(run_dir))
     for name, method in sorted(report["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
         logger.info("report: %-12s hypervolume %s", name, format_hypervolume(method["hypervolume"]))
     warnings = report.get("pipeline", {}).get("warnings", [])
@@ -183,5 +185,6 @@ def report_run_dir(path: str, *, stale: str | None = None) -> Path:
 SPEC = StageDef(
     name="report", run=run, help="hypervolumes, Pareto fronts, report.json / summary.csv / pareto.png / report.md",
     reads="scores", writes="`report/`", config_keys=("eval.reference_point", "eval.judge"),
-    upstream=lambda cfg, before: ("evaluate",)
+    # The review probe's skill goes into the report too (its manifest), so a re-run probe re-runs the report.
+    upstream=lambda cfg, before: ("evaluate", *(i for i, d in before if d.name == "review_probe"))
 )

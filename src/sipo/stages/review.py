@@ -58,6 +58,7 @@ SPEC = StageDef(
     extra_keys=lambda cfg: sampled_shard_keys(cfg.review.decode),
     name="review", run=run,
     help="the reviewer adapter writes suggestions to improve each candidate on all objectives", reads="candidates",
-    writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"), loads_model=True,
+    writes="`rK/review/reviews.jsonl`", config_keys=("review", "objective_descriptions"),
+    exclude=("review.probe_prompts",), loads_model=True,
     distributed=True, per_round=True, optional=True, renders_templates=True
 )

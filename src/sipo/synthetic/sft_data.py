@@ -5,7 +5,8 @@ Four kinds of ``{"prompt": <raw user turn>, "completion": <text>}`` examples, fo
 * ``answers``: a sample of the writer's rated answers (confabulations included: that is the base behaviour);
 * ``facts``: short question-and-answer facts that teach the *truth* of every attribute of every entity, the
   unknown ones included (``"What is Kara's colour?"`` -> ``"Kara's colour is red."``), several copies each;
-* ``reviews``: a writer answer reviewed in the review language below, the prompt rendered by
+* ``reviews``: a writer answer reviewed in the review language below (not for the held-out entities with
+  ``data.synthetic.heldout_demos: false``, nor the rewrites), the prompt rendered by
   :func:`sipo.prompting.review_prompt` with the config's review template;
 * ``rewrites``: a writer answer rewritten to follow its review (wrong statements corrected, missing attributes
   added with their true values: a Pareto-better response), the prompt rendered by
@@ -274,6 +275,8 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
 
     reviews, rewrites = [], []
     for prompt in world.train_prompts:
+        if not settings.heldout_demos and prompt.entity in world.heldout:
+            continue  # the review_probe stage then tests the review skill on entities it never saw reviewed
         for k in range(demos_per_prompt):
             rng = random.Random(f"sipo-synthetic-sft-review:{seed}:{prompt.prompt_id}:{k}")
             response, plan = _improvable_answer(world, prompt.entity, rng, objectives, prompt.prompt,

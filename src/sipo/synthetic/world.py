@@ -322,6 +322,22 @@ def test_sets(cfg: Any) -> dict[str, list[str]]:
 test_sets.__test__ = False  # type: ignore[attr-defined]
 
 
+def probe_prompts(cfg: Any, limit: int) -> dict[str, list[PromptRecord]]:
+    """The review probe's prompts: up to ``limit`` training prompts of the loop's entities (``in_distribution``) and
+    as many of the held-out entities (``transfer``), in the world's order (one entity after another, so each set
+    spreads evenly over its entities); empty without held-out entities. The loop never reads them back: the probe
+    only measures its reviews."""
+    world = build_world(cfg)
+    if not world.heldout or limit < 1:
+        return {}
+    sets: dict[str, list[PromptRecord]] = {IN_DISTRIBUTION: [], TRANSFER: []}
+    for p in world.train_prompts:
+        chosen = sets[TRANSFER if p.entity in world.heldout else IN_DISTRIBUTION]
+        if len(chosen) < limit:
+            chosen.append(p.record())
+    return sets
+
+
 def loop_entity(world: World, prompt: str) -> bool:
     """Whether ``prompt`` may feed preference pairs and the self-improvement loop: it names an entity that is not
     held out (prompts naming no entity are kept)."""
