@@ -25,7 +25,7 @@ def smoke(*overrides: str):
 
 def test_every_stage_module_declares_its_spec_and_the_registry_keeps_pipeline_order():
     assert STAGES.names() == ("prepare", "sft", "dpo", "label", "sample", "review", "rewrite", "combine", "filter",
-                              "realign", "sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control",
+                              "realign", "review_probe", "sipo_no_rewrite", "sipo_no_filter", "sipo_oracle_filter", "nll_control",
                               "dpo_lw", "modpo", "evaluate", "report")
     assert ROUND_STAGES == ("sample", "review", "rewrite", "combine", "filter", "realign")
     for name in STAGES:
@@ -63,7 +63,7 @@ def test_evaluate_fingerprints_the_whole_eval_section_but_the_reference_point():
 
 def test_input_checks_follow_the_stage_flags():
     assert {n for n in STAGES if STAGES[n].loads_model} == set(STAGES) - {"prepare", "report"}
-    assert {n for n in STAGES if STAGES[n].renders_templates} == {"sft", "review", "rewrite"}
+    assert {n for n in STAGES if STAGES[n].renders_templates} == {"sft", "review", "rewrite", "review_probe"}
     assert {n for n in STAGES if STAGES[n].distributed} == set(STAGES) - {"prepare", "label", "combine", "filter",
                                                                           "report"}
 
