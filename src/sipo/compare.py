@@ -21,6 +21,7 @@ from typing import Any
 
 from sipo.artifacts import atomic_write_json, atomic_write_text
 from sipo.errors import DataError, RunDirError
+from sipo.judges import JUDGES
 from sipo.pareto import score_methods
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,11 @@ def compare_markdown(combined: dict[str, Any], run_dirs: Sequence[str | Path]) -
     lines += ["", f"- Judge: `{combined['judge']}`; objectives: {', '.join(combined['objectives'])} (higher is "
                   "better)",
               f"- One reference point for every run: ({reference}) — {combined['reference_point_rule']}", ""]
-    if combined["judge"] == "implicit":
-        lines += ["> The `implicit` judge scores each run with its own round-1 adapters, so the runs' scores are "
-                  "not on one scale; prefer a shared judge (`oracle`, `reward_model`, `length`) to compare runs.",
-                  ""]
+    judge = JUDGES[combined["judge"]] if combined["judge"] in JUDGES else None
+    if judge is not None and not judge.shared_scale:
+        shared = ", ".join(f"`{d.name}`" for d in JUDGES.values() if d.shared_scale)
+        lines += [f"> The `{judge.name}` judge scores each run with its own round-1 adapters, so the runs' scores "
+                  f"are not on one scale; prefer a shared judge ({shared}) to compare runs.", ""]
     lines += [markdown_table(combined), "![Pareto fronts of every run](compare.png)", ""]
     return "\n".join(lines)
 

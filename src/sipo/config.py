@@ -328,8 +328,8 @@ class DataConfig(Section):
     """The synthetic benchmark's world and writer (``source: synthetic``)."""
 
     def check_rules(self, key: str) -> None:
-        if self.source != "synthetic" and not self.path:
-            _fail(f"{key}.path", f"is required for data.source={self.source}")
+        """Whether the source needs ``data.path`` (and its own rules) is the source's to say: checked against
+        ``sipo.data.SOURCES`` by :func:`sipo.configure.validate`."""
         self._check_path(key)
         if self.conflict_max_ties < 0:
             _fail(f"{key}.conflict_max_ties", "must be >= 0")
@@ -362,8 +362,6 @@ class DataConfig(Section):
                 entry = entry.get("path")
             if not isinstance(entry, str) or not entry:
                 _fail(f"{key}.path.{objective}", "must be a path or a Hub dataset id")
-        if self.source == "synthetic":
-            _fail(f"{key}.path", "the synthetic benchmark takes no data.path")
 
 
 @dataclass
@@ -790,8 +788,6 @@ class PipelineConfig(Section):
             _fail("eval.reference_point", f"needs one value per objective ({len(objs)})")
         self.sample.grid.check_objectives("sample.grid", len(objs))
         self.eval.grid.check_objectives("eval.grid", len(objs))
-        if self.model.name_or_path == "random" and not self.sft.enabled and self.data.source == "synthetic":
-            _fail("sft.enabled", "a random model on the synthetic benchmark must be trained by the sft stage")
 
 
 def _format_omegaconf_error(exc: OmegaConfBaseException, source: str) -> str:

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sipo.config import PipelineConfig, read_config
-from sipo.data import SOURCES
-from sipo.errors import ConfigError
+from sipo.data import check_source_config
 from sipo.judges import JUDGES
 from sipo.methods import METHODS
 from sipo.tracking import check_report_to
@@ -43,16 +42,15 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pipel
 
 def validate(cfg: PipelineConfig) -> None:
     """Check values that types alone cannot: the config tree (every section, then the rules between sections),
-    then the names it takes from registries and the settings those entries check. Raises :class:`ConfigError`
-    naming the key at fault."""
+    then the names it takes from registries and the settings those entries check (the data source first: what it
+    asks of ``data.path``, then its own rules; a method's check may read what the source offers). Raises
+    :class:`ConfigError` naming the key at fault."""
     cfg.validate()
+    check_source_config(cfg)
     for method in cfg.methods:
         entry = METHODS.choose(method, "methods")
         if entry.check is not None:
             entry.check(cfg)
-    if cfg.data.source not in SOURCES:
-        raise ConfigError(f"config key 'data.source': unknown source '{cfg.data.source}' "
-                          f"(choose from {', '.join(SOURCES)})")
     judge = JUDGES.choose(cfg.eval.judge, "eval.judge")
     if judge.check is not None:
         judge.check(cfg)

@@ -65,6 +65,9 @@ class JudgeDef:
     """Its scores are the data source's own ground truth (the synthetic benchmark's oracle): with a source that
     can judge reviews (:attr:`sipo.data.SourceDef.review_skill`), the report states the benchmark's validity
     conditions."""
+    shared_scale: bool = True
+    """Its scores are on one scale in every run (a fixed rule or model); False: each run's own adapters score it,
+    and ``sipo compare`` says that such runs' scores are not on one scale."""
 
 
 JUDGES: Registry[JudgeDef] = Registry("judge")
@@ -160,7 +163,7 @@ def _check_reward_model_inputs(cfg: PipelineConfig) -> None:
 
 
 for _judge in (
-    JudgeDef("implicit", "the round-1 adapters' implicit rewards", _implicit),
+    JudgeDef("implicit", "the round-1 adapters' implicit rewards", _implicit, shared_scale=False),
     JudgeDef("oracle", "the synthetic benchmark's exact scores", _oracle, ground_truth=True),
     JudgeDef("reward_model", "Hugging Face sequence-classification reward models", _reward_model,
              check=_check_reward_model, config_keys=("eval.reward_model",), inputs=_reward_model_inputs,

@@ -227,9 +227,14 @@ def _ablation(method: str) -> Callable[[MethodContext], list[Job]]:
     return points
 
 
-def _needs_synthetic(cfg: PipelineConfig) -> None:
-    if cfg.data.source != "synthetic":
-        raise ConfigError("config key 'methods': sipo_oracle_filter needs the exact oracle of data.source: synthetic")
+def _needs_oracle(cfg: PipelineConfig) -> None:
+    """The oracle filter selects with the data source's exact judge, which only a source that knows the truth has."""
+    from sipo.data import SOURCES
+
+    if cfg.data.source in SOURCES and SOURCES[cfg.data.source].oracle is not None:
+        return
+    with_oracle = ", ".join(source.name for source in SOURCES.values() if source.oracle is not None)
+    raise ConfigError(f"config key 'methods': sipo_oracle_filter needs the exact oracle of data.source: {with_oracle}")
 
 
 _ROUND_ONE = ("label", "sample", "review", "rewrite", "combine", "filter", "realign")
@@ -240,7 +245,7 @@ for _method in (
               _ablation("sipo_no_filter"), trains=(*_ROUND_ONE, "sipo_no_filter"), colour="#8c564b", marker="<"),
     MethodDef("sipo_oracle_filter", "upper bound: the oracle filters SIPO's candidates (synthetic benchmark)",
               _ablation("sipo_oracle_filter"), trains=(*_ROUND_ONE, "sipo_oracle_filter"), colour="#17becf",
-              marker=">", check=_needs_synthetic),
+              marker=">", check=_needs_oracle),
     MethodDef("nll_control", "control: DPO + NLL on the original pairs, SIPO's re-alignment budget",
               _ablation("nll_control"), trains=(*_ROUND_ONE, "nll_control"), colour="#bcbd22", marker="h"),
 ):

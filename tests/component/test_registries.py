@@ -1,5 +1,6 @@
 """Extension points: a method and a judge added from inside a test, without editing any module of the package,
-run through config validation, the evaluate stage and the report; the stage registry drives the plan and help."""
+run through config validation, the evaluate stage and the report; a data source's declared needs and offers drive
+validation; the stage registry drives the plan and help."""
 
 from __future__ import annotations
 
@@ -113,6 +114,31 @@ def test_a_registered_data_source_is_accepted_by_validation(tmp_path):
     register_source("toy", lambda cfg: [])
     try:
         assert config(tmp_path, "data.source=toy").data.source == "toy"
+    finally:
+        SOURCES.unregister("toy")
+
+
+def test_what_a_data_source_asks_of_the_config_and_offers_is_read_from_its_definition(tmp_path):
+    """A source without data.path, with rules of its own and an oracle: validation reads its SourceDef, not its name
+    (the synthetic benchmark's rules hold for any source that declares them)."""
+    from sipo.data import SOURCES, SourceDef
+
+    def own_rules(cfg):
+        if cfg.seed == 7:
+            raise ConfigError("config key 'seed': the toy world has no seed 7")
+
+    with pytest.raises(ConfigError, match=r"config key 'data.path': is required for data.source=jsonl"):
+        config(tmp_path, "data.path=null")
+    SOURCES.register(SourceDef("toy", lambda cfg: [], needs_path=False, check_config=own_rules,
+                               oracle=lambda cfg: None))
+    try:
+        cfg = config(tmp_path, "data.source=toy", "data.path=null", "methods=[sft,sipo_oracle_filter]")
+        assert (cfg.data.path, cfg.methods) == (None, ["sft", "sipo_oracle_filter"])
+        with pytest.raises(ConfigError, match="config key 'seed': the toy world has no seed 7"):
+            config(tmp_path, "data.source=toy", "seed=7")
+        with pytest.raises(ConfigError, match=r"sipo_oracle_filter needs the exact oracle of data.source: synthetic, "
+                                              r"toy$"):
+            config(tmp_path, "methods=[sft,sipo_oracle_filter]")
     finally:
         SOURCES.unregister("toy")
 

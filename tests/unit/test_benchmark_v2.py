@@ -201,6 +201,26 @@ def test_oracle_filter_needs_the_synthetic_benchmark():
         load_config(ROOT / "configs" / "smoke.yaml", ["run_dir=unused", "methods=[sft,sipo_oracle_filter]"])
 
 
+def test_oracle_filter_scores_with_the_data_sources_oracle(cfg):
+    """The stage asks the configured source for its oracle (the synthetic benchmark's exact judge)."""
+    from types import SimpleNamespace
+
+    from sipo.judges import ScoreItem
+    from sipo.stages.sipo_oracle_filter import oracle_scores
+    from sipo.synthetic import OracleJudge, fact_sentence
+
+    world = build_world(cfg)
+    entity = world.entities[0]
+    attribute = world.attributes[0]
+    prompt = f"Tell me about {entity.name}."
+    responses = ["", fact_sentence(entity.name, attribute, entity.truth[attribute]), "Nothing to say."]
+    items = [ScoreItem(f"i{k}", prompt, r) for k, r in enumerate(responses)]
+    expected = OracleJudge(cfg).score([prompt] * len(responses), responses)
+    assert oracle_scores(SimpleNamespace(cfg=cfg), items) == {
+        f"i{k}": {o: float(expected[o][k]) for o in cfg.objectives} for k in range(len(responses))}
+    assert oracle_scores(SimpleNamespace(cfg=cfg), items)["i1"]["correctness"] == 1.0
+
+
 # ---------------------------------------------------------------- checkpoint selection
 
 

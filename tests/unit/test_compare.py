@@ -61,6 +61,19 @@ def test_runs_that_are_not_comparable_are_refused():
         combine_reports([ab, other_judge], ["x", "y"])
 
 
+def test_a_judge_whose_scores_are_per_run_is_flagged_in_compare_md():
+    """The implicit judge scores each run with its own adapters (``JudgeDef.shared_scale``): compare.md says so."""
+    from sipo.compare import compare_markdown
+
+    def markdown(judge):
+        reports = [make_report(rows(["a", "b"], s), ["a", "b"], judge=judge) for s in (0.0, 0.2)]
+        return compare_markdown(combine_reports(reports, ["one", "two"]), ["runs/one", "runs/two"])
+
+    assert ("> The `implicit` judge scores each run with its own round-1 adapters, so the runs' scores are not on "
+            "one scale; prefer a shared judge (`oracle`, `reward_model`, `length`) to compare runs.") in markdown("implicit")
+    assert "not on one scale" not in markdown("oracle")
+
+
 def test_labels_are_unique():
     assert run_labels(["runs/a", "runs/b"]) == ["a", "b"]
     assert run_labels(["x/seed0", "y/seed0"]) == ["x/seed0", "y/seed0"]

@@ -1,13 +1,16 @@
 """Preference data sources and the pure logic of the ``prepare`` stage.
 
 A *source* is a :class:`SourceDef` in :data:`SOURCES`, under the name used by ``data.source``: its ``load``
-function ``fn(cfg: PipelineConfig) -> list[Pair]``, the local files it reads (which fingerprint ``prepare``) and
-the checks of its objectives and paths before a run writes anything. Built in:
+function ``fn(cfg: PipelineConfig) -> list[Pair]``, the local files it reads (which fingerprint ``prepare``), the
+checks of its objectives and paths before a run writes anything, and what it asks of the config (whether it reads
+``data.path``, rules of its own) and offers beyond its pairs (an exact oracle). No module outside a source's
+definition branches on its name: they read these properties. Built in:
 
 - ``helpsteer``: nvidia/HelpSteer and HelpSteer2 rows (:mod:`sipo.data.helpsteer`);
 - ``pku_saferlhf``: PKU-SafeRLHF / -10K / BeaverTails rows (:mod:`sipo.data.pku_saferlhf`);
 - ``jsonl``: a user's own data in any format, detected from the first row (:mod:`sipo.data.jsonl`; TRL and
-  HelpSteer2 preference rows in :mod:`sipo.data.formats`).
+  HelpSteer2 preference rows in :mod:`sipo.data.formats`);
+- ``synthetic``: the synthetic benchmark, which builds its own data and knows the truth (:mod:`sipo.synthetic`).
 
 Every source reads JSONL, parquet, arrow, ``save_to_disk`` folders and Hub ids through :mod:`sipo.data.readers`.
 With ``data.path`` mapping objectives to datasets, :func:`load_pairs` calls the source once per objective and
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,12 @@ class SourceDef:
     """``config -> {label: path}`` of the local files it reads, which fingerprint the ``prepare`` stage."""
     check: Callable[[PipelineConfig], None] | None = None
     """Checks the objectives, column names and paths before the run writes anything (ConfigError, DataError)."""
+    needs_path: bool = True
+    """It reads ``data.path``, which the config must then set; False: it builds its own data (the synthetic
+    benchmark)."""
+    check_config: Callable[[PipelineConfig], None] | None = None
+    """Its own rules of the config, checked with the config's (:func:`check_source_config`, ``--dry-run``
+    included) before anything runs; raises ConfigError naming the key."""
     config_keys: tuple[str, ...] = ()
     """Config keys outside ``data`` that its pairs depend on (they fingerprint ``prepare``)."""
     sft_examples: Callable[[PipelineConfig], list[dict]] | None = None
@@ -97,6 +106,10 @@ class SourceDef:
     """``(config, [(prompt, response, review), ...]) ->`` how well the reviews match the ideal review, measured
     against the source's own ground truth (:func:`sipo.synthetic.sft_data.review_skill`); None: the source has
     no ground truth, and the report states no validity conditions (:mod:`sipo.report.validity`)."""
+    oracle: Callable[[PipelineConfig], Any] | None = None
+    """``config ->`` the source's exact judge, which knows every response's true scores: ``.score(prompts,
+    responses) -> {objective: [score, ...]}`` (:class:`sipo.synthetic.oracle.OracleJudge`). The
+    ``sipo_oracle_filter`` upper bound selects with it; None: the source has no oracle."""
     review_probe: Callable[[PipelineConfig, int], dict[str, list]] | None = None
     """``(config, limit) -> {set name: [PromptRecord, ...]}``: training prompts, at most ``limit`` per set, whose
     reviews the ``review_probe`` stage measures with ``review_skill`` (the synthetic benchmark: its loop's entities
@@ -166,6 +179,22 @@ def _synthetic_review_skill(cfg: PipelineConfig, items: list[tuple[str, str, str
     return review_skill(build_world(cfg), items, list(cfg.objectives))
 
 
+def _synthetic_oracle(cfg: PipelineConfig) -> Any:
+    from sipo.synthetic.oracle import OracleJudge
+
+    return OracleJudge(cfg)
+
+
+def _synthetic_check_config(cfg: PipelineConfig) -> None:
+    """The benchmark builds its own data from ``data.synthetic``, so one dataset per objective has no place; its
+    random model knows nothing of the world until the sft stage teaches it the facts."""
+    if isinstance(cfg.data.path, Mapping):
+        raise ConfigError("config key 'data.path': the synthetic benchmark takes no data.path")
+    if cfg.model.name_or_path == "random" and not cfg.sft.enabled:
+        raise ConfigError("config key 'sft.enabled': a random model on the synthetic benchmark must be trained by "
+                          "the sft stage")
+
+
 for _source in (
     SourceDef("helpsteer", helpsteer.load,
               check=_data_paths_check(lambda cfg: helpsteer.check_objectives(list(cfg.objectives)))),
@@ -174,12 +203,33 @@ for _source in (
     SourceDef("jsonl", jsonl.load, check=_data_paths_check(
         lambda cfg: jsonl.column_names(list(cfg.objectives), dict(cfg.data.response_columns)))),
     # The benchmark's SFT demonstrations (prepare/sft.jsonl) render the review and rewrite prompts.
-    SourceDef("synthetic", _synthetic_pairs, inputs=template_files,
+    SourceDef("synthetic", _synthetic_pairs, inputs=template_files, needs_path=False,
+              check_config=_synthetic_check_config,
               config_keys=("objective_descriptions", "review.template", "rewrite.template"),
               sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets,
-              review_skill=_synthetic_review_skill, review_probe=_synthetic_probe_prompts),
+              review_skill=_synthetic_review_skill, oracle=_synthetic_oracle,
+              review_probe=_synthetic_probe_prompts),
 ):
     SOURCES.register(_source)
+
+
+def configured_source(cfg: PipelineConfig) -> SourceDef:
+    """The definition of ``data.source``; a name that is not registered is a ConfigError naming the key."""
+    name = cfg.data.source
+    if name not in SOURCES:
+        raise ConfigError(f"config key 'data.source': unknown source '{name}' (choose from {', '.join(SOURCES)})")
+    return SOURCES[name]
+
+
+def check_source_config(cfg: PipelineConfig) -> None:
+    """The config against its source, when the config is validated (:func:`sipo.configure.validate`), after the
+    config tree's own rules: the source is registered, ``data.path`` is set when the source reads one, then the
+    source's own :attr:`SourceDef.check_config`. Raises ConfigError naming the key."""
+    source = configured_source(cfg)
+    if source.needs_path and not cfg.data.path:
+        raise ConfigError(f"config key 'data.path': is required for data.source={source.name}")
+    if source.check_config is not None:
+        source.check_config(cfg)
 
 
 def check_source(cfg: PipelineConfig) -> None:
@@ -198,9 +248,7 @@ def load_pairs(cfg: PipelineConfig) -> list[Pair]:
         ConfigError: unknown ``data.source`` or objectives the source does not have.
         DataError: the data is missing or malformed, or gives no pair at all.
     """
-    name = cfg.data.source
-    if name not in SOURCES:
-        raise ConfigError(f"config key 'data.source': unknown source '{name}' (choose from {', '.join(SOURCES)})")
+    name = configured_source(cfg).name
     with bad_rows.collecting(cfg.data.on_bad_row) as log:
         pairs = _load_pairs(cfg, name)
     if not pairs:
@@ -278,7 +326,11 @@ def _pairs_per_objective(cfg: PipelineConfig, specs: dict[str, dict]) -> list[Pa
 __all__ = [
     "SOURCES",
     "SourceFn",
+    "SourceDef",
     "Splits",
+    "check_source",
+    "check_source_config",
+    "configured_source",
     "is_conflict",
     "load_pairs",
     "load_splits",

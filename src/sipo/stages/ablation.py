@@ -13,6 +13,7 @@ adapters with DPO + alpha * NLL on the original conflicting pairs, for as many o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sipo.ablations import ablation_source, select_for
 from sipo.judges import ScoreItem
@@ -36,14 +37,14 @@ def _read_candidates(ctx: StageContext, method: str) -> list[Candidate]:
     return [c.candidate for c in read_jsonl(ctx.run_dir.path(source, "combined.jsonl"), CombinedCandidate)]
 
 
-def _score(ctx: StageContext, method: str, items: list[ScoreItem]) -> dict[str, dict[str, float]]:
-    """Item id -> scores: the filter's judges' implicit rewards, or (``sipo_oracle_filter``) the oracle's."""
-    cfg = ctx.cfg
-    if method == "sipo_oracle_filter":
-        from sipo.synthetic.oracle import OracleJudge
+Scores = Callable[[StageContext, list[ScoreItem]], dict[str, dict[str, float]]]
+"""``(context, items) ->`` item id -> score per objective (or per judge): what a selection ablation ranks by."""
 
-        scores = OracleJudge(cfg).score([t.prompt for t in items], [t.response for t in items])
-        return {t.id: {o: float(scores[o][i]) for o in cfg.objectives} for i, t in enumerate(items)}
+
+def judge_scores(ctx: StageContext, items: list[ScoreItem]) -> dict[str, dict[str, float]]:
+    """Item id -> the filter's judges' implicit rewards (a selection ablation's scores unless its stage gives
+    others)."""
+    cfg = ctx.cfg
     judges = [adapter_name(o, 0) for o in cfg.objectives]
     bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(ctx.cfg, ctx.run_dir, 0))
     if cfg.filter.soups and len(cfg.objectives) > 1:  # the same judges as the filter stage
@@ -54,8 +55,9 @@ def _score(ctx: StageContext, method: str, items: list[ScoreItem]) -> dict[str, 
     return ctx.models.implicit_rewards(ctx, bank, tokenizer, items, judges)
 
 
-def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
-    """The ablation's selections (one per kept prompt), in prompt-id order, and its counts."""
+def select(ctx: StageContext, method: str, score: Scores = judge_scores) -> tuple[list[Selection], dict]:
+    """The ablation's selections (one per kept prompt), in prompt-id order, and its counts; ``score`` gives the
+    scores it selects by."""
     pairs = {p.prompt_id: p for p in read_conflict_pairs(ctx)}
     by_prompt: dict[str, list[Candidate]] = {}
     for c in _read_candidates(ctx, method):
@@ -68,7 +70,7 @@ def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
         items += [ScoreItem(f"{pid}:original-{side}", pair.prompt, r)
                   for side, r in (("a", pair.response_a), ("b", pair.response_b))]
         items += [ScoreItem(c.candidate_id, c.prompt, c.response) for c in by_prompt[pid]]
-    scores = _score(ctx, method, items) if items else {}
+    scores = score(ctx, items) if items else {}
     selections = []
     for pid in prompt_ids:
         pair, cands = pairs[pid], {c.candidate_id: c for c in by_prompt[pid]}
@@ -85,9 +87,10 @@ def select(ctx: StageContext, method: str) -> tuple[list[Selection], dict]:
     return selections, counts
 
 
-def run_selection_ablation(ctx: StageContext) -> dict:
+def run_selection_ablation(ctx: StageContext, score: Scores = judge_scores) -> dict:
+    """Select with ``score`` (the filter's judges by default), write the selections and re-align on them."""
     method = ctx.stage.name
-    selections, counts = select(ctx, method)
+    selections, counts = select(ctx, method, score)
     write_jsonl(ctx.out_dir / "selected.jsonl", selections)
     counts.update(realign_selected(ctx, selections, ctx.out_dir, what=method))
     return counts
