@@ -209,6 +209,10 @@ class ModelConfig(Section):
     prompt_template: str = choice_field(PromptTemplate.chat)
     """``chat`` (tokenizer's chat template when it has one, else ``plain``), ``plain`` (the paper's
     ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:``) or ``raw`` (the prompt text as is)."""
+    system_prompt: str | None = None
+    """With a chat template: the system turn every prompt starts with, unless its conversation has one (``""``: an
+    empty one). None: the template's default; some templates write a default of their own (SmolLM2's costs about
+    20 tokens per sequence)."""
     max_prompt_tokens: int = 256
     """Prompts longer than this (after templating) are dropped and counted."""
     max_response_tokens: int = 256
@@ -221,6 +225,9 @@ class ModelConfig(Section):
     def check_rules(self, key: str) -> None:
         _at_least(f"{key}.max_prompt_tokens", self.max_prompt_tokens, 1)
         _at_least(f"{key}.max_response_tokens", self.max_response_tokens, 1)
+        if self.system_prompt is not None and self.prompt_template != PromptTemplate.chat:
+            _fail(f"{key}.system_prompt", f"needs model.prompt_template: chat (got {self.prompt_template}); the "
+                                          "plain and raw templates have no system turn")
 
 
 REVIEW_STYLES = ("plain", "facts")

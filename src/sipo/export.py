@@ -77,9 +77,16 @@ def _front_table(report: Mapping[str, Any], key: str, objectives: list[str]) -> 
     return lines
 
 
-def prompt_format_lines(template: str, chat_template: str | None) -> list[str]:
+def prompt_format_lines(template: str, chat_template: str | None, system_prompt: str | None = None) -> list[str]:
     """The model card's *Prompt format* section: the run's ``model.prompt_template`` as text, and how the exported
-    tokenizer writes it (``chat_template``: the one sipo wrote into it, None: the base tokenizer's own)."""
+    tokenizer writes it (``chat_template``: the one sipo wrote into it, None: the base tokenizer's own; with the
+    tokenizer's own template and ``model.system_prompt``, the one sipo wrote is that template after a line adding
+    the system turn)."""
+    if template == "chat" and system_prompt is not None and chat_template is not None:
+        return [f"The run wrote prompts with the base tokenizer's own chat template and the system turn "
+                f"{system_prompt!r} (`model.system_prompt`) before every conversation that has none; the exported "
+                "tokenizer's chat template adds that turn, so `tokenizer.apply_chat_template(messages, "
+                "add_generation_prompt=True, tokenize=False)` writes a prompt the way the run did."]
     if chat_template is None:
         return [f"The run wrote prompts with the base tokenizer's own chat template (`model.prompt_template: "
                 f"{template}`); the exported tokenizer keeps it, so "
@@ -118,7 +125,7 @@ def model_card(run: AlignedRun, method: str, weights: Mapping[str, float], round
         "",
         "## Prompt format",
         "",
-        *prompt_format_lines(run.cfg.model.prompt_template, chat_template),
+        *prompt_format_lines(run.cfg.model.prompt_template, chat_template, run.cfg.model.system_prompt),
         "",
         *(f"> **Warning: {line}.** This model may not follow from the run's config.yaml, and the front below "
           "may not be this model's.\n" for line in run.stale),
@@ -204,7 +211,7 @@ def export_point(run_dir: str | Path, weights: str | Mapping[str, float], out: s
         set_adapter_base(adapter_out, base)
         tokenizer = AutoTokenizer.from_pretrained(portable_base_name(base),
                                                   trust_remote_code=run.cfg.model.trust_remote_code)
-        chat_template = run_chat_template(tokenizer, run.cfg.model.prompt_template)
+        chat_template = run_chat_template(tokenizer, run.cfg.model.prompt_template, run.cfg.model.system_prompt)
         if chat_template is not None:  # the run's prompt format, for apply_chat_template
             tokenizer.chat_template = chat_template
         if merge:

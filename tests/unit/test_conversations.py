@@ -116,3 +116,36 @@ def test_an_adapter_export_on_the_runs_own_sft_model_is_refused(tmp_path, monkey
     assert not (tmp_path / "out").exists()
     assert export._inside(str(run_dir / "sft" / "model"), run_dir)
     assert not export._inside("org/model", run_dir) and not export._inside(str(tmp_path), run_dir)
+
+
+def test_a_system_prompt_starts_every_conversation_without_one_and_the_export_writes_it_too():
+    """model.system_prompt: the run's prompts and the exported tokenizer's chat template agree, with the system
+    turn added to a one-turn prompt and a conversation that has none, and a conversation's own system turn kept."""
+    from sipo.models.loading import build_tokenizer, format_prompt, run_chat_template
+
+    tokenizer = build_tokenizer("byte")
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    own = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    prompts = ("Hi", conversation.encode(CHAT), conversation.encode(own))
+    expected = {p: format_prompt(tokenizer, p, "chat", 'Answer "well".') for p in prompts}
+    assert expected["Hi"] == '<system>Answer "well".<user>Hi<assistant>'
+    assert expected[conversation.encode(own)] == "<system>Be brief.<user>Hi<assistant>"
+    assert format_prompt(tokenizer, "Hi", "chat") == "<user>Hi<assistant>"
+    assert format_prompt(tokenizer, "Hi", "chat", "") == "<system><user>Hi<assistant>"
+    exported = run_chat_template(tokenizer, "chat", 'Answer "well".')
+    assert run_chat_template(tokenizer, "chat") is None
+    tokenizer.chat_template = exported
+    for prompt, text in expected.items():
+        assert tokenizer.apply_chat_template(conversation.to_messages(prompt), add_generation_prompt=True,
+                                             tokenize=False) == text
+
+
+def test_a_system_prompt_needs_the_chat_template():
+    from pathlib import Path
+
+    from sipo.configure import load_config
+
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+    with pytest.raises(ConfigError, match="model.system_prompt'?: needs model.prompt_template: chat"):
+        load_config(smoke, ["run_dir=r", "model.prompt_template=plain", "model.system_prompt=Be brief."])

@@ -356,7 +356,8 @@ def load_model(path: str | Path, model_cfg: ModelConfig, device: str) -> PreTrai
 
 
 def format_prompt(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, template: PromptTemplate | str = PromptTemplate.chat
+    tokenizer: PreTrainedTokenizerBase, prompt: str, template: PromptTemplate | str = PromptTemplate.chat,
+    system_prompt: str | None = None,
 ) -> str:
     """The text a model sees before its response.
 
@@ -364,6 +365,7 @@ def format_prompt(
     tokenizer has no chat template); ``plain``: ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:`` (one
     ``USER:`` / ``ASSISTANT:`` per turn of a multi-turn prompt); ``raw``: the prompt itself (a multi-turn prompt
     as readable ``User:`` / ``Assistant:`` paragraphs). Multi-turn prompts are :mod:`sipo.conversation` strings.
+    ``system_prompt`` (``model.system_prompt``, chat template only): the system turn of a prompt that has none.
     """
     from sipo import conversation
 
@@ -371,7 +373,8 @@ def format_prompt(
     if template == PromptTemplate.chat:
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(
-                conversation.to_messages(prompt), add_generation_prompt=True, tokenize=False
+                with_system_turn(conversation.to_messages(prompt), system_prompt), add_generation_prompt=True,
+                tokenize=False,
             )
         template = PromptTemplate.plain
     if template == PromptTemplate.plain:
@@ -397,12 +400,28 @@ RAW_CHAT_TEMPLATE = (
 ``Assistant:`` paragraphs (as :func:`format_prompt`)."""
 
 
-def run_chat_template(tokenizer: PreTrainedTokenizerBase, template: PromptTemplate | str) -> str | None:
-    """The chat template that writes prompts the way a run with ``model.prompt_template`` did: the tokenizer's own
-    for ``chat`` (None when it has one: nothing to add), else the plain or raw template above."""
+def with_system_turn(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    """``messages`` with ``system_prompt`` as a first system turn, unless it is None or they start with one."""
+    if system_prompt is None or (messages and messages[0].get("role") == "system"):
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def run_chat_template(tokenizer: PreTrainedTokenizerBase, template: PromptTemplate | str,
+                      system_prompt: str | None = None) -> str | None:
+    """The chat template that writes prompts the way a run with ``model.prompt_template`` (and
+    ``model.system_prompt``) did: for ``chat``, the tokenizer's own (None when it has one and there is no system
+    prompt: nothing to add), preceded by a line that adds the run's system turn to messages without one; else the
+    plain or raw template above."""
+    import json
+
     template = PromptTemplate.check("model.prompt_template", template)
     if template == PromptTemplate.chat and getattr(tokenizer, "chat_template", None):
-        return None
+        if system_prompt is None:
+            return None
+        # A JSON string is a valid Jinja string literal.
+        return ("{%- if not messages or messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', "
+                f"'content': {json.dumps(system_prompt)}}}] + messages %}}{{%- endif %}}" + tokenizer.chat_template)
     return RAW_CHAT_TEMPLATE if template == PromptTemplate.raw else PLAIN_CHAT_TEMPLATE
 
 

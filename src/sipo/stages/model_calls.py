@@ -58,7 +58,7 @@ def load_tokenizer_only(ctx: StageContext):
 def format_prompts(tokenizer, prompts: Sequence[str], cfg: PipelineConfig) -> list[str]:
     from sipo.models.loading import format_prompt
 
-    return [format_prompt(tokenizer, p, cfg.model.prompt_template) for p in prompts]
+    return [format_prompt(tokenizer, p, cfg.model.prompt_template, cfg.model.system_prompt) for p in prompts]
 
 
 def decode(ctx: StageContext, bank, tokenizer, texts: Sequence[str], mixes: Sequence[Mapping[str, float]],
@@ -109,7 +109,7 @@ def prompts_that_fit(tokenizer, items: Sequence[T], prompt_of: Callable[[T], str
     for item in items:
         prompt = prompt_of(item)
         if prompt not in lengths:
-            text = format_prompt(tokenizer, prompt, cfg.model.prompt_template)
+            text = format_prompt(tokenizer, prompt, cfg.model.prompt_template, cfg.model.system_prompt)
             lengths[prompt] = len(encode_prompt(tokenizer, text, None))
         if lengths[prompt] <= limit:
             kept.append(item)

@@ -77,7 +77,8 @@ def run(ctx: StageContext) -> dict:
     if not rows:
         raise ConfigError(f"config key 'model.max_prompt_tokens': every SFT prompt is longer than "
                           f"{cfg.model.max_prompt_tokens} tokens")
-    examples = [{"prompt": format_prompt(tokenizer, r["prompt"], cfg.model.prompt_template),
+    system = cfg.model.system_prompt
+    examples = [{"prompt": format_prompt(tokenizer, r["prompt"], cfg.model.prompt_template, system),
                  "completion": r["completion"]} for r in rows]
     counts["metrics"] = train_sft(model_path=source, tokenizer=tokenizer, examples=examples, out_dir=out,
                                   train=cfg.sft.train, seed=cfg.seed, device=ctx.device, dtype=cfg.model.dtype,
