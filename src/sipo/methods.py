@@ -78,6 +78,20 @@ NO_WEIGHTS = "none"
 WEIGHT_DOMAINS = (ANY_WEIGHTS, GRID_WEIGHTS, ONE_HOT, NO_WEIGHTS)
 
 
+ROLES = ("baseline", "reference", "upper_bound", "target")
+"""The methods' roles in the benchmark's validity conditions (:attr:`MethodDef.roles`)."""
+
+
+def methods_with_role(role: str) -> tuple[str, ...]:
+    """The registered methods that have ``role``, in registration order."""
+    return tuple(name for name in METHODS if role in METHODS[name].roles)
+
+
+def method_label(name: str) -> str:
+    """How prose names a method: its ``label``, else its name (also for a name nobody registered)."""
+    return (METHODS[name].label or name) if name in METHODS else name
+
+
 StepCounts = Callable[[str], int]
 """``stage id -> optimizer steps of every adapter it trained`` (from its manifest)."""
 
@@ -115,10 +129,20 @@ class MethodDef:
     no_gain_over: str | None = None
     """A method whose points, if this method's equal them, mean the method's extra work changed nothing (a
     pipeline-health warning)."""
+    roles: tuple[str, ...] = ()
+    """What the benchmark's validity conditions and oracle-gain share (:mod:`sipo.report.validity`) take it as
+    (:data:`ROLES`): ``baseline`` (headroom is measured against the best of them), ``reference`` (the method the
+    oracle bound must beat), ``upper_bound`` (the oracle bound), ``target`` (the method whose share of the oracle's
+    gain is reported)."""
+    label: str | None = None
+    """How prose names it (``DPO-LW``); None: its name."""
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_DOMAINS:
             raise ValueError(f"method {self.name}: weights must be one of {', '.join(WEIGHT_DOMAINS)}")
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"method {self.name}: roles must be among {', '.join(ROLES)}, got {sorted(unknown)}")
 
     def training_steps(self, cfg: PipelineConfig, stage_steps: StepCounts) -> dict[str, int]:
         if self.steps is not None:
@@ -194,23 +218,26 @@ for _method in (
     MethodDef("sft", "the base model (one point)", _sft, colour="#000000", marker="*", weights=NO_WEIGHTS,
               steps=lambda cfg, stage_steps: {"sft": 0}),
     MethodDef("dpo", "each objective's round-1 DPO adapter alone (the end points)", _dpo, colour="#7f7f7f",
-              marker="s", joined=False, weights=ONE_HOT, export="one objective's round-1 DPO adapter"),
+              marker="s", joined=False, weights=ONE_HOT, export="one objective's round-1 DPO adapter",
+              roles=("baseline",), label="DPO"),
     MethodDef("dpo_soups", "the LoRA soup of the round-1 adapters at each weight vector", _dpo_soups,
               colour="#1f77b4", marker="o",
-              export="the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)"),
+              export="the LoRA soup of the round-1 DPO adapters (the model the run evaluated as dpo_soups)",
+              roles=("baseline",), label="DPO soups"),
     MethodDef("mod", "multi-objective decoding over the round-1 adapters", _mod, colour="#ff7f0e", marker="^",
-              export=_MOD_EXPORT.format(what="round-1 DPO adapters", name="mod")),
+              export=_MOD_EXPORT.format(what="round-1 DPO adapters", name="mod"), roles=("baseline", "reference"),
+              label="MOD"),
     MethodDef("dpo_lw", "one adapter per weight vector, weighted sum of DPO losses", adapter_per_weight("dpo_lw"),
               trains=("dpo_lw",), colour="#2ca02c", marker="D", weights=GRID_WEIGHTS,
-              export="the DPO-LW adapter trained at these weights"),
+              export="the DPO-LW adapter trained at these weights", roles=("baseline",), label="DPO-LW"),
     MethodDef("modpo", "one adapter per weight vector, MODPO margins", adapter_per_weight("modpo"),
               trains=("modpo",), colour="#9467bd", marker="v", weights=GRID_WEIGHTS,
-              export="the MODPO adapter trained at these weights"),
+              export="the MODPO adapter trained at these weights", roles=("baseline",), label="MODPO"),
     MethodDef("sipo", "MOD over the realigned adapters of every round", _sipo,
               trains=("label", "sample", "review", "rewrite", "combine", "filter", "realign", "review_probe"),
               colour="#d62728",
               marker="P", rounds=True, export=_MOD_EXPORT.format(what="round-{round} realigned adapters", name="sipo"),
-              default_export=True, steps=_sipo_steps, no_gain_over="mod"),
+              default_export=True, steps=_sipo_steps, no_gain_over="mod", roles=("target",), label="SIPO"),
 ):
     METHODS.register(_method)
 
@@ -245,7 +272,7 @@ for _method in (
               _ablation("sipo_no_filter"), trains=(*_ROUND_ONE, "sipo_no_filter"), colour="#8c564b", marker="<"),
     MethodDef("sipo_oracle_filter", "upper bound: the oracle filters SIPO's candidates (synthetic benchmark)",
               _ablation("sipo_oracle_filter"), trains=(*_ROUND_ONE, "sipo_oracle_filter"), colour="#17becf",
-              marker=">", check=_needs_oracle),
+              marker=">", check=_needs_oracle, roles=("upper_bound",)),
     MethodDef("nll_control", "control: DPO + NLL on the original pairs, SIPO's re-alignment budget",
               _ablation("nll_control"), trains=(*_ROUND_ONE, "nll_control"), colour="#bcbd22", marker="h"),
 ):

@@ -192,3 +192,22 @@ def test_shares_over_seeds_skip_null_seeds():
     assert result["transfer"]["n"] == 1 and result["transfer"]["low"] is None
     assert result["transfer"]["null_seeds"] == [10]
     assert shares_over_seeds({10: None}) == {}
+
+
+def test_the_conditions_take_their_methods_from_the_definitions_roles():
+    """Headroom's baselines and the share's three methods are read from MethodDef.roles, not from names here."""
+    import pytest
+
+    from sipo.methods import METHODS, MethodDef, method_label
+    from sipo.report.validity import baselines, share_methods
+
+    assert baselines() == ("dpo", "dpo_soups", "mod", "dpo_lw", "modpo")
+    assert share_methods() == ("sipo", "mod", "sipo_oracle_filter")
+    assert method_label("dpo_lw") == "DPO-LW" and method_label("sipo_no_filter") == "sipo_no_filter"
+    with pytest.raises(ValueError, match="roles must be among"):
+        MethodDef("x", "", lambda m: [], roles=("judge",))
+    toy = METHODS.register(MethodDef("toy_baseline", "", lambda m: [], roles=("baseline",)))
+    try:
+        assert baselines()[-1] == "toy_baseline"
+    finally:
+        METHODS.unregister(toy.name)

@@ -71,7 +71,7 @@ from sipo.pareto import score_methods
 from sipo.records import ScoreRow, iter_json_lines, write_jsonl
 from sipo.report.health import close_scores, score_scales
 from sipo.report.plot import FIGURE_NAME, ordered_methods, plot_fronts, weights_label
-from sipo.report.validity import failure_lines, oracle_gain_share, validity_conditions
+from sipo.report.validity import failure_lines, oracle_gain_share, share_methods, validity_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -391,13 +391,14 @@ def validation_markdown(report: Mapping[str, Any]) -> list[str]:
         parts.append("")
     shares = report.get("oracle_gain_share")
     if shares:
+        target, reference, bound = share_methods()
         parts += ["## Oracle-gain share", "",
-                  "SIPO's share of the oracle bound's gain over MOD, (sipo − mod) / (sipo_oracle_filter − mod), "
-                  "in hypervolume.", "", "| prompts | share | sipo | mod | sipo_oracle_filter |",
+                  f"SIPO's share of the oracle bound's gain over MOD, ({target} − {reference}) / ({bound} − "
+                  f"{reference}), in hypervolume.", "", f"| prompts | share | {target} | {reference} | {bound} |",
                   "|---|---:|---:|---:|---:|"]
         for name, share in shares.items():
-            parts.append(f"| {name.replace('_', '-')} | {_share_text(share)} | {share['sipo']:.4f} | "
-                         f"{share['mod']:.4f} | {share['sipo_oracle_filter']:.4f} |")
+            parts.append(f"| {name.replace('_', '-')} | {_share_text(share)} | {share[target]:.4f} | "
+                         f"{share[reference]:.4f} | {share[bound]:.4f} |")
         parts.append("")
     validity = report.get("validity")
     if validity:

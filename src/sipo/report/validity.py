@@ -31,14 +31,31 @@ REVIEW_CORRECTED_MIN = 0.30
 REVIEW_WRONG_CHANGE_MAX = 0.30
 """... and at most this share of the reviews' changes wrong."""
 
-BASELINES = ("dpo", "dpo_soups", "mod", "dpo_lw", "modpo")
-"""The methods that headroom is measured against (those of them that ran)."""
-SHARE_METHODS = ("sipo", "mod", "sipo_oracle_filter")
-"""The oracle-gain share needs all three."""
 NO_ORACLE_GAIN = "the oracle bound does not beat MOD"
 CONDITIONS = ("headroom", "oracle_bound", "review_skill")
 
-_LABELS = {"dpo": "DPO", "dpo_soups": "DPO soups", "mod": "MOD", "dpo_lw": "DPO-LW", "modpo": "MODPO"}
+
+def baselines() -> tuple[str, ...]:
+    """The methods that headroom is measured against (those of them that ran): the methods whose definition
+    gives them the ``baseline`` role (:attr:`sipo.methods.MethodDef.roles`)."""
+    from sipo.methods import methods_with_role
+
+    return methods_with_role("baseline")
+
+
+def share_methods() -> tuple[str, str, str]:
+    """``(target, reference, upper bound)``: SIPO, MOD and the oracle bound, by their definitions' roles; the
+    share is ``(target − reference) / (upper bound − reference)``."""
+    from sipo.methods import methods_with_role
+
+    (target,), (reference,), (bound,) = (methods_with_role(r) for r in ("target", "reference", "upper_bound"))
+    return target, reference, bound
+
+
+def _label(name: str) -> str:
+    from sipo.methods import method_label
+
+    return method_label(name)
 
 
 def ideal_hypervolume(reference_point: Sequence[float]) -> float:
@@ -52,11 +69,12 @@ def oracle_gain_share(hypervolumes: Mapping[str, float]) -> dict[str, Any] | Non
     Returns None unless sipo, mod and sipo_oracle_filter all have a hypervolume; ``value`` is None (with a
     ``reason``) when the denominator is not positive.
     """
-    if not all(hypervolumes.get(m) is not None for m in SHARE_METHODS):
+    names = share_methods()
+    if not all(hypervolumes.get(m) is not None for m in names):
         return None
-    sipo, mod, oracle = (float(hypervolumes[m]) for m in SHARE_METHODS)
+    sipo, mod, oracle = (float(hypervolumes[m]) for m in names)
     gain = oracle - mod
-    out: dict[str, Any] = {"sipo": sipo, "mod": mod, "sipo_oracle_filter": oracle, "oracle_gain": gain}
+    out: dict[str, Any] = {**{m: float(hypervolumes[m]) for m in names}, "oracle_gain": gain}
     if gain <= 0:
         return {"value": None, "reason": NO_ORACLE_GAIN, **out}
     return {"value": (sipo - mod) / gain, "reason": None, **out}
@@ -71,7 +89,7 @@ def headroom(validation: Mapping[str, float] | None, reference_point: Sequence[f
     threshold = HEADROOM_LIMIT
     if validation is None:
         return _condition(None, threshold, None, "no validation front (no validation prompts or eval.validation off)")
-    ran = {m: float(validation[m]) for m in BASELINES if validation.get(m) is not None}
+    ran = {m: float(validation[m]) for m in baselines() if validation.get(m) is not None}
     if not ran:
         return _condition(None, threshold, None, "no baseline ran")
     ideal = ideal_hypervolume(reference_point)
@@ -81,7 +99,7 @@ def headroom(validation: Mapping[str, float] | None, reference_point: Sequence[f
     share = ran[best] / ideal
     holds = share <= threshold
     reason = None if holds else (
-        f"No headroom: {_LABELS.get(best, best)} reaches {share:.2f} of the ideal on validation (limit "
+        f"No headroom: {_label(best)} reaches {share:.2f} of the ideal on validation (limit "
         f"{threshold:.2f}), so a method cannot be seen to beat it.")
     return {**_condition(share, threshold, holds, reason), "best_baseline": best}
 
@@ -91,15 +109,16 @@ def oracle_bound(validation: Mapping[str, float] | None) -> dict[str, Any]:
     threshold = ORACLE_BOUND_MARGIN
     if validation is None:
         return _condition(None, threshold, None, "no validation front (no validation prompts or eval.validation off)")
-    missing = [m for m in ("mod", "sipo_oracle_filter") if validation.get(m) is None]
+    _, reference, bound = share_methods()
+    missing = [m for m in (reference, bound) if validation.get(m) is None]
     if missing:
         return _condition(None, threshold, None, f"{' and '.join(missing)} did not run")
-    oracle, mod = float(validation["sipo_oracle_filter"]), float(validation["mod"])
+    oracle, mod = float(validation[bound]), float(validation[reference])
     diff = oracle - mod
     holds = diff > threshold
     reason = None if holds else (
-        f"No oracle bound: re-alignment on the oracle's selections (sipo_oracle_filter {oracle:.3f}) does not beat "
-        f"MOD ({mod:.3f}) on validation, so re-alignment cannot gain here whatever SIPO selects.")
+        f"No oracle bound: re-alignment on the oracle's selections ({bound} {oracle:.3f}) does not beat "
+        f"{_label(reference)} ({mod:.3f}) on validation, so re-alignment cannot gain here whatever SIPO selects.")
     return _condition(diff, threshold, holds, reason)
 
 
@@ -151,8 +170,9 @@ def oracle_bound_over_seeds(validation_by_seed: Mapping[Any, Mapping[str, float]
     validation, and whether its 95 % t-interval lies above :data:`ORACLE_BOUND_MARGIN` (needs 2 or more seeds)."""
     from sipo.stats import t_interval
 
-    diffs = {seed: float(v["sipo_oracle_filter"]) - float(v["mod"]) for seed, v in validation_by_seed.items()
-             if v and v.get("sipo_oracle_filter") is not None and v.get("mod") is not None}
+    _, reference, bound = share_methods()
+    diffs = {seed: float(v[bound]) - float(v[reference]) for seed, v in validation_by_seed.items()
+             if v and v.get(bound) is not None and v.get(reference) is not None}
     out: dict[str, Any] = {"values": diffs, "threshold": ORACLE_BOUND_MARGIN}
     if len(diffs) < 2:
         return {**out, "mean": None, "low": None, "high": None, "n": len(diffs), "holds": None,
