@@ -392,38 +392,40 @@ def validation_markdown(report: Mapping[str, Any]) -> list[str]:
     shares = report.get("oracle_gain_share")
     if shares:
         target, reference, bound = share_methods()
-        parts += ["## Oracle-gain share", "",
-                  f"SIPO's share of the oracle bound's gain over MOD, ({target} − {reference}) / ({bound} − "
-                  f"{reference}), in hypervolume.", "", f"| prompts | share | {target} | {reference} | {bound} |",
-                  "|---|---:|---:|---:|---:|"]
-        for name, share in shares.items():
-            parts.append(f"| {name.replace('_', '-')} | {_share_text(share)} | {share[target]:.4f} | "
-                         f"{share[reference]:.4f} | {share[bound]:.4f} |")
-        parts.append("")
+        parts += _section(
+            "Oracle-gain share",
+            f"SIPO's share of the oracle bound's gain over MOD, ({target} − {reference}) / ({bound} − {reference}), "
+            "in hypervolume.",
+            f"| prompts | share | {target} | {reference} | {bound} |", "|---|---:|---:|---:|---:|",
+            [f"| {name.replace('_', '-')} | {_share_text(share)} | {share[target]:.4f} | {share[reference]:.4f} | "
+             f"{share[bound]:.4f} |" for name, share in shares.items()])
     validity = report.get("validity")
     if validity:
-        parts += ["## Validity", "",
-                  "Can this run show a method beating the baselines? Checked on validation prompts and training "
-                  "diagnostics only.", "", "| condition | value | threshold | holds |", "|---|---|---|:---:|"]
-        for name, condition in validity.items():
-            holds = {True: "yes", False: "**no**", None: "not checked"}[condition["holds"]]
-            parts.append(f"| {name.replace('_', ' ')} | {_plain(condition['value'])} | "
-                         f"{_plain(condition['threshold'])} | {holds} |")
-        parts.append("")
+        holds = {True: "yes", False: "**no**", None: "not checked"}
+        parts += _section(
+            "Validity",
+            "Can this run show a method beating the baselines? Checked on validation prompts and training diagnostics "
+            "only.",
+            "| condition | value | threshold | holds |", "|---|---|---|:---:|",
+            [f"| {name.replace('_', ' ')} | {_plain(c['value'])} | {_plain(c['threshold'])} | {holds[c['holds']]} |"
+             for name, c in validity.items()])
     probe = report.get("review_probe")
     if probe:
-        parts += ["## Review skill by entity set", "",
-                  "The round-1 reviewer on MOD answers to training prompts of the loop's entities "
-                  "(in-distribution) and of the entities the loop never sees (transfer); a diagnostic, not a "
-                  "validity condition.", "",
-                  "| entities | reviews | wrong facts | corrected | changes | wrong changes | missing | added |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, s in probe.items():
-            parts.append(f"| {name.replace('_', '-')} | {s.get('reviews')} | {s.get('wrong_facts')} | "
-                         f"{_share(s.get('corrected_share'))} | {s.get('changes')} | "
-                         f"{_share(s.get('wrong_change_share'))} | {s.get('missing')} | {_share(s.get('added_share'))} |")
-        parts.append("")
+        parts += _section(
+            "Review skill by entity set",
+            "The round-1 reviewer on MOD answers to training prompts of the loop's entities (in-distribution) and of "
+            "the entities the loop never sees (transfer); a diagnostic, not a validity condition.",
+            "| entities | reviews | wrong facts | corrected | changes | wrong changes | missing | added |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            [f"| {name.replace('_', '-')} | {p.get('reviews')} | {p.get('wrong_facts')} | "
+             f"{_share(p.get('corrected_share'))} | {p.get('changes')} | {_share(p.get('wrong_change_share'))} | "
+             f"{p.get('missing')} | {_share(p.get('added_share'))} |" for name, p in probe.items()])
     return parts
+
+
+def _section(title: str, intro: str, columns: str, rule: str, rows: list[str]) -> list[str]:
+    """A report.md section: its title, one paragraph, and a table."""
+    return [f"## {title}", "", intro, "", columns, rule, *rows, ""]
 
 
 def _share(value: float | None) -> str:
