@@ -29,19 +29,32 @@ def read_reviews(run_dir: RunDir, round_: int) -> dict[str, Review]:
     return {r.candidate_id: r for r in read_jsonl(run_dir.path(f"r{round_}/review", OUTPUT), Review)}
 
 
+def reviewer_of(cfg) -> str:
+    """The objective whose adapter writes the reviews (``review.reviewer``, default the first objective)."""
+    return cfg.review.reviewer or cfg.objectives[0]
+
+
+def write_reviews(ctx: StageContext, bank, tokenizer, reviewer: str, prompts: list[str],
+                  responses: list[str]) -> list[str]:
+    """The raw reviews of ``responses`` (to ``prompts``) by adapter ``reviewer`` of ``bank``: the review template
+    rendered with the objectives, decoded with ``review.decode`` (shared with the ``review_probe`` stage)."""
+    cfg = ctx.cfg
+    texts = [review_prompt(p, r, cfg.objectives, cfg.objective_descriptions, cfg.review.template)
+             for p, r in zip(prompts, responses)]
+    return decode(ctx, bank, tokenizer, format_prompts(tokenizer, texts, cfg), [{reviewer: 1.0}] * len(texts),
+                  cfg.review.decode, cfg.model.max_prompt_tokens + cfg.model.max_response_tokens)
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     previous = ctx.round - 1
-    reviewer = cfg.review.reviewer or cfg.objectives[0]
+    reviewer = reviewer_of(cfg)
     name = adapter_name(reviewer, previous)
     bank, tokenizer = ctx.models.load_bank(ctx, {name: adapter_dir(ctx.run_dir, reviewer, previous)})
     candidates = read_candidates(ctx.run_dir, ctx.round)
 
     def work(shard) -> list[Review]:
-        texts = [review_prompt(c.prompt, c.response, cfg.objectives, cfg.objective_descriptions,
-                               cfg.review.template) for c in shard]
-        outputs = decode(ctx, bank, tokenizer, format_prompts(tokenizer, texts, cfg), [{name: 1.0}] * len(shard),
-                         cfg.review.decode, cfg.model.max_prompt_tokens + cfg.model.max_response_tokens)
+        outputs = write_reviews(ctx, bank, tokenizer, name, [c.prompt for c in shard], [c.response for c in shard])
         return [Review(candidate_id=c.candidate_id, prompt_id=c.prompt_id, review=parse_review(raw), raw=raw)
                 for c, raw in zip(shard, outputs)]
 

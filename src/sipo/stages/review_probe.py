@@ -23,10 +23,12 @@ from typing import Any
 from sipo.config import weight_grid, weights_tag
 from sipo.data import SOURCES
 from sipo.layout import adapter_name, objective_adapters
-from sipo.prompting import parse_review, review_prompt
+from sipo.prompting import parse_review
 from sipo.records import PromptRecord
 from sipo.stage import StageContext, StageDef
 from sipo.stages.model_calls import decode, format_prompts, prompts_that_fit
+from sipo.stages.review import reviewer_of, write_reviews
+from sipo.stages.sample import mod_mix
 from sipo.stages.sharding import finish_shards, run_sharded, sampled_shard_keys, write_output
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     sets = probe_sets(cfg)
     measure = SOURCES.choose(cfg.data.source, "data.source").review_skill
-    reviewer = cfg.review.reviewer or cfg.objectives[0]
+    reviewer = reviewer_of(cfg)
     reviewer_name = adapter_name(reviewer, 0)
     bank, tokenizer = ctx.models.load_bank(ctx, objective_adapters(cfg, ctx.run_dir, 0))
     grid = weight_grid(cfg.objectives, cfg.sample.grid)
@@ -78,13 +80,10 @@ def run(ctx: StageContext) -> dict:
 
     def work(shard: list[tuple[str, PromptRecord]]) -> list[ProbeReview]:
         jobs = [(name, p, w) for name, p in shard for w in grid]
-        answers = decode(ctx, bank, tokenizer, format_prompts(tokenizer, [p.prompt for _, p, _ in jobs], cfg),
-                         [{adapter_name(o, 0): w[o] for o in cfg.objectives} for _, _, w in jobs],
-                         cfg.sample.decode, cfg.model.max_prompt_tokens)
-        texts = [review_prompt(p.prompt, answer, cfg.objectives, cfg.objective_descriptions, cfg.review.template)
-                 for (_, p, _), answer in zip(jobs, answers)]
-        raws = decode(ctx, bank, tokenizer, format_prompts(tokenizer, texts, cfg), [{reviewer_name: 1.0}] * len(jobs),
-                      cfg.review.decode, cfg.model.max_prompt_tokens + cfg.model.max_response_tokens)
+        prompts = [p.prompt for _, p, _ in jobs]
+        answers = decode(ctx, bank, tokenizer, format_prompts(tokenizer, prompts, cfg),
+                         [mod_mix(cfg, w, 0) for _, _, w in jobs], cfg.sample.decode, cfg.model.max_prompt_tokens)
+        raws = write_reviews(ctx, bank, tokenizer, reviewer_name, prompts, answers)
         return [ProbeReview(set=name, prompt_id=p.prompt_id, prompt=p.prompt, weights=w, response=answer,
                             review=parse_review(raw), raw=raw)
                 for (name, p, w), answer, raw in zip(jobs, answers, raws)]

@@ -30,6 +30,11 @@ def read_candidates(run_dir: RunDir, round_: int) -> list[Candidate]:
     return read_jsonl(run_dir.path(f"r{round_}/sample", OUTPUT), Candidate)
 
 
+def mod_mix(cfg, weights: dict[str, float], round_: int) -> dict[str, float]:
+    """MOD's adapter mix at ``weights`` over the objectives' adapters of round ``round_`` (0: the DPO adapters)."""
+    return {adapter_name(o, round_): weights[o] for o in cfg.objectives}
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     previous = ctx.round - 1
@@ -41,7 +46,7 @@ def run(ctx: StageContext) -> dict:
     def work(shard_pairs) -> list[Candidate]:
         jobs = [(pair, w) for pair in shard_pairs for w in grid]
         prompts = format_prompts(tokenizer, [pair.prompt for pair, _ in jobs], cfg)
-        mixes = [{adapter_name(o, previous): w[o] for o in cfg.objectives} for _, w in jobs]
+        mixes = [mod_mix(cfg, w, previous) for _, w in jobs]
         responses = decode(ctx, bank, tokenizer, prompts, mixes, cfg.sample.decode, cfg.model.max_prompt_tokens)
         return [
             Candidate(candidate_id=f"{pair.prompt_id}:{weights_tag(w)}", prompt_id=pair.prompt_id,
