@@ -161,8 +161,38 @@ def validity_summary(reports: dict[int, dict], diags: dict[int, dict]) -> tuple[
     return summary, conditions, share_lines
 
 
+def loop_lines(reports: dict[int, dict]) -> list[str]:
+    """Per seed, from each report: the review probe on both entity sets and the self-improvement funnel (markdown
+    rows; none where no report has them)."""
+    lines: list[str] = []
+    probes = {s: r["review_probe"] for s, r in reports.items() if r.get("review_probe")}
+    if probes:
+        lines += ["", "Review probe (the round-1 reviewer on MOD answers to training prompts; transfer: entities the "
+                  "loop never sees): wrong facts corrected / changes wrong / missing facts added.", "",
+                  "| seed | entities | reviews | corrected | wrong changes | added |", "|---|---|---:|---:|---:|---:|"]
+        for s, probe in probes.items():
+            for name, p in probe.items():
+                lines.append(f"| {s} | {name.replace('_', '-')} | {p.get('reviews')} | "
+                             f"{_value_text(p.get('corrected_share'))} of {p.get('wrong_facts')} | "
+                             f"{_value_text(p.get('wrong_change_share'))} of {p.get('changes')} | "
+                             f"{_value_text(p.get('added_share'))} of {p.get('missing')} |")
+    funnels = {s: (r.get("pipeline") or {}).get("funnel") for s, r in reports.items()}
+    funnels = {s: f for s, f in funnels.items() if f}
+    if funnels:
+        lines += ["", "Funnel per seed and round: conflicting prompts, candidates, rewrites kept, filter survivors, "
+                  "re-alignment pairs.", "",
+                  "| seed | round | conflicting prompts | candidates | rewrites kept | survivors | pairs |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for s, funnel in funnels.items():
+            for e in funnel:
+                lines.append(f"| {s} | {e['round']} | {e['conflicting_prompts']} | {e['candidates']} | "
+                             f"{e['rewrites_kept']} of {e['rewrites']} | {e['filter_survivors']} | "
+                             f"{e['realign_pairs']} |")
+    return lines
+
+
 def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int, list[dict]],
-              reports: dict[int, dict] | None = None) -> tuple[dict, str]:
+              reports: dict[int, dict] | None = None, title: str = "Synthetic demo") -> tuple[dict, str]:
     """The summary (JSON) and its markdown: intervals over seeds and paired differences (docs/benchmark.md), and,
     with the seeds' ``reports``, the validity conditions and the oracle-gain share."""
     from sipo.stats import paired_differences, t_interval
@@ -192,7 +222,7 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
     threads = sorted({e.get("torch_threads") for es in envs.values() for e in es} - {None})
     seeds = list(diags)
     validity, validity_lines, share_lines = validity_summary(reports, diags) if reports else ({}, [], [])
-    lines = ["# Synthetic demo over seeds", "",
+    lines = [f"# {title} over seeds", "",
              f"Seeds {', '.join(map(str, seeds))}; CPU capability {', '.join(capabilities) or 'unrecorded'}; "
              f"torch threads per run {', '.join(map(str, threads)) or 'unrecorded'}; seconds per seed (sum of the "
              "stages' manifests): " + ", ".join(f"{seconds[s]:.0f}" for s in seeds if s in seconds) + ".", "",
@@ -227,6 +257,7 @@ def summarise(diags: dict[int, dict], seconds: dict[int, float], envs: dict[int,
         for s, k in skills.items():
             lines.append(f"| {s} | {k['corrected_share']} ({k['wrong_facts']} wrong facts) | "
                          f"{k['wrong_change_share']} ({k['changes']} changes) | {k['added_share']} |")
+    lines += loop_lines(reports or {})
     lines += ["", "## Diagnostics per seed (oracle)", ""]
     for seed, d in diags.items():
         lines += [f"### seed {seed}", "", "```json", json.dumps(d, indent=1), "```", ""]
@@ -254,7 +285,8 @@ def main() -> None:
     seconds = {s: stage_seconds(args.out / f"seed{s}") for s in args.seeds}
     envs = {s: environments(args.out / f"seed{s}") for s in args.seeds}
     diags = {s: run_diagnostics(args.out / f"seed{s}") for s in args.seeds}
-    summary, markdown = summarise(diags, seconds, envs, read_reports(args.out, args.seeds))
+    summary, markdown = summarise(diags, seconds, envs, read_reports(args.out, args.seeds),
+                                  title=f"`{args.config}`")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(args.out / "summary.md", markdown)

@@ -54,6 +54,26 @@ def test_demo_seeds_without_reports_keeps_its_old_summary():
     assert "validity" not in summary and "Validity" not in markdown
 
 
+def test_demo_seeds_lists_each_seeds_review_probe_and_funnel():
+    demo_seeds = load_script("demo_seeds")
+    reports = {60: report(0.6, 0.7, 0.65), 61: report(0.6, 0.7, 0.65)}
+    reports[60]["review_probe"] = {
+        "in_distribution": {"reviews": 32, "wrong_facts": 20, "corrected_share": 0.5, "changes": 12,
+                            "wrong_change_share": 0.25, "missing": 10, "added_share": 0.4},
+        "transfer": {"reviews": 32, "wrong_facts": 30, "corrected_share": 0.0, "changes": 3,
+                     "wrong_change_share": 1.0, "missing": 8, "added_share": 0.625}}
+    reports[61]["pipeline"] = {"funnel": [{"round": 1, "conflicting_prompts": 24, "candidates": 96, "rewrites": 96,
+                                           "rewrites_kept": 51, "filter_survivors": 7, "realign_pairs": 4,
+                                           "optimizer_steps": {}}]}
+    diags = {s: {"hypervolume": {m: e["hypervolume"] for m, e in r["methods"].items()}} for s, r in reports.items()}
+    _, markdown = demo_seeds.summarise(diags, {60: 1.0, 61: 1.0}, {60: [], 61: []}, reports, title="World")
+    assert markdown.startswith("# World over seeds")
+    assert "| 60 | transfer | 32 | 0.000 of 30 | 1.000 of 3 | 0.625 of 8 |" in markdown
+    assert "| 60 | in-distribution | 32 | 0.500 of 20 |" in markdown
+    assert "| 61 | 1 | 24 | 96 | 51 of 96 | 7 | 4 |" in markdown
+    assert "| 61 | transfer" not in markdown and "| 60 | 1 |" not in markdown
+
+
 def test_realign_sensitivity_expects_only_realignment_and_what_follows_to_rerun():
     sens = load_script("realign_sensitivity")
     for stage in ("r1/realign", "sipo_oracle_filter", "nll_control", "sipo_no_filter", "evaluate", "report",
