@@ -272,6 +272,12 @@ class SyntheticConfig(Section):
     """Whether the held-out entities' review and rewrite demonstrations are in the SFT data (their facts and writer
     answers always are). False: the ``review_probe`` stage then measures whether the review skill carries over to
     entities it was never shown reviewing."""
+    validation_prompts: int = 0
+    """Validation prompts in a phrasing of their own: each entity of the loop holds out a second core phrasing
+    besides its test one, and up to this many of its prompts (spread over the loop's entities) become the
+    validation prompts, with rated pairs but no SFT example, as far from training as the in-distribution test set
+    (``data.validation_fraction`` is then not used). 0: validation prompts are a seeded share of the training
+    prompts, whose SFT examples the model was trained on."""
 
     def check_rules(self, key: str) -> None:
         if self.review_style not in REVIEW_STYLES:
@@ -279,7 +285,8 @@ class SyntheticConfig(Section):
         for name in ("known_first", "recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"{key}.{name}", f"must be in [0, 1], got {getattr(self, name):g}")
-        for name in ("answers_per_prompt", "fact_copies", "unknown_per_entity", "num_test_prompts"):
+        for name in ("answers_per_prompt", "fact_copies", "unknown_per_entity", "num_test_prompts",
+                     "validation_prompts"):
             _at_least(f"{key}.{name}", getattr(self, name), 0)
         for name in ("num_entities", "num_attributes", "num_train_prompts"):
             _at_least(f"{key}.{name}", getattr(self, name), 1)

@@ -173,3 +173,44 @@ def test_the_review_probe_takes_training_prompts_of_each_entity_set():
         assert len(set(names)) == 6  # spread over every entity of the set
     assert probe_prompts(cfg, 0) == {}
     assert probe_prompts(load_config(ROOT / "configs" / "demo-v1.yaml", ["run_dir=unused"]), 12) == {}
+
+
+def test_validation_prompts_of_their_own_use_a_held_out_phrasing_and_have_pairs_but_no_sft_example():
+    from sipo.stages.prepare import compute
+
+    base = ["run_dir=unused", "seed=3"]
+    cfg = load_config(ROOT / "configs" / "demo.yaml", base)
+    on = load_config(ROOT / "configs" / "demo.yaml", [*base, "data.synthetic.validation_prompts=10"])
+    world, other = build_world(on), build_world(cfg)
+    assert other.validation_prompts == ()
+    # the same entities and truth; the validation core is neither the test core nor any training core of its entity
+    assert [(e.name, e.truth) for e in world.entities] == [(e.name, e.truth) for e in other.entities]
+    assert len(world.validation_prompts) == 10
+    per_entity = {}
+    for p in world.validation_prompts:
+        per_entity.setdefault(p.entity, set()).add(p.core)
+    assert not set(per_entity) & world.heldout and len(per_entity) == len(world.entities) - len(world.heldout)
+    for name, cores in per_entity.items():
+        assert len(cores) == 1
+        assert not cores & {p.core for p in world.train_prompts if p.entity == name}
+        assert not cores & {p.core for p in world.test_prompts if p.entity == name}
+    counts = [sum(p.entity == n for p in world.validation_prompts) for n in per_entity]
+    assert max(counts) - min(counts) <= 1  # spread over the loop's entities
+    # rated pairs for them, no SFT example mentions them, and prepare puts exactly them in validation
+    ids = {p.prompt_id for p in world.validation_prompts}
+    texts = {p.prompt for p in world.validation_prompts}
+    assert texts <= {r["prompt"] for r in rated_rows(on)}
+    for kind, examples in sft_examples_by_kind(on).items():
+        assert not any(t in e["prompt"] for e in examples for t in texts), kind
+    _, splits, _ = compute(on)
+    assert {p.prompt_id for p in splits.validation} == ids
+    trained = {p.prompt_id for pairs in splits.train.values() for p in pairs} | {p.prompt_id for p in splits.train_conflict}
+    assert not trained & ids and not {p.prompt_id for p in splits.test_prompts} & ids
+
+
+def test_validation_prompts_beyond_the_loops_phrasings_are_refused():
+    from sipo.errors import ConfigError
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3", "data.synthetic.validation_prompts=37"])
+    with pytest.raises(ConfigError, match="validation_prompts"):
+        build_world(cfg)

@@ -114,6 +114,9 @@ class SourceDef:
     """``(config, limit) -> {set name: [PromptRecord, ...]}``: training prompts, at most ``limit`` per set, whose
     reviews the ``review_probe`` stage measures with ``review_skill`` (the synthetic benchmark: its loop's entities
     and its held-out ones); None or empty: no probe."""
+    validation_prompts: Callable[[PipelineConfig], list[str]] | None = None
+    """``config ->`` the prompt ids of the source's own validation prompts, which take the place of the seeded
+    ``data.validation_fraction`` share of the prompts; None or empty: that share."""
 
 
 SOURCES: Registry[SourceDef] = Registry("data source")
@@ -172,6 +175,12 @@ def _synthetic_probe_prompts(cfg: PipelineConfig, limit: int) -> dict[str, list]
     return probe_prompts(cfg, limit)
 
 
+def _synthetic_validation_prompts(cfg: PipelineConfig) -> list[str]:
+    from sipo.synthetic.world import validation_prompt_ids
+
+    return validation_prompt_ids(cfg)
+
+
 def _synthetic_review_skill(cfg: PipelineConfig, items: list[tuple[str, str, str]]) -> dict[str, Any]:
     from sipo.synthetic.sft_data import review_skill
     from sipo.synthetic.world import build_world
@@ -208,7 +217,7 @@ for _source in (
               config_keys=("objective_descriptions", "review.template", "rewrite.template"),
               sft_examples=_synthetic_sft, test_prompts=_synthetic_test_prompts, test_sets=_synthetic_test_sets,
               review_skill=_synthetic_review_skill, oracle=_synthetic_oracle,
-              review_probe=_synthetic_probe_prompts),
+              review_probe=_synthetic_probe_prompts, validation_prompts=_synthetic_validation_prompts),
 ):
     SOURCES.register(_source)
 

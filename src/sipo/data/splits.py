@@ -5,7 +5,9 @@
 - **By prompt.** All pairs of a prompt go to one split. Prompts are ordered by ``sha256(seed, prompt_id)``; the
   first ``test_fraction`` of them are test prompts, the next ``validation_fraction`` validation prompts, the rest
   train prompts (sizes rounded half up; a non-zero fraction gets at least one prompt while at least one prompt
-  is left for training). The result depends only on the set of pairs and the seed, never on input order.
+  is left for training). The result depends only on the set of pairs and the seed, never on input order. With
+  ``validation_prompt_ids`` (a source's own validation prompts) exactly those prompts are validation prompts and
+  ``validation_fraction`` is not used.
 - **Training mixture of objective o** (``train[o]``, the DPO data of o): the train prompts' pairs with no tie
   under o, conflicting and non-conflicting mixed so that the conflicting share is ``conflict_fraction`` as
   closely as availability allows: all of the scarcer kind is kept and the other kind is subsampled (seeded) to
@@ -31,7 +33,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +226,7 @@ def make_splits(
     max_test_prompts: int | None = None,
     conflict_max_ties: int = 0,
     test_prompts: Sequence[PromptRecord] | None = None,
+    validation_prompt_ids: Collection[str] | None = None,
 ) -> Splits:
     """Split pairs by prompt and build each objective's training mixture (rules in the module docstring).
 
@@ -267,10 +270,18 @@ def make_splits(
         if not all_pairs:
             raise DataError("every preference pair's prompt is one of data.test_path's prompts: nothing to train on")
     order = sorted(by_prompt, key=lambda pid: _rank(seed, "split", pid))
-    num_test, num_validation = split_sizes(len(order), test_fraction, validation_fraction)
-    test_ids = order[:num_test]
-    validation_ids = order[num_test:num_test + num_validation]
-    train_ids = order[num_test + num_validation:]
+    if validation_prompt_ids:
+        # The source's own validation prompts: exactly those, whatever validation_fraction says.
+        chosen = set(validation_prompt_ids)
+        validation_ids = [pid for pid in order if pid in chosen]
+        rest = [pid for pid in order if pid not in chosen]
+        num_test = split_sizes(len(rest), test_fraction, 0.0)[0]
+        test_ids, train_ids = rest[:num_test], rest[num_test:]
+    else:
+        num_test, num_validation = split_sizes(len(order), test_fraction, validation_fraction)
+        test_ids = order[:num_test]
+        validation_ids = order[num_test:num_test + num_validation]
+        train_ids = order[num_test + num_validation:]
 
     if test_prompts is None:
         test_prompts = sorted(

@@ -74,12 +74,13 @@ def compute(cfg) -> tuple:
         test_prompts = None
         if cfg.data.test_path:
             test_prompts = load_test_prompts(cfg.data.test_path, split=cfg.data.split, revision=cfg.data.revision)
+    own_validation = SOURCES[cfg.data.source].validation_prompts
     splits = make_splits(
         pairs, list(cfg.objectives), conflict_fraction=cfg.data.conflict_fraction,
         test_fraction=cfg.data.test_fraction, validation_fraction=cfg.data.validation_fraction, seed=cfg.seed,
         max_train_pairs=cfg.data.max_train_pairs, max_conflict_prompts=cfg.data.max_conflict_prompts,
         max_test_prompts=cfg.data.max_test_prompts, conflict_max_ties=cfg.data.conflict_max_ties,
-        test_prompts=test_prompts)
+        test_prompts=test_prompts, validation_prompt_ids=own_validation(cfg) if own_validation else None)
     own_test_prompts = SOURCES[cfg.data.source].test_prompts
     if own_test_prompts is not None and test_prompts is None:
         splits.test_prompts = own_test_prompts(cfg)[: cfg.data.max_test_prompts or None]

@@ -127,6 +127,9 @@ class World:
     test_prompts: tuple[SyntheticPrompt, ...]
     heldout: frozenset[str] = frozenset()
     """Names of the held-out entities (benchmark v2): in no pair and no self-improvement prompt."""
+    validation_prompts: tuple[SyntheticPrompt, ...] = ()
+    """With ``data.synthetic.validation_prompts``: prompts of the loop's entities in a held-out core phrasing of
+    their own (rated pairs, no SFT example); empty otherwise."""
     _by_lower_name: dict[str, Entity] = field(repr=False, compare=False, default_factory=dict)
 
     def entity(self, name: str) -> Entity:
@@ -183,14 +186,14 @@ def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     return tuple(objectives)
 
 
-def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int, int]:
+def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int, int, int]:
     s = cfg.data.synthetic
     return (int(cfg.seed), s.num_entities, s.num_attributes, s.unknown_per_entity, s.responses_per_prompt,
-            s.num_train_prompts, s.num_test_prompts, s.heldout_entities)
+            s.num_train_prompts, s.num_test_prompts, s.heldout_entities, s.validation_prompts)
 
 
 def _validate(num_entities: int, num_attributes: int, unknown: int, responses: int, num_train: int,
-              num_test: int, heldout: int = 0) -> None:
+              num_test: int, heldout: int = 0, num_validation: int = 0) -> None:
     key = "data.synthetic."
     if num_entities < 1:
         raise ConfigError(f"config key '{key}num_entities': must be at least 1")
@@ -206,13 +209,18 @@ def _validate(num_entities: int, num_attributes: int, unknown: int, responses: i
     if responses < 2:
         raise ConfigError(f"config key '{key}responses_per_prompt': must be at least 2 (pairs need two)")
     variants = len(GREETINGS) * len(CLOSINGS)
-    train_capacity = num_entities * (len(CORE_PHRASINGS) - 1) * variants
+    held_cores = 2 if num_validation else 1
+    train_capacity = num_entities * (len(CORE_PHRASINGS) - held_cores) * variants
     if not 1 <= num_train <= train_capacity:
         raise ConfigError(f"config key '{key}num_train_prompts': must be between 1 and {train_capacity} "
                           f"for {num_entities} entities")
     if not 0 <= num_test <= num_entities * variants:
         raise ConfigError(f"config key '{key}num_test_prompts': must be between 0 and "
                           f"{num_entities * variants} for {num_entities} entities")
+    loop_capacity = (num_entities - heldout) * variants
+    if not 0 <= num_validation <= loop_capacity:
+        raise ConfigError(f"config key '{key}validation_prompts': must be between 0 and {loop_capacity} for "
+                          f"{num_entities - heldout} entities in the loop")
 
 
 def _name_pool(count: int) -> list[str]:
@@ -251,8 +259,8 @@ def build_world(cfg: Any) -> World:
 
 @lru_cache(maxsize=8)
 def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int, responses: int,
-                 num_train: int, num_test: int, heldout: int = 0) -> World:
-    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test, heldout)
+                 num_train: int, num_test: int, heldout: int = 0, num_validation: int = 0) -> World:
+    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test, heldout, num_validation)
     rng = random.Random(f"sipo-synthetic-world:{seed}")
     attributes = tuple(list(ATTRIBUTES)[:num_attributes])
     names = rng.sample(_name_pool(num_entities), num_entities)
@@ -263,22 +271,31 @@ def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int
         confabulated = {a: rng.choice([v for v in ATTRIBUTES[a] if v != truth[a]]) for a in unknown_attributes}
         entities.append(Entity(name, truth, confabulated))
 
-    # Entity i holds out core phrasing (offset + i) mod #cores, so every core stays in some training prompts.
+    # Entity i holds out core phrasing (offset + i) mod #cores, so every core stays in some training prompts; with
+    # validation prompts also core (offset + i + 1) mod #cores, for the loop's entities' validation prompts.
     offset = rng.randrange(len(CORE_PHRASINGS))
     variants = list(itertools.product(GREETINGS, CLOSINGS))
-    train_per_entity, test_per_entity = [], []
+    train_per_entity, test_per_entity, validation_per_entity = [], [], []
     for i, entity in enumerate(entities):
         held_out = (offset + i) % len(CORE_PHRASINGS)
-        train, test = [], []
+        for_validation = (offset + i + 1) % len(CORE_PHRASINGS) if num_validation else None
+        train, test, validation = [], [], []
         for core in range(len(CORE_PHRASINGS)):
             for greeting, closing in variants:
                 text = _prompt_text(core, greeting, closing, entity.name)
                 prompt = SyntheticPrompt(prompt_id_for(text), text, entity.name, core)
-                (test if core == held_out else train).append(prompt)
+                (test if core == held_out else validation if core == for_validation else train).append(prompt)
         rng.shuffle(train)
         rng.shuffle(test)
         train_per_entity.append(train)
         test_per_entity.append(test)
+        if i < len(entities) - heldout:
+            validation_per_entity.append(validation)
+    if num_validation:
+        # Seeded apart from the world above, so that the same seed keeps its entities with or without them.
+        validation_rng = random.Random(f"sipo-synthetic-validation:{seed}")
+        for validation in validation_per_entity:
+            validation_rng.shuffle(validation)
     return World(
         seed=seed,
         attributes=attributes,
@@ -286,6 +303,7 @@ def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int
         train_prompts=_round_robin(train_per_entity, num_train),
         test_prompts=_round_robin(test_per_entity, num_test),
         heldout=frozenset(e.name for e in entities[len(entities) - heldout:]) if heldout else frozenset(),
+        validation_prompts=_round_robin(validation_per_entity, num_validation),
         _by_lower_name={e.name.lower(): e for e in entities},
     )
 
@@ -301,6 +319,12 @@ def test_prompts(cfg: Any) -> list[PromptRecord]:
 
 
 test_prompts.__test__ = False  # type: ignore[attr-defined]  # keep pytest from collecting it when imported
+
+
+def validation_prompt_ids(cfg: Any) -> list[str]:
+    """The ids of the world's own validation prompts (``data.synthetic.validation_prompts``; empty: none, and the
+    validation prompts are a share of the training prompts)."""
+    return [p.prompt_id for p in build_world(cfg).validation_prompts]
 
 
 IN_DISTRIBUTION, TRANSFER = "in_distribution", "transfer"

@@ -89,7 +89,8 @@ def distinct_answers(world: World, entity: Entity, rng: random.Random, count: in
 
 
 def rated_rows(cfg: Any) -> list[dict]:
-    """``responses_per_prompt`` rated writer answers for every training prompt, in prompt order.
+    """``responses_per_prompt`` rated writer answers for every training prompt, then for every validation prompt of
+    the world's own (``data.synthetic.validation_prompts``), in prompt order.
 
     Returns:
         rows ``{prompt, response, correctness, verbosity}``; scores from the oracle.
@@ -98,7 +99,7 @@ def rated_rows(cfg: Any) -> list[dict]:
     per_prompt = cfg.data.synthetic.responses_per_prompt
     settings = cfg.data.synthetic
     rows = []
-    for prompt in world.train_prompts:
+    for prompt in world.train_prompts + world.validation_prompts:
         rng = random.Random(f"sipo-synthetic-writer:{world.seed}:{prompt.prompt_id}")
         for response in distinct_answers(world, world.entity(prompt.entity), rng, per_prompt, settings.known_first,
                                          settings.recall):
