@@ -91,3 +91,8 @@ def test_the_world_preset_keeps_the_loop_off_the_held_out_entities(world_run):
     sft = [json.loads(line) for line in (world_run / "prepare" / "sft.jsonl").read_text().splitlines()]
     demos = [row for row in sft if row["completion"].startswith("Facts:") or "Review" in row["prompt"]]
     assert demos and not any(world.find_entity(row["prompt"]).name in world.heldout for row in demos)
+    # the validation prompts are the world's own, in a phrasing no SFT example uses
+    validation = {json.loads(line)["prompt"]
+                  for line in (world_run / "prepare" / "validation.jsonl").read_text().splitlines()}
+    assert validation and validation == {p.prompt for p in world.validation_prompts}
+    assert not any(v in row["prompt"] for row in sft for v in validation)
