@@ -278,6 +278,10 @@ class SyntheticConfig(Section):
     validation prompts, with rated pairs but no SFT example, as far from training as the in-distribution test set
     (``data.validation_fraction`` is then not used). 0: validation prompts are a seeded share of the training
     prompts, whose SFT examples the model was trained on."""
+    demo_phrasing: bool = False
+    """Whether the SFT review and rewrite demonstrations are written on prompts of their own: each entity holds out
+    one more core phrasing for them, so no training prompt (no pair, no loop prompt) has a demonstration whose
+    rewrite ends in its true answer. False: they are written on the training prompts."""
 
     def check_rules(self, key: str) -> None:
         if self.review_style not in REVIEW_STYLES:

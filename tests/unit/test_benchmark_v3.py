@@ -214,3 +214,29 @@ def test_validation_prompts_beyond_the_loops_phrasings_are_refused():
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["run_dir=unused", "seed=3", "data.synthetic.validation_prompts=37"])
     with pytest.raises(ConfigError, match="validation_prompts"):
         build_world(cfg)
+
+
+def test_demo_phrasing_writes_the_review_and_rewrite_demonstrations_on_prompts_of_their_own():
+    base = ["run_dir=unused", "seed=3", "data.synthetic.validation_prompts=6", "data.synthetic.num_train_prompts=120"]
+    cfg = load_config(ROOT / "configs" / "demo.yaml", base)
+    on = load_config(ROOT / "configs" / "demo.yaml", [*base, "data.synthetic.demo_phrasing=true"])
+    world = build_world(on)
+    assert build_world(cfg).demo_prompts == () and world.demo_prompts
+    cores = {}
+    for p in world.demo_prompts:
+        cores.setdefault(p.entity, set()).add(p.core)
+    assert set(cores) == {e.name for e in world.entities}
+    for name, core in cores.items():
+        assert len(core) == 1
+        for other in (world.train_prompts, world.test_prompts, world.validation_prompts):
+            assert not core & {p.core for p in other if p.entity == name}
+    groups, before = sft_examples_by_kind(on), sft_examples_by_kind(cfg)
+    demo_texts = {p.prompt for p in world.demo_prompts}
+    train_texts = {p.prompt for p in world.train_prompts}
+    for kind in ("reviews", "rewrites"):
+        assert len(groups[kind]) == len(world.demo_prompts)
+        assert all(any(f"Question: {t}\n" in e["prompt"] for t in demo_texts) for e in groups[kind])
+        assert not any(f"Question: {t}\n" in e["prompt"] for e in groups[kind] for t in train_texts)
+        assert len(before[kind]) == len(build_world(cfg).train_prompts)
+    assert {e["prompt"] for e in groups["answers"]} <= train_texts
+    assert not {r["prompt"] for r in rated_rows(on)} & demo_texts  # no pair is about a demonstration prompt

@@ -1,6 +1,7 @@
 """Supervised fine-tuning data of the synthetic benchmark (docs/method.md §3).
 
-Four kinds of ``{"prompt": <raw user turn>, "completion": <text>}`` examples, for training prompts only:
+Four kinds of ``{"prompt": <raw user turn>, "completion": <text>}`` examples, for training prompts only (the review
+and rewrite demonstrations, with ``data.synthetic.demo_phrasing``, for the world's demonstration prompts instead):
 
 * ``answers``: a sample of the writer's rated answers (confabulations included: that is the base behaviour);
 * ``facts``: short question-and-answer facts that teach the *truth* of every attribute of every entity, the
@@ -274,7 +275,7 @@ def sft_examples_by_kind(cfg: Any, objective_descriptions: Mapping[str, str] | N
              for _ in range(fact_copies) for e in world.entities for a in world.attributes]
 
     reviews, rewrites = [], []
-    for prompt in world.train_prompts:
+    for prompt in world.demo_prompts or world.train_prompts:
         if not settings.heldout_demos and prompt.entity in world.heldout:
             continue  # the review_probe stage then tests the review skill on entities it never saw reviewed
         for k in range(demos_per_prompt):
@@ -318,7 +319,8 @@ def all_texts(cfg: Any, objective_descriptions: Mapping[str, str] | None = None)
     world = build_world(cfg)
     objectives = check_objectives(cfg.objectives)
     texts = [world.vocabulary_text()]
-    texts += [p.prompt for p in world.train_prompts] + [p.prompt for p in world.test_prompts]
+    texts += [p.prompt for group in (world.train_prompts, world.test_prompts, world.validation_prompts,
+                                     world.demo_prompts) for p in group]
     texts += [row["response"] for row in rated_rows(cfg)]
     texts.append(review_text(ReviewPlan(), objectives))
     for group in sft_examples_by_kind(cfg, objective_descriptions).values():

@@ -130,6 +130,10 @@ class World:
     validation_prompts: tuple[SyntheticPrompt, ...] = ()
     """With ``data.synthetic.validation_prompts``: prompts of the loop's entities in a held-out core phrasing of
     their own (rated pairs, no SFT example); empty otherwise."""
+    demo_prompts: tuple[SyntheticPrompt, ...] = ()
+    """With ``data.synthetic.demo_phrasing``: every entity's prompts in a core phrasing of their own, on which the
+    SFT review and rewrite demonstrations are written (no pair, no writer answer); empty: the demonstrations are
+    written on the training prompts."""
     _by_lower_name: dict[str, Entity] = field(repr=False, compare=False, default_factory=dict)
 
     def entity(self, name: str) -> Entity:
@@ -186,14 +190,14 @@ def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     return tuple(objectives)
 
 
-def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int, int, int]:
+def _settings(cfg: Any) -> tuple[int, int, int, int, int, int, int, int, int, bool]:
     s = cfg.data.synthetic
     return (int(cfg.seed), s.num_entities, s.num_attributes, s.unknown_per_entity, s.responses_per_prompt,
-            s.num_train_prompts, s.num_test_prompts, s.heldout_entities, s.validation_prompts)
+            s.num_train_prompts, s.num_test_prompts, s.heldout_entities, s.validation_prompts, s.demo_phrasing)
 
 
 def _validate(num_entities: int, num_attributes: int, unknown: int, responses: int, num_train: int,
-              num_test: int, heldout: int = 0, num_validation: int = 0) -> None:
+              num_test: int, heldout: int = 0, num_validation: int = 0, demo_phrasing: bool = False) -> None:
     key = "data.synthetic."
     if num_entities < 1:
         raise ConfigError(f"config key '{key}num_entities': must be at least 1")
@@ -209,7 +213,7 @@ def _validate(num_entities: int, num_attributes: int, unknown: int, responses: i
     if responses < 2:
         raise ConfigError(f"config key '{key}responses_per_prompt': must be at least 2 (pairs need two)")
     variants = len(GREETINGS) * len(CLOSINGS)
-    held_cores = 2 if num_validation else 1
+    held_cores = 1 + bool(num_validation) + bool(demo_phrasing)
     train_capacity = num_entities * (len(CORE_PHRASINGS) - held_cores) * variants
     if not 1 <= num_train <= train_capacity:
         raise ConfigError(f"config key '{key}num_train_prompts': must be between 1 and {train_capacity} "
@@ -259,8 +263,10 @@ def build_world(cfg: Any) -> World:
 
 @lru_cache(maxsize=8)
 def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int, responses: int,
-                 num_train: int, num_test: int, heldout: int = 0, num_validation: int = 0) -> World:
-    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test, heldout, num_validation)
+                 num_train: int, num_test: int, heldout: int = 0, num_validation: int = 0,
+                 demo_phrasing: bool = False) -> World:
+    _validate(num_entities, num_attributes, unknown, responses, num_train, num_test, heldout, num_validation,
+              demo_phrasing)
     rng = random.Random(f"sipo-synthetic-world:{seed}")
     attributes = tuple(list(ATTRIBUTES)[:num_attributes])
     names = rng.sample(_name_pool(num_entities), num_entities)
@@ -272,19 +278,22 @@ def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int
         entities.append(Entity(name, truth, confabulated))
 
     # Entity i holds out core phrasing (offset + i) mod #cores, so every core stays in some training prompts; with
-    # validation prompts also core (offset + i + 1) mod #cores, for the loop's entities' validation prompts.
+    # validation prompts also the next core, for the loop's entities' validation prompts; with demo_phrasing also the
+    # next one, for the review and rewrite demonstrations.
     offset = rng.randrange(len(CORE_PHRASINGS))
     variants = list(itertools.product(GREETINGS, CLOSINGS))
-    train_per_entity, test_per_entity, validation_per_entity = [], [], []
+    train_per_entity, test_per_entity, validation_per_entity, demos = [], [], [], []
     for i, entity in enumerate(entities):
         held_out = (offset + i) % len(CORE_PHRASINGS)
         for_validation = (offset + i + 1) % len(CORE_PHRASINGS) if num_validation else None
+        for_demos = (offset + i + 1 + bool(num_validation)) % len(CORE_PHRASINGS) if demo_phrasing else None
         train, test, validation = [], [], []
         for core in range(len(CORE_PHRASINGS)):
             for greeting, closing in variants:
                 text = _prompt_text(core, greeting, closing, entity.name)
                 prompt = SyntheticPrompt(prompt_id_for(text), text, entity.name, core)
-                (test if core == held_out else validation if core == for_validation else train).append(prompt)
+                (test if core == held_out else validation if core == for_validation
+                 else demos if core == for_demos else train).append(prompt)
         rng.shuffle(train)
         rng.shuffle(test)
         train_per_entity.append(train)
@@ -304,6 +313,7 @@ def _build_world(seed: int, num_entities: int, num_attributes: int, unknown: int
         test_prompts=_round_robin(test_per_entity, num_test),
         heldout=frozenset(e.name for e in entities[len(entities) - heldout:]) if heldout else frozenset(),
         validation_prompts=_round_robin(validation_per_entity, num_validation),
+        demo_prompts=tuple(demos),
         _by_lower_name={e.name.lower(): e for e in entities},
     )
 
