@@ -43,6 +43,19 @@ def test_the_presets_of_the_design_exist():
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_preset_data_in_the_repository_exists(preset):
+    """A preset that reads data shipped in the repository names a file that is there (the dry run below swaps a
+    missing path for a fixture, which would hide a wrong one)."""
+    data = (yaml.safe_load(preset.read_text()) or {}).get("data", {})
+    paths = [data.get("path"), data.get("test_path")]
+    if isinstance(paths[0], dict):  # one dataset per objective: objective -> path or {path, ...}
+        paths = [p.get("path") if isinstance(p, dict) else p for p in paths[0].values()] + paths[1:]
+    for path in paths:
+        if isinstance(path, str) and path.startswith("tests/"):
+            assert (REPO / path).is_file(), f"{preset.name}: data path {path} does not exist"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates_with_dry_run(preset, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = main(["run", str(preset), f"run_dir={run_dir}", *_data_override(preset), "--dry-run"])

