@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,11 +82,25 @@ def copy_run(base: Path, target: Path) -> None:
     partial.rename(target)
 
 
+TEST_HYPERVOLUME_LINE = re.compile(r"report: \S+\s+hypervolume ")
+
+
+def without_test_numbers(line: str) -> str:
+    """A ``sipo run`` console line, with the report stage's test hypervolumes blanked: the sweep chooses on
+    validation and must not show test numbers to whoever reads its console."""
+    if TEST_HYPERVOLUME_LINE.search(line):
+        return TEST_HYPERVOLUME_LINE.split(line)[0] + "report: (test hypervolume hidden by the sweep)\n"
+    return line
+
+
 def run(cmd: list[str], env: dict[str, str]) -> None:
     print("+", " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"failed with exit code {result.returncode}: {' '.join(cmd)}")
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(without_test_numbers(line))
+            sys.stdout.flush()
+    if proc.returncode != 0:
+        raise SystemExit(f"failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
 def run_seed(config: str, out: Path, seed: int, rates: dict[float, float], overrides: list[str],

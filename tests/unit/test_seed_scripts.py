@@ -110,6 +110,17 @@ def test_realign_sensitivity_reads_and_prints_only_validation_numbers(tmp_path):
     assert sens.rate_name(0.001) == "rate0.001"
 
 
+def test_realign_sensitivity_hides_the_runs_test_hypervolumes_from_its_console():
+    sens = load_script("realign_sensitivity")
+    line = "23:30:33 report: sipo_oracle_filter hypervolume 0.8572\n"
+    hidden = sens.without_test_numbers(line)
+    assert "0.8572" not in hidden and hidden.startswith("23:30:33 report: ") and hidden.endswith("\n")
+    for kept in ("23:30:33 report       done in 1.1s: methods=5, health_warnings=0\n",
+                 "23:30:36 report: wrote /runs/x/report (5 methods, 20 points, 1440 rows)\n",
+                 "23:22:40 prepare: 720 pairs, 96 conflicting prompts\n"):
+        assert sens.without_test_numbers(kept) == kept
+
+
 def test_realign_sensitivity_means_over_seeds():
     sens = load_script("realign_sensitivity")
     hvs = {10: {"rate1": {"mod": 0.5, "sipo_oracle_filter": 0.6}}, 11: {"rate1": {"mod": 0.7, "sipo_oracle_filter": 0.6}}}
