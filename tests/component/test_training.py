@@ -106,6 +106,14 @@ def test_lora_dpo_changes_adapter_and_not_base(base_dir, tokenizer, tmp_path):
     assert trainer.state.global_step == 3
 
 
+def test_pairs_seen_counts_the_short_last_batch_of_each_epoch(base_dir, tokenizer, tmp_path):
+    """4 pairs in batches of 3 for 2 epochs: 4 optimizer steps (3 + 1 per epoch) that saw 8 pairs, not 4 x 3."""
+    metrics = train_dpo_adapter(out_dir=tmp_path / "adapter", **_kwargs(
+        base_dir, tokenizer, train=_train(max_steps=-1, batch_size=3, epochs=2.0)))
+    assert metrics["steps"] == 4
+    assert metrics["pairs_seen"] == 2 * len(EXAMPLES) == 8
+
+
 def test_saved_adapter_is_only_the_adapter_and_loads_on_base(round1_adapter, base_dir):
     out, metrics = round1_adapter
     names = sorted(p.name for p in out.iterdir())

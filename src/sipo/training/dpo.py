@@ -98,6 +98,7 @@ class SipoDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, loss_spec: LossSpec, **kwargs: Any):
         self.loss_spec = loss_spec
         self.step_records: list[dict[str, float]] = []
+        self.pairs_seen = 0
         self._sipo_metrics: dict[str, list[float]] = defaultdict(list)
         super().__init__(*args, **kwargs)
 
@@ -156,11 +157,12 @@ class SipoDPOTrainer(DPOTrainer):
         gather = self.accelerator.gather_for_metrics
         margins = chosen_rewards - rejected_rewards
         accuracy = self.loss_spec.definition.accuracy(margins, batch)
+        all_margins = gather(margins)
         record = {
             "loss": gather(loss).mean().item(),
             "rewards/chosen": gather(chosen_rewards).mean().item(),
             "rewards/rejected": gather(rejected_rewards).mean().item(),
-            "rewards/margins": gather(margins).mean().item(),
+            "rewards/margins": all_margins.mean().item(),
             "rewards/accuracies": gather(accuracy).mean().item(),
             **extra,
         }
@@ -169,6 +171,7 @@ class SipoDPOTrainer(DPOTrainer):
                 self._sipo_metrics[f"{mode}/{key}"].append(value)
         if mode == "train":
             self.step_records.append(record)
+            self.pairs_seen += all_margins.numel()  # the last batch of an epoch may be short
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -457,8 +460,7 @@ def train_dpo_adapter(
         examples=len(examples),
         train_loss=float(result.training_loss),
         seconds=round(seconds, 3),
-        pairs_seen=int(trainer.state.global_step) * settings.train.batch_size
-        * settings.train.gradient_accumulation_steps,
+        pairs_seen=trainer.pairs_seen,
     )
     if settings.tracking is not None:  # the logged loss curve joins the metrics: one summary per adapter
         metrics.update(summarize_steps(trainer.logged_steps))
