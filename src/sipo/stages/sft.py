@@ -93,7 +93,7 @@ def run(ctx: StageContext) -> dict:
 
 SPEC = StageDef(
     name="sft", run=run,
-    help="build the base model (random init for tests and the synthetic benchmark) and fine-tune it (optional)",
+    help="load the base model (a pretrained checkpoint, or a random init for tests and the synthetic benchmark) and fine-tune it (optional)",
     reads="`prepare/sft.jsonl`", writes="`sft/model/`",
     config_keys=("sft", "objective_descriptions", "review.template", "rewrite.template", "model", "seed"),
     loads_model=True, distributed=True, renders_templates=True, when=needs_sft_stage, builds_base_model=True,
